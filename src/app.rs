@@ -1,0 +1,193 @@
+//! Building and running the server: data dir, database, keys, first admin, listener, tasks.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::tokens::{self, TokenKeys};
+use crate::config::Config;
+use crate::http::rate_limit::RateLimits;
+use crate::layout::{Layout, write_private_file};
+use crate::state::AppState;
+use crate::users::{self, Role};
+
+const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+pub const INITIAL_ADMIN: &str = "admin";
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    /// Set when this start created the first admin: the password, shown once.
+    pub initial_admin_password: Option<String>,
+}
+
+impl App {
+    /// Prepares everything and binds the listener, so the address is known before `run`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let layout = Layout::prepare(&config.data_dir)?;
+        let db = crate::db::connect_and_migrate(&config.database_url_in(&layout)).await?;
+        let secret = tokens::load_or_create_secret(&config, &layout)?;
+        let tokens = TokenKeys::new(
+            &secret,
+            Duration::from_secs(config.auth.access_token_ttl_secs),
+        );
+        let initial_admin_password = create_first_admin(&db, &layout, &config).await?;
+        let tmux_version = crate::instances::tmux::version().await;
+        if tmux_version.is_none() {
+            tracing::warn!("tmux was not found on PATH; agents cannot start until it is installed");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let state = AppState {
+            rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            config: Arc::new(config),
+            db,
+            layout: Arc::new(layout),
+            tokens: Arc::new(tokens),
+            tmux_version: tmux_version.map(Arc::from),
+            started_at: Instant::now(),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            initial_admin_password,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The file holding the first admin's password, while it is still the initial one.
+    pub fn initial_password_file(&self) -> Option<std::path::PathBuf> {
+        Some(self.state.layout.server_dir().join(INITIAL_PASSWORD_FILE)).filter(|p| p.exists())
+    }
+
+    /// Serves until `shutdown` completes, then stops background tasks and closes the database.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let token = state.shutdown.clone();
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let router = crate::http::router(state.clone());
+        let serve_token = token.clone();
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = serve_token.cancelled() => {}
+            }
+            serve_token.cancel();
+        })
+        .await
+        .context("server failed")?;
+        token.cancel();
+        let _ = housekeeping.await;
+        state.db.close().await;
+        Ok(())
+    }
+}
+
+/// Periodic upkeep: forget idle rate-limit keys, drop expired sessions and invites.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut rounds: u64 = 0;
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        state.rate_limits.prune();
+        if rounds.is_multiple_of(60)
+            && let Err(err) = crate::auth::store::purge_expired(&state.db).await
+        {
+            tracing::warn!(error = %err, "cannot purge expired sessions");
+        }
+        rounds += 1;
+    }
+}
+
+/// With no account at all, creates `admin` with a random password kept in a 0600 file.
+async fn create_first_admin(
+    db: &crate::db::Db,
+    layout: &Layout,
+    config: &Config,
+) -> anyhow::Result<Option<String>> {
+    if users::store::count(db).await.map_err(anyhow_from)? > 0 {
+        return Ok(None);
+    }
+    let password = users::generate_password();
+    users::create_account(
+        db,
+        layout,
+        INITIAL_ADMIN,
+        &password,
+        Role::Admin,
+        config.auth.min_password_length,
+    )
+    .await
+    .map_err(anyhow_from)?;
+    let content = format!("username: {INITIAL_ADMIN}\npassword: {password}\n");
+    write_private_file(
+        &layout.server_dir().join(INITIAL_PASSWORD_FILE),
+        content.as_bytes(),
+    )?;
+    Ok(Some(password))
+}
+
+/// Removes the first admin's password file once that password is no longer in use.
+pub fn forget_initial_password(layout: &Layout, old_password: &str) {
+    let path = layout.server_dir().join(INITIAL_PASSWORD_FILE);
+    if let Ok(content) = std::fs::read_to_string(&path)
+        && content
+            .lines()
+            .any(|line| line.strip_prefix("password: ") == Some(old_password))
+    {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+fn anyhow_from(err: crate::error::AppError) -> anyhow::Error {
+    match err {
+        crate::error::AppError::Internal(inner) => inner,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,9 @@
+//! Authentication: password hashing, tokens, sessions with rotating refresh tokens, invites.
+
+pub mod extract;
+pub mod password;
+pub mod routes;
+pub mod store;
+pub mod tokens;
+
+pub use routes::router;

@@ -1,0 +1,247 @@
+//! Operations the command line runs against a server's data: accounts and `doctor`.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::db::{self, DbStatus};
+use crate::error::AppError;
+use crate::layout::Layout;
+use crate::users::{self, Role, User};
+
+async fn open(config: &Config) -> anyhow::Result<(Layout, db::Db)> {
+    let layout = Layout::prepare(&config.data_dir)?;
+    let pool = db::connect_and_migrate(&config.database_url_in(&layout)).await?;
+    Ok((layout, pool))
+}
+
+fn plain(err: AppError) -> anyhow::Error {
+    match err {
+        AppError::Internal(inner) => inner,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+async fn find(pool: &db::Db, name: &str) -> anyhow::Result<User> {
+    let name = users::normalize_username(name).map_err(plain)?;
+    users::store::by_username(pool, &name)
+        .await
+        .map_err(plain)?
+        .ok_or_else(|| anyhow::anyhow!("no user named `{name}`"))
+}
+
+/// Creates an account; returns it and the password when one was generated.
+pub async fn user_add(
+    config: &Config,
+    name: &str,
+    admin: bool,
+    password: Option<String>,
+) -> anyhow::Result<(User, Option<String>)> {
+    let (layout, pool) = open(config).await?;
+    let generated = password.is_none().then(users::generate_password);
+    let password = password.or_else(|| generated.clone()).unwrap_or_default();
+    let role = if admin { Role::Admin } else { Role::User };
+    let user = users::create_account(
+        &pool,
+        &layout,
+        name,
+        &password,
+        role,
+        config.auth.min_password_length,
+    )
+    .await
+    .map_err(plain)?;
+    crate::audit::record(
+        &pool,
+        crate::audit::Event {
+            action: "user.create",
+            target: Some(format!("user:{}:{}", user.id, user.username)),
+            detail: Some(serde_json::json!({"via": "cli", "role": role})),
+            ..Default::default()
+        },
+    )
+    .await;
+    pool.close().await;
+    Ok((user, generated))
+}
+
+pub async fn user_list(config: &Config) -> anyhow::Result<Vec<User>> {
+    let (_, pool) = open(config).await?;
+    let list = users::store::list(&pool).await.map_err(plain)?;
+    pool.close().await;
+    Ok(list)
+}
+
+/// Sets a password and signs the user out everywhere; returns the password when generated.
+pub async fn user_passwd(
+    config: &Config,
+    name: &str,
+    password: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    let (_, pool) = open(config).await?;
+    let user = find(&pool, name).await?;
+    let generated = password.is_none().then(users::generate_password);
+    let password = password.or_else(|| generated.clone()).unwrap_or_default();
+    users::check_password(&password, config.auth.min_password_length).map_err(plain)?;
+    let hash = crate::auth::password::hash(password).await?;
+    users::store::set_password(&pool, user.id, &hash)
+        .await
+        .map_err(plain)?;
+    crate::auth::store::revoke_user_sessions(&pool, user.id, None)
+        .await
+        .map_err(plain)?;
+    crate::audit::record(
+        &pool,
+        crate::audit::Event {
+            action: "user.update",
+            target: Some(format!("user:{}:{}", user.id, user.username)),
+            detail: Some(serde_json::json!({"via": "cli", "password_reset": true})),
+            ..Default::default()
+        },
+    )
+    .await;
+    pool.close().await;
+    Ok(generated)
+}
+
+pub async fn user_disable(config: &Config, name: &str) -> anyhow::Result<User> {
+    let (_, pool) = open(config).await?;
+    let user = find(&pool, name).await?;
+    users::store::set_disabled(&pool, user.id, true)
+        .await
+        .map_err(plain)?;
+    crate::auth::store::revoke_user_sessions(&pool, user.id, None)
+        .await
+        .map_err(plain)?;
+    crate::audit::record(
+        &pool,
+        crate::audit::Event {
+            action: "user.update",
+            target: Some(format!("user:{}:{}", user.id, user.username)),
+            detail: Some(serde_json::json!({"via": "cli", "disabled": true})),
+            ..Default::default()
+        },
+    )
+    .await;
+    pool.close().await;
+    Ok(user)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckLevel {
+    Ok,
+    /// Worth knowing, but the server can run.
+    Warn,
+    /// The server cannot work until this is fixed.
+    Fail,
+}
+
+#[derive(Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub level: CheckLevel,
+    pub detail: String,
+}
+
+/// Agent CLIs that profiles commonly use; reported, not required.
+const AGENT_CLIS: &[&str] = &["claude", "codex", "gemini", "aider", "opencode"];
+
+/// Checks what the server needs, one line each. Creates nothing but the data dir's folders.
+pub async fn doctor(config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut check = |name, level, detail: String| {
+        checks.push(Check {
+            name,
+            level,
+            detail,
+        })
+    };
+
+    match crate::instances::tmux::version().await {
+        Some(version) => check("tmux", CheckLevel::Ok, format!("tmux {version}")),
+        None => check(
+            "tmux",
+            CheckLevel::Fail,
+            "not found on PATH; install it (Debian/Ubuntu: apt-get install tmux)".into(),
+        ),
+    }
+
+    let layout = match Layout::prepare(&config.data_dir) {
+        Ok(layout) => match probe_writable(&layout.server_dir()) {
+            Ok(()) => {
+                check(
+                    "data dir",
+                    CheckLevel::Ok,
+                    format!("{} is writable", layout.root().display()),
+                );
+                Some(layout)
+            }
+            Err(e) => {
+                check(
+                    "data dir",
+                    CheckLevel::Fail,
+                    format!("{} is not writable: {e}", layout.root().display()),
+                );
+                None
+            }
+        },
+        Err(e) => {
+            check("data dir", CheckLevel::Fail, format!("{e:#}"));
+            None
+        }
+    };
+
+    if let Some(layout) = &layout {
+        let url = config.database_url_in(layout);
+        match db::status(&url).await {
+            Ok(DbStatus::Current { applied }) => check(
+                "database",
+                CheckLevel::Ok,
+                format!("reachable, {applied} migrations applied"),
+            ),
+            Ok(DbStatus::Pending { applied, total }) => check(
+                "database",
+                CheckLevel::Warn,
+                format!(
+                    "reachable, {applied} of {total} migrations applied; the rest apply at the next start"
+                ),
+            ),
+            Ok(DbStatus::Missing) => check(
+                "database",
+                CheckLevel::Warn,
+                "not created yet; `pocketdev serve` creates it".into(),
+            ),
+            Err(e) => check("database", CheckLevel::Fail, format!("{e:#}")),
+        }
+    }
+
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for cli in AGENT_CLIS {
+        match std::env::split_paths(&path)
+            .map(|dir| dir.join(cli))
+            .find(|p| is_executable(p))
+        {
+            Some(found) => check(
+                "agent",
+                CheckLevel::Ok,
+                format!("{cli} at {}", found.display()),
+            ),
+            None => check(
+                "agent",
+                CheckLevel::Warn,
+                format!("{cli} not on PATH (profiles using it are unusable)"),
+            ),
+        }
+    }
+    checks
+}
+
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,494 @@
+//! Configuration: one plain struct, layered defaults < TOML file < `POCKETDEV_*` environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the configuration file; it is not a key itself.
+pub const CONFIG_ENV: &str = "POCKETDEV_CONFIG";
+/// The file used when neither `--config` nor `POCKETDEV_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "pocketdev.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Root of everything pocketdev stores: database, keys, workspaces.
+    pub data_dir: PathBuf,
+    /// Database URL; defaults to a SQLite file in `<data_dir>/server/`.
+    pub database_url: Option<String>,
+    /// Sub-path the whole app is served under, such as `/pocketdev/`.
+    pub base_path: String,
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log: String,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitConfig,
+    pub limits: LimitsConfig,
+    pub alerts: AlertConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC key for access tokens; generated into the data dir when unset.
+    pub jwt_secret: Option<Secret>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub registration: Registration,
+    pub min_password_length: usize,
+    pub invite_ttl_hours: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Closed,
+    Invite,
+    Open,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sign-in and registration attempts per client IP per minute.
+    pub login_per_minute: u32,
+    /// API requests per user (or per IP when signed out) per minute.
+    pub api_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_per_user: u32,
+    pub max_total: u32,
+    /// Whether admins may exceed `max_per_user` (never `max_total`).
+    pub admins_exempt: bool,
+    /// Minutes without input or output before an instance is stopped; 0 disables.
+    pub idle_timeout_minutes: u64,
+    /// Memory kept free when admitting a new instance.
+    pub memory_reserve_mb: u64,
+    /// Largest request body accepted by JSON endpoints.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    pub cpu_percent: f64,
+    pub memory_percent: f64,
+    pub disk_percent: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8112)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            base_path: "/".into(),
+            trusted_proxies: Vec::new(),
+            log: "info".into(),
+            auth: AuthConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            limits: LimitsConfig::default(),
+            alerts: AlertConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            registration: Registration::Closed,
+            min_password_length: 10,
+            invite_ttl_hours: 72,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            login_per_minute: 10,
+            api_per_minute: 600,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_user: 2,
+            max_total: 4,
+            admins_exempt: false,
+            idle_timeout_minutes: 30,
+            memory_reserve_mb: 256,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            cpu_percent: 80.0,
+            memory_percent: 85.0,
+            disk_percent: 90.0,
+        }
+    }
+}
+
+/// A configuration value that must never be printed or logged.
+///
+/// Serialising it yields a mask, so printing the effective configuration cannot leak it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("********")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is the `--config` argument; when absent,
+    /// `POCKETDEV_CONFIG` is used, then `./pocketdev.toml` if it exists.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let env_file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let explicit = file.map(Path::to_path_buf).or(env_file);
+        let path = match explicit {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path)),
+            Some(path) => Some(path),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        Self::from_figment(Self::figment(path.as_deref(), overrides))
+    }
+
+    /// The layering itself, separate from the process environment's file lookup so tests can use it.
+    pub fn figment(file: Option<&Path>, overrides: &Overrides) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("POCKETDEV_").split("__").ignore(&["CONFIG"]));
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        figment
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment.extract().map_err(describe)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot, and normalises the base path to `/x/` form.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.into(),
+        };
+        self.base_path = normalize_base_path(&self.base_path)
+            .ok_or_else(|| invalid("base_path", "must be a path such as `/` or `/pocketdev/`, made of letters, digits, `-`, `_` and `.`"))?;
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return Err(invalid("auth.jwt_secret", "must be at least 32 characters"));
+        }
+        if self.auth.access_token_ttl_secs < 60 {
+            return Err(invalid("auth.access_token_ttl_secs", "must be at least 60"));
+        }
+        if self.auth.refresh_token_ttl_secs < self.auth.access_token_ttl_secs {
+            return Err(invalid(
+                "auth.refresh_token_ttl_secs",
+                "must not be shorter than the access token lifetime",
+            ));
+        }
+        if !(8..=128).contains(&self.auth.min_password_length) {
+            return Err(invalid(
+                "auth.min_password_length",
+                "must be between 8 and 128",
+            ));
+        }
+        if self.rate_limits.login_per_minute == 0 || self.rate_limits.api_per_minute == 0 {
+            return Err(invalid(
+                "rate_limits",
+                "limits must be at least 1 per minute",
+            ));
+        }
+        if self.limits.max_total == 0 {
+            return Err(invalid("limits.max_total", "must be at least 1"));
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        for (key, value) in [
+            ("alerts.cpu_percent", self.alerts.cpu_percent),
+            ("alerts.memory_percent", self.alerts.memory_percent),
+            ("alerts.disk_percent", self.alerts.disk_percent),
+        ] {
+            if !(1.0..=100.0).contains(&value) {
+                return Err(invalid(key, "must be a percentage between 1 and 100"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL: as configured, or a SQLite file in the layout's server folder.
+    pub fn database_url_in(&self, layout: &crate::layout::Layout) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                layout.server_dir().join("pocketdev.db").display()
+            )
+        })
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// One line per problem, naming the dotted key and where its value came from.
+fn describe(errors: figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".").to_ascii_lowercase();
+            let source = error.metadata.as_ref().map(|meta| match &meta.source {
+                Some(figment::Source::File(path)) => format!("in {}", path.display()),
+                _ if meta.name.contains("environment") => {
+                    let var = error.path.iter().map(|k| k.to_ascii_uppercase()).collect::<Vec<_>>().join("__");
+                    format!("from environment variable POCKETDEV_{var}")
+                }
+                _ => format!("from {}", meta.name),
+            });
+            match (key.is_empty(), source) {
+                (false, Some(source)) => format!("`{key}` {source}: {}", error.kind),
+                (false, None) => format!("`{key}`: {}", error.kind),
+                (true, Some(source)) => format!("{source}: {}", error.kind),
+                (true, None) => error.kind.to_string(),
+            }
+        })
+        .collect();
+    ConfigError::Load(lines.join("; "))
+}
+
+/// `""`, `/`, `pocketdev`, `/pocketdev/` → `/` or `/pocketdev/`; `None` for anything unsafe.
+fn normalize_base_path(raw: &str) -> Option<String> {
+    let trimmed = raw.trim_matches('/');
+    if trimmed.is_empty() {
+        return Some("/".into());
+    }
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    trimmed
+        .split('/')
+        .all(segment_ok)
+        .then(|| format!("/{trimmed}/"))
+}
+
+#[cfg(test)]
+// figment's `Jail` closures return its large error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(jail: &Jail, toml: Option<&str>) -> Result<Config, ConfigError> {
+        let path = toml.map(|content| {
+            jail.create_file("pocketdev.toml", content)
+                .expect("write config");
+            jail.directory().join("pocketdev.toml")
+        });
+        Config::from_figment(Config::figment(path.as_deref(), &Overrides::default()))
+    }
+
+    #[test]
+    fn defaults_match_the_seed_system() {
+        Jail::expect_with(|jail| {
+            let config = load_in_jail(jail, None).expect("defaults load");
+            assert_eq!(config.listen.to_string(), "127.0.0.1:8112");
+            assert_eq!(config.data_dir, PathBuf::from("./data"));
+            assert_eq!(config.limits.max_per_user, 2);
+            assert_eq!(config.limits.max_total, 4);
+            assert_eq!(config.limits.idle_timeout_minutes, 30);
+            assert_eq!(config.alerts.cpu_percent, 80.0);
+            assert_eq!(config.alerts.memory_percent, 85.0);
+            assert_eq!(config.alerts.disk_percent, 90.0);
+            assert_eq!(config.auth.registration, Registration::Closed);
+            assert_eq!(config.base_path, "/");
+            assert!(config.database_url.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        Jail::expect_with(|jail| {
+            jail.set_env("POCKETDEV_LIMITS__MAX_PER_USER", "5");
+            jail.set_env("POCKETDEV_LISTEN", "0.0.0.0:9000");
+            let config = load_in_jail(
+                jail,
+                Some("listen = \"127.0.0.1:7000\"\n[limits]\nmax_per_user = 3\nmax_total = 9\n[auth]\nregistration = \"invite\"\n"),
+            )
+            .expect("layered config loads");
+            assert_eq!(config.limits.max_per_user, 5, "env beats file");
+            assert_eq!(config.limits.max_total, 9, "file beats default");
+            assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(config.auth.registration, Registration::Invite);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn command_line_overrides_beat_env() {
+        Jail::expect_with(|jail| {
+            jail.set_env("POCKETDEV_DATA_DIR", "/from/env");
+            let overrides = Overrides {
+                data_dir: Some("/from/cli".into()),
+                listen: None,
+            };
+            let config = Config::from_figment(Config::figment(None, &overrides)).expect("loads");
+            assert_eq!(config.data_dir, PathBuf::from("/from/cli"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_key_and_file() {
+        Jail::expect_with(|jail| {
+            let err = load_in_jail(jail, Some("[limits]\nmax_per_usr = 3\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("max_per_usr"), "names the key: {err}");
+            assert!(err.contains("pocketdev.toml"), "names the file: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_type_in_env_names_key_and_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env("POCKETDEV_LIMITS__MAX_TOTAL", "lots");
+            let err = load_in_jail(jail, None).unwrap_err().to_string();
+            assert!(err.contains("max_total"), "names the key: {err}");
+            assert!(err.contains("POCKETDEV_LIMITS__MAX_TOTAL"), "names the variable: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.set_env("POCKETDEV_LISTN", "0.0.0.0:1");
+            let err = load_in_jail(jail, None).unwrap_err().to_string();
+            assert!(err.contains("listn"), "names the unknown key: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_their_key() {
+        let cases: &[(&str, &str)] = &[
+            ("base_path = \"/../etc\"", "base_path"),
+            ("[auth]\njwt_secret = \"short\"", "auth.jwt_secret"),
+            (
+                "[auth]\nmin_password_length = 3",
+                "auth.min_password_length",
+            ),
+            ("[auth]\nregistration = \"sometimes\"", "registration"),
+            ("[alerts]\ncpu_percent = 150.0", "alerts.cpu_percent"),
+            ("[limits]\nmax_total = 0", "limits.max_total"),
+        ];
+        for (toml, key) in cases {
+            Jail::expect_with(|jail| {
+                let err = load_in_jail(jail, Some(toml)).expect_err(toml).to_string();
+                assert!(
+                    err.contains(key),
+                    "`{toml}` should be rejected naming {key}: {err}"
+                );
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn base_path_is_normalised() {
+        assert_eq!(normalize_base_path("").as_deref(), Some("/"));
+        assert_eq!(normalize_base_path("/").as_deref(), Some("/"));
+        assert_eq!(
+            normalize_base_path("pocketdev").as_deref(),
+            Some("/pocketdev/")
+        );
+        assert_eq!(normalize_base_path("/a/b/").as_deref(), Some("/a/b/"));
+        assert_eq!(normalize_base_path("/a//b/"), None);
+        assert_eq!(normalize_base_path("/a b/"), None);
+    }
+
+    #[test]
+    fn printed_configuration_masks_secrets() {
+        let mut config = Config::default();
+        config.auth.jwt_secret = Some(Secret::new("a-very-long-secret-that-must-not-leak-0123"));
+        let printed = config.to_redacted_toml();
+        assert!(!printed.contains("must-not-leak"), "{printed}");
+        assert!(printed.contains("********"));
+        assert!(!format!("{config:?}").contains("must-not-leak"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The data dir's layout and modes, fixed once so per-account Unix users can share it safely.
+//!
+//! ```text
+//! <data>/                 0711  accounts may traverse to their own folder, never list
+//! <data>/server/          0700  database, signing keys, the first admin's password
+//! <data>/users/           0711
+//! <data>/users/<id>/      0711  owned by the server, so an agent cannot swap its parts
+//! <data>/users/<id>/workspace/  0700
+//! <data>/users/<id>/home/       0700
+//! <data>/archive/         0700  deleted accounts' files, until an admin removes them
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// Creates the layout's shared folders if missing and fixes their modes.
+    pub fn prepare(data_dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let root = data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
+        let layout = Self { root };
+        ensure_dir(&layout.root, 0o711)?;
+        ensure_dir(&layout.server_dir(), 0o700)?;
+        ensure_dir(&layout.users_dir(), 0o711)?;
+        ensure_dir(&layout.archive_dir(), 0o700)?;
+        Ok(layout)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn server_dir(&self) -> PathBuf {
+        self.root.join("server")
+    }
+
+    pub fn users_dir(&self) -> PathBuf {
+        self.root.join("users")
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.root.join("archive")
+    }
+
+    pub fn user_dir(&self, user_id: i64) -> PathBuf {
+        self.users_dir().join(user_id.to_string())
+    }
+
+    pub fn workspace(&self, user_id: i64) -> PathBuf {
+        self.user_dir(user_id).join("workspace")
+    }
+
+    pub fn home(&self, user_id: i64) -> PathBuf {
+        self.user_dir(user_id).join("home")
+    }
+
+    /// Creates an account's folders with the layout's modes; idempotent.
+    pub fn prepare_user(&self, user_id: i64) -> anyhow::Result<()> {
+        ensure_dir(&self.user_dir(user_id), 0o711)?;
+        ensure_dir(&self.workspace(user_id), 0o700)?;
+        ensure_dir(&self.home(user_id), 0o700)?;
+        Ok(())
+    }
+
+    /// Moves an account's folder into the archive; returns where it went, if it existed.
+    pub fn archive_user(&self, user_id: i64, label: &str) -> anyhow::Result<Option<PathBuf>> {
+        let from = self.user_dir(user_id);
+        if !from.exists() {
+            return Ok(None);
+        }
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let to = self
+            .archive_dir()
+            .join(format!("{user_id}-{label}-{stamp}"));
+        fs::rename(&from, &to)
+            .with_context(|| format!("cannot archive {} to {}", from.display(), to.display()))?;
+        Ok(Some(to))
+    }
+}
+
+fn ensure_dir(path: &Path, mode: u32) -> anyhow::Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))
+}
+
+/// Writes a small private file (mode 0600) atomically: a reader sees the old content or the new, whole.
+pub fn write_private_file(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("file has no parent folder")?;
+    let name = path
+        .file_name()
+        .context("file has no name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn layout_has_documented_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::prepare(&tmp.path().join("data")).unwrap();
+        layout.prepare_user(7).unwrap();
+        assert_eq!(mode(layout.root()), 0o711);
+        assert_eq!(mode(&layout.server_dir()), 0o700);
+        assert_eq!(mode(&layout.users_dir()), 0o711);
+        assert_eq!(mode(&layout.user_dir(7)), 0o711);
+        assert_eq!(mode(&layout.workspace(7)), 0o700);
+        assert_eq!(mode(&layout.home(7)), 0o700);
+        assert!(layout.workspace(7).ends_with("users/7/workspace"));
+    }
+
+    #[test]
+    fn private_file_is_0600_and_replaced_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("key");
+        write_private_file(&path, b"first").unwrap();
+        write_private_file(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temp file left behind"
+        );
+    }
+
+    #[test]
+    fn archiving_moves_the_account_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::prepare(tmp.path()).unwrap();
+        layout.prepare_user(3).unwrap();
+        fs::write(layout.workspace(3).join("notes.txt"), "hi").unwrap();
+        let archived = layout.archive_user(3, "alice").unwrap().expect("archived");
+        assert!(!layout.user_dir(3).exists());
+        assert_eq!(
+            fs::read_to_string(archived.join("workspace/notes.txt")).unwrap(),
+            "hi"
+        );
+        assert_eq!(layout.archive_user(3, "alice").unwrap(), None);
+    }
+}

@@ -1,0 +1,29 @@
+//! pocketdev: run AI coding agents in tmux on your own server and drive them from a phone browser.
+
+/// Building and running the server.
+pub mod app;
+/// The audit log.
+pub mod audit;
+/// Authentication and sessions.
+pub mod auth;
+/// Command-line operations on a server's data (user management, doctor).
+pub mod commands;
+/// Layered configuration.
+pub mod config;
+/// The SQLite store and migrations.
+pub mod db;
+/// The HTTP error type.
+pub mod error;
+/// Router, middleware, OpenAPI.
+pub mod http;
+/// Agent instances and the tmux seam.
+pub mod instances;
+/// The data dir's layout.
+pub mod layout;
+/// Shared application state.
+pub mod state;
+/// Accounts.
+pub mod users;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,26 @@
+//! Shared application state, cheap to clone into every handler.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::tokens::TokenKeys;
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::rate_limit::RateLimits;
+use crate::layout::Layout;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub layout: Arc<Layout>,
+    pub tokens: Arc<TokenKeys>,
+    pub rate_limits: Arc<RateLimits>,
+    /// tmux's version as found at start-up; `None` when tmux is missing.
+    pub tmux_version: Option<Arc<str>>,
+    pub started_at: Instant,
+    /// Cancelled on shutdown; long-lived tasks and sockets watch it.
+    pub shutdown: CancellationToken,
+}
