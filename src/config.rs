@@ -309,7 +309,12 @@ fn describe(errors: figment::Error) -> ConfigError {
             let source = error.metadata.as_ref().map(|meta| match &meta.source {
                 Some(figment::Source::File(path)) => format!("in {}", path.display()),
                 _ if meta.name.contains("environment") => {
-                    let var = error.path.iter().map(|k| k.to_ascii_uppercase()).collect::<Vec<_>>().join("__");
+                    let var = error
+                        .path
+                        .iter()
+                        .map(|k| k.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join("__");
                     format!("from environment variable POCKETDEV_{var}")
                 }
                 _ => format!("from {}", meta.name),
@@ -429,7 +434,10 @@ mod tests {
             jail.set_env("POCKETDEV_LIMITS__MAX_TOTAL", "lots");
             let err = load_in_jail(jail, None).unwrap_err().to_string();
             assert!(err.contains("max_total"), "names the key: {err}");
-            assert!(err.contains("POCKETDEV_LIMITS__MAX_TOTAL"), "names the variable: {err}");
+            assert!(
+                err.contains("POCKETDEV_LIMITS__MAX_TOTAL"),
+                "names the variable: {err}"
+            );
             Ok(())
         });
     }

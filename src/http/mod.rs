@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -84,16 +84,24 @@ pub fn router(state: AppState) -> Router {
 
     let app = Router::new()
         .merge(api)
-        .route("/", get(root_page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes));
 
+    // The app's root is `<base>/` (relative links need the slash); `<base>` redirects there.
     let base = state.config.base_path.trim_end_matches('/');
     let app = if base.is_empty() {
-        app
+        app.route("/", get(root_page))
     } else {
-        Router::new().nest(base, app).fallback(not_found)
+        let slash = format!("{base}/");
+        Router::new()
+            .route(&slash, get(root_page))
+            .nest(base, app)
+            .route(
+                base,
+                get(move || async move { Redirect::permanent(&slash) }),
+            )
+            .fallback(not_found)
     };
 
     app.layer(

@@ -1,1 +1,9 @@
-mod x {}
+//! Integration tests: the real server on a random port with a fresh data dir, over real HTTP.
+
+mod admin;
+mod auth;
+mod cli;
+mod helpers;
+mod http_basics;
+mod registration;
+mod restart;

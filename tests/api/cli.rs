@@ -1,0 +1,285 @@
+//! The `pocketdev` command itself: serve, user management, doctor, config.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::helpers::{expect_error, spawn_app_with};
+
+fn pocketdev(data_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pocketdev"));
+    command
+        .env("POCKETDEV_DATA_DIR", data_dir)
+        .env_remove("POCKETDEV_CONFIG")
+        .current_dir(data_dir.parent().unwrap());
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    command
+}
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(mut command: Command, stdin: Option<&str>) -> Output {
+    if stdin.is_some() {
+        command.stdin(Stdio::piped());
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .await
+            .unwrap();
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("finishes")
+        .unwrap();
+    Output {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn serve_prints_the_url_and_a_working_admin_password_then_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut command = pocketdev(&data);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut password) = (None, None);
+    while url.is_none() || password.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("output in time")
+            .unwrap()
+            .expect("a line");
+        if let Some(rest) = line.trim().strip_prefix("pocketdev is running at ") {
+            url = Some(rest.to_owned());
+        }
+        if let Some((_, pw)) = line.split_once("password: ") {
+            password = Some(pw.trim().to_owned());
+        }
+    }
+    let (url, password) = (url.unwrap(), password.unwrap());
+    let response = reqwest::Client::new()
+        .post(format!("{url}api/auth/login"))
+        .json(&serde_json::json!({ "username": "admin", "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the printed password signs in"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("stops after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[tokio::test]
+async fn user_commands_manage_accounts_the_server_sees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+
+    let mut add = pocketdev(&data);
+    add.args(["user", "add", "Olga", "--admin", "--password-stdin"]);
+    let out = run(add, Some("olga-password-1\n")).await;
+    assert!(out.ok, "user add: {}", out.stderr);
+    assert!(
+        out.stdout.contains("created admin `olga`"),
+        "{}",
+        out.stdout
+    );
+
+    let mut add = pocketdev(&data);
+    add.args(["user", "add", "pete"]);
+    let out = run(add, None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let pete_password = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("generated password")
+        .to_owned();
+
+    let mut dup = pocketdev(&data);
+    dup.args(["user", "add", "pete"]);
+    let out = run(dup, None).await;
+    assert!(
+        !out.ok && out.stderr.contains("taken"),
+        "duplicate: {}",
+        out.stderr
+    );
+
+    let mut bad = pocketdev(&data);
+    bad.args(["user", "add", "../x"]);
+    assert!(!run(bad, None).await.ok, "invalid names are refused");
+
+    let mut list = pocketdev(&data);
+    list.args(["user", "list"]);
+    let out = run(list, None).await;
+    assert!(
+        out.stdout.contains("olga") && out.stdout.contains("pete"),
+        "{}",
+        out.stdout
+    );
+
+    // An admin made by `user add` means the server creates no `admin` of its own.
+    let app = spawn_app_with(|c| c.data_dir = data.clone()).await;
+    assert!(
+        app.admin_password.is_empty(),
+        "no first admin when one exists"
+    );
+    assert_eq!(
+        app.login("olga", "olga-password-1").await.status(),
+        StatusCode::OK
+    );
+    let pete = app.sign_in("pete", &pete_password).await;
+
+    let mut passwd = pocketdev(&data);
+    passwd.args(["user", "passwd", "pete", "--password-stdin"]);
+    assert!(run(passwd, Some("pete-password-2\n")).await.ok);
+    expect_error(
+        app.get("/api/auth/me", pete["access_token"].as_str()).await,
+        StatusCode::UNAUTHORIZED,
+        "signed out",
+    )
+    .await;
+    assert_eq!(
+        app.login("pete", "pete-password-2").await.status(),
+        StatusCode::OK
+    );
+
+    let mut disable = pocketdev(&data);
+    disable.args(["user", "disable", "pete"]);
+    assert!(run(disable, None).await.ok);
+    expect_error(
+        app.login("pete", "pete-password-2").await,
+        StatusCode::FORBIDDEN,
+        "disabled by the CLI",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn doctor_reports_one_line_per_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut doctor = pocketdev(&data);
+    doctor.arg("doctor");
+    let out = run(doctor, None).await;
+    assert!(
+        out.ok,
+        "doctor passes where tmux is installed: {}{}",
+        out.stdout, out.stderr
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("tmux")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("not created yet"),
+        "fresh data dir: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("claude"),
+        "agent CLIs are listed: {}",
+        out.stdout
+    );
+
+    let mut doctor = pocketdev(&data);
+    doctor.arg("doctor").env("PATH", "/nonexistent");
+    let out = run(doctor, None).await;
+    assert!(!out.ok, "a missing tmux fails the doctor");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("tmux")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn config_prints_effective_values_with_secrets_masked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let file = tmp.path().join("custom.toml");
+    std::fs::write(&file, "[limits]\nmax_per_user = 3\n").unwrap();
+    let mut config = pocketdev(&data);
+    config
+        .args(["config", "--config"])
+        .arg(&file)
+        .env(
+            "POCKETDEV_AUTH__JWT_SECRET",
+            "super-secret-value-that-must-stay-hidden",
+        )
+        .env("POCKETDEV_LIMITS__MAX_TOTAL", "7");
+    let out = run(config, None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("max_per_user = 3") && out.stdout.contains("max_total = 7"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("super-secret"),
+        "secret leaked: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("********"));
+
+    std::fs::write(&file, "[limits]\nmax_per_usr = 3\n").unwrap();
+    let mut bad = pocketdev(&data);
+    bad.args(["config", "--config"]).arg(&file);
+    let out = run(bad, None).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("max_per_usr") && out.stderr.contains("custom.toml"),
+        "{}",
+        out.stderr
+    );
+
+    let mut missing = pocketdev(&data);
+    missing.args(["serve", "--config", "/nonexistent/pocketdev.toml"]);
+    let out = run(missing, None).await;
+    assert!(
+        !out.ok && out.stderr.contains("does not exist"),
+        "{}",
+        out.stderr
+    );
+}
