@@ -478,6 +478,19 @@ mod tests {
     }
 
     #[test]
+    fn example_file_documents_the_defaults() {
+        Jail::expect_with(|jail| {
+            let example = include_str!("../pocketdev.example.toml");
+            let config = load_in_jail(jail, Some(example)).expect("the example file loads");
+            assert_eq!(
+                config.to_redacted_toml(),
+                Config::default().to_redacted_toml()
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn base_path_is_normalised() {
         assert_eq!(normalize_base_path("").as_deref(), Some("/"));
         assert_eq!(normalize_base_path("/").as_deref(), Some("/"));

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Quick start: builds pocketdev and starts it on the embedded default (SQLite in ./data).
+# Any arguments are passed to `pocketdev serve`, for example --listen 0.0.0.0:8112.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+
+require_rust
+ensure_package tmux tmux
+
+say "building pocketdev"
+cargo build --locked --bin pocketdev
+exec target/debug/pocketdev serve "$@"
