@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::tokens::{self, TokenKeys};
 use crate::config::Config;
 use crate::http::rate_limit::RateLimits;
+use crate::instances::Manager;
 use crate::layout::{Layout, write_private_file};
+use crate::secrets::SecretBox;
 use crate::state::AppState;
 use crate::users::{self, Role};
 
@@ -41,14 +43,34 @@ impl App {
         if tmux_version.is_none() {
             tracing::warn!("tmux was not found on PATH; agents cannot start until it is installed");
         }
+        let config = Arc::new(config);
+        let layout = Arc::new(layout);
+        let secrets = Arc::new(SecretBox::load_or_create(&layout.server_dir())?);
+        let launcher = match &config.tmux.launcher {
+            Some(path) => path.clone(),
+            None => running_binary()?,
+        };
+        let instances = Arc::new(Manager::new(
+            db.clone(),
+            layout.clone(),
+            config.clone(),
+            secrets.clone(),
+            launcher,
+        )?);
+        // Adopt what survived the last run before anyone can act on it.
+        if let Err(err) = instances.reconcile().await {
+            tracing::warn!(error = %err, "initial reconciliation failed");
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let state = AppState {
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
-            config: Arc::new(config),
+            secrets,
+            instances,
+            config,
             db,
-            layout: Arc::new(layout),
+            layout,
             tokens: Arc::new(tokens),
             tmux_version: tmux_version.map(Arc::from),
             started_at: Instant::now(),
@@ -84,6 +106,7 @@ impl App {
         let state = self.state.clone();
         let token = state.shutdown.clone();
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let watcher = tokio::spawn(state.instances.clone().watch(token.clone()));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
         axum::serve(
@@ -101,6 +124,7 @@ impl App {
         .context("server failed")?;
         token.cancel();
         let _ = housekeeping.await;
+        let _ = watcher.await;
         state.db.close().await;
         Ok(())
     }
@@ -170,6 +194,16 @@ fn anyhow_from(err: crate::error::AppError) -> anyhow::Error {
         crate::error::AppError::Internal(inner) => inner,
         other => anyhow::anyhow!("{other}"),
     }
+}
+
+/// This binary's path, used to launch agents. After an upgrade replaced the file, Linux reports
+/// the old one as "(deleted)"; the path itself is what the next launch needs.
+fn running_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the running binary")?;
+    let text = exe.to_string_lossy();
+    Ok(text
+        .strip_suffix(" (deleted)")
+        .map_or(exe.clone(), std::path::PathBuf::from))
 }
 
 /// Resolves when the process receives SIGINT or SIGTERM.

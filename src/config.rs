@@ -1,5 +1,6 @@
 //! Configuration: one plain struct, layered defaults < TOML file < `POCKETDEV_*` environment.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+use crate::instances::profiles::Profile;
 
 /// Environment variable naming the configuration file; it is not a key itself.
 pub const CONFIG_ENV: &str = "POCKETDEV_CONFIG";
@@ -33,6 +36,36 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub limits: LimitsConfig,
     pub alerts: AlertConfig,
+    pub tmux: TmuxConfig,
+    /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TmuxConfig {
+    /// Socket of pocketdev's own tmux server. Default: `<data_dir>/server/tmux.sock`.
+    pub socket: Option<PathBuf>,
+    /// Lines of history each instance keeps.
+    pub history_limit: u32,
+    /// Kill tmux sessions that look like pocketdev's but have no record (otherwise only reported).
+    pub kill_orphans: bool,
+    /// Seconds an agent gets to exit after SIGTERM before it is killed.
+    pub stop_grace_secs: u64,
+    /// The `pocketdev` binary that launches agents. Default: the running binary.
+    pub launcher: Option<PathBuf>,
+}
+
+impl Default for TmuxConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            history_limit: 50_000,
+            kill_orphans: false,
+            stop_grace_secs: 3,
+            launcher: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +133,8 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             limits: LimitsConfig::default(),
             alerts: AlertConfig::default(),
+            tmux: TmuxConfig::default(),
+            profiles: crate::instances::profiles::defaults(),
         }
     }
 }
@@ -267,6 +302,24 @@ impl Config {
         }
         if self.limits.max_total == 0 {
             return Err(invalid("limits.max_total", "must be at least 1"));
+        }
+        for (id, profile) in &self.profiles {
+            let id_ok = (1..=64).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !id_ok {
+                return Err(invalid(
+                    "profiles",
+                    &format!("profile id `{id}` must be 1-64 letters, digits, `-`, `_` or `.`"),
+                ));
+            }
+            if profile.enabled && (profile.command.is_empty() || profile.name.is_empty()) {
+                return Err(invalid(
+                    "profiles",
+                    &format!("profile `{id}` needs a `name` and a `command`"),
+                ));
+            }
         }
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));

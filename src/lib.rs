@@ -20,6 +20,8 @@ pub mod http;
 pub mod instances;
 /// The data dir's layout.
 pub mod layout;
+/// Per-user encrypted secrets.
+pub mod secrets;
 /// Shared application state.
 pub mod state;
 /// Accounts.

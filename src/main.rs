@@ -34,6 +34,14 @@ enum Command {
     Doctor(DataDirArg),
     /// Print the effective configuration (defaults, file and environment merged), secrets masked.
     Config(ServeArgs),
+    /// Internal: the first program of an agent's tmux pane (reads its environment file, then execs).
+    #[command(hide = true)]
+    Launch {
+        #[arg(long)]
+        env_file: PathBuf,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Args, Default)]
@@ -87,6 +95,11 @@ enum UserCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Launch { env_file, argv }) = &cli.command {
+        let err = pocketdev::instances::launcher::exec(env_file, argv);
+        eprintln!("pocketdev: {err:#}");
+        return ExitCode::from(127);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -150,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::User(user) => user_command(cli.config.as_ref(), user).await?,
+        Command::Launch { .. } => unreachable!("handled before the runtime starts"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,9 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::rate_limit::RateLimits;
+use crate::instances::Manager;
 use crate::layout::Layout;
+use crate::secrets::SecretBox;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -18,6 +20,8 @@ pub struct AppState {
     pub layout: Arc<Layout>,
     pub tokens: Arc<TokenKeys>,
     pub rate_limits: Arc<RateLimits>,
+    pub secrets: Arc<SecretBox>,
+    pub instances: Arc<Manager>,
     /// tmux's version as found at start-up; `None` when tmux is missing.
     pub tmux_version: Option<Arc<str>>,
     pub started_at: Instant,

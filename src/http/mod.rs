@@ -31,6 +31,8 @@ use crate::state::AppState;
     tags(
         (name = "auth", description = "Sign-in, sessions and registration"),
         (name = "admin", description = "Accounts, invites and the audit log (admins only)"),
+        (name = "instances", description = "Agent instances: profiles, lifecycle, input and output"),
+        (name = "secrets", description = "Per-user secrets such as API keys"),
         (name = "system", description = "Health"),
     )
 )]
@@ -66,6 +68,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::auth::router())
         .merge(crate::users::router())
         .merge(crate::audit::router())
+        .merge(crate::secrets::router())
+        .merge(crate::instances::router())
         .split_for_parts()
 }
 

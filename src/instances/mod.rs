@@ -1,3 +1,12 @@
-//! Agent instances. For now only the tmux seam exists; profiles, the manager and routes build on it.
+//! Agent instances: profiles, the tmux seam, the lifecycle manager and reconciliation, routes.
 
+pub mod claude;
+pub mod launcher;
+pub mod manager;
+pub mod profiles;
+pub mod routes;
+pub mod store;
 pub mod tmux;
+
+pub use manager::Manager;
+pub use routes::router;

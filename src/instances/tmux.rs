@@ -1,6 +1,267 @@
 //! The only place that runs tmux.
+//!
+//! pocketdev runs its own tmux server on its own socket, never the user's default one. Every
+//! client is started with a cleared environment and arguments passed as a list, never through a
+//! shell. [`TmuxServers::for_account`] is the seam where per-account servers (running as the
+//! account's Unix user) will plug in; today every account shares the one server.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::Context;
 use tokio::process::Command;
+
+/// Why a tmux command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TmuxError {
+    #[error("tmux is not installed")]
+    Missing,
+    #[error("tmux {command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
+/// One pane of a pocketdev session, as `list-panes` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaneInfo {
+    pub session: String,
+    pub dead: bool,
+    pub exit_status: Option<i32>,
+    pub pid: Option<u32>,
+}
+
+/// What a new session runs, where, and at which size.
+pub struct SessionSpec<'a> {
+    pub name: &'a str,
+    pub cwd: &'a Path,
+    pub cols: u16,
+    pub rows: u16,
+    pub argv: &'a [String],
+}
+
+#[derive(Clone)]
+pub struct TmuxServers {
+    shared: Tmux,
+}
+
+impl TmuxServers {
+    pub fn new(socket: PathBuf, config_file: PathBuf) -> Self {
+        Self {
+            shared: Tmux {
+                socket,
+                config_file,
+            },
+        }
+    }
+
+    /// The tmux server holding `user_id`'s sessions.
+    pub fn for_account(&self, _user_id: i64) -> &Tmux {
+        &self.shared
+    }
+
+    /// Every server, for reconciliation.
+    pub fn all(&self) -> impl Iterator<Item = &Tmux> {
+        std::iter::once(&self.shared)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Tmux {
+    socket: PathBuf,
+    config_file: PathBuf,
+}
+
+/// tmux's own limit on one command message is 16 KiB; text is sent in smaller pieces.
+const SEND_CHUNK: usize = 4096;
+
+impl Tmux {
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("-f")
+            .arg(&self.config_file)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
+        let output = self
+            .command()
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => TmuxError::Missing,
+                _ => TmuxError::Failed {
+                    command: args.first().unwrap_or(&"").to_string(),
+                    stderr: e.to_string(),
+                },
+            })?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(TmuxError::Failed {
+                command: args.first().unwrap_or(&"").to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    /// Starts a detached session running `argv` directly (no shell in between).
+    pub async fn new_session(&self, spec: &SessionSpec<'_>) -> Result<(), TmuxError> {
+        let cwd = spec.cwd.to_string_lossy();
+        let (cols, rows) = (spec.cols.to_string(), spec.rows.to_string());
+        let mut args = vec![
+            "new-session",
+            "-d",
+            "-s",
+            spec.name,
+            "-c",
+            &cwd,
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+            "--",
+        ];
+        args.extend(spec.argv.iter().map(String::as_str));
+        self.run(&args).await.map(drop)
+    }
+
+    /// All panes of this server; empty when the server is not running.
+    pub async fn list_panes(&self) -> Result<Vec<PaneInfo>, TmuxError> {
+        let format = "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}";
+        match self.run(&["list-panes", "-a", "-F", format]).await {
+            Ok(out) => Ok(out.lines().filter_map(parse_pane).collect()),
+            Err(TmuxError::Failed { stderr, .. }) if no_server(&stderr) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pane's screen and up to `history` lines above it, as text (with escapes if `ansi`).
+    pub async fn capture(
+        &self,
+        session: &str,
+        history: u32,
+        ansi: bool,
+    ) -> Result<String, TmuxError> {
+        let start = format!("-{history}");
+        let target = format!("={session}:");
+        let mut args = vec!["capture-pane", "-p", "-J", "-S", &start, "-t", &target];
+        if ansi {
+            args.push("-e");
+        }
+        let text = self.run(&args).await?;
+        Ok(trim_trailing_blank_lines(&text))
+    }
+
+    /// Types `text` literally, as if pasted key by key.
+    pub async fn send_text(&self, session: &str, text: &str) -> Result<(), TmuxError> {
+        let target = format!("={session}:");
+        for chunk in chunks(text, SEND_CHUNK) {
+            self.run(&["send-keys", "-t", &target, "-l", "--", chunk])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends named keys (`Enter`, `C-c`, `Escape`, `BTab`…).
+    pub async fn send_keys(&self, session: &str, keys: &[&str]) -> Result<(), TmuxError> {
+        let target = format!("={session}:");
+        let mut args = vec!["send-keys", "-t", &target, "--"];
+        args.extend_from_slice(keys);
+        self.run(&args).await.map(drop)
+    }
+
+    pub async fn kill_session(&self, session: &str) -> Result<(), TmuxError> {
+        let target = format!("={session}");
+        match self.run(&["kill-session", "-t", &target]).await {
+            Err(TmuxError::Failed { stderr, .. })
+                if stderr.contains("can't find") || no_server(&stderr) =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Writes the server's configuration file; it applies when the server starts.
+    pub fn write_config(&self, history_limit: u32) -> anyhow::Result<()> {
+        let config = format!(
+            "# Written by pocketdev at start-up; edits are overwritten.\n\
+             set -g history-limit {history_limit}\n\
+             set -g remain-on-exit on\n\
+             set -g status off\n\
+             set -g escape-time 0\n\
+             set -g focus-events on\n\
+             set -g allow-rename off\n\
+             set -g window-size latest\n\
+             set -g default-terminal tmux-256color\n\
+             set -g exit-empty on\n"
+        );
+        std::fs::write(&self.config_file, config)
+            .with_context(|| format!("cannot write {}", self.config_file.display()))
+    }
+}
+
+fn no_server(stderr: &str) -> bool {
+    stderr.contains("no server running")
+        || stderr.contains("error connecting")
+        || stderr.contains("No such file")
+}
+
+fn parse_pane(line: &str) -> Option<PaneInfo> {
+    let mut fields = line.split('\t');
+    let session = fields.next()?.to_owned();
+    let dead = fields.next()? == "1";
+    let exit_status = fields.next().and_then(|s| s.parse().ok());
+    let pid = fields.next().and_then(|s| s.parse().ok());
+    Some(PaneInfo {
+        session,
+        dead,
+        exit_status,
+        pid,
+    })
+}
+
+fn trim_trailing_blank_lines(text: &str) -> String {
+    let trimmed = text.trim_end_matches(['\n', ' ']);
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}\n")
+    }
+}
+
+/// Splits on character boundaries into pieces of at most `max` bytes.
+fn chunks(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (head, tail) = rest.split_at(end);
+        rest = tail;
+        Some(head)
+    })
+}
 
 /// tmux's version (`3.3a`), or `None` when tmux is not installed.
 pub async fn version() -> Option<String> {
@@ -10,4 +271,34 @@ pub async fn version() -> Option<String> {
     }
     let text = String::from_utf8_lossy(&output.stdout);
     text.trim().strip_prefix("tmux ").map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panes_parse() {
+        let pane = parse_pane("pd-abc\t1\t3\t1234").unwrap();
+        assert_eq!(
+            pane,
+            PaneInfo {
+                session: "pd-abc".into(),
+                dead: true,
+                exit_status: Some(3),
+                pid: Some(1234)
+            }
+        );
+        let live = parse_pane("pd-x\t0\t\t99").unwrap();
+        assert!(!live.dead);
+        assert_eq!(live.exit_status, None);
+    }
+
+    #[test]
+    fn chunks_respect_char_boundaries() {
+        let text = "é".repeat(5000);
+        let pieces: Vec<&str> = chunks(&text, SEND_CHUNK).collect();
+        assert!(pieces.iter().all(|p| p.len() <= SEND_CHUNK));
+        assert_eq!(pieces.concat(), text);
+    }
 }

@@ -193,6 +193,11 @@ async fn delete_user(
         ));
     }
     keep_an_admin(&state, &target).await?;
+    for instance in crate::instances::store::list(&state.db, Some(id)).await? {
+        if instance.state.is_live() {
+            state.instances.stop(&instance, "admin").await?;
+        }
+    }
     store::delete(&state.db, id).await?;
     let layout = state.layout.clone();
     let label = target.username.clone();

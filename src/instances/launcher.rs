@@ -1,0 +1,42 @@
+//! `pocketdev launch`: the first program in an agent's tmux pane. It reads the agent's
+//! environment (secrets included) from a 0600 file, deletes the file, and execs the agent, so
+//! no secret ever appears in a command line that `ps` shows.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Variables the pane itself provides and the agent keeps.
+const FROM_PANE: &[&str] = &["TERM", "COLORTERM", "TMUX", "TMUX_PANE"];
+
+/// Replaces this process with `argv`; returns only on failure.
+pub fn exec(env_file: &Path, argv: &[String]) -> anyhow::Error {
+    match prepare(env_file, argv) {
+        Ok(mut command) => {
+            let err = command.exec();
+            anyhow::anyhow!("cannot start `{}`: {err}", argv[0])
+        }
+        Err(err) => err,
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // exec replaces this process: there is no async runtime here
+fn prepare(env_file: &Path, argv: &[String]) -> anyhow::Result<std::process::Command> {
+    let text = std::fs::read_to_string(env_file)
+        .with_context(|| format!("cannot read {}", env_file.display()));
+    let _ = std::fs::remove_file(env_file);
+    let env: BTreeMap<String, String> =
+        serde_json::from_str(&text?).context("the environment file is not valid")?;
+    let program = argv.first().context("no command to run")?;
+    let mut command = std::process::Command::new(program);
+    command.args(&argv[1..]).env_clear();
+    for name in FROM_PANE {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(env);
+    Ok(command)
+}

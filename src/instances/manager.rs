@@ -1,0 +1,818 @@
+//! Instance lifecycle: admission and limits, start (environment, secrets, launcher), stop,
+//! restart with the agent's conversation resumed, input and output, and reconciliation with tmux.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::profiles::{Profile, ProfileKind, resolve_command};
+use super::store::{self, Instance, NewInstance, SESSION_PREFIX, State};
+use super::tmux::{PaneInfo, SessionSpec, TmuxError, TmuxServers};
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::AppError;
+use crate::layout::{Layout, write_private_file};
+use crate::secrets::SecretBox;
+use crate::users::User;
+
+/// Lines of history kept with an ended instance's last screen.
+const LAST_SCREEN_LINES: u32 = 2000;
+const DEFAULT_COLS: u16 = 120;
+const DEFAULT_ROWS: u16 = 40;
+
+pub struct Manager {
+    db: Db,
+    layout: Arc<Layout>,
+    config: Arc<Config>,
+    secrets: Arc<SecretBox>,
+    tmux: TmuxServers,
+    launcher: PathBuf,
+    /// Held while counting and inserting, so concurrent creates cannot overshoot a limit.
+    admission: tokio::sync::Mutex<()>,
+    /// Instances an operation is working on; the reconciler leaves them alone meanwhile.
+    busy: Mutex<HashSet<String>>,
+    /// Orphan sessions already reported, so the log says it once.
+    reported_orphans: Mutex<HashSet<String>>,
+}
+
+/// Marks an instance busy until dropped.
+struct BusyGuard<'a> {
+    manager: &'a Manager,
+    id: String,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.manager.busy.lock().expect("busy set").remove(&self.id);
+    }
+}
+
+/// A profile as `GET /api/models` shows it to one user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    pub id: String,
+    pub name: String,
+    pub kind: ProfileKind,
+    pub memory_mb: u64,
+    /// Whether this user can start it now.
+    pub usable: bool,
+    /// Why not, when it is not usable.
+    pub reason: Option<String>,
+    /// Secret names the profile needs, for a link to set them.
+    pub required_secrets: Vec<String>,
+}
+
+/// Input for an instance: text typed literally, then named keys, then Enter if asked.
+pub struct Input<'a> {
+    pub text: Option<&'a str>,
+    pub keys: &'a [String],
+    pub enter: bool,
+}
+
+impl Manager {
+    pub fn new(
+        db: Db,
+        layout: Arc<Layout>,
+        config: Arc<Config>,
+        secrets: Arc<SecretBox>,
+        launcher: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let socket = config
+            .tmux
+            .socket
+            .clone()
+            .unwrap_or_else(|| layout.server_dir().join("tmux.sock"));
+        let tmux = TmuxServers::new(socket, layout.server_dir().join("tmux.conf"));
+        for server in tmux.all() {
+            server.write_config(config.tmux.history_limit)?;
+        }
+        let run_dir = layout.server_dir().join("run");
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create {}", run_dir.display()))?;
+        Ok(Self {
+            db,
+            layout,
+            config,
+            secrets,
+            tmux,
+            launcher,
+            admission: tokio::sync::Mutex::new(()),
+            busy: Mutex::new(HashSet::new()),
+            reported_orphans: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn tmux(&self) -> &TmuxServers {
+        &self.tmux
+    }
+
+    fn busy(&self, id: &str) -> Result<BusyGuard<'_>, AppError> {
+        if !self.busy.lock().expect("busy set").insert(id.to_owned()) {
+            return Err(AppError::Conflict(
+                "another operation on this instance is in progress; try again".into(),
+            ));
+        }
+        Ok(BusyGuard {
+            manager: self,
+            id: id.to_owned(),
+        })
+    }
+
+    fn profile(&self, id: &str) -> Option<&Profile> {
+        self.config.profiles.get(id).filter(|p| p.enabled)
+    }
+
+    async fn secrets_of(&self, user_id: i64) -> Result<BTreeMap<String, String>, AppError> {
+        let mut out = BTreeMap::new();
+        for row in crate::secrets::store::sealed(&self.db, user_id).await? {
+            out.insert(
+                row.name.clone(),
+                self.secrets
+                    .open(user_id, &row.name, &row.nonce, &row.ciphertext)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every enabled profile, with whether `user` can start it now.
+    pub async fn models(&self, user: &User) -> Result<Vec<ModelInfo>, AppError> {
+        let names: HashSet<String> = crate::secrets::store::list(&self.db, user.id)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let path = std::env::var("PATH").unwrap_or_default();
+        Ok(self
+            .config
+            .profiles
+            .iter()
+            .filter(|(_, p)| p.enabled)
+            .map(|(id, profile)| {
+                let missing: Vec<&String> = profile
+                    .secrets
+                    .values()
+                    .filter(|s| !names.contains(*s))
+                    .collect();
+                let reason = if resolve_command(&profile.command, &path).is_none() {
+                    Some(format!(
+                        "`{}` is not installed on the server",
+                        profile.command
+                    ))
+                } else if !missing.is_empty() {
+                    let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+                    Some(format!(
+                        "set the secret {} in Settings first",
+                        list.join(", ")
+                    ))
+                } else {
+                    None
+                };
+                ModelInfo {
+                    id: id.clone(),
+                    name: profile.name.clone(),
+                    kind: profile.kind,
+                    memory_mb: profile.memory_mb,
+                    usable: reason.is_none(),
+                    reason,
+                    required_secrets: profile.secrets.values().cloned().collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Admits, records and starts a new instance.
+    pub async fn create(
+        &self,
+        user: &User,
+        profile_id: &str,
+        name: Option<&str>,
+        workdir: Option<&str>,
+    ) -> Result<Instance, AppError> {
+        let profile = self.profile(profile_id).ok_or_else(|| {
+            AppError::Unprocessable(format!(
+                "there is no profile `{profile_id}`; see GET /api/models"
+            ))
+        })?;
+        let name = match name {
+            Some(name) => check_name(name)?,
+            None => profile.name.clone(),
+        };
+        let workdir = normalize_workdir(workdir.unwrap_or(""))?;
+        self.resolve_workdir(user.id, &workdir)?;
+        let secrets = self.secrets_of(user.id).await?;
+        if let Some(missing) = profile.secrets.values().find(|s| !secrets.contains_key(*s)) {
+            return Err(AppError::Unprocessable(format!(
+                "the profile `{profile_id}` needs the secret {missing}; set it with PUT /api/secrets/{missing}"
+            )));
+        }
+        let id = new_instance_id();
+        let agent_session =
+            (profile.kind == ProfileKind::Claude).then(|| uuid::Uuid::new_v4().to_string());
+        let instance = {
+            let _admission = self.admission.lock().await;
+            self.admit(user, profile).await?;
+            let new = NewInstance {
+                id: &id,
+                user_id: user.id,
+                name: &name,
+                profile: profile_id,
+                workdir: &workdir,
+                agent_session_id: agent_session.as_deref(),
+            };
+            store::insert(&self.db, &new).await?
+        };
+        let _busy = self.busy(&instance.id)?;
+        self.start(&instance, user, profile, &secrets).await?;
+        Ok(store::get(&self.db, &instance.id)
+            .await?
+            .unwrap_or(instance))
+    }
+
+    /// Refuses a start beyond the instance limits or the memory that is free.
+    async fn admit(&self, user: &User, profile: &Profile) -> Result<(), AppError> {
+        let limits = &self.config.limits;
+        let (mine, total) = store::live_counts(&self.db, user.id).await?;
+        if total >= i64::from(limits.max_total) {
+            return Err(AppError::Conflict(format!(
+                "the server runs its maximum of {} instances; stop one first",
+                limits.max_total
+            )));
+        }
+        let exempt = user.is_admin() && limits.admins_exempt;
+        if !exempt && mine >= i64::from(limits.max_per_user) {
+            return Err(AppError::Conflict(format!(
+                "you already run your maximum of {} instances; stop one first",
+                limits.max_per_user
+            )));
+        }
+        if let Some(available_mb) = available_memory_mb() {
+            let usable = available_mb.saturating_sub(limits.memory_reserve_mb);
+            if profile.memory_mb > usable {
+                return Err(AppError::Conflict(format!(
+                    "not enough memory: {} needs about {} MB, the server has {available_mb} MB available and keeps {} MB in reserve; stop another instance first",
+                    profile.name, profile.memory_mb, limits.memory_reserve_mb
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_workdir(&self, user_id: i64, workdir: &str) -> Result<PathBuf, AppError> {
+        self.layout.prepare_user(user_id)?;
+        let workspace = self
+            .layout
+            .workspace(user_id)
+            .canonicalize()
+            .context("workspace is missing")?;
+        let not_found = || {
+            AppError::Unprocessable(format!(
+                "the folder `{workdir}` does not exist in your workspace"
+            ))
+        };
+        let resolved = workspace
+            .join(workdir)
+            .canonicalize()
+            .map_err(|_| not_found())?;
+        // Symlinks inside the workspace may point anywhere; the resolved folder must stay inside.
+        if !resolved.starts_with(&workspace) || !resolved.is_dir() {
+            return Err(AppError::Unprocessable(format!(
+                "`{workdir}` is not a folder inside your workspace"
+            )));
+        }
+        Ok(resolved)
+    }
+
+    /// Builds the agent's environment and command, and starts its tmux session.
+    async fn start(
+        &self,
+        instance: &Instance,
+        user: &User,
+        profile: &Profile,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), AppError> {
+        let result = self.start_session(instance, user, profile, secrets).await;
+        match result {
+            Ok(()) => {
+                store::mark_running(&self.db, &instance.id).await?;
+                Ok(())
+            }
+            Err(err) => {
+                store::mark_ended(
+                    &self.db,
+                    &instance.id,
+                    State::Exited,
+                    None,
+                    "start_failed",
+                    None,
+                )
+                .await?;
+                Err(err)
+            }
+        }
+    }
+
+    async fn start_session(
+        &self,
+        instance: &Instance,
+        user: &User,
+        profile: &Profile,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), AppError> {
+        let cwd = self.resolve_workdir(user.id, &instance.workdir)?;
+        let home = self.layout.home(user.id);
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let command = resolve_command(&profile.command, &path).ok_or_else(|| {
+            AppError::Unprocessable(format!(
+                "`{}` is not installed on the server",
+                profile.command
+            ))
+        })?;
+
+        let mut env: BTreeMap<String, String> = BTreeMap::from([
+            ("HOME".into(), home.to_string_lossy().into_owned()),
+            ("USER".into(), user.username.clone()),
+            ("LOGNAME".into(), user.username.clone()),
+            ("SHELL".into(), "/bin/bash".into()),
+            ("PATH".into(), path),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("POCKETDEV_INSTANCE".into(), instance.id.clone()),
+        ]);
+        env.extend(profile.env.clone());
+        for (var, secret) in profile.secrets.iter().chain(&profile.optional_secrets) {
+            if let Some(value) = secrets.get(secret) {
+                env.insert(var.clone(), value.clone());
+            }
+        }
+
+        let mut argv = vec![
+            self.launcher.to_string_lossy().into_owned(),
+            "launch".into(),
+            "--env-file".into(),
+            String::new(),
+            "--".into(),
+            command.to_string_lossy().into_owned(),
+        ];
+        argv.extend(profile.args.iter().cloned());
+        if profile.kind == ProfileKind::Claude {
+            let home_for_prep = home.clone();
+            let cwd_for_prep = cwd.clone();
+            let key = env.get("ANTHROPIC_API_KEY").cloned();
+            tokio::task::spawn_blocking(move || {
+                super::claude::prepare_home(&home_for_prep, &cwd_for_prep, key.as_deref())
+            })
+            .await
+            .map_err(anyhow::Error::from)??;
+            if let Some(session) = &instance.agent_session_id {
+                let resume = has_transcript(&home, session);
+                argv.push(if resume { "--resume" } else { "--session-id" }.into());
+                argv.push(session.clone());
+            }
+        }
+
+        let env_file = self
+            .layout
+            .server_dir()
+            .join("run")
+            .join(format!("{}.env", instance.id));
+        write_private_file(
+            &env_file,
+            serde_json::to_string(&env)
+                .context("environment")?
+                .as_bytes(),
+        )?;
+        argv[3] = env_file.to_string_lossy().into_owned();
+
+        let tmux = self.tmux.for_account(user.id);
+        let session = instance.tmux_session();
+        // A leftover dead session of this instance would block the name.
+        tmux.kill_session(&session).await.map_err(tmux_error)?;
+        let spec = SessionSpec {
+            name: &session,
+            cwd: &cwd,
+            cols: DEFAULT_COLS,
+            rows: DEFAULT_ROWS,
+            argv: &argv,
+        };
+        let started = tmux.new_session(&spec).await;
+        if started.is_err() {
+            let _ = std::fs::remove_file(&env_file);
+        }
+        started.map_err(tmux_error)
+    }
+
+    /// Stops a live instance: SIGHUP to the agent, SIGKILL after the grace period, then the
+    /// session goes; the record keeps its last screen and the reason.
+    pub async fn stop(&self, instance: &Instance, reason: &str) -> Result<Instance, AppError> {
+        let _busy = self.busy(&instance.id)?;
+        self.stop_inner(instance, reason).await?;
+        store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))
+    }
+
+    async fn stop_inner(&self, instance: &Instance, reason: &str) -> Result<(), AppError> {
+        if !instance.state.is_live() {
+            return Err(AppError::Conflict("this instance is not running".into()));
+        }
+        let tmux = self.tmux.for_account(instance.owner);
+        let session = instance.tmux_session();
+        let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
+        let pane = self.pane(instance).await?;
+        let mut exit_code = None;
+        if let Some(PaneInfo {
+            dead: false,
+            pid: Some(pid),
+            ..
+        }) = pane
+        {
+            signal(pid, rustix::process::Signal::HUP);
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_secs(self.config.tmux.stop_grace_secs);
+            loop {
+                match self.pane(instance).await? {
+                    Some(p) if p.dead => {
+                        exit_code = p.exit_status;
+                        break;
+                    }
+                    None => break,
+                    Some(_) if tokio::time::Instant::now() >= deadline => {
+                        signal(pid, rustix::process::Signal::KILL);
+                        break;
+                    }
+                    Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        tmux.kill_session(&session).await.map_err(tmux_error)?;
+        store::mark_ended(
+            &self.db,
+            &instance.id,
+            State::Stopped,
+            exit_code,
+            reason,
+            screen.as_deref(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Starts an ended instance again (stopping it first if it runs), resuming the agent's
+    /// conversation where the profile supports it.
+    pub async fn restart(&self, instance: &Instance, user: &User) -> Result<Instance, AppError> {
+        let _busy = self.busy(&instance.id)?;
+        let profile = self.profile(&instance.profile).ok_or_else(|| {
+            AppError::Conflict(format!(
+                "the profile `{}` no longer exists",
+                instance.profile
+            ))
+        })?;
+        if instance.state.is_live() {
+            self.stop_inner(instance, "restart").await?;
+        }
+        let secrets = self.secrets_of(instance.owner).await?;
+        if let Some(missing) = profile.secrets.values().find(|s| !secrets.contains_key(*s)) {
+            return Err(AppError::Unprocessable(format!(
+                "the profile needs the secret {missing}"
+            )));
+        }
+        {
+            let _admission = self.admission.lock().await;
+            self.admit(user, profile).await?;
+            sqlx::query("UPDATE instances SET state = 'starting' WHERE id = ?")
+                .bind(&instance.id)
+                .execute(&self.db)
+                .await?;
+        }
+        let owner = if user.id == instance.owner {
+            user.clone()
+        } else {
+            crate::users::store::by_id(&self.db, instance.owner)
+                .await?
+                .ok_or_else(|| AppError::not_found("instance"))?
+        };
+        self.start(instance, &owner, profile, &secrets).await?;
+        store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))
+    }
+
+    /// Stops the instance if it runs and removes its record.
+    pub async fn delete(&self, instance: &Instance) -> Result<(), AppError> {
+        let _busy = self.busy(&instance.id)?;
+        if instance.state.is_live() {
+            self.stop_inner(instance, "user").await?;
+        }
+        store::delete(&self.db, &instance.id).await
+    }
+
+    pub async fn send(&self, instance: &Instance, input: &Input<'_>) -> Result<(), AppError> {
+        if instance.state != State::Running {
+            return Err(AppError::Conflict(
+                "this instance is not running; restart it first".into(),
+            ));
+        }
+        let keys = input
+            .keys
+            .iter()
+            .map(|k| tmux_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tmux = self.tmux.for_account(instance.owner);
+        let session = instance.tmux_session();
+        if let Some(text) = input.text.filter(|t| !t.is_empty()) {
+            tmux.send_text(&session, text).await.map_err(tmux_error)?;
+        }
+        if !keys.is_empty() {
+            tmux.send_keys(&session, &keys).await.map_err(tmux_error)?;
+        }
+        if input.enter {
+            tmux.send_keys(&session, &["Enter"])
+                .await
+                .map_err(tmux_error)?;
+        }
+        Ok(())
+    }
+
+    /// The screen plus up to `lines` lines of history; for an ended instance, what was kept.
+    pub async fn output(
+        &self,
+        instance: &Instance,
+        lines: u32,
+        ansi: bool,
+    ) -> Result<String, AppError> {
+        if instance.state.is_live() {
+            let tmux = self.tmux.for_account(instance.owner);
+            match tmux.capture(&instance.tmux_session(), lines, ansi).await {
+                Ok(text) => return Ok(last_lines(&text, lines as usize + DEFAULT_ROWS as usize)),
+                Err(TmuxError::Failed { .. }) => {} // ended a moment ago; fall back to the record
+                Err(err) => return Err(tmux_error(err)),
+            }
+        }
+        let kept = store::last_screen(&self.db, &instance.id)
+            .await?
+            .unwrap_or_default();
+        Ok(last_lines(&kept, lines as usize + DEFAULT_ROWS as usize))
+    }
+
+    async fn pane(&self, instance: &Instance) -> Result<Option<PaneInfo>, AppError> {
+        let session = instance.tmux_session();
+        let panes = self
+            .tmux
+            .for_account(instance.owner)
+            .list_panes()
+            .await
+            .map_err(tmux_error)?;
+        Ok(panes.into_iter().find(|p| p.session == session))
+    }
+
+    /// One pass of reconciliation: live records whose agent ended or whose session vanished
+    /// are recorded as exited; sessions without a record are reported (or killed if configured).
+    pub async fn reconcile(&self) -> Result<(), AppError> {
+        let mut panes = Vec::new();
+        for server in self.tmux.all() {
+            match server.list_panes().await {
+                Ok(list) => panes.extend(list.into_iter().map(|p| (server.clone(), p))),
+                Err(TmuxError::Missing) => return Ok(()),
+                Err(err) => return Err(tmux_error(err)),
+            }
+        }
+        let live = store::live(&self.db).await?;
+        for instance in &live {
+            if self.busy.lock().expect("busy set").contains(&instance.id) {
+                continue;
+            }
+            let session = instance.tmux_session();
+            match panes.iter().find(|(_, p)| p.session == session) {
+                None => {
+                    if store::mark_ended(&self.db, &instance.id, State::Exited, None, "lost", None)
+                        .await?
+                    {
+                        tracing::warn!(instance = %instance.id, "tmux session vanished; instance marked exited");
+                    }
+                }
+                Some((tmux, pane)) if pane.dead => {
+                    let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
+                    let code = pane.exit_status;
+                    if store::mark_ended(
+                        &self.db,
+                        &instance.id,
+                        State::Exited,
+                        code,
+                        "exit",
+                        screen.as_deref(),
+                    )
+                    .await?
+                    {
+                        tracing::info!(instance = %instance.id, exit_code = ?code, "agent exited");
+                    }
+                    tmux.kill_session(&session).await.map_err(tmux_error)?;
+                }
+                Some(_) => {}
+            }
+        }
+        let known: HashSet<String> = live.iter().map(Instance::tmux_session).collect();
+        for (tmux, pane) in panes
+            .iter()
+            .filter(|(_, p)| p.session.starts_with(SESSION_PREFIX))
+        {
+            if known.contains(&pane.session) {
+                continue;
+            }
+            let id = pane.session.trim_start_matches(SESSION_PREFIX);
+            if self.busy.lock().expect("busy set").contains(id) {
+                continue;
+            }
+            let has_record = store::get(&self.db, id).await?.is_some();
+            if has_record || self.config.tmux.kill_orphans {
+                // An ended instance's leftover session, or an orphan we were told to clean.
+                tmux.kill_session(&pane.session).await.map_err(tmux_error)?;
+            } else if self
+                .reported_orphans
+                .lock()
+                .expect("orphans")
+                .insert(pane.session.clone())
+            {
+                tracing::warn!(session = %pane.session, socket = %tmux.socket().display(), "tmux session without a record left running");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reconciles every second until shutdown.
+    pub async fn watch(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = self.reconcile().await {
+                tracing::warn!(error = %err, "reconciling instances failed");
+            }
+        }
+    }
+}
+
+fn tmux_error(err: TmuxError) -> AppError {
+    match err {
+        TmuxError::Missing => AppError::Unavailable("tmux is not installed on the server".into()),
+        other => AppError::Internal(other.into()),
+    }
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// Friendly key names for scripted input, mapped to tmux's.
+fn tmux_key(name: &str) -> Result<&'static str, AppError> {
+    const KEYS: &[(&str, &str)] = &[
+        ("enter", "Enter"),
+        ("esc", "Escape"),
+        ("escape", "Escape"),
+        ("tab", "Tab"),
+        ("shift-tab", "BTab"),
+        ("up", "Up"),
+        ("down", "Down"),
+        ("left", "Left"),
+        ("right", "Right"),
+        ("backspace", "BSpace"),
+        ("delete", "DC"),
+        ("home", "Home"),
+        ("end", "End"),
+        ("pageup", "PPage"),
+        ("pagedown", "NPage"),
+        ("space", "Space"),
+        ("ctrl-a", "C-a"),
+        ("ctrl-b", "C-b"),
+        ("ctrl-c", "C-c"),
+        ("ctrl-d", "C-d"),
+        ("ctrl-e", "C-e"),
+        ("ctrl-k", "C-k"),
+        ("ctrl-l", "C-l"),
+        ("ctrl-r", "C-r"),
+        ("ctrl-u", "C-u"),
+        ("ctrl-w", "C-w"),
+        ("ctrl-z", "C-z"),
+    ];
+    let lower = name.to_ascii_lowercase();
+    KEYS.iter()
+        .find(|(k, _)| *k == lower)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+            AppError::Unprocessable(format!(
+                "unknown key `{name}`; known keys: {}",
+                known.join(", ")
+            ))
+        })
+}
+
+/// A workdir relative to the workspace, with `.`/`..`/absolute paths refused.
+fn normalize_workdir(raw: &str) -> Result<String, AppError> {
+    let invalid =
+        || AppError::Unprocessable(format!("`{raw}` is not a folder inside your workspace"));
+    if raw.contains('\0') || raw.contains('\\') {
+        return Err(invalid());
+    }
+    let mut parts = Vec::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => return Err(invalid()),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn check_name(raw: &str) -> Result<String, AppError> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(AppError::Unprocessable(
+            "a name is 1 to 64 characters, without control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn new_instance_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out = lines[start..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether Claude Code saved a transcript for `session` under `home` (so `--resume` works).
+fn has_transcript(home: &Path, session: &str) -> bool {
+    let file = format!("{session}.jsonl");
+    std::fs::read_dir(home.join(".claude/projects"))
+        .map(|dirs| dirs.flatten().any(|dir| dir.path().join(&file).is_file()))
+        .unwrap_or(false)
+}
+
+/// `MemAvailable` from /proc/meminfo, in MB.
+fn available_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workdirs_stay_relative() {
+        assert_eq!(normalize_workdir("").unwrap(), "");
+        assert_eq!(normalize_workdir("./src/app/").unwrap(), "src/app");
+        for bad in ["/etc", "../x", "a/../../b", "a\\..\\b", "nul\0"] {
+            assert!(normalize_workdir(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_map_to_tmux_names() {
+        assert_eq!(tmux_key("Ctrl-C").unwrap(), "C-c");
+        assert_eq!(tmux_key("shift-tab").unwrap(), "BTab");
+        assert!(tmux_key("C-c; rm -rf /").is_err());
+    }
+
+    #[test]
+    fn ids_are_short_and_safe() {
+        let id = new_instance_id();
+        assert_eq!(id.len(), 10);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+    }
+
+    #[test]
+    fn last_lines_keeps_the_tail() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(last_lines("", 5), "");
+    }
+}

@@ -1,0 +1,304 @@
+//! `/api/models` and `/api/instances/*`: create, list, inspect, stop, restart, rename, delete,
+//! send input and read output. Someone else's instance answers 404, like one that does not exist.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::manager::{Input, ModelInfo};
+use super::store::{self, Instance};
+use crate::audit::{self, Event};
+use crate::auth::extract::AuthUser;
+use crate::error::{AppError, AppResult, ErrorBody, Json, Path, Query};
+use crate::http::client::ClientInfo;
+use crate::state::AppState;
+
+/// Largest text one command may type.
+pub const COMMAND_MAX: usize = 64 * 1024;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_models))
+        .routes(routes!(list_instances, create_instance))
+        .routes(routes!(get_instance, delete_instance, rename_instance))
+        .routes(routes!(stop_instance))
+        .routes(routes!(restart_instance))
+        .routes(routes!(send_command))
+        .routes(routes!(read_output))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// Profile id from `GET /api/models`.
+    pub profile: String,
+    pub name: Option<String>,
+    /// A folder inside the workspace to work in (default: the workspace).
+    pub workdir: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameInstance {
+    pub name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// Text typed literally (never through a shell).
+    pub text: Option<String>,
+    /// Press Enter afterwards (default true).
+    pub enter: Option<bool>,
+    /// Named keys pressed after the text: `ctrl-c`, `esc`, `tab`, `shift-tab`, `up`, `down`,
+    /// `left`, `right`, `enter`, `backspace`, `pageup`, `pagedown`, …
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct OutputQuery {
+    /// Lines of history above the screen (default 200, at most 10000).
+    pub lines: Option<u32>,
+    /// Keep colours and attributes as ANSI escapes.
+    #[serde(default)]
+    pub ansi: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Output {
+    pub id: String,
+    pub state: store::State,
+    /// The screen and the history above it, as plain text unless `ansi` was asked.
+    pub output: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Admins: list every user's instances.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Loads an instance the caller may act on: their own, or anyone's for an admin.
+async fn visible(state: &AppState, auth: &AuthUser, id: &str) -> AppResult<Instance> {
+    let instance = store::get(&state.db, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("instance"))?;
+    if instance.owner == auth.user.id || auth.user.is_admin() {
+        Ok(instance)
+    } else {
+        Err(AppError::not_found("instance"))
+    }
+}
+
+async fn audit_instance(
+    state: &AppState,
+    auth: &AuthUser,
+    client: ClientInfo,
+    action: &str,
+    instance: &Instance,
+) {
+    audit::record(
+        &state.db,
+        Event {
+            user_id: Some(auth.user.id),
+            username: Some(&auth.user.username),
+            action,
+            target: Some(format!("instance:{}", instance.id)),
+            ip: Some(client.ip),
+            detail: Some(
+                serde_json::json!({ "profile": instance.profile, "owner": instance.owner }),
+            ),
+        },
+    )
+    .await;
+}
+
+/// Agent profiles, with whether the caller can start each now and why not.
+#[utoipa::path(get, path = "/api/models", tag = "instances", responses((status = 200, body = Vec<ModelInfo>), (status = 401, body = ErrorBody)))]
+async fn list_models(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> AppResult<Json<Vec<ModelInfo>>> {
+    Ok(Json(state.instances.models(&auth.user).await?))
+}
+
+/// The caller's instances, newest first (admins may pass `all=true`).
+#[utoipa::path(get, path = "/api/instances", tag = "instances", params(ListQuery),
+    responses((status = 200, body = Vec<Instance>), (status = 401, body = ErrorBody)))]
+async fn list_instances(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> AppResult<Json<Vec<Instance>>> {
+    let owner = if query.all && auth.user.is_admin() {
+        None
+    } else {
+        Some(auth.user.id)
+    };
+    Ok(Json(store::list(&state.db, owner).await?))
+}
+
+/// Starts a new instance of a profile.
+#[utoipa::path(post, path = "/api/instances", tag = "instances", request_body = CreateInstance,
+    responses((status = 201, body = Instance),
+        (status = 409, description = "over a limit or not enough memory", body = ErrorBody),
+        (status = 422, description = "unknown profile, missing secret, bad workdir or name", body = ErrorBody),
+        (status = 503, description = "tmux missing", body = ErrorBody)))]
+async fn create_instance(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    auth: AuthUser,
+    Json(req): Json<CreateInstance>,
+) -> AppResult<(StatusCode, Json<Instance>)> {
+    let instance = state
+        .instances
+        .create(
+            &auth.user,
+            &req.profile,
+            req.name.as_deref(),
+            req.workdir.as_deref(),
+        )
+        .await?;
+    audit_instance(&state, &auth, client, "instance.create", &instance).await;
+    Ok((StatusCode::CREATED, Json(instance)))
+}
+
+/// One instance.
+#[utoipa::path(get, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody)))]
+async fn get_instance(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Instance>> {
+    Ok(Json(visible(&state, &auth, &id).await?))
+}
+
+/// Renames an instance.
+#[utoipa::path(patch, path = "/api/instances/{id}", tag = "instances", request_body = RenameInstance,
+    params(("id" = String, Path, description = "instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn rename_instance(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    Json(req): Json<RenameInstance>,
+) -> AppResult<Json<Instance>> {
+    let instance = visible(&state, &auth, &id).await?;
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(AppError::Unprocessable(
+            "a name is 1 to 64 characters, without control characters".into(),
+        ));
+    }
+    store::rename(&state.db, &instance.id, name).await?;
+    Ok(Json(
+        store::get(&state.db, &id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))?,
+    ))
+}
+
+/// Stops an instance: the agent may exit cleanly, then is killed. The record stays.
+#[utoipa::path(post, path = "/api/instances/{id}/stop", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody), (status = 409, description = "not running", body = ErrorBody)))]
+async fn stop_instance(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Instance>> {
+    let instance = visible(&state, &auth, &id).await?;
+    let reason = if instance.owner == auth.user.id {
+        "user"
+    } else {
+        "admin"
+    };
+    let stopped = state.instances.stop(&instance, reason).await?;
+    audit_instance(&state, &auth, client, "instance.stop", &stopped).await;
+    Ok(Json(stopped))
+}
+
+/// Starts the instance again; a Claude Code conversation is resumed.
+#[utoipa::path(post, path = "/api/instances/{id}/restart", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn restart_instance(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Instance>> {
+    let instance = visible(&state, &auth, &id).await?;
+    let restarted = state.instances.restart(&instance, &auth.user).await?;
+    audit_instance(&state, &auth, client, "instance.restart", &restarted).await;
+    Ok(Json(restarted))
+}
+
+/// Stops the instance if it runs and deletes its record.
+#[utoipa::path(delete, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_instance(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    let instance = visible(&state, &auth, &id).await?;
+    state.instances.delete(&instance).await?;
+    audit_instance(&state, &auth, client, "instance.delete", &instance).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Types into the instance: text (literally), named keys, then Enter.
+#[utoipa::path(post, path = "/api/instances/{id}/command", tag = "instances", request_body = Command,
+    params(("id" = String, Path, description = "instance id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "not running", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "unknown key", body = ErrorBody)))]
+async fn send_command(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    Json(req): Json<Command>,
+) -> AppResult<StatusCode> {
+    let instance = visible(&state, &auth, &id).await?;
+    if req.text.as_ref().is_some_and(|t| t.len() > COMMAND_MAX) {
+        return Err(AppError::PayloadTooLarge(format!(
+            "a command is at most {COMMAND_MAX} bytes"
+        )));
+    }
+    if req.keys.len() > 64 {
+        return Err(AppError::Unprocessable(
+            "at most 64 keys per command".into(),
+        ));
+    }
+    let input = Input {
+        text: req.text.as_deref(),
+        keys: &req.keys,
+        enter: req.enter.unwrap_or(true),
+    };
+    state.instances.send(&instance, &input).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The current screen and history; for an ended instance, its last screen.
+#[utoipa::path(get, path = "/api/instances/{id}/output", tag = "instances", params(("id" = String, Path, description = "instance id"), OutputQuery),
+    responses((status = 200, body = Output), (status = 404, body = ErrorBody)))]
+async fn read_output(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    Query(query): Query<OutputQuery>,
+) -> AppResult<Json<Output>> {
+    let instance = visible(&state, &auth, &id).await?;
+    let lines = query.lines.unwrap_or(200).min(10_000);
+    let output = state.instances.output(&instance, lines, query.ansi).await?;
+    Ok(Json(Output {
+        id: instance.id,
+        state: instance.state,
+        output,
+    }))
+}

@@ -1,0 +1,202 @@
+//! SQL for instances.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::db::Db;
+use crate::error::AppError;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Running,
+    /// The agent ended by itself (see `exit_code`), or was lost with a reboot.
+    Exited,
+    /// Stopped by pocketdev (see `end_reason`: user, idle, admin, limit).
+    Stopped,
+}
+
+impl State {
+    pub fn is_live(self) -> bool {
+        matches!(self, State::Starting | State::Running)
+    }
+}
+
+/// An instance as clients see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    /// Profile id, such as `shell` or `claude-sonnet-4-5-20250929`.
+    pub profile: String,
+    /// Owner's user id.
+    #[sqlx(rename = "user_id")]
+    pub owner: i64,
+    /// Working directory, relative to the owner's workspace (`""` is the workspace itself).
+    pub workdir: String,
+    pub state: State,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    pub exit_code: Option<i64>,
+    /// Why it ended: `exit`, `lost`, `start_failed`, `user`, `idle`, `admin`, `limit`.
+    pub end_reason: Option<String>,
+    /// Claude Code's conversation id, resumed on restart.
+    pub agent_session_id: Option<String>,
+}
+
+impl Instance {
+    /// The tmux session holding this instance.
+    pub fn tmux_session(&self) -> String {
+        session_name(&self.id)
+    }
+}
+
+pub const SESSION_PREFIX: &str = "pd-";
+
+pub fn session_name(id: &str) -> String {
+    format!("{SESSION_PREFIX}{id}")
+}
+
+const COLUMNS: &str = "id, name, profile, user_id, workdir, state, created_at, started_at, ended_at, exit_code, end_reason, agent_session_id";
+
+pub struct NewInstance<'a> {
+    pub id: &'a str,
+    pub user_id: i64,
+    pub name: &'a str,
+    pub profile: &'a str,
+    pub workdir: &'a str,
+    pub agent_session_id: Option<&'a str>,
+}
+
+pub async fn insert(db: &Db, new: &NewInstance<'_>) -> Result<Instance, AppError> {
+    Ok(sqlx::query_as(&format!(
+        "INSERT INTO instances (id, user_id, name, profile, workdir, state, created_at, agent_session_id)
+         VALUES (?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING {COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.user_id)
+    .bind(new.name)
+    .bind(new.profile)
+    .bind(new.workdir)
+    .bind(OffsetDateTime::now_utc())
+    .bind(new.agent_session_id)
+    .fetch_one(db)
+    .await?)
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<Instance>, AppError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Instances of `user_id`, or everyone's when `None`; newest first.
+pub async fn list(db: &Db, user_id: Option<i64>) -> Result<Vec<Instance>, AppError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM instances WHERE ?1 IS NULL OR user_id = ?1 ORDER BY created_at DESC, id"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn live(db: &Db) -> Result<Vec<Instance>, AppError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM instances WHERE state IN ('starting', 'running')"
+    ))
+    .fetch_all(db)
+    .await?)
+}
+
+/// Live instances of one user and in total.
+pub async fn live_counts(db: &Db, user_id: i64) -> Result<(i64, i64), AppError> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(SUM(user_id = ?), 0), COUNT(*) FROM instances WHERE state IN ('starting', 'running')",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await?)
+}
+
+pub async fn mark_running(db: &Db, id: &str) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE instances SET state = 'running', started_at = ?, ended_at = NULL, exit_code = NULL,
+             end_reason = NULL, last_screen = NULL WHERE id = ?",
+    )
+    .bind(OffsetDateTime::now_utc())
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records the end of a live instance; `false` if it had already ended.
+pub async fn mark_ended(
+    db: &Db,
+    id: &str,
+    state: State,
+    exit_code: Option<i32>,
+    reason: &str,
+    last_screen: Option<&str>,
+) -> Result<bool, AppError> {
+    let done = sqlx::query(
+        "UPDATE instances SET state = ?, ended_at = ?, exit_code = ?, end_reason = ?, last_screen = COALESCE(?, last_screen)
+         WHERE id = ? AND state IN ('starting', 'running')",
+    )
+    .bind(state)
+    .bind(OffsetDateTime::now_utc())
+    .bind(exit_code)
+    .bind(reason)
+    .bind(last_screen)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn last_screen(db: &Db, id: &str) -> Result<Option<String>, AppError> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT last_screen FROM instances WHERE id = ?")
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+            .flatten(),
+    )
+}
+
+pub async fn rename(db: &Db, id: &str, name: &str) -> Result<(), AppError> {
+    sqlx::query("UPDATE instances SET name = ? WHERE id = ?")
+        .bind(name)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_agent_session(db: &Db, id: &str, session: &str) -> Result<(), AppError> {
+    sqlx::query("UPDATE instances SET agent_session_id = ? WHERE id = ?")
+        .bind(session)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(db: &Db, id: &str) -> Result<(), AppError> {
+    sqlx::query("DELETE FROM instances WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
