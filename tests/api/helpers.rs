@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use pocketdev::config::Config;
+use pocketdev::instances::profiles::Profile;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -21,6 +22,8 @@ pub struct TestApp {
     /// A client that keeps cookies, like a browser.
     pub browser: Client,
     data: Option<TempDir>,
+    /// Whether dropping this app kills its tmux server (not when a restart hands it on).
+    owns_tmux: bool,
     shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -46,7 +49,26 @@ pub fn test_config(data_dir: &Path) -> Config {
     };
     config.rate_limits.login_per_minute = 1000;
     config.rate_limits.api_per_minute = 10_000;
+    // The app runs inside the test binary; agents are launched by the real `pocketdev`.
+    config.tmux.launcher = Some(env!("CARGO_BIN_EXE_pocketdev").into());
+    config.tmux.stop_grace_secs = 2;
+    config.profiles.insert("fake".into(), fake_profile());
     config
+}
+
+pub fn fake_agent_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent.sh")
+}
+
+/// The fake agent as a profile; `FAKE_TOKEN` comes from the user's secret `FAKE_TOKEN` if set.
+pub fn fake_profile() -> Profile {
+    Profile {
+        name: "Fake agent".into(),
+        command: fake_agent_path().to_string_lossy().into_owned(),
+        optional_secrets: [("FAKE_TOKEN".to_owned(), "FAKE_TOKEN".to_owned())].into(),
+        memory_mb: 10,
+        ..Profile::default()
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -82,6 +104,7 @@ async fn start(config: Config) -> TestApp {
             .build()
             .expect("client"),
         data: None,
+        owns_tmux: true,
         shutdown,
         server: Some(server),
     }
@@ -103,6 +126,7 @@ impl TestApp {
         let mut next = start(config).await;
         next.admin_password = std::mem::take(&mut self.admin_password);
         next.data = self.data.take();
+        self.owns_tmux = false;
         next
     }
 
@@ -211,6 +235,101 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // The agents' tmux server outlives pocketdev by design; a test must not leave it behind.
+        if self.owns_tmux {
+            kill_tmux_server(&self.tmux_socket());
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // Drop cannot await
+pub fn kill_tmux_server(socket: &Path) {
+    if socket.exists() {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(socket)
+            .arg("kill-server")
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl TestApp {
+    pub fn tmux_socket(&self) -> PathBuf {
+        self.config.tmux.socket.clone().unwrap_or_else(|| {
+            self.config
+                .data_dir
+                .canonicalize()
+                .unwrap_or_else(|_| self.config.data_dir.clone())
+                .join("server/tmux.sock")
+        })
+    }
+
+    /// Creates an instance and returns its JSON, asserting 201.
+    pub async fn create_instance(&self, token: &str, body: Value) -> Value {
+        let response = self.post("/api/instances", Some(token), body.clone()).await;
+        let status = response.status();
+        let json: Value = response.json().await.expect("instance JSON");
+        assert_eq!(status, StatusCode::CREATED, "creating {body}: {json}");
+        json
+    }
+
+    pub async fn instance(&self, token: &str, id: &str) -> Value {
+        self.get(&format!("/api/instances/{id}"), Some(token))
+            .await
+            .json()
+            .await
+            .expect("instance")
+    }
+
+    pub async fn output(&self, token: &str, id: &str) -> String {
+        let body: Value = self
+            .get(
+                &format!("/api/instances/{id}/output?lines=500"),
+                Some(token),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["output"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Polls the output until it contains `needle`; panics with the last screen after 10 s.
+    pub async fn wait_for_output(&self, token: &str, id: &str, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let output = self.output(token, id).await;
+            if output.contains(needle) {
+                return output;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "`{needle}` never appeared; screen:\n{output}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls the instance until its state is `state`; returns its JSON.
+    pub async fn wait_for_state(&self, token: &str, id: &str, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let instance = self.instance(token, id).await;
+            if instance["state"] == state {
+                return instance;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance never became {state}: {instance}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn command(&self, token: &str, id: &str, body: Value) -> Response {
+        self.post(&format!("/api/instances/{id}/command"), Some(token), body)
+            .await
     }
 }
 

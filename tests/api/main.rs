@@ -5,5 +5,6 @@ mod auth;
 mod cli;
 mod helpers;
 mod http_basics;
+mod instances;
 mod registration;
 mod restart;
