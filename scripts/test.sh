@@ -9,6 +9,21 @@ source scripts/lib/common.sh
 require_rust
 ensure_package tmux tmux
 
+# The real Claude Code CLI, pinned, for the tests that run it against a mock API.
+CLAUDE_CODE_VERSION=2.1.328
+if [ ! -x .test-tools/node_modules/.bin/claude ] \
+    || ! grep -q "\"version\": \"$CLAUDE_CODE_VERSION\"" .test-tools/node_modules/@anthropic-ai/claude-code/package.json 2>/dev/null; then
+    if command -v npm >/dev/null 2>&1; then
+        say "installing Claude Code $CLAUDE_CODE_VERSION for the tests (into .test-tools/)"
+        mkdir -p .test-tools
+        npm install --prefix .test-tools --no-audit --no-fund --loglevel=error \
+            "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" \
+            || say "WARNING: cannot install Claude Code; its tests will be skipped with a message"
+    else
+        say "WARNING: npm is missing (install Node.js); the Claude Code tests will be skipped"
+    fi
+fi
+
 say "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 

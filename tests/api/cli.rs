@@ -54,19 +54,22 @@ async fn run(mut command: Command, stdin: Option<&str>) -> Output {
     }
 }
 
-#[tokio::test]
-async fn serve_prints_the_url_and_a_working_admin_password_then_stops_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let mut command = pocketdev(&data);
+/// A `pocketdev serve` process on a random port; returns it with its URL and, on a first
+/// start, the admin password it printed.
+async fn start_server(
+    data: &std::path::Path,
+    env: &[(&str, String)],
+) -> (tokio::process::Child, String, Option<String>) {
+    let mut command = pocketdev(data);
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut url, mut password) = (None, None);
-    while url.is_none() || password.is_none() {
+    loop {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .expect("output in time")
@@ -78,11 +81,24 @@ async fn serve_prints_the_url_and_a_working_admin_password_then_stops_on_sigterm
         if let Some((_, pw)) = line.split_once("password: ") {
             password = Some(pw.trim().to_owned());
         }
+        // The banner ends with an empty line.
+        if url.is_some() && line.trim().is_empty() {
+            break;
+        }
     }
-    let (url, password) = (url.unwrap(), password.unwrap());
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url.unwrap(), password)
+}
+
+#[tokio::test]
+async fn serve_prints_the_url_and_a_working_admin_password_then_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (mut child, url, password) = start_server(&data, &[]).await;
     let response = reqwest::Client::new()
         .post(format!("{url}api/auth/login"))
-        .json(&serde_json::json!({ "username": "admin", "password": password }))
+        .json(&serde_json::json!({ "username": "admin", "password": password.expect("printed password") }))
         .send()
         .await
         .unwrap();
@@ -104,6 +120,92 @@ async fn serve_prints_the_url_and_a_working_admin_password_then_stops_on_sigterm
         .expect("stops after SIGTERM")
         .unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[tokio::test]
+async fn kill_9_of_the_server_loses_no_agent_and_no_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let env = [
+        ("POCKETDEV_PROFILES__FAKE__NAME", "Fake agent".to_owned()),
+        (
+            "POCKETDEV_PROFILES__FAKE__COMMAND",
+            crate::helpers::fake_agent_path().display().to_string(),
+        ),
+        ("POCKETDEV_PROFILES__FAKE__MEMORY_MB", "10".to_owned()),
+    ];
+    let (mut first, url, password) = start_server(&data, &env).await;
+    let client = reqwest::Client::new();
+    let login = serde_json::json!({ "username": "admin", "password": password.unwrap() });
+    let session: serde_json::Value = client
+        .post(format!("{url}api/auth/login"))
+        .json(&login)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for profile in ["fake", "shell"] {
+        let created: serde_json::Value = client
+            .post(format!("{url}api/instances"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "profile": profile }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(created["state"], "running", "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    client
+        .post(format!("{url}api/instances/{}/command", ids[0]))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "text": "before the crash" }))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    first.start_kill().unwrap(); // SIGKILL: no shutdown code runs
+    first.wait().await.unwrap();
+
+    let (mut second, url, _) = start_server(&data, &env).await;
+    for id in &ids {
+        let instance: serde_json::Value = client
+            .get(format!("{url}api/instances/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(instance["state"], "running", "{id} survived: {instance}");
+    }
+    let output: serde_json::Value = client
+        .get(format!("{url}api/instances/{}/output", ids[0]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        output["output"]
+            .as_str()
+            .unwrap()
+            .contains("you said: before the crash"),
+        "{output}"
+    );
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
+    crate::helpers::kill_tmux_server(&data.canonicalize().unwrap().join("server/tmux.sock"));
 }
 
 #[tokio::test]

@@ -2,9 +2,11 @@
 
 mod admin;
 mod auth;
+mod claude;
 mod cli;
 mod helpers;
 mod http_basics;
 mod instances;
+mod mock_anthropic;
 mod registration;
 mod restart;

@@ -1,0 +1,201 @@
+//! The real Claude Code CLI in an instance, against the mock Messages API.
+//!
+//! `scripts/test.sh` installs the pinned CLI into `.test-tools/`; `POCKETDEV_TEST_CLAUDE` may
+//! point at another binary. Without either, the test says why and does nothing else.
+
+use std::path::PathBuf;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app_with;
+use crate::mock_anthropic::{MockAnthropic, REPLY_PREFIX};
+
+const PROFILE: &str = "claude-sonnet-4-5-20250929";
+const API_KEY: &str = "sk-ant-api03-pocketdev-test-key-0123456789";
+
+fn claude_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("POCKETDEV_TEST_CLAUDE") {
+        return Some(PathBuf::from(path));
+    }
+    let bundled =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-tools/node_modules/.bin/claude");
+    bundled.exists().then_some(bundled)
+}
+
+/// Screens Claude Code shows on a first run; none may appear.
+const FIRST_RUN_SCREENS: &[&str] = &[
+    "Choose the text style",
+    "Do you trust",
+    "one you trust",
+    "Do you want to use this API key",
+    "Select login method",
+];
+
+#[tokio::test]
+async fn claude_code_opens_at_its_prompt_answers_and_resumes_after_restart() {
+    let Some(claude) = claude_binary() else {
+        eprintln!(
+            "SKIPPED: the Claude Code CLI is not installed (run scripts/test.sh, which installs it into .test-tools/)"
+        );
+        return;
+    };
+    let mock = MockAnthropic::start().await;
+    let app = spawn_app_with(|c| {
+        let profile = c.profiles.get_mut(PROFILE).unwrap();
+        profile.command = claude.display().to_string();
+        profile
+            .env
+            .insert("ANTHROPIC_BASE_URL".into(), mock.url.clone());
+    })
+    .await;
+    app.create_user("cleo", "cleo-password-1").await;
+    let token = app.token("cleo", "cleo-password-1").await;
+    let put = app
+        .call(
+            Method::PUT,
+            "/api/secrets/ANTHROPIC_API_KEY",
+            Some(&token),
+            Some(json!({ "value": API_KEY })),
+        )
+        .await;
+    assert!(put.status().is_success());
+
+    let instance = app
+        .create_instance(&token, json!({ "profile": PROFILE }))
+        .await;
+    let id = instance["id"].as_str().unwrap().to_owned();
+    let session = instance["agent_session_id"]
+        .as_str()
+        .expect("pocketdev chose the conversation id")
+        .to_owned();
+    let screen = app.wait_for_output(&token, &id, "? for shortcuts").await;
+    for first_run in FIRST_RUN_SCREENS {
+        assert!(
+            !screen.contains(first_run),
+            "first-run screen `{first_run}` appeared:\n{screen}"
+        );
+    }
+
+    app.command(&token, &id, json!({ "text": "Say hello to pocketdev" }))
+        .await;
+    let screen = app.wait_for_output(&token, &id, REPLY_PREFIX).await;
+    assert!(screen.contains("Say hello to pocketdev"), "{screen}");
+    let requests = mock.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.api_key.as_deref() == Some(API_KEY)),
+        "the user's key is sent as x-api-key"
+    );
+    assert!(
+        requests.iter().any(|r| r.body["stream"] == true),
+        "turns are streamed"
+    );
+
+    // Stop, restart: the same conversation comes back (`--resume`).
+    let stopped: Value = app
+        .post(
+            &format!("/api/instances/{id}/stop"),
+            Some(&token),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["state"], "stopped");
+    let restarted: Value = app
+        .post(
+            &format!("/api/instances/{id}/restart"),
+            Some(&token),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(restarted["state"], "running", "{restarted}");
+    assert_eq!(restarted["agent_session_id"], session.as_str());
+    let screen = app.wait_for_output(&token, &id, "? for shortcuts").await;
+    let screen = if screen.contains(REPLY_PREFIX) {
+        screen
+    } else {
+        app.wait_for_output(&token, &id, REPLY_PREFIX).await
+    };
+    assert!(
+        screen.contains("Say hello to pocketdev"),
+        "the resumed transcript shows the earlier turn:\n{screen}"
+    );
+}
+
+#[tokio::test]
+async fn glm_profile_sends_the_token_as_bearer_to_its_endpoint() {
+    let Some(claude) = claude_binary() else {
+        eprintln!(
+            "SKIPPED: the Claude Code CLI is not installed (run scripts/test.sh, which installs it into .test-tools/)"
+        );
+        return;
+    };
+    let mock = MockAnthropic::start().await;
+    let app = spawn_app_with(|c| {
+        let profile = c.profiles.get_mut("glm-4.6").unwrap();
+        profile.command = claude.display().to_string();
+        profile
+            .env
+            .insert("ANTHROPIC_BASE_URL".into(), mock.url.clone());
+    })
+    .await;
+    app.create_user("gail", "gail-password-1").await;
+    let token = app.token("gail", "gail-password-1").await;
+    let missing = app
+        .post(
+            "/api/instances",
+            Some(&token),
+            json!({ "profile": "glm-4.6" }),
+        )
+        .await;
+    crate::helpers::expect_error(
+        missing,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "GLM without its key",
+    )
+    .await;
+    let glm_key = "glm-test-token-0123456789abcdef";
+    app.call(
+        Method::PUT,
+        "/api/secrets/GLM_API_KEY",
+        Some(&token),
+        Some(json!({ "value": glm_key })),
+    )
+    .await;
+
+    let id = app
+        .create_instance(&token, json!({ "profile": "glm-4.6" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let screen = app.wait_for_output(&token, &id, "? for shortcuts").await;
+    for first_run in FIRST_RUN_SCREENS {
+        assert!(
+            !screen.contains(first_run),
+            "first-run screen `{first_run}` appeared:\n{screen}"
+        );
+    }
+    app.command(&token, &id, json!({ "text": "Hello GLM" }))
+        .await;
+    app.wait_for_output(&token, &id, REPLY_PREFIX).await;
+    let requests = mock.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.bearer.as_deref() == Some(glm_key) && r.api_key.is_none()),
+        "bearer token only"
+    );
+    assert!(
+        requests.iter().any(|r| r.body["model"] == "glm-4.6"),
+        "the GLM model is asked for"
+    );
+}

@@ -1,0 +1,147 @@
+//! A mock of the Anthropic Messages API on 127.0.0.1, for running the real Claude Code CLI
+//! offline. Every `POST /v1/messages` is answered with one text block that quotes the last
+//! user message, streamed as server-sent events when the request asks for a stream.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const REPLY_PREFIX: &str = "MOCK-REPLY";
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub api_key: Option<String>,
+    pub bearer: Option<String>,
+    pub body: Value,
+}
+
+pub struct MockAnthropic {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockAnthropic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockAnthropic {
+    pub async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
+        let app = Router::new().route(
+            "/v1/messages",
+            post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let record = record.clone();
+                async move { messages(&record, &headers, &body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, seen, task }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn last_user_text(body: &Value) -> String {
+    let Some(message) = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+    else {
+        return String::new();
+    };
+    match &message["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .filter(|t| !t.starts_with("<system-reminder>"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn messages(record: &Mutex<Vec<Seen>>, headers: &HeaderMap, raw: &[u8]) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(raw) else {
+        return (StatusCode::BAD_REQUEST, "bad json").into_response();
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    record.lock().unwrap().push(Seen {
+        api_key: header("x-api-key"),
+        bearer: header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned)),
+        body: body.clone(),
+    });
+    let model = body["model"]
+        .as_str()
+        .unwrap_or("claude-sonnet-4-5-20250929")
+        .to_owned();
+    let quoted: String = last_user_text(&body).chars().take(80).collect();
+    let text = format!("{REPLY_PREFIX}: I read \"{}\"", quoted.replace('\n', " "));
+    let usage = json!({ "input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0 });
+    if body["stream"] != true {
+        let message = json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{ "type": "text", "text": text }],
+            "stop_reason": "end_turn", "stop_sequence": null, "usage": usage,
+        });
+        return axum::Json(message).into_response();
+    }
+    let events = [
+        (
+            "message_start",
+            json!({ "type": "message_start", "message": {
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": usage } }),
+        ),
+        (
+            "content_block_start",
+            json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+        ),
+        ("ping", json!({ "type": "ping" })),
+        (
+            "content_block_delta",
+            json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": text } }),
+        ),
+        (
+            "content_block_stop",
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ),
+        (
+            "message_delta",
+            json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn", "stop_sequence": null }, "usage": { "output_tokens": 8 } }),
+        ),
+        ("message_stop", json!({ "type": "message_stop" })),
+    ];
+    let stream: String = events
+        .iter()
+        .map(|(event, data)| format!("event: {event}\ndata: {data}\n\n"))
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from(stream))
+        .unwrap()
+}
