@@ -30,6 +30,12 @@ cargo fmt --all -- --check
 say "lints (cargo clippy, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 
+say "benchmarks, smoke mode (full runs: cargo bench)"
+for bench in benches/*.rs; do
+    cargo bench --locked --profile dev --bench "$(basename "$bench" .rs)" -- --smoke
+done
+
+# Last, so the test runner's summary closes the output.
 say "unit and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --no-fail-fast

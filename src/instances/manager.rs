@@ -1,7 +1,7 @@
 //! Instance lifecycle: admission and limits, start (environment, secrets, launcher), stop,
 //! restart with the agent's conversation resumed, input and output, and reconciliation with tmux.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +37,8 @@ pub struct Manager {
     busy: Mutex<HashSet<String>>,
     /// Orphan sessions already reported, so the log says it once.
     reported_orphans: Mutex<HashSet<String>>,
+    /// Dead panes whose exit status tmux has not collected yet, with the passes seen so.
+    awaiting_status: Mutex<HashMap<String, u8>>,
 }
 
 /// Marks an instance busy until dropped.
@@ -103,6 +105,7 @@ impl Manager {
             admission: tokio::sync::Mutex::new(()),
             busy: Mutex::new(HashSet::new()),
             reported_orphans: Mutex::new(HashSet::new()),
+            awaiting_status: Mutex::new(HashMap::new()),
         })
     }
 
@@ -212,6 +215,8 @@ impl Manager {
         let id = new_instance_id();
         let agent_session =
             (profile.kind == ProfileKind::Claude).then(|| uuid::Uuid::new_v4().to_string());
+        // Busy before the record exists, so the reconciler never sees it without its session.
+        let _busy = self.busy(&id)?;
         let instance = {
             let _admission = self.admission.lock().await;
             self.admit(user, profile).await?;
@@ -225,7 +230,6 @@ impl Manager {
             };
             store::insert(&self.db, &new).await?
         };
-        let _busy = self.busy(&instance.id)?;
         self.start(&instance, user, profile, &secrets).await?;
         Ok(store::get(&self.db, &instance.id)
             .await?
@@ -435,7 +439,7 @@ impl Manager {
             loop {
                 match self.pane(instance).await? {
                     Some(p) if p.dead => {
-                        exit_code = p.exit_status;
+                        exit_code = p.exit_code();
                         break;
                     }
                     None => break,
@@ -462,7 +466,7 @@ impl Manager {
 
     /// Starts an ended instance again (stopping it first if it runs), resuming the agent's
     /// conversation where the profile supports it.
-    pub async fn restart(&self, instance: &Instance, user: &User) -> Result<Instance, AppError> {
+    pub async fn restart(&self, instance: &Instance) -> Result<Instance, AppError> {
         let _busy = self.busy(&instance.id)?;
         let profile = self.profile(&instance.profile).ok_or_else(|| {
             AppError::Conflict(format!(
@@ -479,21 +483,15 @@ impl Manager {
                 "the profile needs the secret {missing}"
             )));
         }
+        // Limits count against the owner, also when an admin restarts it.
+        let owner = crate::users::store::by_id(&self.db, instance.owner)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))?;
         {
             let _admission = self.admission.lock().await;
-            self.admit(user, profile).await?;
-            sqlx::query("UPDATE instances SET state = 'starting' WHERE id = ?")
-                .bind(&instance.id)
-                .execute(&self.db)
-                .await?;
+            self.admit(&owner, profile).await?;
+            store::mark_starting(&self.db, &instance.id).await?;
         }
-        let owner = if user.id == instance.owner {
-            user.clone()
-        } else {
-            crate::users::store::by_id(&self.db, instance.owner)
-                .await?
-                .ok_or_else(|| AppError::not_found("instance"))?
-        };
         self.start(instance, &owner, profile, &secrets).await?;
         store::get(&self.db, &instance.id)
             .await?
@@ -593,9 +591,9 @@ impl Manager {
                         tracing::warn!(instance = %instance.id, "tmux session vanished; instance marked exited");
                     }
                 }
-                Some((tmux, pane)) if pane.dead => {
+                Some((tmux, pane)) if pane.dead && self.status_settled(&instance.id, pane) => {
                     let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
-                    let code = pane.exit_status;
+                    let code = pane.exit_code();
                     if store::mark_ended(
                         &self.db,
                         &instance.id,
@@ -639,6 +637,24 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// tmux marks a pane dead when its terminal closes, a moment before it collects the exit
+    /// status; give it a few passes so the recorded exit code is the real one.
+    fn status_settled(&self, id: &str, pane: &PaneInfo) -> bool {
+        let mut waiting = self.awaiting_status.lock().expect("awaiting status");
+        if pane.exit_code().is_some() {
+            waiting.remove(id);
+            return true;
+        }
+        let passes = waiting.entry(id.to_owned()).or_insert(0);
+        *passes += 1;
+        if *passes > 3 {
+            // tmux never learned how it ended (a tmux without pane_dead_signal).
+            waiting.remove(id);
+            return true;
+        }
+        false
     }
 
     /// Reconciles every second until shutdown.
@@ -735,7 +751,8 @@ fn normalize_workdir(raw: &str) -> Result<String, AppError> {
     Ok(parts.join("/"))
 }
 
-fn check_name(raw: &str) -> Result<String, AppError> {
+/// Instance names: 1 to 64 characters, no control characters; stored as given otherwise.
+pub fn check_name(raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(AppError::Unprocessable(

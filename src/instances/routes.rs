@@ -189,13 +189,8 @@ async fn rename_instance(
     Json(req): Json<RenameInstance>,
 ) -> AppResult<Json<Instance>> {
     let instance = visible(&state, &auth, &id).await?;
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(AppError::Unprocessable(
-            "a name is 1 to 64 characters, without control characters".into(),
-        ));
-    }
-    store::rename(&state.db, &instance.id, name).await?;
+    let name = super::manager::check_name(&req.name)?;
+    store::rename(&state.db, &instance.id, &name).await?;
     Ok(Json(
         store::get(&state.db, &id)
             .await?
@@ -233,7 +228,7 @@ async fn restart_instance(
     Path(id): Path<String>,
 ) -> AppResult<Json<Instance>> {
     let instance = visible(&state, &auth, &id).await?;
-    let restarted = state.instances.restart(&instance, &auth.user).await?;
+    let restarted = state.instances.restart(&instance).await?;
     audit_instance(&state, &auth, client, "instance.restart", &restarted).await;
     Ok(Json(restarted))
 }

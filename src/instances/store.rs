@@ -129,6 +129,14 @@ pub async fn live_counts(db: &Db, user_id: i64) -> Result<(i64, i64), AppError> 
     .await?)
 }
 
+pub async fn mark_starting(db: &Db, id: &str) -> Result<(), AppError> {
+    sqlx::query("UPDATE instances SET state = 'starting' WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn mark_running(db: &Db, id: &str) -> Result<(), AppError> {
     sqlx::query(
         "UPDATE instances SET state = 'running', started_at = ?, ended_at = NULL, exit_code = NULL,
@@ -178,15 +186,6 @@ pub async fn last_screen(db: &Db, id: &str) -> Result<Option<String>, AppError> 
 pub async fn rename(db: &Db, id: &str, name: &str) -> Result<(), AppError> {
     sqlx::query("UPDATE instances SET name = ? WHERE id = ?")
         .bind(name)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-pub async fn set_agent_session(db: &Db, id: &str, session: &str) -> Result<(), AppError> {
-    sqlx::query("UPDATE instances SET agent_session_id = ? WHERE id = ?")
-        .bind(session)
         .bind(id)
         .execute(db)
         .await?;

@@ -26,7 +26,17 @@ pub struct PaneInfo {
     pub session: String,
     pub dead: bool,
     pub exit_status: Option<i32>,
+    /// The signal that killed the agent, if one did.
+    pub exit_signal: Option<i32>,
     pub pid: Option<u32>,
+}
+
+impl PaneInfo {
+    /// The exit code as a shell reports it: the status, or 128 + the signal.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_status
+            .or(self.exit_signal.map(|signal| 128 + signal))
+    }
 }
 
 /// What a new session runs, where, and at which size.
@@ -143,9 +153,14 @@ impl Tmux {
 
     /// All panes of this server; empty when the server is not running.
     pub async fn list_panes(&self) -> Result<Vec<PaneInfo>, TmuxError> {
-        let format = "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}";
+        let format =
+            "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_dead_signal}";
         match self.run(&["list-panes", "-a", "-F", format]).await {
-            Ok(out) => Ok(out.lines().filter_map(parse_pane).collect()),
+            Ok(out) => Ok(out
+                .lines()
+                .filter_map(parse_pane)
+                .map(with_zombie_status)
+                .collect()),
             Err(TmuxError::Failed { stderr, .. }) if no_server(&stderr) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -229,12 +244,44 @@ fn parse_pane(line: &str) -> Option<PaneInfo> {
     let dead = fields.next()? == "1";
     let exit_status = fields.next().and_then(|s| s.parse().ok());
     let pid = fields.next().and_then(|s| s.parse().ok());
+    let exit_signal = fields.next().and_then(|s| s.parse().ok());
     Some(PaneInfo {
         session,
         dead,
         exit_status,
+        exit_signal,
         pid,
     })
+}
+
+/// Under load tmux sometimes leaves a dead pane's process unreaped and so never learns its
+/// exit status; the kernel still shows a zombie's wait status in `/proc/<pid>/stat`.
+fn with_zombie_status(mut pane: PaneInfo) -> PaneInfo {
+    if pane.dead
+        && pane.exit_code().is_none()
+        && let Some(status) = pane
+            .pid
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        && let Some(wait_status) = zombie_wait_status(&status)
+    {
+        let (signal, code) = (wait_status & 0x7f, (wait_status >> 8) & 0xff);
+        if signal == 0 {
+            pane.exit_status = Some(code);
+        } else {
+            pane.exit_signal = Some(signal);
+        }
+    }
+    pane
+}
+
+/// The wait status (field 52) of a zombie's `/proc/<pid>/stat` line.
+fn zombie_wait_status(stat: &str) -> Option<i32> {
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    (fields.first() == Some(&"Z")).then(|| fields.get(49)?.parse().ok())?
 }
 
 fn trim_trailing_blank_lines(text: &str) -> String {
@@ -279,19 +326,48 @@ mod tests {
 
     #[test]
     fn panes_parse() {
-        let pane = parse_pane("pd-abc\t1\t3\t1234").unwrap();
+        assert_eq!(
+            parse_pane("pd-k\t1\t\t5\t9").unwrap().exit_code(),
+            Some(137)
+        );
+        let pane = parse_pane("pd-abc\t1\t3\t1234\t").unwrap();
         assert_eq!(
             pane,
             PaneInfo {
                 session: "pd-abc".into(),
                 dead: true,
                 exit_status: Some(3),
+                exit_signal: None,
                 pid: Some(1234)
             }
         );
         let live = parse_pane("pd-x\t0\t\t99").unwrap();
         assert!(!live.dead);
         assert_eq!(live.exit_status, None);
+    }
+
+    #[test]
+    fn zombie_exit_status_is_read_from_proc() {
+        let zombie = "30585 (ba sh)) Z 30584 30585 30585 0 -1 4227084 653 62 0 0 0 0 0 0 20 0 1 0 553259 0 0 \
+            18446744073709551615 0 0 0 0 0 0 0 3145732 65536 1 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 768";
+        assert_eq!(zombie_wait_status(zombie), Some(768));
+        assert_eq!(
+            zombie_wait_status(&zombie.replace(" Z ", " S ")),
+            None,
+            "only zombies have one"
+        );
+        let pane = PaneInfo {
+            session: "s".into(),
+            dead: true,
+            exit_status: None,
+            exit_signal: None,
+            pid: None,
+        };
+        assert_eq!(
+            with_zombie_status(pane).exit_code(),
+            None,
+            "no pid, nothing to read"
+        );
     }
 
     #[test]

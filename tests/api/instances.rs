@@ -179,7 +179,7 @@ async fn an_exiting_agent_is_noticed_and_its_screen_kept() {
     app.wait_for_output(&token, &id, "agent>").await;
     app.command(&token, &id, json!({ "text": "fail" })).await;
     let ended = app.wait_for_state(&token, &id, "exited").await;
-    assert_eq!(ended["exit_code"], 3);
+    assert_eq!(ended["exit_code"], 3, "{ended}");
     assert_eq!(ended["end_reason"], "exit");
     assert!(
         app.output(&token, &id).await.contains("failing on purpose"),
