@@ -50,20 +50,22 @@ impl App {
             Some(path) => path.clone(),
             None => running_binary()?,
         };
+        // Bound first: agents report hook events to the port actually in use.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let instances = Arc::new(Manager::new(
             db.clone(),
             layout.clone(),
             config.clone(),
             secrets.clone(),
             launcher,
+            hook_base(listener.local_addr()?, &config.base_path),
         )?);
         // Adopt what survived the last run before anyone can act on it.
         if let Err(err) = instances.reconcile().await {
             tracing::warn!(error = %err, "initial reconciliation failed");
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let state = AppState {
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             secrets,
@@ -194,6 +196,16 @@ fn anyhow_from(err: crate::error::AppError) -> anyhow::Error {
         crate::error::AppError::Internal(inner) => inner,
         other => anyhow::anyhow!("{other}"),
     }
+}
+
+/// The server's own URL as seen from this machine: loopback when listening on every address.
+fn hook_base(addr: SocketAddr, base_path: &str) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}{base_path}", SocketAddr::new(ip, addr.port()))
 }
 
 /// This binary's path, used to launch agents. After an upgrade replaced the file, Linux reports

@@ -34,6 +34,9 @@ enum Command {
     Doctor(DataDirArg),
     /// Print the effective configuration (defaults, file and environment merged), secrets masked.
     Config(ServeArgs),
+    /// Internal: run by an agent's hook; forwards the hook's input to the server.
+    #[command(hide = true)]
+    Hook,
     /// Internal: the first program of an agent's tmux pane (reads its environment file, then execs).
     #[command(hide = true)]
     Launch {
@@ -163,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::User(user) => user_command(cli.config.as_ref(), user).await?,
+        Command::Hook => pocketdev::instances::hooks::forward_stdin().await,
         Command::Launch { .. } => unreachable!("handled before the runtime starts"),
     }
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,12 @@ use serde_json::{Map, Value, json};
 use crate::layout::write_private_file;
 
 /// Answers the first-run screens in `home` for an agent working in `workdir`.
-pub fn prepare_home(home: &Path, workdir: &Path, api_key: Option<&str>) -> anyhow::Result<()> {
+pub fn prepare_home(
+    home: &Path,
+    workdir: &Path,
+    api_key: Option<&str>,
+    hook_command: &str,
+) -> anyhow::Result<()> {
     let state_path = home.join(".claude.json");
     let mut state = read_object(&state_path)?;
     for (key, value) in [
@@ -59,11 +64,34 @@ pub fn prepare_home(home: &Path, workdir: &Path, api_key: Option<&str>) -> anyho
     object_at(&mut settings, "permissions")
         .entry("defaultMode")
         .or_insert(json!("default"));
+    register_hook(&mut settings, "SessionStart", hook_command);
     write_private_file(
         &settings_path,
         serde_json::to_string_pretty(&settings)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// Adds pocketdev's hook for `event`, replacing an older one (say, from before an upgrade moved
+/// the binary) and leaving the user's own hooks alone.
+fn register_hook(settings: &mut Map<String, Value>, event: &str, command: &str) {
+    let hooks = object_at(settings, "hooks");
+    let entries = hooks.entry(event).or_insert_with(|| json!([]));
+    if !entries.is_array() {
+        *entries = json!([]);
+    }
+    let list = entries.as_array_mut().expect("just made an array");
+    let ours = |entry: &Value| {
+        entry["hooks"].as_array().is_some_and(|hooks| {
+            hooks.iter().any(|h| {
+                h["command"]
+                    .as_str()
+                    .is_some_and(|c| c == command || c.ends_with("pocketdev' hook"))
+            })
+        })
+    };
+    list.retain(|entry| !ours(entry));
+    list.push(json!({ "matcher": "", "hooks": [{ "type": "command", "command": command }] }));
 }
 
 fn read_object(path: &Path) -> anyhow::Result<Map<String, Value>> {
@@ -106,18 +134,9 @@ mod tests {
         )
         .unwrap();
         let work = Path::new("/data/users/1/workspace");
-        prepare_home(
-            home.path(),
-            work,
-            Some("sk-ant-api03-0123456789abcdefghijXYZ"),
-        )
-        .unwrap();
-        prepare_home(
-            home.path(),
-            work,
-            Some("sk-ant-api03-0123456789abcdefghijXYZ"),
-        )
-        .unwrap();
+        let key = Some("sk-ant-api03-0123456789abcdefghijXYZ");
+        prepare_home(home.path(), work, key, "'/old/pocketdev' hook").unwrap();
+        prepare_home(home.path(), work, key, "'/usr/bin/pocketdev' hook").unwrap();
 
         let state: Value =
             serde_json::from_slice(&std::fs::read(home.path().join(".claude.json")).unwrap())
@@ -139,13 +158,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings["permissions"]["defaultMode"], "default");
+        let starts = settings["hooks"]["SessionStart"].as_array().unwrap();
+        assert_eq!(
+            starts.len(),
+            1,
+            "the old binary's hook was replaced: {starts:?}"
+        );
+        assert_eq!(
+            starts[0]["hooks"][0]["command"],
+            "'/usr/bin/pocketdev' hook"
+        );
     }
 
     #[test]
     fn a_damaged_config_is_moved_aside() {
         let home = tempfile::tempdir().unwrap();
         std::fs::write(home.path().join(".claude.json"), "{not json").unwrap();
-        prepare_home(home.path(), Path::new("/w"), None).unwrap();
+        prepare_home(home.path(), Path::new("/w"), None, "'/p/pocketdev' hook").unwrap();
         assert!(home.path().join(".claude.json.damaged").exists());
     }
 }

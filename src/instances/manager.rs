@@ -31,6 +31,8 @@ pub struct Manager {
     secrets: Arc<SecretBox>,
     tmux: TmuxServers,
     launcher: PathBuf,
+    /// Where agents report hook events: `http://<loopback>:<port><base>`.
+    hook_base: String,
     /// Held while counting and inserting, so concurrent creates cannot overshoot a limit.
     admission: tokio::sync::Mutex<()>,
     /// Instances an operation is working on; the reconciler leaves them alone meanwhile.
@@ -82,6 +84,7 @@ impl Manager {
         config: Arc<Config>,
         secrets: Arc<SecretBox>,
         launcher: PathBuf,
+        hook_base: String,
     ) -> anyhow::Result<Self> {
         let socket = config
             .tmux
@@ -102,6 +105,7 @@ impl Manager {
             secrets,
             tmux,
             launcher,
+            hook_base,
             admission: tokio::sync::Mutex::new(()),
             busy: Mutex::new(HashSet::new()),
             reported_orphans: Mutex::new(HashSet::new()),
@@ -344,6 +348,10 @@ impl Manager {
             ("PATH".into(), path),
             ("LANG".into(), "C.UTF-8".into()),
             ("POCKETDEV_INSTANCE".into(), instance.id.clone()),
+            (
+                super::hooks::URL_ENV.into(),
+                format!("{}api/instances/{}/hooks", self.hook_base, instance.id),
+            ),
         ]);
         env.extend(profile.env.clone());
         for (var, secret) in profile.secrets.iter().chain(&profile.optional_secrets) {
@@ -365,8 +373,14 @@ impl Manager {
             let home_for_prep = home.clone();
             let cwd_for_prep = cwd.clone();
             let key = env.get("ANTHROPIC_API_KEY").cloned();
+            let hook_command = format!("'{}' hook", self.launcher.display());
             tokio::task::spawn_blocking(move || {
-                super::claude::prepare_home(&home_for_prep, &cwd_for_prep, key.as_deref())
+                super::claude::prepare_home(
+                    &home_for_prep,
+                    &cwd_for_prep,
+                    key.as_deref(),
+                    &hook_command,
+                )
             })
             .await
             .map_err(anyhow::Error::from)??;
@@ -376,6 +390,16 @@ impl Manager {
                 argv.push(session.clone());
             }
         }
+
+        // A fresh hook token per start: a report counts only with the current one.
+        let hook_token = crate::auth::tokens::random_token(24);
+        store::set_hook_token(
+            &self.db,
+            &instance.id,
+            &crate::auth::tokens::hash_token(&hook_token),
+        )
+        .await?;
+        env.insert(super::hooks::TOKEN_ENV.into(), hook_token);
 
         let env_file = self
             .layout

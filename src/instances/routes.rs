@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(restart_instance))
         .routes(routes!(send_command))
         .routes(routes!(read_output))
+        .merge(super::hooks::router())
 }
 
 #[derive(Deserialize, ToSchema)]

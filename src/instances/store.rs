@@ -199,3 +199,36 @@ pub async fn delete(db: &Db, id: &str) -> Result<(), AppError> {
         .await?;
     Ok(())
 }
+
+pub async fn set_hook_token(db: &Db, id: &str, token_hash: &str) -> Result<(), AppError> {
+    sqlx::query("UPDATE instances SET hook_token_hash = ? WHERE id = ?")
+        .bind(token_hash)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The instance a hook token belongs to, if it is the current token of that instance.
+pub async fn by_hook_token(
+    db: &Db,
+    id: &str,
+    token_hash: &str,
+) -> Result<Option<Instance>, AppError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM instances WHERE id = ? AND hook_token_hash = ?"
+    ))
+    .bind(id)
+    .bind(token_hash)
+    .fetch_optional(db)
+    .await?)
+}
+
+pub async fn set_agent_session(db: &Db, id: &str, session: &str) -> Result<(), AppError> {
+    sqlx::query("UPDATE instances SET agent_session_id = ? WHERE id = ?")
+        .bind(session)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -94,6 +94,30 @@ async fn claude_code_opens_at_its_prompt_answers_and_resumes_after_restart() {
         "turns are streamed"
     );
 
+    // `/clear` starts a new conversation; the SessionStart hook tells pocketdev its id.
+    app.command(&token, &id, json!({ "text": "/clear" })).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let cleared = loop {
+        let current = app.instance(&token, &id).await["agent_session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if current != session {
+            break current;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hook never reported the new conversation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(uuid::Uuid::parse_str(&cleared).is_ok());
+    app.command(&token, &id, json!({ "text": "After the clear" }))
+        .await;
+    app.wait_for_output(&token, &id, "I read \"After the clear\"")
+        .await;
+    let session = cleared;
+
     // Stop, restart: the same conversation comes back (`--resume`).
     let stopped: Value = app
         .post(
@@ -125,8 +149,8 @@ async fn claude_code_opens_at_its_prompt_answers_and_resumes_after_restart() {
         app.wait_for_output(&token, &id, REPLY_PREFIX).await
     };
     assert!(
-        screen.contains("Say hello to pocketdev"),
-        "the resumed transcript shows the earlier turn:\n{screen}"
+        screen.contains("After the clear") && !screen.contains("Say hello to pocketdev"),
+        "the resumed transcript is the conversation after /clear:\n{screen}"
     );
 }
 

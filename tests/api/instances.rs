@@ -730,3 +730,110 @@ async fn deleting_a_user_stops_their_instances() {
         "the agent was stopped"
     );
 }
+
+#[tokio::test]
+async fn hook_reports_count_only_with_the_instances_current_token() {
+    let app = spawn_app().await;
+    let token = user(&app, "ora").await;
+    let first = id(&app
+        .create_instance(&token, json!({ "profile": "shell" }))
+        .await);
+    let other = id(&app
+        .create_instance(&token, json!({ "profile": "shell" }))
+        .await);
+    let read_env = |id: String| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.command(&token, &id, json!({ "text": "echo \"URL=$POCKETDEV_HOOK_URL TOKEN=$POCKETDEV_HOOK_TOKEN END\"" })).await;
+            let screen = app.wait_for_output(&token, &id, "END\n").await;
+            let line = screen
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("URL="))
+                .unwrap()
+                .to_owned();
+            let url = line
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_start_matches("URL=")
+                .to_owned();
+            let hook = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .trim_start_matches("TOKEN=")
+                .to_owned();
+            (url, hook)
+        }
+    };
+    let (url, hook) = read_env(first.clone()).await;
+    let (_, other_hook) = read_env(other.clone()).await;
+    assert_eq!(url, app.url(&format!("/api/instances/{first}/hooks")));
+    let session = "8c2a3f1e-9b7d-4c6e-a5f4-0d1e2b3c4d5e";
+    let report = |bearer: String, body: Value| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let event =
+        json!({ "hook_event_name": "SessionStart", "source": "clear", "session_id": session });
+
+    for (bearer, what) in [
+        (other_hook, "another instance's token"),
+        ("forged".to_owned(), "a made-up token"),
+    ] {
+        expect_error(
+            report(bearer, event.clone()).await,
+            StatusCode::UNAUTHORIZED,
+            what,
+        )
+        .await;
+    }
+    let bad = json!({ "hook_event_name": "SessionStart", "session_id": "../../etc" });
+    expect_error(
+        report(hook.clone(), bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not a UUID",
+    )
+    .await;
+    assert!(app.instance(&token, &first).await["agent_session_id"].is_null());
+
+    assert_eq!(
+        report(hook.clone(), event.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.instance(&token, &first).await["agent_session_id"],
+        session
+    );
+    let other_event =
+        json!({ "hook_event_name": "PreToolUse", "session_id": session, "tool_name": "Bash" });
+    assert_eq!(
+        report(hook.clone(), other_event).await.status(),
+        StatusCode::NO_CONTENT,
+        "other events are accepted"
+    );
+
+    // A restart issues a new token; the old one stops working.
+    app.post(
+        &format!("/api/instances/{first}/restart"),
+        Some(&token),
+        json!({}),
+    )
+    .await;
+    expect_error(
+        report(hook, event).await,
+        StatusCode::UNAUTHORIZED,
+        "the previous start's token",
+    )
+    .await;
+}

@@ -68,13 +68,15 @@ fn last_user_text(body: &Value) -> String {
     };
     match &message["content"] {
         Value::String(text) => text.clone(),
+        // The user's own words: the last text block that is not a tagged note from Claude Code.
         Value::Array(blocks) => blocks
             .iter()
+            .rev()
             .filter(|b| b["type"] == "text")
             .filter_map(|b| b["text"].as_str())
-            .filter(|t| !t.starts_with("<system-reminder>"))
-            .collect::<Vec<_>>()
-            .join(" "),
+            .find(|t| !t.trim_start().starts_with('<'))
+            .unwrap_or_default()
+            .to_owned(),
         _ => String::new(),
     }
 }
