@@ -54,6 +54,20 @@ async fn openapi_lists_every_endpoint() {
         "DELETE /api/admin/users/{id}",
         "POST /api/admin/invites",
         "GET /api/admin/audit",
+        "GET /api/models",
+        "GET /api/instances",
+        "POST /api/instances",
+        "GET /api/instances/{id}",
+        "PATCH /api/instances/{id}",
+        "DELETE /api/instances/{id}",
+        "POST /api/instances/{id}/stop",
+        "POST /api/instances/{id}/restart",
+        "POST /api/instances/{id}/command",
+        "GET /api/instances/{id}/output",
+        "POST /api/instances/{id}/hooks",
+        "GET /api/secrets",
+        "PUT /api/secrets/{name}",
+        "DELETE /api/secrets/{name}",
     ]
     .into_iter()
     .map(String::from)
