@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::tokens::{self, TokenKeys};
 use crate::config::Config;
+use crate::error::AppError;
 use crate::http::rate_limit::RateLimits;
 use crate::instances::Manager;
 use crate::layout::{Layout, write_private_file};
@@ -157,7 +158,11 @@ async fn create_first_admin(
     layout: &Layout,
     config: &Config,
 ) -> anyhow::Result<Option<String>> {
-    if users::store::count(db).await.map_err(anyhow_from)? > 0 {
+    if users::store::count(db)
+        .await
+        .map_err(AppError::into_anyhow)?
+        > 0
+    {
         return Ok(None);
     }
     let password = users::generate_password();
@@ -170,7 +175,7 @@ async fn create_first_admin(
         config.auth.min_password_length,
     )
     .await
-    .map_err(anyhow_from)?;
+    .map_err(AppError::into_anyhow)?;
     let content = format!("username: {INITIAL_ADMIN}\npassword: {password}\n");
     write_private_file(
         &layout.server_dir().join(INITIAL_PASSWORD_FILE),
@@ -188,13 +193,6 @@ pub fn forget_initial_password(layout: &Layout, old_password: &str) {
             .any(|line| line.strip_prefix("password: ") == Some(old_password))
     {
         let _ = std::fs::remove_file(&path);
-    }
-}
-
-fn anyhow_from(err: crate::error::AppError) -> anyhow::Error {
-    match err {
-        crate::error::AppError::Internal(inner) => inner,
-        other => anyhow::anyhow!("{other}"),
     }
 }
 

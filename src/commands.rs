@@ -14,18 +14,22 @@ async fn open(config: &Config) -> anyhow::Result<(Layout, db::Db)> {
     Ok((layout, pool))
 }
 
-fn plain(err: AppError) -> anyhow::Error {
-    match err {
-        AppError::Internal(inner) => inner,
-        other => anyhow::anyhow!("{other}"),
-    }
+/// Records what the command line did in the audit log.
+async fn audit(pool: &db::Db, action: &str, user: &User, detail: serde_json::Value) {
+    let event = crate::audit::Event {
+        action,
+        target: Some(format!("user:{}:{}", user.id, user.username)),
+        detail: Some(detail),
+        ..Default::default()
+    };
+    crate::audit::record(pool, event).await;
 }
 
 async fn find(pool: &db::Db, name: &str) -> anyhow::Result<User> {
-    let name = users::normalize_username(name).map_err(plain)?;
+    let name = users::normalize_username(name).map_err(AppError::into_anyhow)?;
     users::store::by_username(pool, &name)
         .await
-        .map_err(plain)?
+        .map_err(AppError::into_anyhow)?
         .ok_or_else(|| anyhow::anyhow!("no user named `{name}`"))
 }
 
@@ -49,15 +53,12 @@ pub async fn user_add(
         config.auth.min_password_length,
     )
     .await
-    .map_err(plain)?;
-    crate::audit::record(
+    .map_err(AppError::into_anyhow)?;
+    audit(
         &pool,
-        crate::audit::Event {
-            action: "user.create",
-            target: Some(format!("user:{}:{}", user.id, user.username)),
-            detail: Some(serde_json::json!({"via": "cli", "role": role})),
-            ..Default::default()
-        },
+        "user.create",
+        &user,
+        serde_json::json!({"via": "cli", "role": role}),
     )
     .await;
     pool.close().await;
@@ -66,7 +67,9 @@ pub async fn user_add(
 
 pub async fn user_list(config: &Config) -> anyhow::Result<Vec<User>> {
     let (_, pool) = open(config).await?;
-    let list = users::store::list(&pool).await.map_err(plain)?;
+    let list = users::store::list(&pool)
+        .await
+        .map_err(AppError::into_anyhow)?;
     pool.close().await;
     Ok(list)
 }
@@ -81,22 +84,20 @@ pub async fn user_passwd(
     let user = find(&pool, name).await?;
     let generated = password.is_none().then(users::generate_password);
     let password = password.or_else(|| generated.clone()).unwrap_or_default();
-    users::check_password(&password, config.auth.min_password_length).map_err(plain)?;
+    users::check_password(&password, config.auth.min_password_length)
+        .map_err(AppError::into_anyhow)?;
     let hash = crate::auth::password::hash(password).await?;
     users::store::set_password(&pool, user.id, &hash)
         .await
-        .map_err(plain)?;
+        .map_err(AppError::into_anyhow)?;
     crate::auth::store::revoke_user_sessions(&pool, user.id, None)
         .await
-        .map_err(plain)?;
-    crate::audit::record(
+        .map_err(AppError::into_anyhow)?;
+    audit(
         &pool,
-        crate::audit::Event {
-            action: "user.update",
-            target: Some(format!("user:{}:{}", user.id, user.username)),
-            detail: Some(serde_json::json!({"via": "cli", "password_reset": true})),
-            ..Default::default()
-        },
+        "user.update",
+        &user,
+        serde_json::json!({"via": "cli", "password_reset": true}),
     )
     .await;
     pool.close().await;
@@ -108,18 +109,15 @@ pub async fn user_disable(config: &Config, name: &str) -> anyhow::Result<User> {
     let user = find(&pool, name).await?;
     users::store::set_disabled(&pool, user.id, true)
         .await
-        .map_err(plain)?;
+        .map_err(AppError::into_anyhow)?;
     crate::auth::store::revoke_user_sessions(&pool, user.id, None)
         .await
-        .map_err(plain)?;
-    crate::audit::record(
+        .map_err(AppError::into_anyhow)?;
+    audit(
         &pool,
-        crate::audit::Event {
-            action: "user.update",
-            target: Some(format!("user:{}:{}", user.id, user.username)),
-            detail: Some(serde_json::json!({"via": "cli", "disabled": true})),
-            ..Default::default()
-        },
+        "user.update",
+        &user,
+        serde_json::json!({"via": "cli", "disabled": true}),
     )
     .await;
     pool.close().await;

@@ -92,6 +92,14 @@ impl AppError {
     pub fn not_found(what: &str) -> Self {
         Self::NotFound(format!("{what} not found"))
     }
+
+    /// For callers outside HTTP (the command line, start-up): the cause, or the message.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            Self::Internal(inner) => inner,
+            other => anyhow::anyhow!("{other}"),
+        }
+    }
 }
 
 impl IntoResponse for AppError {
