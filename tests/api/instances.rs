@@ -837,3 +837,62 @@ async fn hook_reports_count_only_with_the_instances_current_token() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn admins_exceed_the_per_user_limit_only_when_configured() {
+    for exempt in [false, true] {
+        let app = spawn_app_with(|c| {
+            c.limits.max_per_user = 1;
+            c.limits.admins_exempt = exempt;
+        })
+        .await;
+        let admin = app.admin_token().await;
+        app.create_instance(&admin, json!({ "profile": "fake" }))
+            .await;
+        let second = app
+            .post("/api/instances", Some(&admin), json!({ "profile": "fake" }))
+            .await;
+        let expected = if exempt {
+            StatusCode::CREATED
+        } else {
+            StatusCode::CONFLICT
+        };
+        assert_eq!(second.status(), expected, "admins_exempt = {exempt}");
+    }
+}
+
+#[tokio::test]
+async fn sessions_without_a_record_are_left_alone_or_killed_as_configured() {
+    for kill in [false, true] {
+        let app = spawn_app_with(|c| c.tmux.kill_orphans = kill).await;
+        let token = user(&app, "pia").await;
+        app.create_instance(&token, json!({ "profile": "fake" }))
+            .await; // the server is running
+        let created = tokio::process::Command::new("tmux")
+            .arg("-S")
+            .arg(app.tmux_socket())
+            .args(["new-session", "-d", "-s", "pd-orphan", "--", "sleep", "600"])
+            .status()
+            .await
+            .unwrap();
+        assert!(created.success());
+        let orphan_alive = || async { tmux_sessions(&app).await.contains(&"pd-orphan".to_owned()) };
+        if kill {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while orphan_alive().await {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the orphan was never killed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            // Nothing to wait for but time: two reconciliation passes must leave it running.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            assert!(
+                orphan_alive().await,
+                "an orphan is only reported unless kill_orphans is set"
+            );
+        }
+    }
+}
