@@ -67,7 +67,13 @@ impl App {
         if let Err(err) = instances.reconcile().await {
             tracing::warn!(error = %err, "initial reconciliation failed");
         }
+        let terminals = Arc::new(crate::terminal::Terminals::new(
+            instances.clone(),
+            db.clone(),
+            config.terminal.clone(),
+        ));
         let state = AppState {
+            terminals,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             secrets,
             instances,

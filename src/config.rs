@@ -37,6 +37,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub alerts: AlertConfig,
     pub tmux: TmuxConfig,
+    pub terminal: TerminalConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
 }
@@ -64,6 +65,32 @@ impl Default for TmuxConfig {
             kill_orphans: false,
             stop_grace_secs: 3,
             launcher: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TerminalConfig {
+    /// Lines of history a viewer receives when it connects (on top of the screen).
+    pub replay_lines: u32,
+    /// Output queued for one viewer before it is skipped ahead to a fresh screen, in KiB.
+    pub viewer_buffer_kb: usize,
+    /// Seconds between heartbeats; a viewer silent for two is dropped.
+    pub heartbeat_secs: u64,
+    pub max_viewers_per_instance: usize,
+    /// Seconds a terminal ticket stays valid (at most 30).
+    pub ticket_ttl_secs: u64,
+}
+
+impl Default for TerminalConfig {
+    fn default() -> Self {
+        Self {
+            replay_lines: 2000,
+            viewer_buffer_kb: 1024,
+            heartbeat_secs: 15,
+            max_viewers_per_instance: 64,
+            ticket_ttl_secs: 30,
         }
     }
 }
@@ -134,6 +161,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             alerts: AlertConfig::default(),
             tmux: TmuxConfig::default(),
+            terminal: TerminalConfig::default(),
             profiles: crate::instances::profiles::defaults(),
         }
     }

@@ -24,6 +24,8 @@ pub mod layout;
 pub mod secrets;
 /// Shared application state.
 pub mod state;
+/// Live terminals: the WebSocket bridge to tmux.
+pub mod terminal;
 /// Accounts.
 pub mod users;
 

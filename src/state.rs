@@ -22,6 +22,7 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     pub secrets: Arc<SecretBox>,
     pub instances: Arc<Manager>,
+    pub terminals: Arc<crate::terminal::Terminals>,
     /// tmux's version as found at start-up; `None` when tmux is missing.
     pub tmux_version: Option<Arc<str>>,
     pub started_at: Instant,

@@ -32,6 +32,7 @@ use crate::state::AppState;
         (name = "auth", description = "Sign-in, sessions and registration"),
         (name = "admin", description = "Accounts, invites and the audit log (admins only)"),
         (name = "instances", description = "Agent instances: profiles, lifecycle, input and output"),
+        (name = "terminal", description = "Live terminals over WebSocket (docs/terminal-protocol.md)"),
         (name = "secrets", description = "Per-user secrets such as API keys"),
         (name = "system", description = "Health"),
     )
@@ -70,6 +71,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::audit::router())
         .merge(crate::secrets::router())
         .merge(crate::instances::router())
+        .merge(crate::terminal::router())
         .split_for_parts()
 }
 

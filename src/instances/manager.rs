@@ -41,6 +41,24 @@ pub struct Manager {
     reported_orphans: Mutex<HashSet<String>>,
     /// Dead panes whose exit status tmux has not collected yet, with the passes seen so.
     awaiting_status: Mutex<HashMap<String, u8>>,
+    /// State changes, for live terminals.
+    events: tokio::sync::broadcast::Sender<InstanceEvent>,
+}
+
+/// A change of an instance's state, as live terminals learn of it.
+#[derive(Debug, Clone)]
+pub enum InstanceEvent {
+    Changed(Instance),
+    Deleted(String),
+}
+
+impl InstanceEvent {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Changed(instance) => &instance.id,
+            Self::Deleted(id) => id,
+        }
+    }
 }
 
 /// Marks an instance busy until dropped.
@@ -110,7 +128,25 @@ impl Manager {
             busy: Mutex::new(HashSet::new()),
             reported_orphans: Mutex::new(HashSet::new()),
             awaiting_status: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// State changes of every instance from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<InstanceEvent> {
+        self.events.subscribe()
+    }
+
+    /// Tells listeners the instance's current record.
+    async fn publish(&self, id: &str) -> Result<(), AppError> {
+        if self.events.receiver_count() > 0 {
+            let event = match store::get(&self.db, id).await? {
+                Some(instance) => InstanceEvent::Changed(instance),
+                None => InstanceEvent::Deleted(id.to_owned()),
+            };
+            let _ = self.events.send(event);
+        }
+        Ok(())
     }
 
     pub fn tmux(&self) -> &TmuxServers {
@@ -306,7 +342,7 @@ impl Manager {
         match result {
             Ok(()) => {
                 store::mark_running(&self.db, &instance.id).await?;
-                Ok(())
+                self.publish(&instance.id).await
             }
             Err(err) => {
                 store::mark_ended(
@@ -318,6 +354,7 @@ impl Manager {
                     None,
                 )
                 .await?;
+                self.publish(&instance.id).await?;
                 Err(err)
             }
         }
@@ -485,7 +522,7 @@ impl Manager {
             screen.as_deref(),
         )
         .await?;
-        Ok(())
+        self.publish(&instance.id).await
     }
 
     /// Starts an ended instance again (stopping it first if it runs), resuming the agent's
@@ -516,6 +553,7 @@ impl Manager {
             self.admit(&owner, profile).await?;
             store::mark_starting(&self.db, &instance.id).await?;
         }
+        self.publish(&instance.id).await?;
         self.start(instance, &owner, profile, &secrets).await?;
         store::get(&self.db, &instance.id)
             .await?
@@ -528,7 +566,8 @@ impl Manager {
         if instance.state.is_live() {
             self.stop_inner(instance, "user").await?;
         }
-        store::delete(&self.db, &instance.id).await
+        store::delete(&self.db, &instance.id).await?;
+        self.publish(&instance.id).await
     }
 
     pub async fn send(&self, instance: &Instance, input: &Input<'_>) -> Result<(), AppError> {
@@ -613,6 +652,7 @@ impl Manager {
                         .await?
                     {
                         tracing::warn!(instance = %instance.id, "tmux session vanished; instance marked exited");
+                        self.publish(&instance.id).await?;
                     }
                 }
                 Some((tmux, pane)) if pane.dead && self.status_settled(&instance.id, pane) => {
@@ -629,6 +669,7 @@ impl Manager {
                     .await?
                     {
                         tracing::info!(instance = %instance.id, exit_code = ?code, "agent exited");
+                        self.publish(&instance.id).await?;
                     }
                     tmux.kill_session(&session).await.map_err(tmux_error)?;
                 }

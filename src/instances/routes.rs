@@ -84,7 +84,7 @@ pub struct ListQuery {
 }
 
 /// Loads an instance the caller may act on: their own, or anyone's for an admin.
-async fn visible(state: &AppState, auth: &AuthUser, id: &str) -> AppResult<Instance> {
+pub(crate) async fn visible(state: &AppState, auth: &AuthUser, id: &str) -> AppResult<Instance> {
     let instance = store::get(&state.db, id)
         .await?
         .ok_or_else(|| AppError::not_found("instance"))?;

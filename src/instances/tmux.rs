@@ -148,7 +148,14 @@ impl Tmux {
             "--",
         ];
         args.extend(spec.argv.iter().map(String::as_str));
-        self.run(&args).await.map(drop)
+        match self.run(&args).await {
+            // The last session just went and the server is exiting; the next try starts a new one.
+            Err(TmuxError::Failed { stderr, .. }) if server_exiting(&stderr) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                self.run(&args).await.map(drop)
+            }
+            other => other.map(drop),
+        }
     }
 
     /// All panes of this server; empty when the server is not running.
@@ -201,11 +208,32 @@ impl Tmux {
         self.run(&args).await.map(drop)
     }
 
+    /// A control-mode client (`tmux -C`) attached to `session`: commands are written to its
+    /// stdin, the pane's output and command replies are read from its stdout, in order.
+    pub fn control_client(&self, session: &str) -> Result<tokio::process::Child, TmuxError> {
+        let target = format!("={session}");
+        self.command()
+            .args(["-C", "attach-session", "-t", &target])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => TmuxError::Missing,
+                _ => TmuxError::Failed {
+                    command: "attach-session".into(),
+                    stderr: e.to_string(),
+                },
+            })
+    }
+
     pub async fn kill_session(&self, session: &str) -> Result<(), TmuxError> {
         let target = format!("={session}");
         match self.run(&["kill-session", "-t", &target]).await {
             Err(TmuxError::Failed { stderr, .. })
-                if stderr.contains("can't find") || no_server(&stderr) =>
+                if stderr.contains("can't find")
+                    || stderr.contains("no current target")
+                    || no_server(&stderr) =>
             {
                 Ok(())
             }
@@ -236,6 +264,10 @@ fn no_server(stderr: &str) -> bool {
     stderr.contains("no server running")
         || stderr.contains("error connecting")
         || stderr.contains("No such file")
+}
+
+fn server_exiting(stderr: &str) -> bool {
+    stderr.contains("server exited unexpectedly") || stderr.contains("lost server")
 }
 
 fn parse_pane(line: &str) -> Option<PaneInfo> {

@@ -10,3 +10,5 @@ mod instances;
 mod mock_anthropic;
 mod registration;
 mod restart;
+mod term;
+mod terminal;

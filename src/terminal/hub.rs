@@ -1,0 +1,811 @@
+//! One hub per watched instance: a single tmux control client whose output fans out to every
+//! viewer, each through a bounded queue. The hub never waits on a viewer: one that falls behind
+//! stops receiving output and later gets a fresh snapshot instead (or is dropped if it never
+//! catches up), so a slow phone can neither grow the server's memory nor slow the agent or the
+//! other viewers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, ChildStdout};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::control::{self, Event};
+use super::protocol::ServerMessage;
+use super::screen::{self, Modes};
+use crate::instances::manager::InstanceEvent;
+use crate::instances::store::{Instance, State};
+use crate::instances::tmux::Tmux;
+
+/// Output gathered from tmux before it is passed on, at most.
+const BATCH: usize = 32 * 1024;
+/// How often lagging viewers are looked at.
+const LAG_CHECK: Duration = Duration::from_millis(100);
+/// A viewer that cannot take a snapshot's worth of output for this long is dropped.
+const LAG_LIMIT: Duration = Duration::from_secs(20);
+/// How long tmux gets to attach a control client.
+const ATTACH_WAIT: Duration = Duration::from_secs(10);
+/// How long a newcomer's snapshot waits for the pane to take the newcomer's size.
+const RESIZE_WAIT: Duration = Duration::from_millis(500);
+/// After tmux detaches, how long the hub waits to learn why before closing viewers.
+const END_WAIT: Duration = Duration::from_secs(3);
+/// Commands queued for tmux's stdin before input is refused.
+const STDIN_QUEUE: usize = 256;
+
+/// Close codes (WebSocket) the hub and viewers use.
+pub mod close {
+    pub const ENDED: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const UNAVAILABLE: u16 = 1011;
+    pub const TOO_SLOW: u16 = 4001;
+}
+
+/// What a viewer's connection sends out, in order.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(String),
+    Binary(Bytes),
+    Ping,
+    Close(u16, String),
+}
+
+/// The hub's end of one viewer.
+#[derive(Clone)]
+pub struct Viewer {
+    pub id: u64,
+    pub outbox: mpsc::Sender<Outgoing>,
+    /// Bytes of output queued for this viewer and not yet written to its socket.
+    pub queued: Arc<AtomicUsize>,
+}
+
+pub enum Command {
+    Join {
+        viewer: Viewer,
+        size: Option<(u16, u16)>,
+        joined: oneshot::Sender<()>,
+    },
+    Leave(u64),
+    Input {
+        viewer: u64,
+        bytes: Bytes,
+    },
+    Resize {
+        viewer: u64,
+        cols: u16,
+        rows: u16,
+    },
+    Scroll {
+        viewer: u64,
+        lines: i32,
+        col: u16,
+        row: u16,
+    },
+    Paste {
+        viewer: u64,
+        text: String,
+    },
+}
+
+pub struct Settings {
+    pub replay_lines: u32,
+    pub viewer_buffer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Waits (until the deadline) for the pane to take its size, then asks for its snapshot.
+    AwaitingResize(Instant),
+    /// Skips output until its snapshot arrives.
+    AwaitingSnapshot(&'static str),
+    Live,
+    Lagging(Instant),
+}
+
+struct Slot {
+    viewer: Viewer,
+    size: Option<(u16, u16)>,
+    flow: Flow,
+}
+
+/// What the next reply from tmux answers (replies come in the order commands were sent).
+enum Pending {
+    Ignore,
+    SnapshotModes(Vec<(u64, &'static str)>),
+    SnapshotPane,
+    SnapshotSaved,
+    ScrollModes {
+        lines: i32,
+        col: u16,
+        row: u16,
+    },
+    /// `<cols>x<rows>` of the window, asked right after a resize.
+    Size,
+}
+
+struct PartialSnapshot {
+    viewers: Vec<(u64, &'static str)>,
+    modes: Option<Modes>,
+    pane: Vec<Vec<u8>>,
+}
+
+pub struct Hub {
+    instance: Instance,
+    target: String,
+    settings: Settings,
+    slots: Vec<Slot>,
+    pending: VecDeque<Pending>,
+    partial: Option<PartialSnapshot>,
+    stdin: mpsc::Sender<String>,
+    /// The viewer whose size the pane follows.
+    active: Option<u64>,
+    /// The pane's size as tmux last reported it.
+    size: Option<(u16, u16)>,
+    /// The size last asked of tmux.
+    requested: Option<(u16, u16)>,
+    batch: Vec<u8>,
+}
+
+/// Why the hub stopped.
+pub enum End {
+    /// No viewers left.
+    Idle,
+    /// The instance ended (or went away); viewers were told.
+    Ended,
+}
+
+impl Hub {
+    /// Attaches a control client to the instance's session and serves viewers until none is
+    /// left or the instance ends. `registry_empty` is asked, with the queue empty, whether the
+    /// hub may stop; it deregisters the hub when it says yes.
+    pub async fn run(
+        instance: Instance,
+        tmux: Tmux,
+        settings: Settings,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: broadcast::Receiver<InstanceEvent>,
+        may_stop: impl Fn(&mpsc::Receiver<Command>) -> bool,
+        db: crate::db::Db,
+    ) -> End {
+        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
+        let mut hub = Hub {
+            target: format!("={}:", instance.tmux_session()),
+            instance,
+            settings,
+            slots: Vec::new(),
+            pending: VecDeque::new(),
+            partial: None,
+            stdin: stdin_tx,
+            active: None,
+            size: None,
+            requested: None,
+            batch: Vec::with_capacity(BATCH),
+        };
+        let mut child = match tmux.control_client(&hub.instance.tmux_session()) {
+            Ok(child) => child,
+            Err(err) => {
+                tracing::warn!(instance = %hub.instance.id, error = %err, "cannot attach to the instance's tmux session");
+                hub.reject_all(&mut commands, "the terminal is not available; try again")
+                    .await;
+                return End::Ended;
+            }
+        };
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return End::Ended;
+        };
+        let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+        let mut parser = control::Reader::default();
+        // tmux reads commands before the attach is complete, and runs them against no session.
+        if !attached(&mut reader, &mut parser).await {
+            tracing::warn!(instance = %hub.instance.id, "tmux control client did not attach");
+            hub.reject_all(&mut commands, "the terminal is not available; try again")
+                .await;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return End::Ended;
+        }
+        let writer = tokio::spawn(write_commands(stdin, stdin_rx));
+        let ask_size = format!("display-message -p -t {} '{SIZE_FORMAT}'\n", hub.target);
+        hub.send_commands(ask_size, vec![Pending::Size]);
+        let end = hub
+            .serve(reader, parser, &mut commands, &mut events, may_stop, &db)
+            .await;
+        // Input typed just before the last viewer left still reaches the agent: the writer
+        // finishes its queue, then closes tmux's stdin, which detaches the client.
+        drop(hub);
+        if tokio::time::timeout(END_WAIT, writer).await.is_err()
+            || tokio::time::timeout(END_WAIT, child.wait()).await.is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        end
+    }
+
+    async fn serve(
+        &mut self,
+        mut reader: BufReader<ChildStdout>,
+        mut parser: control::Reader,
+        commands: &mut mpsc::Receiver<Command>,
+        events: &mut broadcast::Receiver<InstanceEvent>,
+        may_stop: impl Fn(&mpsc::Receiver<Command>) -> bool,
+        db: &crate::db::Db,
+    ) -> End {
+        let mut line = Vec::new();
+        let mut tick = tokio::time::interval(LAG_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                read = next_line(&mut reader, &mut line) => {
+                    match read {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => break,
+                    }
+                    match parser.feed(&line) {
+                        Ok(Some(Event::Exit)) => break,
+                        Ok(Some(event)) => self.on_event(event),
+                        Ok(None) => {}
+                        Err(control::TooLarge) => break,
+                    }
+                    line.clear();
+                    if self.batch.len() >= BATCH || reader.buffer().is_empty() {
+                        self.flush();
+                    }
+                }
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => return End::Idle,
+                },
+                event = events.recv() => {
+                    let changed = match event {
+                        Ok(event) if event.id() == self.instance.id => Some(event),
+                        Ok(_) => None,
+                        // Missed some: look the instance up again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => Some(current(db, &self.instance.id).await),
+                        Err(broadcast::error::RecvError::Closed) => return End::Ended,
+                    };
+                    if let Some(event) = changed && self.on_instance(event) {
+                        return End::Ended;
+                    }
+                }
+                _ = tick.tick() => self.check_lagging(),
+            }
+            if self.slots.is_empty() && may_stop(commands) {
+                return End::Idle;
+            }
+        }
+        // tmux detached: the session ended or was killed. The reconciler will say how.
+        self.flush();
+        let deadline = tokio::time::sleep(END_WAIT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                event = events.recv() => match event {
+                    Ok(event) if event.id() == self.instance.id => {
+                        if self.on_instance(event) { return End::Ended; }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Join { joined, viewer, size }) => {
+                        self.slots.push(Slot { viewer, size, flow: Flow::Live });
+                        let _ = joined.send(());
+                    }
+                    Some(Command::Leave(id)) => self.remove(id),
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        if !self.on_instance(current(db, &self.instance.id).await) {
+            self.close_all(
+                close::UNAVAILABLE,
+                "the terminal went away; reconnect to see the agent",
+            );
+        }
+        End::Ended
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Output(bytes) => self.batch.extend_from_slice(&bytes),
+            Event::Reply { ok, lines } => {
+                // Output before this reply belongs before any snapshot it completes.
+                self.flush();
+                let pending = self.pending.pop_front().unwrap_or(Pending::Ignore);
+                self.on_reply(pending, ok, lines);
+            }
+            Event::Resized { cols, rows } => self.size_known(cols, rows, true),
+            Event::Attached | Event::Exit => {}
+        }
+    }
+
+    /// What tmux says the pane's size is: viewers learn of a change. Newcomers waiting for
+    /// their size get their snapshot once the pane has been laid out anew (tmux redraws the
+    /// pane's grid a moment after it answers), or at once when nothing changed.
+    fn size_known(&mut self, cols: u16, rows: u16, laid_out: bool) {
+        let changed = self.size != Some((cols, rows));
+        if changed {
+            // The first size tmux reports is news to nobody: snapshots carry it.
+            if self.size.replace((cols, rows)).is_some() {
+                self.broadcast_text(&ServerMessage::Size { cols, rows });
+            }
+        }
+        if laid_out || !changed {
+            self.snapshot_resized(|_| true);
+        }
+    }
+
+    fn on_reply(&mut self, pending: Pending, ok: bool, mut lines: Vec<Vec<u8>>) {
+        match pending {
+            Pending::Ignore => {}
+            Pending::Size => {
+                if let Some((cols, rows)) = lines.first().filter(|_| ok).and_then(|l| parse_size(l))
+                {
+                    self.size_known(cols, rows, false);
+                }
+            }
+            Pending::SnapshotModes(viewers) => {
+                let modes = if ok {
+                    lines.first().and_then(|l| Modes::parse(l))
+                } else {
+                    None
+                };
+                self.partial = Some(PartialSnapshot {
+                    viewers,
+                    modes,
+                    pane: Vec::new(),
+                });
+            }
+            Pending::SnapshotPane => {
+                if let Some(partial) = &mut self.partial {
+                    partial.pane = if ok { lines } else { Vec::new() };
+                }
+            }
+            Pending::SnapshotSaved => {
+                let Some(partial) = self.partial.take() else {
+                    return;
+                };
+                if !ok {
+                    lines.clear();
+                }
+                self.deliver_snapshot(partial, &lines);
+            }
+            Pending::ScrollModes {
+                lines: count,
+                col,
+                row,
+            } => {
+                if let Some(modes) = ok
+                    .then(|| lines.first().and_then(|l| Modes::parse(l)))
+                    .flatten()
+                {
+                    let input = screen::scroll_input(&modes, count, col, row);
+                    if !input.is_empty() {
+                        self.send_to_tmux(control::send_bytes(&self.target, &input));
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver_snapshot(&mut self, partial: PartialSnapshot, saved: &[Vec<u8>]) {
+        let modes = partial.modes.unwrap_or_default();
+        let bytes = Bytes::from(screen::snapshot(&modes, &partial.pane, saved));
+        for (id, reason) in partial.viewers {
+            let Some(slot) = self.slots.iter_mut().find(|s| s.viewer.id == id) else {
+                continue;
+            };
+            if slot.flow != Flow::AwaitingSnapshot(reason) {
+                continue;
+            }
+            let header = ServerMessage::Snapshot {
+                reason,
+                cols: modes.cols,
+                rows: modes.rows,
+                alternate_screen: modes.alternate,
+            };
+            let sent = slot
+                .viewer
+                .outbox
+                .try_send(Outgoing::Text(header.to_json()))
+                .and_then(|()| slot.viewer.outbox.try_send(Outgoing::Binary(bytes.clone())));
+            if sent.is_ok() {
+                slot.viewer.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+                slot.flow = Flow::Live;
+            } else {
+                slot.flow = Flow::Lagging(Instant::now());
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Join {
+                viewer,
+                size,
+                joined,
+            } => {
+                let state = status_name(self.instance.state);
+                let _ = viewer.outbox.try_send(Outgoing::Text(
+                    ServerMessage::Hello {
+                        instance: self.instance.id.clone(),
+                        state,
+                    }
+                    .to_json(),
+                ));
+                let id = viewer.id;
+                // The newcomer is the most recent active viewer: the pane takes its size first,
+                // so the snapshot is drawn at the size it will be shown at.
+                let resize = size.filter(|&size| self.size != Some(size));
+                let flow = if resize.is_some() {
+                    Flow::AwaitingResize(Instant::now() + RESIZE_WAIT)
+                } else {
+                    Flow::AwaitingSnapshot("connect")
+                };
+                self.slots.push(Slot { viewer, size, flow });
+                if let Some((cols, rows)) = size {
+                    self.activate(id, cols, rows);
+                }
+                if resize.is_none() {
+                    self.request_snapshot(vec![(id, "connect")]);
+                }
+                let _ = joined.send(());
+            }
+            Command::Leave(id) => self.remove(id),
+            Command::Input { viewer, bytes } => {
+                self.touch(viewer);
+                self.send_to_tmux(control::send_bytes(&self.target, &bytes));
+            }
+            Command::Resize { viewer, cols, rows } => {
+                if let Some(slot) = self.slots.iter_mut().find(|s| s.viewer.id == viewer) {
+                    slot.size = Some((cols, rows));
+                }
+                self.activate(viewer, cols, rows);
+            }
+            Command::Scroll {
+                viewer,
+                lines,
+                col,
+                row,
+            } => {
+                self.touch(viewer);
+                let command = format!(
+                    "display-message -p -t {} '{}'\n",
+                    self.target,
+                    screen::MODES_FORMAT
+                );
+                self.send_commands(command, vec![Pending::ScrollModes { lines, col, row }]);
+            }
+            Command::Paste { viewer, text } => {
+                self.touch(viewer);
+                self.send_to_tmux(control::paste(&self.target, &text));
+            }
+        }
+    }
+
+    /// Input or a scroll makes a viewer the active one: the pane follows its size.
+    fn touch(&mut self, viewer: u64) {
+        if self.active != Some(viewer)
+            && let Some((cols, rows)) = self
+                .slots
+                .iter()
+                .find(|s| s.viewer.id == viewer)
+                .and_then(|s| s.size)
+        {
+            self.activate(viewer, cols, rows);
+        }
+    }
+
+    /// Makes `viewer` the one the pane follows; tmux reports the new size when it applies it.
+    fn activate(&mut self, viewer: u64, cols: u16, rows: u16) {
+        self.active = Some(viewer);
+        if self.requested != Some((cols, rows)) || self.size != Some((cols, rows)) {
+            self.requested = Some((cols, rows));
+            // tmux resizes the window at once; its notification may come later or, when
+            // another resize undoes it, never: ask for the size in the same breath.
+            let commands = format!(
+                "refresh-client -C {cols}x{rows}\ndisplay-message -p -t {} '{SIZE_FORMAT}'\n",
+                self.target
+            );
+            self.send_commands(commands, vec![Pending::Ignore, Pending::Size]);
+        }
+    }
+
+    /// Newcomers waiting for the pane's size get their snapshot now, if `due` says so.
+    fn snapshot_resized(&mut self, due: impl Fn(Instant) -> bool) {
+        let mut ready = Vec::new();
+        for slot in &mut self.slots {
+            if let Flow::AwaitingResize(deadline) = slot.flow
+                && due(deadline)
+            {
+                slot.flow = Flow::AwaitingSnapshot("connect");
+                ready.push((slot.viewer.id, "connect"));
+            }
+        }
+        if !ready.is_empty() {
+            self.request_snapshot(ready);
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.slots.retain(|s| s.viewer.id != id);
+        if self.active == Some(id) {
+            self.active = None;
+            // The pane follows the most recent viewer still watching.
+            if let Some((viewer, (cols, rows))) = self
+                .slots
+                .iter()
+                .rev()
+                .find_map(|s| s.size.map(|size| (s.viewer.id, size)))
+            {
+                self.activate(viewer, cols, rows);
+            }
+        }
+    }
+
+    /// Asks tmux for the pane's modes, history and screen; the replies complete the snapshot.
+    fn request_snapshot(&mut self, viewers: Vec<(u64, &'static str)>) {
+        let target = &self.target;
+        let commands = format!(
+            "display-message -p -t {target} '{}'\ncapture-pane -p -e -S -{} -t {target}\ncapture-pane -p -e -a -q -t {target}\n",
+            screen::MODES_FORMAT,
+            self.settings.replay_lines,
+        );
+        let replies = vec![
+            Pending::SnapshotModes(viewers.clone()),
+            Pending::SnapshotPane,
+            Pending::SnapshotSaved,
+        ];
+        // One write, so tmux runs the three commands with no output in between.
+        if !self.send_commands(commands, replies) {
+            // Retried by the lag check.
+            for slot in &mut self.slots {
+                if viewers.iter().any(|(id, _)| *id == slot.viewer.id) {
+                    slot.flow = Flow::Lagging(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn send_to_tmux(&mut self, commands: String) {
+        self.send_commands(commands, Vec::new());
+    }
+
+    /// Queues command lines for tmux with what their replies answer (the rest are ignored).
+    /// When tmux is not keeping up they are dropped; false then.
+    fn send_commands(&mut self, commands: String, mut replies: Vec<Pending>) -> bool {
+        let lines = commands.lines().count();
+        if self.stdin.try_send(commands).is_err() {
+            self.broadcast_text(&ServerMessage::error(
+                "busy",
+                "the terminal is not keeping up; input was dropped",
+            ));
+            return false;
+        }
+        replies.resize_with(lines.max(replies.len()), || Pending::Ignore);
+        self.pending.extend(replies);
+        true
+    }
+
+    /// Passes the gathered output to every live viewer that has room for it.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let bytes = Bytes::from(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH),
+        ));
+        let limit = self.settings.viewer_buffer;
+        self.slots.retain_mut(|slot| {
+            if slot.flow != Flow::Live {
+                return true;
+            }
+            let queued = slot.viewer.queued.load(Ordering::Relaxed);
+            if queued + bytes.len() > limit {
+                slot.flow = Flow::Lagging(Instant::now());
+                return true;
+            }
+            match slot.viewer.outbox.try_send(Outgoing::Binary(bytes.clone())) {
+                Ok(()) => {
+                    slot.viewer.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    slot.flow = Flow::Lagging(Instant::now());
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+
+    /// Lagging viewers that have caught up get a fresh snapshot; those that never do go.
+    fn check_lagging(&mut self) {
+        let now = Instant::now();
+        self.snapshot_resized(|deadline| deadline <= now);
+        let low_water = self.settings.viewer_buffer / 4;
+        let mut resync = Vec::new();
+        self.slots.retain_mut(|slot| {
+            if slot.viewer.outbox.is_closed() {
+                return false;
+            }
+            let Flow::Lagging(since) = slot.flow else {
+                return true;
+            };
+            if slot.viewer.queued.load(Ordering::Relaxed) <= low_water
+                && slot.viewer.outbox.capacity() > 2
+            {
+                slot.flow = Flow::AwaitingSnapshot("resync");
+                resync.push((slot.viewer.id, "resync"));
+                true
+            } else if since.elapsed() > LAG_LIMIT {
+                let _ = slot.viewer.outbox.try_send(Outgoing::Close(
+                    close::TOO_SLOW,
+                    "this connection is too slow to follow the terminal".into(),
+                ));
+                false
+            } else {
+                true
+            }
+        });
+        if !resync.is_empty() {
+            self.request_snapshot(resync);
+        }
+    }
+
+    /// A state change of the instance; true when it ended and every viewer was closed.
+    fn on_instance(&mut self, event: InstanceEvent) -> bool {
+        match event {
+            InstanceEvent::Changed(instance) if instance.state.is_live() => {
+                if instance.state != self.instance.state {
+                    self.broadcast_text(&ServerMessage::Status {
+                        state: status_name(instance.state),
+                    });
+                }
+                self.instance = instance;
+                false
+            }
+            InstanceEvent::Changed(instance) => {
+                self.flush();
+                let exit = ServerMessage::Exit {
+                    state: status_name(instance.state),
+                    exit_code: instance.exit_code,
+                    reason: instance.end_reason.clone(),
+                };
+                self.broadcast_text(&exit);
+                self.close_all(close::ENDED, &ended_reason(&instance));
+                true
+            }
+            InstanceEvent::Deleted(_) => {
+                self.close_all(close::ENDED, "the instance was deleted");
+                true
+            }
+        }
+    }
+
+    fn broadcast_text(&self, message: &ServerMessage) {
+        let json = message.to_json();
+        for slot in &self.slots {
+            let _ = slot.viewer.outbox.try_send(Outgoing::Text(json.clone()));
+        }
+    }
+
+    fn close_all(&mut self, code: u16, reason: &str) {
+        for slot in self.slots.drain(..) {
+            let _ = slot
+                .viewer
+                .outbox
+                .try_send(Outgoing::Close(code, reason.to_owned()));
+        }
+    }
+
+    /// When tmux cannot be reached, every waiting join is told to try again.
+    async fn reject_all(&mut self, commands: &mut mpsc::Receiver<Command>, reason: &str) {
+        commands.close();
+        while let Some(command) = commands.recv().await {
+            if let Command::Join { viewer, joined, .. } = command {
+                let _ = viewer
+                    .outbox
+                    .try_send(Outgoing::Close(close::UNAVAILABLE, reason.to_owned()));
+                let _ = joined.send(());
+            }
+        }
+    }
+}
+
+/// The state as the protocol names it.
+pub fn status_name(state: State) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The close reason for an ended instance, short enough for a close frame (123 bytes).
+pub fn ended_reason(instance: &Instance) -> String {
+    match (instance.state, instance.exit_code) {
+        (State::Exited, Some(code)) => format!("the agent exited with status {code}"),
+        (State::Exited, None) => "the agent exited".into(),
+        _ => format!(
+            "the instance was stopped ({})",
+            instance.end_reason.as_deref().unwrap_or("user")
+        ),
+    }
+}
+
+const SIZE_FORMAT: &str = "#{pane_width}x#{pane_height}";
+
+fn parse_size(line: &[u8]) -> Option<(u16, u16)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (cols, rows) = text.trim().split_once('x')?;
+    Some((cols.parse().ok()?, rows.parse().ok()?))
+}
+
+async fn current(db: &crate::db::Db, id: &str) -> InstanceEvent {
+    match crate::instances::store::get(db, id).await {
+        Ok(Some(instance)) => InstanceEvent::Changed(instance),
+        _ => InstanceEvent::Deleted(id.to_owned()),
+    }
+}
+
+/// Reads one line (without its newline) into `line`, which keeps partial input between calls
+/// so this is safe to race in `select!`. False at the end of the stream.
+async fn next_line(
+    reader: &mut BufReader<ChildStdout>,
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(false);
+        }
+        if let Some(end) = available.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&available[..end]);
+            reader.consume(end + 1);
+            return Ok(true);
+        }
+        let taken = available.len();
+        line.extend_from_slice(available);
+        reader.consume(taken);
+        if line.len() > control::MAX_REPLY {
+            return Err(std::io::Error::other("a line from tmux is too long"));
+        }
+    }
+}
+
+/// Waits for the control client to report its attachment.
+async fn attached(reader: &mut BufReader<ChildStdout>, parser: &mut control::Reader) -> bool {
+    let mut line = Vec::new();
+    let wait = async {
+        loop {
+            line.clear();
+            if !next_line(reader, &mut line).await.unwrap_or(false) {
+                return false;
+            }
+            match parser.feed(&line) {
+                Ok(Some(Event::Attached)) => return true,
+                Ok(Some(Event::Exit)) | Err(_) => return false,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(ATTACH_WAIT, wait)
+        .await
+        .unwrap_or(false)
+}
+
+async fn write_commands(mut stdin: ChildStdin, mut queue: mpsc::Receiver<String>) {
+    while let Some(commands) = queue.recv().await {
+        if stdin.write_all(commands.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `POST /api/instances/{id}/ticket` and `GET /ws/instance/{id}`: who may open an instance's
+//! terminal is settled before the WebSocket upgrade, so refusals are plain JSON errors.
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::protocol;
+use super::viewer::{self, Watcher};
+use crate::auth::extract::{AuthUser, authenticate, bearer_or_cookie};
+use crate::error::{AppError, AppResult, ErrorBody, Json, Path, Query};
+use crate::instances::routes::visible;
+use crate::state::AppState;
+
+/// Frames beyond this close the socket (1009); between [`protocol::MAX_FRAME`] and this, a frame is
+/// refused with an error message and the socket stays open.
+const TRANSPORT_LIMIT: usize = 1024 * 1024;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(issue_ticket))
+        .routes(routes!(connect))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketResponse {
+    /// Pass as `?ticket=` to `GET /ws/instance/{id}` once, within `expires_in` seconds.
+    pub ticket: String,
+    pub expires_in: u64,
+}
+
+/// A single-use ticket to open this instance's terminal socket within 30 seconds (or the
+/// configured `terminal.ticket_ttl_secs`).
+#[utoipa::path(post, path = "/api/instances/{id}/ticket", tag = "terminal",
+    params(("id" = String, Path, description = "instance id")),
+    responses((status = 201, body = TicketResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn issue_ticket(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<(StatusCode, Json<TicketResponse>)> {
+    let instance = visible(&state, &auth, &id).await?;
+    let ticket = state
+        .terminals
+        .tickets
+        .issue(auth.user.id, &auth.session_id, &instance.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(TicketResponse {
+            ticket,
+            expires_in: state.terminals.tickets.ttl().as_secs(),
+        }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SocketQuery {
+    /// A ticket from `POST /api/instances/{id}/ticket` (the browser app's way in).
+    ticket: Option<String>,
+    /// An access token, for API clients that cannot set headers on a WebSocket.
+    token: Option<String>,
+    /// The viewer's terminal size: the pane takes it before the first snapshot.
+    cols: Option<i64>,
+    rows: Option<i64>,
+}
+
+/// The instance's live terminal over a WebSocket; see docs/terminal-protocol.md. Signed in by
+/// the session cookie, a ticket, `?token=` or a bearer header.
+#[utoipa::path(get, path = "/ws/instance/{id}", tag = "terminal",
+    params(("id" = String, Path, description = "instance id"), SocketQuery),
+    responses((status = 101, description = "switching to the terminal protocol"),
+        (status = 400, description = "not a WebSocket request", body = ErrorBody),
+        (status = 401, description = "no valid credential, or a bad, expired or used ticket", body = ErrorBody),
+        (status = 403, description = "cross-site request", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, description = "bad size", body = ErrorBody)))]
+async fn connect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<SocketQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> AppResult<Response> {
+    same_origin(&headers)?;
+    let auth = authenticate_socket(&state, &query, &headers, &id).await?;
+    let instance = visible(&state, &auth, &id).await?;
+    let size = match (query.cols, query.rows) {
+        (None, None) => None,
+        (Some(cols), Some(rows)) => Some(protocol::size(cols, rows).map_err(|_| {
+            AppError::Unprocessable(format!(
+                "cols must be 1 to {} and rows 1 to {}",
+                protocol::MAX_COLS,
+                protocol::MAX_ROWS
+            ))
+        })?),
+        _ => {
+            return Err(AppError::Unprocessable(
+                "give both cols and rows, or neither".into(),
+            ));
+        }
+    };
+    let upgrade = upgrade.map_err(|_| {
+        AppError::BadRequest("this endpoint speaks WebSocket only (send Upgrade: websocket)".into())
+    })?;
+    let watcher = Watcher {
+        user_id: auth.user.id,
+        session_id: auth.session_id,
+    };
+    Ok(upgrade
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(TRANSPORT_LIMIT)
+        .max_frame_size(TRANSPORT_LIMIT)
+        .on_upgrade(move |socket| viewer::serve(socket, state, instance, watcher, size)))
+}
+
+/// A ticket, then `?token=`, then the bearer header or session cookie.
+async fn authenticate_socket(
+    state: &AppState,
+    query: &SocketQuery,
+    headers: &HeaderMap,
+    instance_id: &str,
+) -> AppResult<AuthUser> {
+    if let Some(ticket) = &query.ticket {
+        let holder = state
+            .terminals
+            .tickets
+            .redeem(ticket, instance_id)
+            .ok_or_else(|| {
+                AppError::Unauthorized(
+                    "this ticket is invalid, expired or already used; ask for a new one".into(),
+                )
+            })?;
+        let user = crate::auth::store::session_user(&state.db, &holder.session_id, holder.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or_else(|| AppError::Unauthorized("you are signed out; sign in again".into()))?;
+        return Ok(AuthUser {
+            user,
+            session_id: holder.session_id,
+        });
+    }
+    match query.token.clone().or_else(|| bearer_or_cookie(headers)) {
+        Some(token) => authenticate(state, &token).await,
+        None => Err(AppError::unauthorized()),
+    }
+}
+
+/// Browsers send `Origin` on WebSocket requests; one from another site is refused, so a page
+/// elsewhere cannot open a socket with the user's cookie.
+fn same_origin(headers: &HeaderMap) -> AppResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin_host, host) {
+        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(AppError::Forbidden(
+            "a page from another site may not open this terminal".into(),
+        )),
+    }
+}

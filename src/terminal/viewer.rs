@@ -1,0 +1,219 @@
+//! One viewer's socket: frames in go to the hub, the hub's output goes out through a bounded
+//! queue, heartbeats find connections that went away without a word. One task per socket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::hub::{Command, Outgoing, Viewer, close, ended_reason, status_name};
+use super::protocol::{self, ClientMessage, MAX_FRAME, ServerMessage};
+use super::{JoinError, Membership};
+use crate::instances::store::Instance;
+use crate::state::AppState;
+
+/// Messages queued for one socket, at most (output is also bounded in bytes by the hub).
+const OUTBOX: usize = 64;
+/// How often a signed-in viewer's session is checked again (sign-out, disabled account).
+const SESSION_CHECK: Duration = Duration::from_secs(60);
+
+/// Who is watching: the account and the sign-in session the socket was opened with.
+pub struct Watcher {
+    pub user_id: i64,
+    pub session_id: String,
+}
+
+pub async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    instance: Instance,
+    watcher: Watcher,
+    size: Option<(u16, u16)>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    if !instance.state.is_live() {
+        // An ended instance shows what it left on screen, then why it ended.
+        let kept = crate::instances::store::last_screen(&state.db, &instance.id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let messages = [
+            Message::Text(text(&ServerMessage::Hello {
+                instance: instance.id.clone(),
+                state: status_name(instance.state),
+            })),
+            Message::Binary(Bytes::from(kept.replace('\n', "\r\n"))),
+            Message::Text(text(&ServerMessage::Exit {
+                state: status_name(instance.state),
+                exit_code: instance.exit_code,
+                reason: instance.end_reason.clone(),
+            })),
+            close_message(close::ENDED, &ended_reason(&instance)),
+        ];
+        for message in messages {
+            if sink.send(message).await.is_err() {
+                return;
+            }
+        }
+        return;
+    }
+
+    let terminals = state.terminals.clone();
+    let (outbox, mut queue) = mpsc::channel(OUTBOX);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let id = terminals.new_viewer_id();
+    let viewer = Viewer {
+        id,
+        outbox: outbox.clone(),
+        queued: queued.clone(),
+    };
+    let membership: Membership = match terminals.join(&instance, viewer, size).await {
+        Ok(membership) => membership,
+        Err(err) => {
+            let code = match err {
+                JoinError::Full(_) => close::POLICY,
+                JoinError::Unavailable => close::UNAVAILABLE,
+            };
+            let _ = sink.send(close_message(code, &err.to_string())).await;
+            return;
+        }
+    };
+    let hub = membership.commands.clone();
+
+    let writer = async {
+        while let Some(item) = queue.recv().await {
+            let message = match item {
+                Outgoing::Text(json) => Message::Text(json.into()),
+                Outgoing::Binary(bytes) => {
+                    let len = bytes.len();
+                    let sent = sink.send(Message::Binary(bytes)).await;
+                    queued.fetch_sub(len, Ordering::Relaxed);
+                    if sent.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Outgoing::Ping => Message::Ping(Bytes::new()),
+                Outgoing::Close(code, reason) => {
+                    let _ = sink.send(close_message(code, &reason)).await;
+                    return;
+                }
+            };
+            if sink.send(message).await.is_err() {
+                return;
+            }
+        }
+    };
+
+    let heartbeat = Duration::from_secs(terminals.config().heartbeat_secs.max(1));
+    let reader = async {
+        let mut last_seen = Instant::now();
+        let mut session_checked = Instant::now();
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                frame = stream.next() => {
+                    last_seen = Instant::now();
+                    let Some(Ok(frame)) = frame else { return };
+                    match frame {
+                        Message::Binary(bytes) => {
+                            if bytes.len() > MAX_FRAME {
+                                refuse_large(&outbox, bytes.len());
+                            } else if !bytes.is_empty() && hub.send(Command::Input { viewer: id, bytes }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Message::Text(json) => {
+                            if json.len() > MAX_FRAME {
+                                refuse_large(&outbox, json.len());
+                                continue;
+                            }
+                            let command = match protocol::parse(json.as_str()) {
+                                Ok(ClientMessage::Resize { cols, rows }) => Command::Resize { viewer: id, cols: cols as u16, rows: rows as u16 },
+                                Ok(ClientMessage::Scroll { lines, col, row }) => Command::Scroll { viewer: id, lines, col, row },
+                                Ok(ClientMessage::Paste { data }) => Command::Paste { viewer: id, text: data },
+                                Ok(ClientMessage::Ping { id }) => {
+                                    let _ = outbox.try_send(Outgoing::Text(ServerMessage::Pong { id }.to_json()));
+                                    continue;
+                                }
+                                Err(error) => {
+                                    let _ = outbox.try_send(Outgoing::Text(error.to_json()));
+                                    continue;
+                                }
+                            };
+                            if hub.send(command).await.is_err() {
+                                return;
+                            }
+                        }
+                        Message::Close(_) => return,
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_seen.elapsed() > heartbeat * 2 {
+                        tracing::debug!(viewer = id, "terminal viewer stopped answering; dropped");
+                        return;
+                    }
+                    let _ = outbox.try_send(Outgoing::Ping);
+                    if session_checked.elapsed() > SESSION_CHECK {
+                        session_checked = Instant::now();
+                        if !still_signed_in(&state, &watcher).await {
+                            let _ = outbox.try_send(Outgoing::Close(close::POLICY, "signed out".into()));
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    tokio::pin!(writer, reader);
+    tokio::select! {
+        () = &mut writer => {}
+        () = &mut reader => {}
+        () = state.shutdown.cancelled() => {
+            let _ = outbox.try_send(Outgoing::Close(close::GOING_AWAY, "the server is restarting; reconnect in a moment".into()));
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        }
+    }
+    let _ = membership.commands.try_send(Command::Leave(id));
+    drop(membership);
+}
+
+fn refuse_large(outbox: &mpsc::Sender<Outgoing>, len: usize) {
+    let error = ServerMessage::error(
+        "frame_too_large",
+        format!(
+            "a frame may carry at most {MAX_FRAME} bytes; this one had {len}; nothing of it was used"
+        ),
+    );
+    let _ = outbox.try_send(Outgoing::Text(error.to_json()));
+}
+
+async fn still_signed_in(state: &AppState, watcher: &Watcher) -> bool {
+    matches!(
+        crate::auth::store::session_user(&state.db, &watcher.session_id, watcher.user_id).await,
+        Ok(Some(user)) if !user.disabled
+    )
+}
+
+fn text(message: &ServerMessage) -> Utf8Bytes {
+    message.to_json().into()
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    // A close frame's reason holds at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }))
+}

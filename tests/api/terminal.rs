@@ -1,0 +1,475 @@
+//! The live terminal over real WebSockets against real tmux: typing and echo, several viewers,
+//! resize, history on reconnect, exits, backpressure, and every kind of bad input.
+
+use std::time::Duration;
+
+use pocketdev::config::Config;
+use pocketdev::instances::profiles::Profile;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app_with};
+use crate::term::Credential;
+
+/// A plain bash with a fixed prompt, so tests see exactly what they type.
+fn bash_profile() -> Profile {
+    Profile {
+        name: "Plain bash".into(),
+        command: "bash".into(),
+        args: vec!["--norc".into(), "--noprofile".into()],
+        env: [("PS1".to_owned(), "$ ".to_owned())].into(),
+        memory_mb: 10,
+        ..Profile::default()
+    }
+}
+
+fn with_bash(config: &mut Config) {
+    config.profiles.insert("bash".into(), bash_profile());
+}
+
+async fn app_with_bash(customize: impl FnOnce(&mut Config)) -> (TestApp, String, String) {
+    let app = spawn_app_with(|config| {
+        with_bash(config);
+        customize(config);
+    })
+    .await;
+    let token = app.admin_token().await;
+    let instance = app
+        .create_instance(&token, json!({ "profile": "bash" }))
+        .await;
+    let id = instance["id"].as_str().unwrap().to_owned();
+    app.wait_for_output(&token, &id, "$").await;
+    (app, token, id)
+}
+
+#[tokio::test]
+async fn typing_reaches_the_shell_and_resizing_changes_the_pane() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    assert_eq!(term.messages[0]["type"], "hello");
+    assert_eq!(term.messages[0]["state"], "running");
+    let snapshot = term
+        .messages
+        .iter()
+        .find(|m| m["type"] == "snapshot")
+        .unwrap();
+    assert_eq!(
+        (snapshot["cols"].as_u64(), snapshot["rows"].as_u64()),
+        (Some(100), Some(30)),
+        "the pane takes the size the viewer connected with: {snapshot}"
+    );
+
+    term.run("echo hi-$((40+2))", "hi-42").await;
+    term.run("stty size", "30 100").await;
+
+    term.send_json(json!({ "type": "resize", "cols": 90, "rows": 20 }))
+        .await;
+    let size = term
+        .wait_message(|m| m["type"] == "size" && m["cols"] == 90)
+        .await;
+    assert_eq!(size["rows"], 20);
+    // tmux tells the program a moment after it resized the window.
+    wait_for_stty_size(&mut term, "20 90").await;
+
+    // Keys arrive byte for byte: Ctrl-C interrupts, UTF-8 survives.
+    term.run("sleep 30", "sleep 30").await;
+    term.send_bytes(b"\x03").await;
+    term.run("echo caf\u{e9}-ok", "caf\u{e9}-ok").await;
+}
+
+#[tokio::test]
+async fn two_viewers_see_the_same_output_and_the_latest_one_sets_the_size() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut phone = app.term(&token, &id).await;
+    let ticket = app.ticket(&token, &id).await;
+    let mut laptop = app
+        .connect(&id, Credential::Ticket(&ticket), "&cols=120&rows=40")
+        .await
+        .unwrap();
+    laptop.wait_snapshot().await;
+    let size = phone.wait_message(|m| m["type"] == "size").await;
+    assert_eq!(size["cols"], 120, "the newest viewer sets the size");
+
+    let (phone_from, laptop_from) = (phone.bytes.len(), laptop.bytes.len());
+    phone.send_bytes(b"seq 1 3000; echo END-$((6*7))\r").await;
+    phone.wait_for_from(phone_from, "END-42").await;
+    laptop.wait_for_from(laptop_from, "END-42").await;
+    let phone_live = String::from_utf8_lossy(&phone.bytes[phone_from..]).into_owned();
+    let laptop_live = String::from_utf8_lossy(&laptop.bytes[laptop_from..]).into_owned();
+    let cut = |s: &str| s[..s.find("END-42").unwrap()].to_owned();
+    assert!(
+        cut(&phone_live) == cut(&laptop_live),
+        "both received the same bytes:\n{:?}\n{:?}",
+        &phone_live[..200],
+        &laptop_live[..200]
+    );
+    assert!(phone_live.contains("\r\n2999\r\n3000\r\n"));
+
+    // Typing from the phone makes it the active viewer again: the pane takes its size back.
+    wait_for_stty_size(&mut phone, "30 100").await;
+}
+
+async fn wait_for_stty_size(term: &mut crate::term::Term, size: &str) {
+    for _ in 0..20 {
+        let from = term.bytes.len();
+        term.run("stty size", "$ ").await;
+        if String::from_utf8_lossy(&term.bytes[from..]).contains(&format!("\r{size}\r\n")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the program never saw the size {size}");
+}
+
+#[tokio::test]
+async fn reconnecting_shows_history_and_what_happened_meanwhile() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    term.run("seq 1 2500; echo DONE-$((1+1))", "DONE-2").await;
+    // Mid-stream, the client vanishes.
+    term.send_bytes(b"seq 1 200000; echo LATER-$((2+2))\r")
+        .await;
+    drop(term);
+    app.wait_for_output(&token, &id, "LATER-4").await;
+
+    let mut term = app.term(&token, &id).await;
+    let snapshot = term.text();
+    assert!(
+        snapshot.starts_with("\x1bc"),
+        "a snapshot starts from a reset terminal: {:?}",
+        &snapshot[..100]
+    );
+    assert!(
+        snapshot.contains("LATER-4"),
+        "the screen shows what happened while away"
+    );
+    let history_lines = snapshot.matches("\r\n").count();
+    assert!(
+        history_lines >= 2000,
+        "at least 2000 lines of history, got {history_lines}"
+    );
+    term.run("echo back-$((3+3))", "back-6").await;
+}
+
+#[tokio::test]
+async fn an_agent_that_exits_closes_the_socket_with_its_status() {
+    let app = spawn_app_with(|_| {}).await;
+    let token = app.admin_token().await;
+    let id = app
+        .create_instance(&token, json!({ "profile": "fake" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_output(&token, &id, "agent>").await;
+    let mut term = app.term(&token, &id).await;
+    term.send_bytes(b"fail\r").await;
+    let exit = term.wait_message(|m| m["type"] == "exit").await;
+    assert_eq!(exit["state"], "exited");
+    assert_eq!(exit["exit_code"], 3);
+    let frame = term.wait_closed().await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1000);
+    assert!(frame.reason.contains("status 3"), "{}", frame.reason);
+
+    // Connecting later shows the last screen and why it ended.
+    let mut late = app
+        .connect(&id, Credential::Bearer(&token), "")
+        .await
+        .unwrap();
+    late.wait_closed().await;
+    assert!(
+        late.text().contains("failing on purpose"),
+        "{}",
+        late.text()
+    );
+    assert_eq!(late.messages.last().unwrap()["type"], "exit");
+
+    // Stopping from elsewhere closes viewers too, with the reason.
+    let response = app
+        .post(
+            &format!("/api/instances/{id}/restart"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.wait_for_output(&token, &id, "agent>").await;
+    let mut term = app.term(&token, &id).await;
+    let response = app
+        .post(
+            &format!("/api/instances/{id}/stop"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let exit = term.wait_message(|m| m["type"] == "exit").await;
+    assert_eq!(
+        (exit["state"].as_str(), exit["reason"].as_str()),
+        (Some("stopped"), Some("user"))
+    );
+    term.wait_closed().await;
+}
+
+#[tokio::test]
+async fn a_viewer_that_stops_reading_is_skipped_ahead_while_another_keeps_up() {
+    let (app, token, id) = app_with_bash(|config| {
+        config.terminal.viewer_buffer_kb = 64;
+    })
+    .await;
+    let mut stalled = app.term(&token, &id).await;
+    let mut reader = app.term(&token, &id).await;
+    let from = reader.bytes.len();
+    reader
+        .send_bytes(b"seq 1 4000000; echo FLOOD-$((5*5))\r")
+        .await;
+    reader.wait_for_from(from, "FLOOD-25").await;
+    let total = reader.bytes.len() - from;
+
+    // The stalled viewer now reads what was kept for it: its socket's buffers, at most its
+    // queue, then a fresh snapshot instead of everything it missed.
+    let resync = stalled
+        .wait_message(|m| m["type"] == "snapshot" && m["reason"] == "resync")
+        .await;
+    assert_eq!(resync["cols"], 100);
+    stalled.wait_for("FLOOD-25").await;
+    assert!(
+        stalled.bytes.len() < total / 2,
+        "the stalled viewer got {} bytes of {total}: it was not skipped ahead",
+        stalled.bytes.len()
+    );
+    stalled.run("echo still-$((9+9))", "still-18").await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_by_the_heartbeat() {
+    let (app, token, id) = app_with_bash(|config| {
+        config.terminal.heartbeat_secs = 1;
+    })
+    .await;
+    let mut silent = app.term(&token, &id).await;
+    // Not reading means not answering pings, as a half-open mobile connection would.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    silent.wait_closed().await;
+    let mut alive = app.term(&token, &id).await;
+    alive.run("echo alive-$((1+2))", "alive-3").await;
+}
+
+#[tokio::test]
+async fn tickets_and_credentials_are_checked_before_the_upgrade() {
+    let (app, token, id) = app_with_bash(|config| {
+        config.terminal.ticket_ttl_secs = 1;
+    })
+    .await;
+    let refused = |result: Result<crate::term::Term, (StatusCode, Value)>| match result {
+        Ok(_) => panic!("the socket opened"),
+        Err(refusal) => refusal,
+    };
+
+    let (status, body) = refused(app.connect(&id, Credential::Nothing, "").await);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    let (status, _) = refused(app.connect(&id, Credential::Ticket("made-up"), "").await);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let ticket = app.ticket(&token, &id).await;
+    let term = app.connect(&id, Credential::Ticket(&ticket), "").await;
+    assert!(term.is_ok(), "a fresh ticket opens the socket");
+    let (status, body) = refused(app.connect(&id, Credential::Ticket(&ticket), "").await);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a ticket works once");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ticket")
+    );
+
+    let ticket = app.ticket(&token, &id).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _) = refused(app.connect(&id, Credential::Ticket(&ticket), "").await);
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "an expired ticket opens nothing"
+    );
+
+    // A ticket is for one instance only.
+    let other = app
+        .create_instance(&token, json!({ "profile": "bash" }))
+        .await;
+    let other = other["id"].as_str().unwrap();
+    let ticket = app.ticket(&token, &id).await;
+    let (status, _) = refused(app.connect(other, Credential::Ticket(&ticket), "").await);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Someone else's instance does not exist for them, whichever way they sign in.
+    app.create_user("mallory", "mallory-password-1").await;
+    let mallory = app.token("mallory", "mallory-password-1").await;
+    let (status, _) = refused(app.connect(&id, Credential::Token(&mallory), "").await);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = app
+        .post(
+            &format!("/api/instances/{id}/ticket"),
+            Some(&mallory),
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // The bearer header, the access cookie and ?token= all work for the owner.
+    assert!(
+        app.connect(&id, Credential::Bearer(&token), "")
+            .await
+            .is_ok()
+    );
+    assert!(
+        app.connect(&id, Credential::Token(&token), "")
+            .await
+            .is_ok()
+    );
+    let cookie = format!("pd_access={token}");
+    assert!(
+        app.connect(&id, Credential::Cookie(&cookie), "")
+            .await
+            .is_ok()
+    );
+
+    // A page on another site cannot open it with the user's cookie.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            app.ws_url(&format!("/ws/instance/{id}")),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let (status, _) = refused(app.connect_request(request).await);
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A bad size is refused before the upgrade; a plain GET gets a JSON error.
+    let (status, _) = refused(
+        app.connect(&id, Credential::Token(&token), "&cols=0&rows=10")
+            .await,
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let response = app.get(&format!("/ws/instance/{id}"), Some(&token)).await;
+    crate::helpers::expect_error(response, StatusCode::BAD_REQUEST, "plain GET").await;
+}
+
+#[tokio::test]
+async fn malformed_messages_get_errors_and_the_connection_stays() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    let cases = [
+        (
+            json!({ "type": "resize", "cols": -1, "rows": 10 }).to_string(),
+            "invalid_resize",
+        ),
+        (
+            json!({ "type": "resize", "cols": 0, "rows": 10 }).to_string(),
+            "invalid_resize",
+        ),
+        (
+            json!({ "type": "resize", "cols": 100000, "rows": 10 }).to_string(),
+            "invalid_resize",
+        ),
+        (
+            json!({ "type": "resize", "cols": "wide" }).to_string(),
+            "invalid_message",
+        ),
+        ("resize 80x24".to_owned(), "invalid_message"),
+        (json!({ "type": "teleport" }).to_string(), "unknown_message"),
+        (
+            json!({ "type": "scroll", "lines": 100000 }).to_string(),
+            "invalid_scroll",
+        ),
+    ];
+    for (text, code) in cases {
+        term.send_text(&text).await;
+        let error = term.wait_message(|m| m["type"] == "error").await;
+        assert_eq!(error["code"], code, "{text}");
+        term.messages.clear();
+    }
+    term.send_bytes(&vec![b'x'; 100 * 1024]).await;
+    let error = term.wait_message(|m| m["type"] == "error").await;
+    assert_eq!(error["code"], "frame_too_large");
+
+    term.send_json(json!({ "type": "ping", "id": 5 })).await;
+    let pong = term.wait_message(|m| m["type"] == "pong").await;
+    assert_eq!(pong["id"], 5);
+    term.run("echo fine-$((2*3))", "fine-6").await;
+
+    // Beyond the transport limit the socket is closed, and the server carries on.
+    let mut huge = app.term(&token, &id).await;
+    let _ = futures::SinkExt::send(
+        &mut huge.ws_mut(),
+        tokio_tungstenite::tungstenite::Message::Binary(vec![b'y'; 2 * 1024 * 1024].into()),
+    )
+    .await;
+    huge.wait_closed().await;
+    term.run("echo still-$((2*4))", "still-8").await;
+}
+
+#[tokio::test]
+async fn swipes_reach_full_screen_programs_as_they_expect() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    // A full-screen program with SGR mouse reporting and bracketed paste that prints the hex
+    // of every byte it receives.
+    term.run(
+        r#"printf '\033[?1049h\033[?1000h\033[?1006h\033[?2004h'; stty raw -echo; while IFS= read -r -n1 -d '' c; do printf '%02x.' "'$c"; done"#,
+        "\x1b[?1049h",
+    )
+    .await;
+    let from = term.bytes.len();
+    term.send_json(json!({ "type": "scroll", "lines": -2, "col": 3, "row": 4 }))
+        .await;
+    // ESC [ < 6 4 ; 3 ; 4 M, twice
+    let wheel_up = "1b.5b.3c.36.34.3b.33.3b.34.4d.";
+    term.wait_for_from(from, &wheel_up.repeat(2)).await;
+
+    let from = term.bytes.len();
+    term.send_json(json!({ "type": "paste", "data": "a\tb" }))
+        .await;
+    // ESC [ 2 0 0 ~ a TAB b ESC [ 2 0 1 ~
+    term.wait_for_from(from, "1b.5b.32.30.30.7e.61.09.62.1b.5b.32.30.31.7e.")
+        .await;
+
+    // A viewer arriving now is put on the alternate screen with mouse reporting on.
+    let late = app.term(&token, &id).await;
+    let snapshot = late
+        .messages
+        .iter()
+        .find(|m| m["type"] == "snapshot")
+        .unwrap()
+        .clone();
+    assert_eq!(snapshot["alternate_screen"], true);
+    let text = late.text();
+    assert!(
+        text.contains("\x1b[?1049h") && text.contains("\x1b[?1000h\x1b[?1006h"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("1b.5b.3c.36.34"),
+        "the screen is in the snapshot"
+    );
+}
+
+#[tokio::test]
+async fn the_arrow_keys_stand_in_for_the_wheel_without_mouse_reporting() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    term.run(
+        r#"printf '\033[?1049h'; stty raw -echo; while IFS= read -r -n1 -d '' c; do printf '%02x.' "'$c"; done"#,
+        "\x1b[?1049h",
+    )
+    .await;
+    let from = term.bytes.len();
+    term.send_json(json!({ "type": "scroll", "lines": 1 }))
+        .await;
+    term.wait_for_from(from, "1b.5b.42.").await;
+}
