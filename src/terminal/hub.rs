@@ -50,8 +50,9 @@ pub mod close {
 pub enum Outgoing {
     Text(String),
     Binary(Bytes),
+    /// The snapshot message and its bytes, which must travel together.
+    Snapshot(String, Bytes),
     Ping,
-    Close(u16, String),
 }
 
 /// The hub's end of one viewer.
@@ -59,6 +60,8 @@ pub enum Outgoing {
 pub struct Viewer {
     pub id: u64,
     pub outbox: mpsc::Sender<Outgoing>,
+    /// How the socket must close; apart from the outbox, so a full queue cannot lose it.
+    pub close: mpsc::Sender<(u16, String)>,
     /// Bytes of output queued for this viewer and not yet written to its socket.
     pub queued: Arc<AtomicUsize>,
 }
@@ -160,7 +163,7 @@ pub enum End {
 
 impl Hub {
     /// Attaches a control client to the instance's session and serves viewers until none is
-    /// left or the instance ends. `registry_empty` is asked, with the queue empty, whether the
+    /// left or the instance ends. `may_stop` is asked, once no viewer is left, whether the
     /// hub may stop; it deregisters the hub when it says yes.
     pub async fn run(
         instance: Instance,
@@ -396,7 +399,12 @@ impl Hub {
     }
 
     fn deliver_snapshot(&mut self, partial: PartialSnapshot, saved: &[Vec<u8>]) {
-        let modes = partial.modes.unwrap_or_default();
+        let mut modes = partial.modes.unwrap_or_default();
+        if modes.cols == 0
+            && let Some((cols, rows)) = self.size
+        {
+            (modes.cols, modes.rows) = (cols, rows);
+        }
         let bytes = Bytes::from(screen::snapshot(&modes, &partial.pane, saved));
         for (id, reason) in partial.viewers {
             let Some(slot) = self.slots.iter_mut().find(|s| s.viewer.id == id) else {
@@ -414,8 +422,7 @@ impl Hub {
             let sent = slot
                 .viewer
                 .outbox
-                .try_send(Outgoing::Text(header.to_json()))
-                .and_then(|()| slot.viewer.outbox.try_send(Outgoing::Binary(bytes.clone())));
+                .try_send(Outgoing::Snapshot(header.to_json(), bytes.clone()));
             if sent.is_ok() {
                 slot.viewer.queued.fetch_add(bytes.len(), Ordering::Relaxed);
                 slot.flow = Flow::Live;
@@ -647,7 +654,7 @@ impl Hub {
                 resync.push((slot.viewer.id, "resync"));
                 true
             } else if since.elapsed() > LAG_LIMIT {
-                let _ = slot.viewer.outbox.try_send(Outgoing::Close(
+                let _ = slot.viewer.close.try_send((
                     close::TOO_SLOW,
                     "this connection is too slow to follow the terminal".into(),
                 ));
@@ -700,10 +707,7 @@ impl Hub {
 
     fn close_all(&mut self, code: u16, reason: &str) {
         for slot in self.slots.drain(..) {
-            let _ = slot
-                .viewer
-                .outbox
-                .try_send(Outgoing::Close(code, reason.to_owned()));
+            let _ = slot.viewer.close.try_send((code, reason.to_owned()));
         }
     }
 
@@ -713,8 +717,8 @@ impl Hub {
         while let Some(command) = commands.recv().await {
             if let Command::Join { viewer, joined, .. } = command {
                 let _ = viewer
-                    .outbox
-                    .try_send(Outgoing::Close(close::UNAVAILABLE, reason.to_owned()));
+                    .close
+                    .try_send((close::UNAVAILABLE, reason.to_owned()));
                 let _ = joined.send(());
             }
         }

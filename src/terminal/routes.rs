@@ -17,7 +17,7 @@ use crate::error::{AppError, AppResult, ErrorBody, Json, Path, Query};
 use crate::instances::routes::visible;
 use crate::state::AppState;
 
-/// Frames beyond this close the socket (1009); between [`protocol::MAX_FRAME`] and this, a frame is
+/// Frames beyond this end the connection at once; between [`protocol::MAX_FRAME`] and this, a frame is
 /// refused with an error message and the socket stays open.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
 

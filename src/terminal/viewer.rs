@@ -65,11 +65,13 @@ pub async fn serve(
 
     let terminals = state.terminals.clone();
     let (outbox, mut queue) = mpsc::channel(OUTBOX);
+    let (closer, mut closing) = mpsc::channel(1);
     let queued = Arc::new(AtomicUsize::new(0));
     let id = terminals.new_viewer_id();
     let viewer = Viewer {
         id,
         outbox: outbox.clone(),
+        close: closer.clone(),
         queued: queued.clone(),
     };
     let membership: Membership = match terminals.join(&instance, viewer, size).await {
@@ -86,25 +88,39 @@ pub async fn serve(
     let hub = membership.commands.clone();
 
     let writer = async {
-        while let Some(item) = queue.recv().await {
-            let message = match item {
-                Outgoing::Text(json) => Message::Text(json.into()),
+        loop {
+            // What is queued goes out before a close that came after it.
+            let item = tokio::select! {
+                biased;
+                item = queue.recv() => item,
+                close = closing.recv() => {
+                    if let Some((code, reason)) = close {
+                        let _ = sink.send(close_message(code, &reason)).await;
+                    }
+                    return;
+                }
+            };
+            let Some(item) = item else { return };
+            let sent = match item {
+                Outgoing::Text(json) => sink.send(Message::Text(json.into())).await,
                 Outgoing::Binary(bytes) => {
                     let len = bytes.len();
                     let sent = sink.send(Message::Binary(bytes)).await;
                     queued.fetch_sub(len, Ordering::Relaxed);
-                    if sent.is_err() {
-                        return;
-                    }
-                    continue;
+                    sent
                 }
-                Outgoing::Ping => Message::Ping(Bytes::new()),
-                Outgoing::Close(code, reason) => {
-                    let _ = sink.send(close_message(code, &reason)).await;
-                    return;
+                Outgoing::Snapshot(header, bytes) => {
+                    let len = bytes.len();
+                    let sent = match sink.send(Message::Text(header.into())).await {
+                        Ok(()) => sink.send(Message::Binary(bytes)).await,
+                        err => err,
+                    };
+                    queued.fetch_sub(len, Ordering::Relaxed);
+                    sent
                 }
+                Outgoing::Ping => sink.send(Message::Ping(Bytes::new())).await,
             };
-            if sink.send(message).await.is_err() {
+            if sent.is_err() {
                 return;
             }
         }
@@ -164,7 +180,7 @@ pub async fn serve(
                     if session_checked.elapsed() > SESSION_CHECK {
                         session_checked = Instant::now();
                         if !still_signed_in(&state, &watcher).await {
-                            let _ = outbox.try_send(Outgoing::Close(close::POLICY, "signed out".into()));
+                            let _ = closer.try_send((close::POLICY, "signed out".into()));
                         }
                     }
                 }
@@ -177,7 +193,7 @@ pub async fn serve(
         () = &mut writer => {}
         () = &mut reader => {}
         () = state.shutdown.cancelled() => {
-            let _ = outbox.try_send(Outgoing::Close(close::GOING_AWAY, "the server is restarting; reconnect in a moment".into()));
+            let _ = closer.try_send((close::GOING_AWAY, "the server is restarting; reconnect in a moment".into()));
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
         }
     }
