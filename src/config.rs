@@ -38,6 +38,7 @@ pub struct Config {
     pub alerts: AlertConfig,
     pub tmux: TmuxConfig,
     pub terminal: TerminalConfig,
+    pub files: FilesConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
 }
@@ -65,6 +66,24 @@ impl Default for TmuxConfig {
             kill_orphans: false,
             stop_grace_secs: 3,
             launcher: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest file opened as text in the editor, in KiB.
+    pub max_read_kb: u64,
+    /// Most entries one folder listing returns.
+    pub max_list_entries: usize,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            max_read_kb: 2048,
+            max_list_entries: 10_000,
         }
     }
 }
@@ -162,6 +181,7 @@ impl Default for Config {
             alerts: AlertConfig::default(),
             tmux: TmuxConfig::default(),
             terminal: TerminalConfig::default(),
+            files: FilesConfig::default(),
             profiles: crate::instances::profiles::defaults(),
         }
     }

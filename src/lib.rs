@@ -14,6 +14,8 @@ pub mod config;
 pub mod db;
 /// The HTTP error type.
 pub mod error;
+/// Workspace files inside a jail.
+pub mod files;
 /// Router, middleware, OpenAPI.
 pub mod http;
 /// Agent instances and the tmux seam.

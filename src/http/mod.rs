@@ -33,6 +33,7 @@ use crate::state::AppState;
         (name = "admin", description = "Accounts, invites and the audit log (admins only)"),
         (name = "instances", description = "Agent instances: profiles, lifecycle, input and output"),
         (name = "terminal", description = "Live terminals over WebSocket (docs/terminal-protocol.md)"),
+        (name = "files", description = "Your workspace's files"),
         (name = "secrets", description = "Per-user secrets such as API keys"),
         (name = "system", description = "Health"),
     )
@@ -72,6 +73,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::secrets::router())
         .merge(crate::instances::router())
         .merge(crate::terminal::router())
+        .merge(crate::files::router())
         .split_for_parts()
 }
 

@@ -1,0 +1,632 @@
+//! Every file operation on a workspace, resolved by the kernel beneath the workspace's
+//! directory (`openat2` with `RESOLVE_BENEATH`): `..`, absolute paths and symlinks that lead out
+//! fail in the kernel, including symlinks swapped in between a check and a use. Operations on
+//! a name work relative to its parent's descriptor and never follow a final symlink.
+//!
+//! This is the only code that touches workspace content, so that running it under the
+//! account's own identity (the isolation work) changes one place. All of it blocks; callers run
+//! it on the blocking pool.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+use sha2::{Digest, Sha256};
+
+/// Longest path accepted, in bytes (Linux's PATH_MAX).
+const MAX_PATH: usize = 4096;
+/// Longest name of one component (Linux's NAME_MAX).
+const MAX_NAME: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{0}")]
+    BadPath(String),
+    #[error("there is no `{0}` in your workspace")]
+    NotFound(String),
+    #[error("`{0}` leads outside your workspace")]
+    Outside(String),
+    #[error("`{0}` already exists")]
+    Exists(String),
+    #[error("`{0}` is a folder")]
+    IsDirectory(String),
+    #[error("`{0}` is not a folder")]
+    NotDirectory(String),
+    #[error("the folder `{0}` is not empty")]
+    NotEmpty(String),
+    #[error(
+        "`{path}` is {size} bytes; files up to {limit} bytes open in the editor, download it instead"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("`{0}` is not a text file; download it instead")]
+    Binary(String),
+    #[error("`{path}` changed since you opened it")]
+    Changed { path: String, etag: Option<String> },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A path inside a workspace, checked: relative, no `..`, no NUL or backslash, sane lengths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelPath {
+    parts: Vec<String>,
+}
+
+impl RelPath {
+    pub fn parse(raw: &str) -> Result<Self, FileError> {
+        let bad = |why: &str| FileError::BadPath(format!("`{}` {why}", raw.escape_debug()));
+        if raw.len() > MAX_PATH {
+            return Err(bad("is too long"));
+        }
+        if raw.contains('\0') {
+            return Err(bad("contains a NUL character"));
+        }
+        if raw.contains('\\') {
+            return Err(bad("contains a backslash; paths use `/`"));
+        }
+        if raw.starts_with('/') {
+            return Err(bad("is absolute; paths are relative to your workspace"));
+        }
+        let mut parts = Vec::new();
+        for part in raw.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return Err(bad("goes up with `..`; paths stay inside your workspace")),
+                name if name.len() > MAX_NAME => return Err(bad("has a name that is too long")),
+                name => parts.push(name.to_owned()),
+            }
+        }
+        Ok(Self { parts })
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The path as clients see it (`""` for the workspace itself).
+    pub fn display(&self) -> String {
+        self.parts.join("/")
+    }
+
+    fn as_arg(&self) -> String {
+        if self.parts.is_empty() {
+            ".".into()
+        } else {
+            self.parts.join("/")
+        }
+    }
+
+    fn split_last(&self) -> Option<(RelPath, &str)> {
+        let (name, parent) = self.parts.split_last()?;
+        Some((
+            RelPath {
+                parts: parent.to_vec(),
+            },
+            name,
+        ))
+    }
+
+    pub fn join(&self, name: &str) -> RelPath {
+        let mut parts = self.parts.clone();
+        parts.push(name.to_owned());
+        RelPath { parts }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    /// The name; names that are not valid UTF-8 are shown with U+FFFD and `utf8: false`.
+    pub name: String,
+    pub kind: Kind,
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub modified: i64,
+    pub utf8: bool,
+    /// For a symlink: where it points, when that stays inside the workspace.
+    pub target: Option<String>,
+    /// For a symlink: what the target is, when it stays inside (`None`: dangling or outside).
+    pub target_kind: Option<Kind>,
+}
+
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub truncated: bool,
+}
+
+pub struct Text {
+    pub content: String,
+    pub encoding: &'static str,
+    pub etag: String,
+    pub size: u64,
+    pub modified: i64,
+}
+
+pub struct Saved {
+    pub etag: String,
+    pub size: u64,
+    pub modified: i64,
+}
+
+/// A workspace, opened once per operation.
+pub struct Jail {
+    root: OwnedFd,
+}
+
+impl Jail {
+    pub fn open(workspace: &Path) -> Result<Self, FileError> {
+        let root = rustix::fs::open(
+            workspace,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(Self { root })
+    }
+
+    /// Opens `path` beneath the workspace; symlinks are followed only while they stay inside.
+    fn resolve(&self, path: &RelPath, flags: OFlags) -> Result<OwnedFd, FileError> {
+        rustix::fs::openat2(
+            &self.root,
+            path.as_arg(),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| errno(e, path))
+    }
+
+    /// The parent folder of `path`, opened beneath the workspace, and the last name.
+    fn parent<'p>(&self, path: &'p RelPath) -> Result<(OwnedFd, &'p str), FileError> {
+        let (parent, name) = path
+            .split_last()
+            .ok_or_else(|| FileError::BadPath("the workspace itself cannot be changed".into()))?;
+        let dir = self.resolve(&parent, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        Ok((dir, name))
+    }
+
+    pub fn list(&self, path: &RelPath, hidden: bool, cap: usize) -> Result<Listing, FileError> {
+        let dir = self.resolve(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for entry in Dir::read_from(&dir).map_err(|e| errno(e, path))? {
+            let entry = entry.map_err(|e| errno(e, path))?;
+            let raw = entry.file_name().to_bytes();
+            if raw == b"." || raw == b".." || (!hidden && raw.starts_with(b".")) {
+                continue;
+            }
+            if entries.len() == cap {
+                truncated = true;
+                break;
+            }
+            let Ok(stat) = rustix::fs::statat(&dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue; // gone since the listing began
+            };
+            let name = String::from_utf8_lossy(raw).into_owned();
+            let utf8 = std::str::from_utf8(raw).is_ok();
+            let kind = kind_of(&stat);
+            let (target, target_kind) = if kind == Kind::Symlink && utf8 {
+                self.symlink_target(&dir, &path.join(&name), entry.file_name())
+            } else {
+                (None, None)
+            };
+            entries.push(Entry {
+                name,
+                kind,
+                size: stat.st_size as u64,
+                modified: stat.st_mtime,
+                utf8,
+                target,
+                target_kind,
+            });
+        }
+        entries.sort_by(|a, b| {
+            (a.kind != Kind::Dir, a.name.to_lowercase(), &a.name).cmp(&(
+                b.kind != Kind::Dir,
+                b.name.to_lowercase(),
+                &b.name,
+            ))
+        });
+        Ok(Listing { entries, truncated })
+    }
+
+    fn symlink_target(
+        &self,
+        dir: &OwnedFd,
+        path: &RelPath,
+        name: &std::ffi::CStr,
+    ) -> (Option<String>, Option<Kind>) {
+        let Ok(resolved) = self.resolve(path, OFlags::PATH) else {
+            return (None, None);
+        };
+        let kind = rustix::fs::fstat(&resolved).ok().map(|s| kind_of(&s));
+        let text = rustix::fs::readlinkat(dir, name, Vec::new())
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned());
+        (text, kind)
+    }
+
+    /// A text file's content, up to `limit` bytes.
+    pub fn read_text(&self, path: &RelPath, limit: u64) -> Result<Text, FileError> {
+        let fd = self.resolve(path, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| errno(e, path))?;
+        match kind_of(&stat) {
+            Kind::Dir => return Err(FileError::IsDirectory(path.display())),
+            Kind::File => {}
+            _ => return Err(FileError::Binary(path.display())),
+        }
+        let size = stat.st_size as u64;
+        if size > limit {
+            return Err(FileError::TooLarge {
+                path: path.display(),
+                size,
+                limit,
+            });
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        File::from(fd).take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(FileError::TooLarge {
+                path: path.display(),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        let etag = etag_of(&bytes);
+        let (content, encoding) =
+            decode(&bytes).ok_or_else(|| FileError::Binary(path.display()))?;
+        Ok(Text {
+            content,
+            encoding,
+            etag,
+            size: bytes.len() as u64,
+            modified: stat.st_mtime,
+        })
+    }
+
+    /// Writes `content` atomically: a temporary file beside the target, flushed to disk, then
+    /// renamed over it. With `expected_etag`, a file that changed meanwhile is left untouched.
+    pub fn save(
+        &self,
+        path: &RelPath,
+        content: &[u8],
+        expected_etag: Option<&str>,
+    ) -> Result<Saved, FileError> {
+        let (dir, name) = self.parent(path)?;
+        let current = match rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Some(fd),
+            Err(Errno::NOENT) => None,
+            Err(Errno::LOOP) => return Err(FileError::Exists(path.display())),
+            Err(e) => return Err(errno(e, path)),
+        };
+        let mut mode = Mode::from_raw_mode(0o644);
+        if let Some(fd) = &current {
+            let stat = rustix::fs::fstat(fd).map_err(|e| errno(e, path))?;
+            if kind_of(&stat) != Kind::File {
+                return Err(FileError::IsDirectory(path.display()));
+            }
+            mode = Mode::from_raw_mode(stat.st_mode & 0o7777);
+        }
+        if let Some(expected) = expected_etag {
+            let actual = match current {
+                Some(fd) => Some(hash_file(File::from(fd))?),
+                None => None,
+            };
+            if actual.as_deref() != Some(expected) {
+                return Err(FileError::Changed {
+                    path: path.display(),
+                    etag: actual,
+                });
+            }
+        }
+        let temp = temp_name(name);
+        let file = rustix::fs::openat(
+            &dir,
+            &temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            mode,
+        )
+        .map_err(|e| errno(e, path))?;
+        let written = write_and_sync(File::from(file), content)
+            .and_then(|()| before_rename())
+            .and_then(|()| {
+                rustix::fs::renameat(&dir, &temp, &dir, name).map_err(std::io::Error::from)
+            });
+        if let Err(err) = written {
+            let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
+            return Err(err.into());
+        }
+        let _ = rustix::fs::fsync(&dir);
+        let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| errno(e, path))?;
+        Ok(Saved {
+            etag: etag_of(content),
+            size: content.len() as u64,
+            modified: stat.st_mtime,
+        })
+    }
+
+    pub fn mkdir(&self, path: &RelPath) -> Result<(), FileError> {
+        let (dir, name) = self.parent(path)?;
+        rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)).map_err(|e| errno(e, path))
+    }
+
+    /// Renames within the workspace; never replaces what is at `to`.
+    pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), FileError> {
+        let (from_dir, from_name) = self.parent(from)?;
+        let (to_dir, to_name) = self.parent(to)?;
+        if to.parts.starts_with(&from.parts) {
+            return Err(FileError::BadPath(format!(
+                "`{}` cannot move into itself",
+                from.display()
+            )));
+        }
+        rustix::fs::renameat_with(
+            &from_dir,
+            from_name,
+            &to_dir,
+            to_name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| match e {
+            Errno::EXIST => FileError::Exists(to.display()),
+            e => errno(e, from),
+        })
+    }
+
+    /// Removes a file, a symlink (not what it points to) or a folder with everything in it.
+    pub fn remove(&self, path: &RelPath) -> Result<(), FileError> {
+        let (dir, name) = self.parent(path)?;
+        let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| errno(e, path))?;
+        if kind_of(&stat) == Kind::Dir {
+            remove_tree(&dir, name).map_err(|e| errno(e, path))
+        } else {
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| errno(e, path))
+        }
+    }
+}
+
+/// Empties and removes the folder `name` in `parent`, never following a symlink.
+fn remove_tree(parent: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+    let dir = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut children = Vec::new();
+    for entry in Dir::read_from(&dir)? {
+        let entry = entry?;
+        let child = entry.file_name().to_owned();
+        if child.as_bytes() != b"." && child.as_bytes() != b".." {
+            children.push((child, entry.file_type()));
+        }
+    }
+    for (child, file_type) in children {
+        let is_dir = if file_type == FileType::Unknown {
+            let stat = rustix::fs::statat(&dir, &child, AtFlags::SYMLINK_NOFOLLOW)?;
+            FileType::from_raw_mode(stat.st_mode) == FileType::Directory
+        } else {
+            file_type == FileType::Directory
+        };
+        if is_dir {
+            let name = child.to_str().map_err(|_| Errno::INVAL)?;
+            remove_tree(&dir, name)?;
+        } else {
+            rustix::fs::unlinkat(&dir, &child, AtFlags::empty())?;
+        }
+    }
+    rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
+}
+
+fn kind_of(stat: &Stat) -> Kind {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+fn errno(err: Errno, path: &RelPath) -> FileError {
+    let shown = path.display();
+    match err {
+        Errno::NOENT => FileError::NotFound(shown),
+        // RESOLVE_BENEATH refuses what would leave the workspace with EXDEV; a symlink loop or
+        // a magic link with ELOOP.
+        Errno::XDEV | Errno::LOOP => FileError::Outside(shown),
+        Errno::EXIST => FileError::Exists(shown),
+        Errno::ISDIR => FileError::IsDirectory(shown),
+        Errno::NOTDIR => FileError::NotDirectory(shown),
+        Errno::NOTEMPTY => FileError::NotEmpty(shown),
+        Errno::NAMETOOLONG => FileError::BadPath(format!("`{shown}` is too long")),
+        Errno::INVAL => FileError::BadPath(format!("`{shown}` cannot be used here")),
+        other => FileError::Io(other.into()),
+    }
+}
+
+/// A strong validator: the content's SHA-256, shortened.
+pub fn etag_of(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..16])
+}
+
+fn hash_file(mut file: File) -> Result<String, FileError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(&hasher.finalize()[..16]))
+}
+
+/// Text in UTF-8 (with or without BOM) or UTF-16 with a BOM; `None` for binary content.
+fn decode(bytes: &[u8]) -> Option<(String, &'static str)> {
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        return Some((std::str::from_utf8(rest).ok()?.to_owned(), "utf-8-bom"));
+    }
+    for (bom, little, name) in [
+        (b"\xFF\xFE", true, "utf-16le"),
+        (b"\xFE\xFF", false, "utf-16be"),
+    ] {
+        if let Some(rest) = bytes.strip_prefix(bom) {
+            let units = rest.chunks_exact(2).map(|p| {
+                if little {
+                    u16::from_le_bytes([p[0], p[1]])
+                } else {
+                    u16::from_be_bytes([p[0], p[1]])
+                }
+            });
+            return char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+                .map(|s| (s, name));
+        }
+    }
+    if bytes.contains(&0) {
+        return None;
+    }
+    std::str::from_utf8(bytes)
+        .ok()
+        .map(|s| (s.to_owned(), "utf-8"))
+}
+
+fn temp_name(name: &str) -> String {
+    let suffix = crate::auth::tokens::random_token(6);
+    // Keep the whole temporary name within NAME_MAX.
+    let mut end = name.len().min(MAX_NAME - 30);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".{}.pocketdev-{suffix}.tmp", &name[..end])
+}
+
+fn write_and_sync(mut file: File, content: &[u8]) -> std::io::Result<()> {
+    file.write_all(content)?;
+    file.sync_all()
+}
+
+#[cfg(not(test))]
+fn before_rename() -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Tests stand in for a crash between writing and renaming.
+#[cfg(test)]
+fn before_rename() -> std::io::Result<()> {
+    if tests::CRASH_BEFORE_RENAME.with(|c| c.get()) {
+        return Err(std::io::Error::other("simulated crash"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        pub static CRASH_BEFORE_RENAME: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn jail() -> (tempfile::TempDir, Jail) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ws")).unwrap();
+        let jail = Jail::open(&dir.path().join("ws")).unwrap();
+        (dir, jail)
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn paths_are_checked_before_the_kernel_sees_them() {
+        assert_eq!(p("./a//b/").display(), "a/b");
+        assert!(p("").is_root());
+        for bad in ["..", "a/../b", "/etc", "a\\b", "a\0b", &"x".repeat(300)] {
+            assert!(
+                matches!(RelPath::parse(bad), Err(FileError::BadPath(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_crash_before_the_rename_leaves_the_old_file() {
+        let (dir, jail) = jail();
+        jail.save(&p("f.txt"), b"old", None).unwrap();
+        CRASH_BEFORE_RENAME.with(|c| c.set(true));
+        let result = jail.save(&p("f.txt"), b"new", None);
+        CRASH_BEFORE_RENAME.with(|c| c.set(false));
+        assert!(result.is_err());
+        assert_eq!(std::fs::read(dir.path().join("ws/f.txt")).unwrap(), b"old");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("ws")).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn symlinks_are_followed_only_inside() {
+        let (dir, jail) = jail();
+        let ws = dir.path().join("ws");
+        std::fs::write(dir.path().join("secret"), "s").unwrap();
+        std::fs::write(ws.join("inside.txt"), "i").unwrap();
+        std::os::unix::fs::symlink("../secret", ws.join("up")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ws.join("abs")).unwrap();
+        std::os::unix::fs::symlink("inside.txt", ws.join("ok")).unwrap();
+        assert!(matches!(
+            jail.read_text(&p("up"), 1000),
+            Err(FileError::Outside(_))
+        ));
+        assert!(matches!(
+            jail.read_text(&p("abs"), 1000),
+            Err(FileError::Outside(_))
+        ));
+        assert_eq!(jail.read_text(&p("ok"), 1000).unwrap().content, "i");
+        let listing = jail.list(&p(""), false, 100).unwrap();
+        let up = listing.entries.iter().find(|e| e.name == "up").unwrap();
+        assert_eq!((up.kind, up.target.as_deref()), (Kind::Symlink, None));
+        let ok = listing.entries.iter().find(|e| e.name == "ok").unwrap();
+        assert_eq!(
+            (ok.target.as_deref(), ok.target_kind),
+            (Some("inside.txt"), Some(Kind::File))
+        );
+        // Removing a symlink removes the link, not its target.
+        jail.remove(&p("up")).unwrap();
+        assert!(dir.path().join("secret").exists());
+    }
+
+    #[test]
+    fn text_is_decoded_and_binary_refused() {
+        assert_eq!(decode(b"hi").unwrap(), ("hi".into(), "utf-8"));
+        assert_eq!(decode(b"\xEF\xBB\xBFhi").unwrap().1, "utf-8-bom");
+        assert_eq!(
+            decode(b"\xFF\xFEh\0i\0").unwrap(),
+            ("hi".into(), "utf-16le")
+        );
+        assert!(decode(b"\x89PNG\0\0").is_none());
+        assert!(decode(b"\xC3\x28").is_none());
+    }
+}
