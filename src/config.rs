@@ -77,6 +77,8 @@ pub struct FilesConfig {
     pub max_read_kb: u64,
     /// Most entries one folder listing returns.
     pub max_list_entries: usize,
+    /// Largest upload, in MiB.
+    pub max_upload_mb: u64,
 }
 
 impl Default for FilesConfig {
@@ -84,6 +86,7 @@ impl Default for FilesConfig {
         Self {
             max_read_kb: 2048,
             max_list_entries: 10_000,
+            max_upload_mb: 2048,
         }
     }
 }

@@ -405,6 +405,109 @@ impl Jail {
     }
 }
 
+/// A file being uploaded: written to a temporary name beside its destination, renamed into
+/// place by `commit`. Dropped without a commit, it removes what was written.
+pub struct PendingUpload {
+    dir: OwnedFd,
+    temp: String,
+    name: String,
+    shown: String,
+    committed: bool,
+}
+
+impl PendingUpload {
+    /// Moves the finished file into place; never replaces an existing one unless `replace`.
+    pub fn commit(mut self, replace: bool) -> Result<(), FileError> {
+        let result = if replace {
+            rustix::fs::renameat(&self.dir, &self.temp, &self.dir, &self.name)
+        } else {
+            rustix::fs::renameat_with(
+                &self.dir,
+                &self.temp,
+                &self.dir,
+                &self.name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+        };
+        result.map_err(|e| match e {
+            Errno::EXIST => FileError::Exists(self.shown.clone()),
+            e => FileError::Io(e.into()),
+        })?;
+        self.committed = true;
+        let _ = rustix::fs::fsync(&self.dir);
+        Ok(())
+    }
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = rustix::fs::unlinkat(&self.dir, &self.temp, AtFlags::empty());
+        }
+    }
+}
+
+/// A file opened for download.
+pub struct Download {
+    pub file: File,
+    pub size: u64,
+    pub name: String,
+    pub modified: i64,
+}
+
+impl Jail {
+    /// Starts an upload of `name` into `folder`: the temporary file to write, and what commits it.
+    pub fn begin_upload(
+        &self,
+        folder: &RelPath,
+        name: &str,
+    ) -> Result<(File, PendingUpload), FileError> {
+        let single = RelPath::parse(name)?;
+        if single.parts.len() != 1 {
+            return Err(FileError::BadPath(format!(
+                "`{}` is not a file name",
+                name.escape_debug()
+            )));
+        }
+        let path = folder.join(name);
+        let dir = self.resolve(folder, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let temp = temp_name(name);
+        let fd = rustix::fs::openat(
+            &dir,
+            &temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| errno(e, &path))?;
+        Ok((
+            File::from(fd),
+            PendingUpload {
+                dir,
+                temp,
+                name: name.to_owned(),
+                shown: path.display(),
+                committed: false,
+            },
+        ))
+    }
+
+    pub fn open_download(&self, path: &RelPath) -> Result<Download, FileError> {
+        let fd = self.resolve(path, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| errno(e, path))?;
+        match kind_of(&stat) {
+            Kind::File => {}
+            Kind::Dir => return Err(FileError::IsDirectory(path.display())),
+            _ => return Err(FileError::Binary(path.display())),
+        }
+        Ok(Download {
+            file: File::from(fd),
+            size: stat.st_size as u64,
+            name: path.parts.last().cloned().unwrap_or_default(),
+            modified: stat.st_mtime,
+        })
+    }
+}
+
 /// Empties and removes the folder `name` in `parent`, never following a symlink.
 fn remove_tree(parent: &OwnedFd, name: &str) -> rustix::io::Result<()> {
     let dir = rustix::fs::openat(

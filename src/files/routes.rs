@@ -22,6 +22,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(save))
         .routes(routes!(mkdir))
         .routes(routes!(rename))
+        .routes(routes!(download))
+        .merge(
+            // Uploads are limited by `files.max_upload_mb` as they stream, not by the body limit.
+            OpenApiRouter::new()
+                .routes(routes!(upload))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
 }
 
 /// Runs a jail operation for `user` on the blocking pool.
@@ -316,4 +323,236 @@ async fn delete(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// The folder to upload into (default: the workspace).
+    #[serde(default)]
+    path: String,
+    /// Replace files that already exist (default: refuse with 409).
+    #[serde(default)]
+    replace: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Uploaded {
+    pub path: String,
+    pub size: u64,
+}
+
+/// Uploads files (multipart/form-data, every part with a file name), streamed to disk. Nothing
+/// of an upload that fails or goes over `files.max_upload_mb` is left behind.
+#[utoipa::path(post, path = "/api/files/upload", tag = "files", params(UploadQuery),
+    request_body(content_type = "multipart/form-data", description = "one or more file parts"),
+    responses((status = 201, body = Vec<Uploaded>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "exists and `replace` is false", body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn upload(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    auth: AuthUser,
+    Query(query): Query<UploadQuery>,
+    mut multipart: axum::extract::Multipart,
+) -> AppResult<(StatusCode, Json<Vec<Uploaded>>)> {
+    use tokio::io::AsyncWriteExt;
+    let folder = parse(&query.path)?;
+    let limit = state.config.files.max_upload_mb * 1024 * 1024;
+    let broken = |e: axum::extract::multipart::MultipartError| {
+        AppError::BadRequest(format!(
+            "the upload was cut short or is not valid multipart: {e}"
+        ))
+    };
+    let mut total = 0u64;
+    let mut uploaded = Vec::new();
+    while let Some(mut field) = multipart.next_field().await.map_err(broken)? {
+        let Some(name) = field.file_name().map(str::to_owned) else {
+            continue;
+        };
+        let target = folder.clone();
+        let part_name = name.clone();
+        let (file, pending) = in_jail(&state, auth.user.id, move |jail| {
+            jail.begin_upload(&target, &part_name)
+        })
+        .await?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut size = 0u64;
+        while let Some(chunk) = field.chunk().await.map_err(broken)? {
+            size += chunk.len() as u64;
+            total += chunk.len() as u64;
+            if total > limit {
+                return Err(AppError::PayloadTooLarge(format!(
+                    "uploads are limited to {} MiB; nothing was kept",
+                    state.config.files.max_upload_mb
+                )));
+            }
+            file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
+        }
+        file.sync_all().await.map_err(anyhow::Error::from)?;
+        drop(file);
+        let replace = query.replace;
+        tokio::task::spawn_blocking(move || pending.commit(replace))
+            .await
+            .map_err(anyhow::Error::from)??;
+        uploaded.push(Uploaded {
+            path: folder.join(&name).display(),
+            size,
+        });
+    }
+    if uploaded.is_empty() {
+        return Err(AppError::BadRequest(
+            "no file parts: send multipart/form-data with a file name on each part".into(),
+        ));
+    }
+    for file in &uploaded {
+        audit_change(
+            &state,
+            &auth,
+            &client,
+            "file.upload",
+            serde_json::json!({ "path": file.path, "size": file.size }),
+        )
+        .await;
+    }
+    Ok((StatusCode::CREATED, Json(uploaded)))
+}
+
+/// A file's bytes, streamed, with `Range` support (one range) for resuming.
+#[utoipa::path(get, path = "/api/files/download", tag = "files", params(PathQuery),
+    responses((status = 200, description = "the whole file"), (status = 206, description = "the requested range"),
+        (status = 404, body = ErrorBody), (status = 416, description = "range outside the file", body = ErrorBody)))]
+async fn download(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    headers: HeaderMap,
+    Query(query): Query<PathQuery>,
+) -> AppResult<Response> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let path = parse(&query.path)?;
+    let file = in_jail(&state, auth.user.id, move |jail| jail.open_download(&path)).await?;
+    let size = file.size;
+    let mut response_headers = HeaderMap::new();
+    let mut set = |name: header::HeaderName, value: String| {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            response_headers.insert(name, value);
+        }
+    };
+    set(header::CONTENT_TYPE, "application/octet-stream".into());
+    set(header::CONTENT_DISPOSITION, content_disposition(&file.name));
+    set(header::ACCEPT_RANGES, "bytes".into());
+    set(header::ETAG, format!("W/\"{size:x}-{:x}\"", file.modified));
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, size));
+    let mut stream = tokio::fs::File::from_std(file.file);
+    let (status, start, length) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Some((start, end))) => {
+            set(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Some(None) => {
+            set(header::CONTENT_RANGE, format!("bytes */{size}"));
+            let body = serde_json::json!({ "error": { "code": "range_not_satisfiable",
+                "message": format!("the file has {size} bytes; ask for a range inside it") } });
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                response_headers,
+                axum::Json(body),
+            )
+                .into_response());
+        }
+    };
+    if start > 0 {
+        stream
+            .seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
+    set(header::CONTENT_LENGTH, length.to_string());
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        stream.take(length),
+        64 * 1024,
+    ));
+    Ok((status, response_headers, body).into_response())
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` within `size`; `None` when it cannot be served.
+fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = if first.is_empty() {
+        let suffix: u64 = last.parse().ok()?;
+        if suffix == 0 {
+            return None;
+        }
+        (size.saturating_sub(suffix), size - 1)
+    } else {
+        let start: u64 = first.parse().ok()?;
+        let end = if last.is_empty() {
+            size - 1
+        } else {
+            last.parse::<u64>().ok()?.min(size - 1)
+        };
+        (start, end)
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+/// `attachment` with an ASCII fallback and the exact name in RFC 5987 form.
+fn content_disposition(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_parsed_within_the_file() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-1000", 100), Some((50, 99)));
+        for bad in [
+            "bytes=100-",
+            "bytes=5-2",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=-0",
+            "bytes=x-",
+        ] {
+            assert_eq!(parse_range(bad, 100), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn download_names_survive_any_characters() {
+        assert_eq!(
+            content_disposition("r\u{e9}sum\u{e9} \"v2\".pdf"),
+            "attachment; filename=\"r_sum_ _v2_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22.pdf"
+        );
+    }
 }

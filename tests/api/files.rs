@@ -581,3 +581,167 @@ async fn names_that_are_not_utf8_are_listed() {
         .expect("the odd name is listed");
     assert_eq!(odd["name"], "caf\u{FFFD}.txt");
 }
+
+/// A multipart/form-data body with one file part per `(name, bytes)`.
+fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "pocketdev-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{name}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Setup {
+    async fn upload(&self, query: &str, files: &[(&str, &[u8])]) -> reqwest::Response {
+        let (content_type, body) = multipart(files);
+        reqwest::Client::new()
+            .post(self.app.url(&format!("/api/files/upload?{query}")))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn download(&self, path: &str, range: Option<&str>) -> reqwest::Response {
+        let mut request = reqwest::Client::new()
+            .get(
+                self.app
+                    .url(&format!("/api/files/download?{}", encode(path))),
+            )
+            .bearer_auth(&self.token);
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".pocketdev-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn uploads_stream_to_disk_and_downloads_resume() {
+    let s = setup().await;
+    // Bigger than the JSON body limit: uploads are limited by their own setting.
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let response = s
+        .upload("", &[("data.bin", &data), ("note.txt", b"hi")])
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let uploaded: Value = response.json().await.unwrap();
+    assert_eq!(uploaded[0]["path"], "data.bin");
+    assert_eq!(uploaded[0]["size"], data.len());
+    assert_eq!(std::fs::read(s.workspace.join("data.bin")).unwrap(), data);
+    assert_eq!(s.app.audit("file.upload").await.len(), 2);
+
+    let response = s.download("data.bin", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["accept-ranges"], "bytes");
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("data.bin")
+    );
+    assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice());
+
+    let response = s.download("data.bin", Some("bytes=1000-1999")).await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 1000-1999/{}", data.len()).as_str()
+    );
+    assert_eq!(response.bytes().await.unwrap().as_ref(), &data[1000..2000]);
+    let tail = s
+        .download("data.bin", Some("bytes=-10"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(tail.as_ref(), &data[data.len() - 10..]);
+    let response = s.download("data.bin", Some("bytes=99999999-")).await;
+    assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    // Existing files are not replaced unless asked.
+    let response = s.upload("", &[("note.txt", b"changed")]).await;
+    expect_error(response, StatusCode::CONFLICT, "exists").await;
+    assert_eq!(std::fs::read(s.workspace.join("note.txt")).unwrap(), b"hi");
+    assert_eq!(
+        s.upload("replace=true", &[("note.txt", b"changed")])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        std::fs::read(s.workspace.join("note.txt")).unwrap(),
+        b"changed"
+    );
+
+    // Bad names and folders outside are refused; nothing is left behind.
+    expect_error(
+        s.upload("", &[("../escape.txt", b"x")]).await,
+        StatusCode::BAD_REQUEST,
+        "name with ..",
+    )
+    .await;
+    std::os::unix::fs::symlink(&s.other, s.workspace.join("bob")).unwrap();
+    expect_error(
+        s.upload("path=bob", &[("x.txt", b"x")]).await,
+        StatusCode::FORBIDDEN,
+        "folder outside",
+    )
+    .await;
+    assert!(!s.other.join("x.txt").exists());
+    expect_error(
+        s.download("bob/secret.txt", None).await,
+        StatusCode::FORBIDDEN,
+        "download outside",
+    )
+    .await;
+    assert!(temp_files(&s.workspace).is_empty());
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_leaves_nothing() {
+    let app = crate::helpers::spawn_app_with(|config| config.files.max_upload_mb = 1).await;
+    app.create_user("carol", "carol-password-1").await;
+    let token = app.token("carol", "carol-password-1").await;
+    let (content_type, body) = multipart(&[("big.bin", &vec![7u8; 2 * 1024 * 1024])]);
+    let response = reqwest::Client::new()
+        .post(app.url("/api/files/upload"))
+        .bearer_auth(&token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "over the limit").await;
+    let listing: Value = app
+        .get("/api/files?hidden=true", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing["entries"],
+        json!([]),
+        "no partial file and no temporary file"
+    );
+}
