@@ -79,6 +79,8 @@ pub struct FilesConfig {
     pub max_list_entries: usize,
     /// Largest upload, in MiB.
     pub max_upload_mb: u64,
+    /// Storage each user's workspace may use, in MiB; 0 is unlimited.
+    pub quota_mb: u64,
 }
 
 impl Default for FilesConfig {
@@ -87,6 +89,7 @@ impl Default for FilesConfig {
             max_read_kb: 2048,
             max_list_entries: 10_000,
             max_upload_mb: 2048,
+            quota_mb: 0,
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum AppError {
     TooManyRequests { retry_after: Duration },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -64,6 +66,7 @@ impl AppError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +84,7 @@ impl AppError {
             Self::Unprocessable(_) => "invalid_input",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
+            Self::InsufficientStorage(_) => "quota_exceeded",
             Self::Internal(_) => "internal",
         }
     }

@@ -508,6 +508,46 @@ impl Jail {
     }
 }
 
+impl Jail {
+    /// Bytes used by the workspace: the sizes of its files, symlinks not followed.
+    pub fn usage(&self) -> Result<u64, FileError> {
+        let root = self.resolve(
+            &RelPath { parts: Vec::new() },
+            OFlags::RDONLY | OFlags::DIRECTORY,
+        )?;
+        tree_size(&root).map_err(|e| FileError::Io(e.into()))
+    }
+}
+
+fn tree_size(dir: &OwnedFd) -> rustix::io::Result<u64> {
+    let mut total = 0;
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match kind_of(&stat) {
+            Kind::Dir => {
+                if let Ok(child) = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    total += tree_size(&child)?;
+                }
+            }
+            Kind::File => total += stat.st_size as u64,
+            _ => {}
+        }
+    }
+    Ok(total)
+}
+
 /// Empties and removes the folder `name` in `parent`, never following a symlink.
 fn remove_tree(parent: &OwnedFd, name: &str) -> rustix::io::Result<()> {
     let dir = rustix::fs::openat(

@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(mkdir))
         .routes(routes!(rename))
         .routes(routes!(download))
+        .routes(routes!(usage))
         .merge(
             // Uploads are limited by `files.max_upload_mb` as they stream, not by the body limit.
             OpenApiRouter::new()
@@ -202,6 +203,7 @@ async fn save(
     Json(request): Json<SaveRequest>,
 ) -> AppResult<Response> {
     let path = parse(&request.path)?;
+    check_quota(&state, auth.user.id, request.content.len() as u64).await?;
     let shown = path.display();
     let expected = request.expected_etag.clone();
     let result = in_jail(&state, auth.user.id, move |jail| {
@@ -249,6 +251,49 @@ async fn save(
 #[serde(deny_unknown_fields)]
 pub struct MkdirRequest {
     pub path: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageResponse {
+    /// Bytes of files in your workspace.
+    pub used: u64,
+    /// Your quota in bytes; `null` when unlimited.
+    pub quota: Option<u64>,
+}
+
+/// How much of your storage quota the workspace uses.
+#[utoipa::path(get, path = "/api/files/usage", tag = "files", responses((status = 200, body = UsageResponse)))]
+async fn usage(State(state): State<AppState>, auth: AuthUser) -> AppResult<Json<UsageResponse>> {
+    let used = in_jail(&state, auth.user.id, |jail| jail.usage()).await?;
+    Ok(Json(UsageResponse {
+        used,
+        quota: quota_bytes(&state),
+    }))
+}
+
+fn quota_bytes(state: &AppState) -> Option<u64> {
+    let mb = state.config.files.quota_mb;
+    (mb > 0).then(|| mb * 1024 * 1024)
+}
+
+/// Refuses `adding` more bytes when they would take the workspace over its quota.
+async fn check_quota(state: &AppState, user_id: i64, adding: u64) -> AppResult<()> {
+    let Some(quota) = quota_bytes(state) else {
+        return Ok(());
+    };
+    let used = in_jail(state, user_id, |jail| jail.usage()).await?;
+    if used + adding > quota {
+        return Err(quota_error(state, used));
+    }
+    Ok(())
+}
+
+fn quota_error(state: &AppState, used: u64) -> AppError {
+    AppError::InsufficientStorage(format!(
+        "your workspace would exceed its quota of {} MiB ({:.1} MiB used); delete something first",
+        state.config.files.quota_mb,
+        used as f64 / (1024.0 * 1024.0)
+    ))
 }
 
 /// Makes a folder (its parent must exist).
@@ -347,7 +392,8 @@ pub struct Uploaded {
 #[utoipa::path(post, path = "/api/files/upload", tag = "files", params(UploadQuery),
     request_body(content_type = "multipart/form-data", description = "one or more file parts"),
     responses((status = 201, body = Vec<Uploaded>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "exists and `replace` is false", body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 409, description = "exists and `replace` is false", body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 507, description = "over the storage quota", body = ErrorBody)))]
 async fn upload(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -365,6 +411,13 @@ async fn upload(
     };
     let mut total = 0u64;
     let mut uploaded = Vec::new();
+    let room = match quota_bytes(&state) {
+        Some(quota) => {
+            let used = in_jail(&state, auth.user.id, |jail| jail.usage()).await?;
+            Some((quota.saturating_sub(used), used))
+        }
+        None => None,
+    };
     while let Some(mut field) = multipart.next_field().await.map_err(broken)? {
         let Some(name) = field.file_name().map(str::to_owned) else {
             continue;
@@ -385,6 +438,11 @@ async fn upload(
                     "uploads are limited to {} MiB; nothing was kept",
                     state.config.files.max_upload_mb
                 )));
+            }
+            if let Some((room, used)) = room
+                && total > room
+            {
+                return Err(quota_error(&state, used));
             }
             file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
         }

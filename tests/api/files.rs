@@ -745,3 +745,72 @@ async fn an_upload_over_the_limit_leaves_nothing() {
         "no partial file and no temporary file"
     );
 }
+
+#[tokio::test]
+async fn the_quota_is_reported_and_enforced() {
+    let app = crate::helpers::spawn_app_with(|config| config.files.quota_mb = 1).await;
+    app.create_user("dave", "dave-password-12").await;
+    let token = app.token("dave", "dave-password-12").await;
+    let usage: Value = app
+        .get("/api/files/usage", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (usage["used"].as_u64(), usage["quota"].as_u64()),
+        (Some(0), Some(1024 * 1024))
+    );
+    let response = app
+        .post(
+            "/api/files/save",
+            Some(&token),
+            json!({ "path": "a.txt", "content": "x".repeat(600_000) }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let usage: Value = app
+        .get("/api/files/usage", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["used"], 600_000);
+    let response = app
+        .post(
+            "/api/files/save",
+            Some(&token),
+            json!({ "path": "b.txt", "content": "y".repeat(600_000) }),
+        )
+        .await;
+    let code = expect_error(response, StatusCode::INSUFFICIENT_STORAGE, "over quota").await;
+    assert_eq!(code, "quota_exceeded");
+    let (content_type, body) = multipart(&[("c.bin", &vec![1u8; 700_000])]);
+    let response = reqwest::Client::new()
+        .post(app.url("/api/files/upload"))
+        .bearer_auth(&token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        response,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "upload over quota",
+    )
+    .await;
+    let listing: Value = app
+        .get("/api/files?hidden=true", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a.txt"], "nothing of the refused writes is left");
+}
