@@ -602,15 +602,7 @@ fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
 
 impl Setup {
     async fn upload(&self, query: &str, files: &[(&str, &[u8])]) -> reqwest::Response {
-        let (content_type, body) = multipart(files);
-        reqwest::Client::new()
-            .post(self.app.url(&format!("/api/files/upload?{query}")))
-            .bearer_auth(&self.token)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        upload_as(&self.app, &self.token, query, files).await
     }
 
     async fn download(&self, path: &str, range: Option<&str>) -> reqwest::Response {
@@ -625,6 +617,23 @@ impl Setup {
         }
         request.send().await.unwrap()
     }
+}
+
+async fn upload_as(
+    app: &TestApp,
+    token: &str,
+    query: &str,
+    files: &[(&str, &[u8])],
+) -> reqwest::Response {
+    let (content_type, body) = multipart(files);
+    reqwest::Client::new()
+        .post(app.url(&format!("/api/files/upload?{query}")))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn temp_files(dir: &Path) -> Vec<String> {
@@ -723,15 +732,13 @@ async fn an_upload_over_the_limit_leaves_nothing() {
     let app = crate::helpers::spawn_app_with(|config| config.files.max_upload_mb = 1).await;
     app.create_user("carol", "carol-password-1").await;
     let token = app.token("carol", "carol-password-1").await;
-    let (content_type, body) = multipart(&[("big.bin", &vec![7u8; 2 * 1024 * 1024])]);
-    let response = reqwest::Client::new()
-        .post(app.url("/api/files/upload"))
-        .bearer_auth(&token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = upload_as(
+        &app,
+        &token,
+        "",
+        &[("big.bin", &vec![7u8; 2 * 1024 * 1024])],
+    )
+    .await;
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "over the limit").await;
     let listing: Value = app
         .get("/api/files?hidden=true", Some(&token))
@@ -785,15 +792,7 @@ async fn the_quota_is_reported_and_enforced() {
         .await;
     let code = expect_error(response, StatusCode::INSUFFICIENT_STORAGE, "over quota").await;
     assert_eq!(code, "quota_exceeded");
-    let (content_type, body) = multipart(&[("c.bin", &vec![1u8; 700_000])]);
-    let response = reqwest::Client::new()
-        .post(app.url("/api/files/upload"))
-        .bearer_auth(&token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = upload_as(&app, &token, "", &[("c.bin", &vec![1u8; 700_000])]).await;
     expect_error(
         response,
         StatusCode::INSUFFICIENT_STORAGE,
