@@ -72,8 +72,15 @@ impl App {
             db.clone(),
             config.terminal.clone(),
         ));
+        let monitor = Arc::new(crate::monitor::Monitor::new(
+            instances.clone(),
+            db.clone(),
+            layout.root().to_path_buf(),
+            Duration::from_secs(config.monitor.interval_secs.max(1)),
+        ));
         let state = AppState {
             terminals,
+            monitor,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             secrets,
             instances,
@@ -116,6 +123,7 @@ impl App {
         let token = state.shutdown.clone();
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let watcher = tokio::spawn(state.instances.clone().watch(token.clone()));
+        let monitor = tokio::spawn(state.monitor.clone().run(token.clone()));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
         axum::serve(
@@ -134,6 +142,7 @@ impl App {
         token.cancel();
         let _ = housekeeping.await;
         let _ = watcher.await;
+        let _ = monitor.await;
         state.db.close().await;
         Ok(())
     }

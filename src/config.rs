@@ -39,6 +39,7 @@ pub struct Config {
     pub tmux: TmuxConfig,
     pub terminal: TerminalConfig,
     pub files: FilesConfig,
+    pub monitor: MonitorConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
 }
@@ -67,6 +68,19 @@ impl Default for TmuxConfig {
             stop_grace_secs: 3,
             launcher: None,
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Seconds between samples of the host and the instances.
+    pub interval_secs: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self { interval_secs: 5 }
     }
 }
 
@@ -157,9 +171,11 @@ pub struct LimitsConfig {
     /// Whether admins may exceed `max_per_user` (never `max_total`).
     pub admins_exempt: bool,
     /// Minutes without input or output before an instance is stopped; 0 disables.
-    pub idle_timeout_minutes: u64,
+    pub idle_timeout_minutes: f64,
     /// Memory kept free when admitting a new instance.
     pub memory_reserve_mb: u64,
+    /// Memory all agents together may use, in MB; 0: whatever the host has available.
+    pub memory_budget_mb: u64,
     /// Largest request body accepted by JSON endpoints.
     pub max_body_bytes: usize,
 }
@@ -188,6 +204,7 @@ impl Default for Config {
             tmux: TmuxConfig::default(),
             terminal: TerminalConfig::default(),
             files: FilesConfig::default(),
+            monitor: MonitorConfig::default(),
             profiles: crate::instances::profiles::defaults(),
         }
     }
@@ -221,7 +238,8 @@ impl Default for LimitsConfig {
             max_per_user: 2,
             max_total: 4,
             admins_exempt: false,
-            idle_timeout_minutes: 30,
+            idle_timeout_minutes: 30.0,
+            memory_budget_mb: 0,
             memory_reserve_mb: 256,
             max_body_bytes: 1024 * 1024,
         }
@@ -480,7 +498,7 @@ mod tests {
             assert_eq!(config.data_dir, PathBuf::from("./data"));
             assert_eq!(config.limits.max_per_user, 2);
             assert_eq!(config.limits.max_total, 4);
-            assert_eq!(config.limits.idle_timeout_minutes, 30);
+            assert_eq!(config.limits.idle_timeout_minutes, 30.0);
             assert_eq!(config.alerts.cpu_percent, 80.0);
             assert_eq!(config.alerts.memory_percent, 85.0);
             assert_eq!(config.alerts.disk_percent, 90.0);

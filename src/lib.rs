@@ -22,6 +22,8 @@ pub mod http;
 pub mod instances;
 /// The data dir's layout.
 pub mod layout;
+/// Host and instance usage, idle stops, agent status.
+pub mod monitor;
 /// Per-user encrypted secrets.
 pub mod secrets;
 /// Shared application state.

@@ -23,6 +23,7 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     pub instances: Arc<Manager>,
     pub terminals: Arc<crate::terminal::Terminals>,
+    pub monitor: Arc<crate::monitor::Monitor>,
     /// tmux's version as found at start-up; `None` when tmux is missing.
     pub tmux_version: Option<Arc<str>>,
     pub started_at: Instant,

@@ -74,6 +74,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::instances::router())
         .merge(crate::terminal::router())
         .merge(crate::files::router())
+        .merge(crate::monitor::router())
         .split_for_parts()
 }
 

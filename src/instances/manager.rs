@@ -43,6 +43,10 @@ pub struct Manager {
     awaiting_status: Mutex<HashMap<String, u8>>,
     /// State changes, for live terminals.
     events: tokio::sync::broadcast::Sender<InstanceEvent>,
+    /// When each instance last received input (API commands, terminal keystrokes).
+    last_input: Mutex<HashMap<String, time::OffsetDateTime>>,
+    /// Resident memory of each live instance's process tree, as the monitor last measured it.
+    measured: Mutex<HashMap<String, u64>>,
 }
 
 /// A change of an instance's state, as live terminals learn of it.
@@ -129,7 +133,37 @@ impl Manager {
             reported_orphans: Mutex::new(HashSet::new()),
             awaiting_status: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(256).0,
+            last_input: Mutex::new(HashMap::new()),
+            measured: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records that someone typed into the instance (it is not idle).
+    pub fn note_input(&self, id: &str) {
+        self.last_input
+            .lock()
+            .expect("last input")
+            .insert(id.to_owned(), time::OffsetDateTime::now_utc());
+    }
+
+    pub fn last_input(&self, id: &str) -> Option<time::OffsetDateTime> {
+        self.last_input.lock().expect("last input").get(id).copied()
+    }
+
+    /// The monitor's latest measurement of each live instance's memory, in bytes.
+    pub fn record_memory(&self, measured: HashMap<String, u64>) {
+        *self.measured.lock().expect("measured") = measured;
+    }
+
+    /// How long `profile` may sit without input or output before it is stopped.
+    pub fn idle_timeout(&self, profile: &str) -> Option<Duration> {
+        let minutes = self
+            .config
+            .profiles
+            .get(profile)
+            .and_then(|p| p.idle_timeout_minutes)
+            .unwrap_or(self.config.limits.idle_timeout_minutes);
+        (minutes > 0.0).then(|| Duration::from_secs_f64(minutes * 60.0))
     }
 
     /// State changes of every instance from now on.
@@ -293,16 +327,88 @@ impl Manager {
                 limits.max_per_user
             )));
         }
-        if let Some(available_mb) = available_memory_mb() {
-            let usable = available_mb.saturating_sub(limits.memory_reserve_mb);
-            if profile.memory_mb > usable {
-                return Err(AppError::Conflict(format!(
-                    "not enough memory: {} needs about {} MB, the server has {available_mb} MB available and keeps {} MB in reserve; stop another instance first",
-                    profile.name, profile.memory_mb, limits.memory_reserve_mb
-                )));
-            }
+        self.admit_memory(user, profile).await
+    }
+
+    /// Refuses a start that would not fit in memory. Running agents count with what they
+    /// use now, or with their profile's estimate while they have not grown to it yet, since
+    /// a fresh agent grows; the newcomer counts with its estimate.
+    async fn admit_memory(&self, user: &User, profile: &Profile) -> Result<(), AppError> {
+        const MB: u64 = 1024 * 1024;
+        let limits = &self.config.limits;
+        let measured = self.measured.lock().expect("measured").clone();
+        let mut running = Vec::new();
+        for instance in store::live(&self.db).await? {
+            let estimate = self
+                .config
+                .profiles
+                .get(&instance.profile)
+                .map_or(0, |p| p.memory_mb * MB);
+            let now = measured.get(&instance.id).copied().unwrap_or(0);
+            running.push((instance, now, estimate.max(now)));
         }
-        Ok(())
+        let (fits, capacity_text) = if limits.memory_budget_mb > 0 {
+            let committed: u64 = running.iter().map(|(_, _, counted)| counted).sum();
+            let budget = limits.memory_budget_mb * MB;
+            (
+                committed + profile.memory_mb * MB <= budget,
+                format!(
+                    "agents may use {} MB together and {} MB of that is taken",
+                    limits.memory_budget_mb,
+                    committed / MB
+                ),
+            )
+        } else {
+            let Some(available) = available_memory_mb().map(|mb| mb * MB) else {
+                return Ok(());
+            };
+            // What running agents will still grow into is not available for the newcomer.
+            let growth: u64 = running.iter().map(|(_, now, counted)| counted - now).sum();
+            let usable = available
+                .saturating_sub(growth)
+                .saturating_sub(limits.memory_reserve_mb * MB);
+            (
+                profile.memory_mb * MB <= usable,
+                format!(
+                    "the server has {} MB available, keeps {} MB in reserve and expects {} MB more from agents still starting",
+                    available / MB,
+                    limits.memory_reserve_mb,
+                    growth / MB
+                ),
+            )
+        };
+        if fits {
+            return Ok(());
+        }
+        // Name the caller's own biggest instances; others' are only a total.
+        running.sort_by_key(|(_, now, _)| std::cmp::Reverse(*now));
+        let mine: Vec<String> = running
+            .iter()
+            .filter(|(i, _, _)| i.owner == user.id)
+            .take(3)
+            .map(|(i, now, _)| format!("{} ({} MB)", i.name, now / MB))
+            .collect();
+        let others: u64 = running
+            .iter()
+            .filter(|(i, _, _)| i.owner != user.id)
+            .map(|(_, now, _)| now)
+            .sum();
+        let mut using = Vec::new();
+        if !mine.is_empty() {
+            using.push(format!("your {}", mine.join(", ")));
+        }
+        if others > 0 {
+            using.push(format!("other users' agents ({} MB)", others / MB));
+        }
+        let using = if using.is_empty() {
+            String::new()
+        } else {
+            format!("; using memory: {}", using.join(" and "))
+        };
+        Err(AppError::Conflict(format!(
+            "not enough memory: {} needs about {} MB, {capacity_text}{using}; stop an instance first",
+            profile.name, profile.memory_mb
+        )))
     }
 
     fn resolve_workdir(&self, user_id: i64, workdir: &str) -> Result<PathBuf, AppError> {
@@ -571,6 +677,7 @@ impl Manager {
     }
 
     pub async fn send(&self, instance: &Instance, input: &Input<'_>) -> Result<(), AppError> {
+        self.note_input(&instance.id);
         if instance.state != State::Running {
             return Err(AppError::Conflict(
                 "this instance is not running; restart it first".into(),

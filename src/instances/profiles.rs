@@ -36,7 +36,7 @@ pub struct Profile {
     /// Memory the agent is expected to use, for admission before it runs.
     pub memory_mb: u64,
     /// Overrides `limits.idle_timeout_minutes` for this profile; 0 disables.
-    pub idle_timeout_minutes: Option<u64>,
+    pub idle_timeout_minutes: Option<f64>,
     pub enabled: bool,
 }
 

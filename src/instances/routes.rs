@@ -129,18 +129,56 @@ async fn list_models(
 
 /// The caller's instances, newest first (admins may pass `all=true`).
 #[utoipa::path(get, path = "/api/instances", tag = "instances", params(ListQuery),
-    responses((status = 200, body = Vec<Instance>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<InstanceView>), (status = 401, body = ErrorBody)))]
 async fn list_instances(
     State(state): State<AppState>,
     auth: AuthUser,
     Query(query): Query<ListQuery>,
-) -> AppResult<Json<Vec<Instance>>> {
+) -> AppResult<Json<Vec<InstanceView>>> {
     let owner = if query.all && auth.user.is_admin() {
         None
     } else {
         Some(auth.user.id)
     };
-    Ok(Json(store::list(&state.db, owner).await?))
+    let instances = store::list(&state.db, owner).await?;
+    Ok(Json(
+        instances
+            .into_iter()
+            .map(|i| InstanceView::new(&state, i))
+            .collect(),
+    ))
+}
+
+/// An instance with what it uses and whether it is working, from the monitor's last sample.
+#[derive(Serialize, ToSchema)]
+pub struct InstanceView {
+    #[serde(flatten)]
+    pub instance: Instance,
+    /// Resident memory of the agent's whole process tree (live instances).
+    pub memory_bytes: Option<u64>,
+    /// CPU of the process tree, in % of one core.
+    pub cpu_percent: Option<f32>,
+    /// `working` or `waiting` while running; null otherwise.
+    pub status: Option<crate::monitor::Status>,
+    /// Last output or input, seconds since the epoch.
+    pub last_activity_at: Option<i64>,
+}
+
+impl InstanceView {
+    fn new(state: &AppState, instance: Instance) -> Self {
+        let usage = instance
+            .state
+            .is_live()
+            .then(|| state.monitor.usage(&instance.id))
+            .flatten();
+        Self {
+            status: state.monitor.status(&instance),
+            memory_bytes: usage.as_ref().map(|u| u.memory_bytes),
+            cpu_percent: usage.as_ref().map(|u| u.cpu_percent),
+            last_activity_at: usage.and_then(|u| u.last_output_at.max(u.last_input_at)),
+            instance,
+        }
+    }
 }
 
 /// Starts a new instance of a profile.
@@ -170,13 +208,14 @@ async fn create_instance(
 
 /// One instance.
 #[utoipa::path(get, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id")),
-    responses((status = 200, body = Instance), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
 async fn get_instance(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
-) -> AppResult<Json<Instance>> {
-    Ok(Json(visible(&state, &auth, &id).await?))
+) -> AppResult<Json<InstanceView>> {
+    let instance = visible(&state, &auth, &id).await?;
+    Ok(Json(InstanceView::new(&state, instance)))
 }
 
 /// Renames an instance.

@@ -29,6 +29,8 @@ pub struct PaneInfo {
     /// The signal that killed the agent, if one did.
     pub exit_signal: Option<i32>,
     pub pid: Option<u32>,
+    /// When the pane last printed, in seconds since the epoch.
+    pub last_output: Option<i64>,
 }
 
 impl PaneInfo {
@@ -160,8 +162,7 @@ impl Tmux {
 
     /// All panes of this server; empty when the server is not running.
     pub async fn list_panes(&self) -> Result<Vec<PaneInfo>, TmuxError> {
-        let format =
-            "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_dead_signal}";
+        let format = "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_dead_signal}\t#{window_activity}";
         match self.run(&["list-panes", "-a", "-F", format]).await {
             Ok(out) => Ok(out
                 .lines()
@@ -277,12 +278,14 @@ fn parse_pane(line: &str) -> Option<PaneInfo> {
     let exit_status = fields.next().and_then(|s| s.parse().ok());
     let pid = fields.next().and_then(|s| s.parse().ok());
     let exit_signal = fields.next().and_then(|s| s.parse().ok());
+    let last_output = fields.next().and_then(|s| s.parse().ok());
     Some(PaneInfo {
         session,
         dead,
         exit_status,
         exit_signal,
         pid,
+        last_output,
     })
 }
 
@@ -370,7 +373,8 @@ mod tests {
                 dead: true,
                 exit_status: Some(3),
                 exit_signal: None,
-                pid: Some(1234)
+                pid: Some(1234),
+                last_output: None,
             }
         );
         let live = parse_pane("pd-x\t0\t\t99").unwrap();
@@ -394,6 +398,7 @@ mod tests {
             exit_status: None,
             exit_signal: None,
             pid: None,
+            last_output: None,
         };
         assert_eq!(
             with_zombie_status(pane).exit_code(),

@@ -97,6 +97,8 @@ pub enum Command {
 pub struct Settings {
     pub replay_lines: u32,
     pub viewer_buffer: usize,
+    /// Told of every keystroke, so a watched agent that is typed into is not idle.
+    pub activity: Arc<crate::instances::Manager>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,6 +469,7 @@ impl Hub {
             }
             Command::Leave(id) => self.remove(id),
             Command::Input { viewer, bytes } => {
+                self.settings.activity.note_input(&self.instance.id);
                 self.touch(viewer);
                 self.send_to_tmux(control::send_bytes(&self.target, &bytes));
             }
@@ -491,6 +494,7 @@ impl Hub {
                 self.send_commands(command, vec![Pending::ScrollModes { lines, col, row }]);
             }
             Command::Paste { viewer, text } => {
+                self.settings.activity.note_input(&self.instance.id);
                 self.touch(viewer);
                 self.send_to_tmux(control::paste(&self.target, &text));
             }

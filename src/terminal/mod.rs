@@ -150,6 +150,7 @@ impl Terminals {
         let settings = Settings {
             replay_lines: self.config.replay_lines,
             viewer_buffer: self.config.viewer_buffer_kb * 1024,
+            activity: self.manager.clone(),
         };
         let events = self.manager.subscribe();
         let registry = self.hubs.clone();

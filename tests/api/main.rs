@@ -9,6 +9,7 @@ mod helpers;
 mod http_basics;
 mod instances;
 mod mock_anthropic;
+mod monitor;
 mod registration;
 mod restart;
 mod term;

@@ -1,0 +1,200 @@
+//! The resource monitor: samples the host and every live instance's process tree on an
+//! interval, feeds measured memory to admission, stops idle instances, and answers what each
+//! instance costs and whether it is working or waiting.
+
+pub mod routes;
+pub mod sampler;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Db;
+use crate::instances::Manager;
+use crate::instances::store::{self, Instance, State};
+use sampler::{HostUsage, Sampler, Tree};
+
+pub use routes::router;
+
+/// Output within this long means the agent is working.
+const WORKING_WINDOW: Duration = Duration::from_secs(3);
+
+/// What one instance uses and when it was last active.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct InstanceUsage {
+    pub memory_bytes: u64,
+    /// Of one core.
+    pub cpu_percent: f32,
+    pub processes: usize,
+    /// Seconds since the epoch.
+    pub last_output_at: Option<i64>,
+    pub last_input_at: Option<i64>,
+}
+
+/// Whether a running agent is busy or waiting for its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Working,
+    Waiting,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub at: Option<OffsetDateTime>,
+    pub host: HostUsage,
+    pub instances: HashMap<String, InstanceUsage>,
+}
+
+pub struct Monitor {
+    manager: Arc<Manager>,
+    db: Db,
+    data_dir: PathBuf,
+    interval: Duration,
+    sampler: Arc<Mutex<Sampler>>,
+    latest: RwLock<Arc<Snapshot>>,
+}
+
+impl Monitor {
+    pub fn new(manager: Arc<Manager>, db: Db, data_dir: PathBuf, interval: Duration) -> Self {
+        Self {
+            manager,
+            db,
+            data_dir,
+            interval,
+            sampler: Arc::new(Mutex::new(Sampler::new())),
+            latest: RwLock::new(Arc::default()),
+        }
+    }
+
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.latest.read().expect("latest sample").clone()
+    }
+
+    pub fn usage(&self, id: &str) -> Option<InstanceUsage> {
+        self.latest().instances.get(id).cloned()
+    }
+
+    /// `working` while output flows, else `waiting`; `None` unless the instance runs.
+    pub fn status(&self, instance: &Instance) -> Option<Status> {
+        if instance.state != State::Running {
+            return None;
+        }
+        let last_output = self.usage(&instance.id)?.last_output_at?;
+        let quiet_for = OffsetDateTime::now_utc().unix_timestamp() - last_output;
+        Some(if quiet_for <= WORKING_WINDOW.as_secs() as i64 {
+            Status::Working
+        } else {
+            Status::Waiting
+        })
+    }
+
+    /// Samples everything once, hands the measurements on, and stops idle instances.
+    pub async fn sample(&self) -> anyhow::Result<()> {
+        let mut panes = HashMap::new();
+        for server in self.manager.tmux().all() {
+            if let Ok(list) = server.list_panes().await {
+                panes.extend(list.into_iter().map(|p| (p.session.clone(), p)));
+            }
+        }
+        let live = store::live(&self.db).await?;
+        let roots: Vec<(String, u32)> = live
+            .iter()
+            .filter_map(|i| {
+                let pane = panes.get(&i.tmux_session())?;
+                Some((i.id.clone(), pane.pid?))
+            })
+            .collect();
+        let sampler = self.sampler.clone();
+        let data_dir = self.data_dir.clone();
+        let (host, trees) = tokio::task::spawn_blocking(move || {
+            sampler.lock().expect("sampler").sample(&data_dir, &roots)
+        })
+        .await?;
+        let mut instances = HashMap::new();
+        for instance in &live {
+            let tree = trees.get(&instance.id).copied().unwrap_or(Tree::default());
+            let pane = panes.get(&instance.tmux_session());
+            instances.insert(
+                instance.id.clone(),
+                InstanceUsage {
+                    memory_bytes: tree.memory_bytes,
+                    cpu_percent: tree.cpu_percent,
+                    processes: tree.processes,
+                    last_output_at: pane.and_then(|p| p.last_output),
+                    last_input_at: self
+                        .manager
+                        .last_input(&instance.id)
+                        .map(OffsetDateTime::unix_timestamp),
+                },
+            );
+        }
+        self.manager.record_memory(
+            instances
+                .iter()
+                .map(|(id, usage)| (id.clone(), usage.memory_bytes))
+                .collect(),
+        );
+        *self.latest.write().expect("latest sample") = Arc::new(Snapshot {
+            at: Some(OffsetDateTime::now_utc()),
+            host,
+            instances,
+        });
+        self.stop_idle(&live).await;
+        Ok(())
+    }
+
+    /// Stops running instances that had no input and no output for their idle timeout.
+    async fn stop_idle(&self, live: &[Instance]) {
+        let now = OffsetDateTime::now_utc();
+        let latest = self.latest();
+        for instance in live.iter().filter(|i| i.state == State::Running) {
+            let Some(timeout) = self.manager.idle_timeout(&instance.profile) else {
+                continue;
+            };
+            let usage = latest.instances.get(&instance.id);
+            let last_activity = [
+                instance.started_at.map(OffsetDateTime::unix_timestamp),
+                usage.and_then(|u| u.last_output_at),
+                usage.and_then(|u| u.last_input_at),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            let Some(last_activity) = last_activity else {
+                continue;
+            };
+            if now.unix_timestamp() - last_activity < timeout.as_secs_f64().ceil() as i64 {
+                continue;
+            }
+            match self.manager.stop(instance, "idle").await {
+                Ok(_) => {
+                    tracing::info!(instance = %instance.id, "idle instance stopped");
+                }
+                Err(err) => {
+                    tracing::debug!(instance = %instance.id, error = %err, "idle stop skipped");
+                }
+            }
+        }
+    }
+
+    /// Samples every interval until shutdown.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = self.sample().await {
+                tracing::warn!(error = %err, "sampling failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `GET /api/system/stats`: the host, every live instance with its owner, usage and status,
+//! and totals per user (admins only).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::sampler::HostUsage;
+use super::{InstanceUsage, Status};
+use crate::auth::extract::AdminUser;
+use crate::error::{AppResult, ErrorBody, Json};
+use crate::instances::store;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stats))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InstanceStats {
+    pub id: String,
+    pub name: String,
+    pub profile: String,
+    pub owner: i64,
+    pub owner_name: String,
+    pub state: store::State,
+    pub status: Option<Status>,
+    pub usage: Option<InstanceUsage>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserTotals {
+    pub user_id: i64,
+    pub username: String,
+    pub instances: usize,
+    pub memory_bytes: u64,
+    pub cpu_percent: f32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SystemStats {
+    /// When the numbers were sampled (RFC 3339); null before the first sample.
+    pub sampled_at: Option<String>,
+    pub host: HostUsage,
+    pub instances: Vec<InstanceStats>,
+    pub users: Vec<UserTotals>,
+}
+
+/// The host, each live instance's usage and status with its owner, and per-user totals.
+#[utoipa::path(get, path = "/api/system/stats", tag = "system",
+    responses((status = 200, body = SystemStats), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Json<SystemStats>> {
+    let latest = state.monitor.latest();
+    let names: BTreeMap<i64, String> = crate::users::store::list(&state.db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect();
+    let mut users: BTreeMap<i64, UserTotals> = BTreeMap::new();
+    let mut instances = Vec::new();
+    for instance in store::live(&state.db).await? {
+        let usage = latest.instances.get(&instance.id).cloned();
+        let owner_name = names.get(&instance.owner).cloned().unwrap_or_default();
+        let totals = users.entry(instance.owner).or_insert_with(|| UserTotals {
+            user_id: instance.owner,
+            username: owner_name.clone(),
+            instances: 0,
+            memory_bytes: 0,
+            cpu_percent: 0.0,
+        });
+        totals.instances += 1;
+        if let Some(usage) = &usage {
+            totals.memory_bytes += usage.memory_bytes;
+            totals.cpu_percent += usage.cpu_percent;
+        }
+        instances.push(InstanceStats {
+            status: state.monitor.status(&instance),
+            id: instance.id,
+            name: instance.name,
+            profile: instance.profile,
+            owner: instance.owner,
+            owner_name,
+            state: instance.state,
+            usage,
+        });
+    }
+    Ok(Json(SystemStats {
+        sampled_at: latest.at.and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }),
+        host: latest.host.clone(),
+        instances,
+        users: users.into_values().collect(),
+    }))
+}

@@ -1,0 +1,195 @@
+//! The monitor against real processes: memory of a process tree, idle stops, status, memory
+//! admission and the admin's system view.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, expect_error, fake_profile, spawn_app_with};
+
+async fn monitored(customize: impl FnOnce(&mut pocketdev::Config)) -> (TestApp, String) {
+    let app = spawn_app_with(|config| {
+        config.monitor.interval_secs = 1;
+        config.limits.max_per_user = 10;
+        config.limits.max_total = 10;
+        customize(config);
+    })
+    .await;
+    let token = app.admin_token().await;
+    (app, token)
+}
+
+async fn start(app: &TestApp, token: &str, profile: &str) -> String {
+    let id = app
+        .create_instance(token, json!({ "profile": profile }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_output(token, &id, "agent>").await;
+    id
+}
+
+/// Polls the instance until `check` holds; returns it.
+async fn wait_until(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let instance = app.instance(token, id).await;
+        if check(&instance) {
+            return instance;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {what}: {instance}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_and_children_of_an_agent_are_measured() {
+    let (app, token) = monitored(|_| {}).await;
+    let id = start(&app, &token, "fake").await;
+    app.command(&token, &id, json!({ "text": "alloc" })).await;
+    app.wait_for_output(&token, &id, "allocated 100000000 bytes")
+        .await;
+    wait_until(&app, &token, &id, "measured at 100 MB", |i| {
+        i["memory_bytes"].as_u64().unwrap_or(0) >= 100_000_000
+    })
+    .await;
+
+    app.command(&token, &id, json!({ "text": "child" })).await;
+    app.wait_for_output(&token, &id, "child started").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats: Value = app
+            .get("/api/system/stats", Some(&token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let mine = stats["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id.as_str())
+            .cloned();
+        let processes = mine
+            .as_ref()
+            .and_then(|i| i["usage"]["processes"].as_u64())
+            .unwrap_or(0);
+        // The launcher execs the agent; the agent and its `sleep` child make two.
+        if processes >= 2 {
+            let host = &stats["host"];
+            assert!(
+                host["memory_total"].as_u64().unwrap() > 0
+                    && host["disk_total"].as_u64().unwrap() > 0
+            );
+            assert_eq!(stats["users"][0]["instances"], 1);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child was never counted: {mine:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The system view is for admins only.
+    app.create_user("erin", "erin-password-12").await;
+    let erin = app.token("erin", "erin-password-12").await;
+    expect_error(
+        app.get("/api/system/stats", Some(&erin)).await,
+        StatusCode::FORBIDDEN,
+        "non-admin",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_instance_is_stopped_and_a_busy_one_is_not() {
+    let (app, token) = monitored(|config| config.limits.idle_timeout_minutes = 0.05).await;
+    let quiet = start(&app, &token, "fake").await;
+    let busy = start(&app, &token, "fake").await;
+    app.command(&token, &busy, json!({ "text": "spin" })).await;
+    let working = wait_until(&app, &token, &busy, "working", |i| i["status"] == "working").await;
+    assert_eq!(working["state"], "running");
+
+    let stopped = wait_until(&app, &token, &quiet, "stopped as idle", |i| {
+        i["state"] == "stopped"
+    })
+    .await;
+    assert_eq!(stopped["end_reason"], "idle");
+    assert_eq!(
+        stopped["status"],
+        Value::Null,
+        "status is only for running instances"
+    );
+    let busy_now = app.instance(&token, &busy).await;
+    assert_eq!(
+        busy_now["state"], "running",
+        "an agent that prints is never idle"
+    );
+    assert_eq!(busy_now["status"], "working");
+}
+
+#[tokio::test]
+async fn a_quiet_agent_is_waiting() {
+    let (app, token) = monitored(|_| {}).await;
+    let id = start(&app, &token, "fake").await;
+    let waiting = wait_until(&app, &token, &id, "waiting", |i| i["status"] == "waiting").await;
+    assert!(waiting["last_activity_at"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn admission_counts_what_running_agents_really_use() {
+    let (app, token) = monitored(|config| {
+        config.limits.memory_budget_mb = 150;
+        let mut big = fake_profile();
+        big.name = "Big fake".into();
+        big.memory_mb = 60;
+        config.profiles.insert("fake-big".into(), big);
+    })
+    .await;
+    let hungry = start(&app, &token, "fake").await;
+    // Its estimate is 10 MB, but it really uses 100: a 60 MB newcomer no longer fits in 150.
+    app.command(&token, &hungry, json!({ "text": "alloc" }))
+        .await;
+    app.wait_for_output(&token, &hungry, "allocated").await;
+    wait_until(&app, &token, &hungry, "measured", |i| {
+        i["memory_bytes"].as_u64().unwrap_or(0) >= 100_000_000
+    })
+    .await;
+
+    let response = app
+        .post(
+            "/api/instances",
+            Some(&token),
+            json!({ "profile": "fake-big", "name": "newcomer" }),
+        )
+        .await;
+    let message = {
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let body: Value = response.json().await.unwrap();
+        body["error"]["message"].as_str().unwrap().to_owned()
+    };
+    assert!(message.contains("not enough memory"), "{message}");
+    assert!(
+        message.contains("Fake agent ("),
+        "the message names what uses the memory: {message}"
+    );
+    assert!(message.contains("150 MB"), "{message}");
+
+    // A small one still fits beside it.
+    let response = app
+        .post("/api/instances", Some(&token), json!({ "profile": "fake" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
