@@ -75,8 +75,8 @@ impl App {
         let monitor = Arc::new(crate::monitor::Monitor::new(
             instances.clone(),
             db.clone(),
+            &config,
             layout.root().to_path_buf(),
-            Duration::from_secs(config.monitor.interval_secs.max(1)),
         ));
         let state = AppState {
             terminals,

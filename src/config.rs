@@ -186,6 +186,12 @@ pub struct AlertConfig {
     pub cpu_percent: f64,
     pub memory_percent: f64,
     pub disk_percent: f64,
+    /// How long a threshold must stay crossed before the alert is raised.
+    pub grace_secs: u64,
+    /// How far below its threshold a value must fall for the alert to clear.
+    pub hysteresis_percent: f64,
+    /// Where raised and cleared alerts are POSTed as JSON (retried with backoff).
+    pub webhook_url: Option<String>,
 }
 
 impl Default for Config {
@@ -252,6 +258,9 @@ impl Default for AlertConfig {
             cpu_percent: 80.0,
             memory_percent: 85.0,
             disk_percent: 90.0,
+            grace_secs: 60,
+            hysteresis_percent: 5.0,
+            webhook_url: None,
         }
     }
 }
@@ -404,6 +413,26 @@ impl Config {
             if !(1.0..=100.0).contains(&value) {
                 return Err(invalid(key, "must be a percentage between 1 and 100"));
             }
+        }
+        if !(0.0..=50.0).contains(&self.alerts.hysteresis_percent) {
+            return Err(invalid(
+                "alerts.hysteresis_percent",
+                "must be between 0 and 50",
+            ));
+        }
+        if let Some(url) = &self.alerts.webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "alerts.webhook_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if !self.limits.idle_timeout_minutes.is_finite() || self.limits.idle_timeout_minutes < 0.0 {
+            return Err(invalid(
+                "limits.idle_timeout_minutes",
+                "must be 0 (never) or a positive number of minutes",
+            ));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! interval, feeds measured memory to admission, stops idle instances, and answers what each
 //! instance costs and whether it is working or waiting.
 
+pub mod alerts;
 pub mod routes;
 pub mod sampler;
 
@@ -14,12 +15,29 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::db::Db;
 use crate::instances::Manager;
 use crate::instances::store::{self, Instance, State};
 use sampler::{HostUsage, Sampler, Tree};
 
 pub use routes::router;
+
+/// How much history is kept in memory.
+const HISTORY: Duration = Duration::from_secs(3600);
+
+/// One point of the in-memory history, for the admin's charts.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HistoryPoint {
+    /// Seconds since the epoch.
+    pub at: i64,
+    pub cpu_percent: f32,
+    pub memory_used: u64,
+    pub memory_available: u64,
+    pub disk_used: u64,
+    /// Each live instance: id, memory in bytes, CPU in % of one core.
+    pub instances: Vec<(String, u64, f32)>,
+}
 
 /// Output within this long means the agent is working.
 const WORKING_WINDOW: Duration = Duration::from_secs(3);
@@ -56,19 +74,59 @@ pub struct Monitor {
     db: Db,
     data_dir: PathBuf,
     interval: Duration,
+    webhook: Option<String>,
     sampler: Arc<Mutex<Sampler>>,
+    alerts: Mutex<alerts::Alerts>,
     latest: RwLock<Arc<Snapshot>>,
+    history: Mutex<std::collections::VecDeque<HistoryPoint>>,
 }
 
 impl Monitor {
-    pub fn new(manager: Arc<Manager>, db: Db, data_dir: PathBuf, interval: Duration) -> Self {
+    pub fn new(manager: Arc<Manager>, db: Db, config: &Config, data_dir: PathBuf) -> Self {
         Self {
             manager,
             db,
             data_dir,
-            interval,
+            interval: Duration::from_secs(config.monitor.interval_secs.max(1)),
+            webhook: config.alerts.webhook_url.clone(),
             sampler: Arc::new(Mutex::new(Sampler::new())),
+            alerts: Mutex::new(alerts::Alerts::new(&config.alerts)),
             latest: RwLock::new(Arc::default()),
+            history: Mutex::default(),
+        }
+    }
+
+    /// The samples of the last `minutes`, oldest first.
+    pub fn history(&self, minutes: u64) -> Vec<HistoryPoint> {
+        let since = OffsetDateTime::now_utc().unix_timestamp() - (minutes * 60) as i64;
+        self.history
+            .lock()
+            .expect("history")
+            .iter()
+            .filter(|p| p.at >= since)
+            .cloned()
+            .collect()
+    }
+
+    fn remember(&self, snapshot: &Snapshot) {
+        let Some(at) = snapshot.at else { return };
+        let point = HistoryPoint {
+            at: at.unix_timestamp(),
+            cpu_percent: snapshot.host.cpu_percent,
+            memory_used: snapshot.host.memory_used,
+            memory_available: snapshot.host.memory_available,
+            disk_used: snapshot.host.disk_used,
+            instances: snapshot
+                .instances
+                .iter()
+                .map(|(id, u)| (id.clone(), u.memory_bytes, u.cpu_percent))
+                .collect(),
+        };
+        let capacity = (HISTORY.as_secs() / self.interval.as_secs().max(1)) as usize;
+        let mut history = self.history.lock().expect("history");
+        history.push_back(point);
+        while history.len() > capacity {
+            history.pop_front();
         }
     }
 
@@ -140,11 +198,41 @@ impl Monitor {
                 .map(|(id, usage)| (id.clone(), usage.memory_bytes))
                 .collect(),
         );
-        *self.latest.write().expect("latest sample") = Arc::new(Snapshot {
-            at: Some(OffsetDateTime::now_utc()),
+        let now = OffsetDateTime::now_utc();
+        let changes = {
+            let mut alerts = self.alerts.lock().expect("alerts");
+            let percent = |used: u64, total: u64| {
+                if total == 0 {
+                    0.0
+                } else {
+                    100.0 * used as f64 / total as f64
+                }
+            };
+            [
+                (alerts::Kind::Cpu, f64::from(host.cpu_percent)),
+                (
+                    alerts::Kind::Memory,
+                    percent(
+                        host.memory_total - host.memory_available.min(host.memory_total),
+                        host.memory_total,
+                    ),
+                ),
+                (alerts::Kind::Disk, percent(host.disk_used, host.disk_total)),
+            ]
+            .into_iter()
+            .filter_map(|(kind, value)| alerts.observe(kind, value, now))
+            .collect::<Vec<_>>()
+        };
+        for change in changes {
+            alerts::record(&self.db, self.webhook.as_deref(), change, now).await?;
+        }
+        let snapshot = Arc::new(Snapshot {
+            at: Some(now),
             host,
             instances,
         });
+        self.remember(&snapshot);
+        *self.latest.write().expect("latest sample") = snapshot;
         self.stop_idle(&live).await;
         Ok(())
     }

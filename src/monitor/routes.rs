@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::alerts::{self, Alert};
 use super::sampler::HostUsage;
 use super::{InstanceUsage, Status};
 use crate::auth::extract::AdminUser;
@@ -16,7 +17,10 @@ use crate::instances::store;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(stats))
+    OpenApiRouter::new()
+        .routes(routes!(stats))
+        .routes(routes!(list_alerts))
+        .routes(routes!(history))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -47,6 +51,8 @@ pub struct SystemStats {
     pub host: HostUsage,
     pub instances: Vec<InstanceStats>,
     pub users: Vec<UserTotals>,
+    /// Alerts raised and not yet cleared.
+    pub alerts: Vec<Alert>,
 }
 
 /// The host, each live instance's usage and status with its owner, and per-user totals.
@@ -95,5 +101,40 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Js
         host: latest.host.clone(),
         instances,
         users: users.into_values().collect(),
+        alerts: alerts::active(&state.db).await?,
     }))
+}
+
+/// The last 100 alerts, newest first, cleared ones included.
+#[utoipa::path(get, path = "/api/system/alerts", tag = "system",
+    responses((status = 200, body = Vec<Alert>), (status = 403, body = ErrorBody)))]
+async fn list_alerts(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> AppResult<Json<Vec<Alert>>> {
+    Ok(Json(alerts::recent(&state.db, 100).await?))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// How far back, 1 to 60 minutes (default 60).
+    minutes: Option<u64>,
+}
+
+/// The host's and each instance's samples over the last hour at most, oldest first.
+#[utoipa::path(get, path = "/api/system/history", tag = "system", params(HistoryQuery),
+    responses((status = 200, body = Vec<super::HistoryPoint>), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn history(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    crate::error::Query(query): crate::error::Query<HistoryQuery>,
+) -> AppResult<Json<Vec<super::HistoryPoint>>> {
+    let minutes = query.minutes.unwrap_or(60);
+    if !(1..=60).contains(&minutes) {
+        return Err(crate::error::AppError::Unprocessable(
+            "minutes is 1 to 60; history is kept for an hour".into(),
+        ));
+    }
+    Ok(Json(state.monitor.history(minutes)))
 }

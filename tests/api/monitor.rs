@@ -102,6 +102,29 @@ async fn memory_and_children_of_an_agent_are_measured() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    let history: Value = app
+        .get("/api/system/history?minutes=5", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let points = history.as_array().unwrap();
+    assert!(points.len() >= 2, "{history}");
+    assert!(points.iter().any(|p| {
+        p["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i[0] == id.as_str())
+    }));
+    let response = app.get("/api/system/history?minutes=0", Some(&token)).await;
+    expect_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "minutes out of range",
+    )
+    .await;
+
     // The system view is for admins only.
     app.create_user("erin", "erin-password-12").await;
     let erin = app.token("erin", "erin-password-12").await;
@@ -192,4 +215,61 @@ async fn admission_counts_what_running_agents_really_use() {
         .post("/api/instances", Some(&token), json!({ "profile": "fake" }))
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_crossed_threshold_raises_an_alert_and_calls_the_webhook() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let (app, token) = monitored(|config| {
+        // Any disk is more than 1 % used.
+        config.alerts.disk_percent = 1.0;
+        config.alerts.grace_secs = 0;
+        config.alerts.webhook_url = Some(url);
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats: Value = app
+            .get("/api/system/stats", Some(&token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let delivered = received.lock().unwrap().clone();
+        if !stats["alerts"].as_array().unwrap().is_empty() && !delivered.is_empty() {
+            assert_eq!(stats["alerts"][0]["kind"], "disk");
+            assert_eq!(stats["alerts"][0]["cleared_at"], Value::Null);
+            assert_eq!(delivered[0]["event"], "raised");
+            assert_eq!(delivered[0]["kind"], "disk");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no alert: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One alert, however many samples stay over the line.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all: Value = app
+        .get("/api/system/alerts", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(received.lock().unwrap().len(), 1);
 }
