@@ -81,6 +81,7 @@ impl App {
         let state = AppState {
             terminals,
             monitor,
+            metrics: Arc::default(),
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             secrets,
             instances,

@@ -40,6 +40,7 @@ pub struct Config {
     pub terminal: TerminalConfig,
     pub files: FilesConfig,
     pub monitor: MonitorConfig,
+    pub metrics: MetricsConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
 }
@@ -69,6 +70,13 @@ impl Default for TmuxConfig {
             launcher: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Addresses (CIDR) that may read `/metrics` without signing in, such as a Prometheus host.
+    pub allow_from: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +219,7 @@ impl Default for Config {
             terminal: TerminalConfig::default(),
             files: FilesConfig::default(),
             monitor: MonitorConfig::default(),
+            metrics: MetricsConfig::default(),
             profiles: crate::instances::profiles::defaults(),
         }
     }

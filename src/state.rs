@@ -24,6 +24,7 @@ pub struct AppState {
     pub instances: Arc<Manager>,
     pub terminals: Arc<crate::terminal::Terminals>,
     pub monitor: Arc<crate::monitor::Monitor>,
+    pub metrics: Arc<crate::monitor::metrics::Metrics>,
     /// tmux's version as found at start-up; `None` when tmux is missing.
     pub tmux_version: Option<Arc<str>>,
     pub started_at: Instant,

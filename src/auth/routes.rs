@@ -325,6 +325,7 @@ async fn login(
     let Some(user) = user.filter(|_| password_ok) else {
         // A fixed format, so log-based tools such as fail2ban can match it.
         tracing::warn!(target: "pocketdev::auth", ip = %client.ip, username = %attempted, "sign-in failed");
+        state.metrics.sign_in_failures.inc();
         audit::record(
             &state.db,
             Event {

@@ -93,6 +93,11 @@ pub fn router(state: AppState) -> Router {
 
     let app = Router::new()
         .merge(api)
+        .route("/metrics", get(crate::monitor::metrics::scrape))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::monitor::metrics::track,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes));

@@ -3,6 +3,7 @@
 //! instance costs and whether it is working or waiting.
 
 pub mod alerts;
+pub mod metrics;
 pub mod routes;
 pub mod sampler;
 

@@ -166,8 +166,18 @@ impl Terminals {
         Ok((commands, viewers))
     }
 
-    /// Instances with a hub running now, for tests and metrics.
+    /// Instances with a hub running now.
     pub fn watched(&self) -> usize {
         self.hubs.lock().expect("hub registry").len()
+    }
+
+    /// Open terminal sockets on every instance.
+    pub fn viewers(&self) -> usize {
+        self.hubs
+            .lock()
+            .expect("hub registry")
+            .values()
+            .map(|h| h.viewers.load(Ordering::Relaxed))
+            .sum()
     }
 }

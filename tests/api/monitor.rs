@@ -273,3 +273,107 @@ async fn a_crossed_threshold_raises_an_alert_and_calls_the_webhook() {
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
     assert_eq!(received.lock().unwrap().len(), 1);
 }
+
+/// Checks the Prometheus/OpenMetrics text format line by line; returns the samples.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    assert!(text.trim_end().ends_with("# EOF"), "ends with # EOF");
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ")
+            || line.starts_with("# TYPE ")
+            || line.starts_with("# UNIT ")
+            || line == "# EOF"
+        {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("sample line: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "labels close in {line}");
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_for_admins_only() {
+    let (app, token) = monitored(|_| {}).await;
+    let id = start(&app, &token, "fake").await;
+    app.login("admin", "not-the-password").await;
+    wait_until(&app, &token, &id, "measured", |i| {
+        i["memory_bytes"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+
+    let response = app.get("/metrics", Some(&token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics")
+    );
+    let samples = parse_metrics(&response.text().await.unwrap());
+    let value = |prefix: &str| {
+        samples
+            .iter()
+            .find(|(series, _)| series.starts_with(prefix))
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {prefix}"))
+    };
+    assert_eq!(value("pocketdev_instances{state=\"running\"}"), 1.0);
+    assert!(
+        value(&format!(
+            "pocketdev_instance_memory_bytes{{instance=\"{id}\""
+        )) > 0.0
+    );
+    assert!(value("pocketdev_sign_in_failures_total") >= 1.0);
+    assert!(value("pocketdev_host{figure=\"memory_available_bytes\"}") > 0.0);
+    assert!(
+        value(
+            "pocketdev_http_requests_total{method=\"GET\",route=\"/api/instances/{id}\",status=\"200\"}"
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            "pocketdev_http_request_duration_seconds_count{method=\"POST\",route=\"/api/instances\"}"
+        ) >= 1.0
+    );
+    value("pocketdev_terminal_viewers");
+
+    expect_error(
+        app.get("/metrics", None).await,
+        StatusCode::UNAUTHORIZED,
+        "anonymous",
+    )
+    .await;
+    app.create_user("frank", "frank-password-1").await;
+    let frank = app.token("frank", "frank-password-1").await;
+    expect_error(
+        app.get("/metrics", Some(&frank)).await,
+        StatusCode::FORBIDDEN,
+        "non-admin",
+    )
+    .await;
+
+    let open =
+        spawn_app_with(|config| config.metrics.allow_from = vec!["127.0.0.1/32".parse().unwrap()])
+            .await;
+    assert_eq!(
+        open.get("/metrics", None).await.status(),
+        StatusCode::OK,
+        "a configured address needs no sign-in"
+    );
+}
