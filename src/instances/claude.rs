@@ -64,13 +64,27 @@ pub fn prepare_home(
     object_at(&mut settings, "permissions")
         .entry("defaultMode")
         .or_insert(json!("default"));
-    register_hook(&mut settings, "SessionStart", hook_command);
+    for event in HOOK_EVENTS {
+        register_hook(&mut settings, event, hook_command);
+    }
     write_private_file(
         &settings_path,
         serde_json::to_string_pretty(&settings)?.as_bytes(),
     )?;
     Ok(())
 }
+
+/// The hooks pocketdev listens to: the conversation id (SessionStart) and the agent's status.
+pub const HOOK_EVENTS: &[&str] = &[
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "PermissionRequest",
+    "Notification",
+    "Stop",
+    "SessionEnd",
+];
 
 /// Adds pocketdev's hook for `event`, replacing an older one (say, from before an upgrade moved
 /// the binary) and leaving the user's own hooks alone.
@@ -168,6 +182,13 @@ mod tests {
             starts[0]["hooks"][0]["command"],
             "'/usr/bin/pocketdev' hook"
         );
+        for event in HOOK_EVENTS {
+            assert_eq!(
+                settings["hooks"][event].as_array().unwrap().len(),
+                1,
+                "{event}"
+            );
+        }
     }
 
     #[test]

@@ -2,9 +2,8 @@
 //!
 //! Hooks run as the agent, so their input is untrusted: each start of an instance gets a fresh
 //! random token in the agent's environment, and a report counts only for the instance whose
-//! current token it carries. Today the server acts on `SessionStart` (the conversation id after
-//! `/clear`, so a restart resumes the right conversation); other events are accepted for the
-//! monitor to use.
+//! current token it carries. `SessionStart` keeps the conversation id current (after `/clear`,
+//! so a restart resumes the right conversation); the others feed the monitor's agent status.
 
 use std::io::Read;
 use std::time::Duration;
@@ -69,6 +68,7 @@ async fn report(
             store::set_agent_session(&state.db, &instance.id, &session).await?;
         }
     }
+    state.monitor.hook_event(&instance, &event).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -54,13 +54,19 @@ pub struct Manager {
 pub enum InstanceEvent {
     Changed(Instance),
     Deleted(String),
+    /// A running agent's status changed (`working`, `waiting`, `needs_permission`).
+    Activity {
+        id: String,
+        status: String,
+        reason: Option<String>,
+    },
 }
 
 impl InstanceEvent {
     pub fn id(&self) -> &str {
         match self {
             Self::Changed(instance) => &instance.id,
-            Self::Deleted(id) => id,
+            Self::Deleted(id) | Self::Activity { id, .. } => id,
         }
     }
 }
@@ -136,6 +142,22 @@ impl Manager {
             last_input: Mutex::new(HashMap::new()),
             measured: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Tells listeners (terminal viewers) that a running agent's status changed.
+    pub fn publish_activity(&self, id: &str, status: &str, reason: Option<&str>) {
+        let _ = self.events.send(InstanceEvent::Activity {
+            id: id.to_owned(),
+            status: status.to_owned(),
+            reason: reason.map(str::to_owned),
+        });
+    }
+
+    pub fn profile_kind(&self, profile: &str) -> ProfileKind {
+        self.config
+            .profiles
+            .get(profile)
+            .map_or(ProfileKind::Generic, |p| p.kind)
     }
 
     /// Records that someone typed into the instance (it is not idle).

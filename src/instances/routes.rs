@@ -158,8 +158,10 @@ pub struct InstanceView {
     pub memory_bytes: Option<u64>,
     /// CPU of the process tree, in % of one core.
     pub cpu_percent: Option<f32>,
-    /// `working` or `waiting` while running; null otherwise.
+    /// `working`, `waiting` or `needs_permission` while running; null otherwise.
     pub status: Option<crate::monitor::Status>,
+    /// What explains the status, such as the permission question on screen.
+    pub status_reason: Option<String>,
     /// Last output or input, seconds since the epoch.
     pub last_activity_at: Option<i64>,
 }
@@ -171,8 +173,10 @@ impl InstanceView {
             .is_live()
             .then(|| state.monitor.usage(&instance.id))
             .flatten();
+        let (status, status_reason) = state.monitor.status(&instance).unzip();
         Self {
-            status: state.monitor.status(&instance),
+            status,
+            status_reason: status_reason.flatten(),
             memory_bytes: usage.as_ref().map(|u| u.memory_bytes),
             cpu_percent: usage.as_ref().map(|u| u.cpu_percent),
             last_activity_at: usage.and_then(|u| u.last_output_at.max(u.last_input_at)),

@@ -154,7 +154,7 @@ impl Metrics {
             self.instances
                 .get_or_create(&vec![("state".into(), state_name)])
                 .inc();
-            if let Some(status) = state.monitor.status(&instance) {
+            if let Some((status, _)) = state.monitor.status(&instance) {
                 let status = serde_json::to_value(status)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

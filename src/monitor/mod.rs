@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod metrics;
 pub mod routes;
 pub mod sampler;
+pub mod status;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,12 +56,17 @@ pub struct InstanceUsage {
     pub last_input_at: Option<i64>,
 }
 
-/// Whether a running agent is busy or waiting for its user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Working,
-    Waiting,
+pub use status::Status;
+use status::{Debounced, Reading, Signals};
+
+/// A hook's word is trusted this long without a newer one (the screen still overrides it).
+const HOOK_TRUST: Duration = Duration::from_secs(600);
+
+/// Per running instance: the published status and the last hook reading.
+#[derive(Default)]
+struct Tracked {
+    status: Debounced,
+    hook: Option<(Reading, std::time::Instant)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -80,6 +86,7 @@ pub struct Monitor {
     alerts: Mutex<alerts::Alerts>,
     latest: RwLock<Arc<Snapshot>>,
     history: Mutex<std::collections::VecDeque<HistoryPoint>>,
+    tracked: Mutex<HashMap<String, Tracked>>,
 }
 
 impl Monitor {
@@ -94,6 +101,7 @@ impl Monitor {
             alerts: Mutex::new(alerts::Alerts::new(&config.alerts)),
             latest: RwLock::new(Arc::default()),
             history: Mutex::default(),
+            tracked: Mutex::default(),
         }
     }
 
@@ -139,18 +147,83 @@ impl Monitor {
         self.latest().instances.get(id).cloned()
     }
 
-    /// `working` while output flows, else `waiting`; `None` unless the instance runs.
-    pub fn status(&self, instance: &Instance) -> Option<Status> {
+    /// The published status of a running instance (`None` otherwise), with its reason.
+    pub fn status(&self, instance: &Instance) -> Option<(Status, Option<String>)> {
         if instance.state != State::Running {
             return None;
         }
-        let last_output = self.usage(&instance.id)?.last_output_at?;
-        let quiet_for = OffsetDateTime::now_utc().unix_timestamp() - last_output;
-        Some(if quiet_for <= WORKING_WINDOW.as_secs() as i64 {
-            Status::Working
-        } else {
-            Status::Waiting
-        })
+        let tracked = self.tracked.lock().expect("tracked");
+        let reading = tracked.get(&instance.id)?.status.published.clone()?;
+        Some((reading.status, reading.reason))
+    }
+
+    fn output_flowing(&self, id: &str) -> bool {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.usage(id)
+            .and_then(|u| u.last_output_at)
+            .is_some_and(|at| now - at <= WORKING_WINDOW.as_secs() as i64)
+    }
+
+    /// Reads the instance's signals and offers the fused reading to its debounced status;
+    /// a change is pushed to the instance's terminal viewers.
+    pub async fn evaluate(&self, instance: &Instance) {
+        if instance.state != State::Running {
+            return;
+        }
+        let kind = self.manager.profile_kind(&instance.profile);
+        let screen = self
+            .manager
+            .tmux()
+            .for_account(instance.owner)
+            .capture(&instance.tmux_session(), 0, false)
+            .await
+            .ok();
+        let flowing = self.output_flowing(&instance.id);
+        let changed = {
+            let mut tracked = self.tracked.lock().expect("tracked");
+            let entry = tracked.entry(instance.id.clone()).or_default();
+            let hook = entry
+                .hook
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < HOOK_TRUST)
+                .map(|(reading, _)| reading.clone());
+            let reading = status::fuse(&Signals {
+                kind,
+                screen: screen.as_deref(),
+                hook,
+                output_flowing: flowing,
+            });
+            entry.status.offer(reading, std::time::Instant::now())
+        };
+        if let Some(reading) = changed {
+            let name = serde_json::to_value(reading.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            self.manager
+                .publish_activity(&instance.id, &name, reading.reason.as_deref());
+        }
+    }
+
+    /// A hook report from the agent (already authenticated as this instance's): recorded, then
+    /// the status is evaluated now and once more after it had time to settle.
+    pub async fn hook_event(self: &Arc<Self>, instance: &Instance, event: &serde_json::Value) {
+        let Some(reading) = status::from_hook(event) else {
+            return;
+        };
+        self.tracked
+            .lock()
+            .expect("tracked")
+            .entry(instance.id.clone())
+            .or_default()
+            .hook = Some((reading, std::time::Instant::now()));
+        self.evaluate(instance).await;
+        let monitor = self.clone();
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(status::SETTLE + Duration::from_millis(100)).await;
+            monitor.evaluate(&instance).await;
+        });
     }
 
     /// Samples everything once, hands the measurements on, and stops idle instances.
@@ -234,6 +307,13 @@ impl Monitor {
         });
         self.remember(&snapshot);
         *self.latest.write().expect("latest sample") = snapshot;
+        self.tracked.lock().expect("tracked").retain(|id, _| {
+            live.iter()
+                .any(|i| &i.id == id && i.state == State::Running)
+        });
+        for instance in &live {
+            self.evaluate(instance).await;
+        }
         self.stop_idle(&live).await;
         Ok(())
     }

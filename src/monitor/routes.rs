@@ -32,6 +32,7 @@ pub struct InstanceStats {
     pub owner_name: String,
     pub state: store::State,
     pub status: Option<Status>,
+    pub status_reason: Option<String>,
     pub usage: Option<InstanceUsage>,
 }
 
@@ -82,8 +83,10 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Js
             totals.memory_bytes += usage.memory_bytes;
             totals.cpu_percent += usage.cpu_percent;
         }
+        let (status, status_reason) = state.monitor.status(&instance).unzip();
         instances.push(InstanceStats {
-            status: state.monitor.status(&instance),
+            status,
+            status_reason: status_reason.flatten(),
             id: instance.id,
             name: instance.name,
             profile: instance.profile,

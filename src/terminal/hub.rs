@@ -679,6 +679,8 @@ impl Hub {
                 if instance.state != self.instance.state {
                     self.broadcast_text(&ServerMessage::Status {
                         state: status_name(instance.state),
+                        status: None,
+                        reason: None,
                     });
                 }
                 self.instance = instance;
@@ -694,6 +696,14 @@ impl Hub {
                 self.broadcast_text(&exit);
                 self.close_all(close::ENDED, &ended_reason(&instance));
                 true
+            }
+            InstanceEvent::Activity { status, reason, .. } => {
+                self.broadcast_text(&ServerMessage::Status {
+                    state: status_name(self.instance.state),
+                    status: Some(status),
+                    reason,
+                });
+                false
             }
             InstanceEvent::Deleted(_) => {
                 self.close_all(close::ENDED, "the instance was deleted");

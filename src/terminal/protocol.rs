@@ -55,8 +55,16 @@ pub enum ServerMessage {
     },
     /// The pane's size changed (another viewer became the active one, or this one resized).
     Size { cols: u16, rows: u16 },
-    /// The instance's state changed while it is still live.
-    Status { state: String },
+    /// The instance's state changed while it is still live, or (with `status`) the running
+    /// agent's status: `working`, `waiting` or `needs_permission`, with a `reason` such as the
+    /// question on screen.
+    Status {
+        state: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The agent ended; the socket closes right after.
     Exit {
         state: String,

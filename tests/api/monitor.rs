@@ -377,3 +377,117 @@ async fn metrics_are_prometheus_text_for_admins_only() {
         "a configured address needs no sign-in"
     );
 }
+
+#[tokio::test]
+async fn status_goes_from_working_to_waiting_to_needs_permission_to_exited() {
+    let (app, token) = monitored(|_| {}).await;
+    let id = start(&app, &token, "fake").await;
+    let mut term = app.term(&token, &id).await;
+
+    app.command(&token, &id, json!({ "text": "think" })).await;
+    wait_until(&app, &token, &id, "working", |i| i["status"] == "working").await;
+    wait_until(&app, &token, &id, "waiting", |i| i["status"] == "waiting").await;
+
+    app.command(&token, &id, json!({ "text": "ask" })).await;
+    let asking = wait_until(&app, &token, &id, "asking", |i| {
+        i["status"] == "needs_permission"
+    })
+    .await;
+    assert_eq!(asking["status_reason"], "Overwrite notes.txt? [y/N]");
+    // Viewers are told too.
+    let pushed = term
+        .wait_message(|m| m["type"] == "status" && m["status"] == "needs_permission")
+        .await;
+    assert_eq!(pushed["reason"], "Overwrite notes.txt? [y/N]");
+
+    app.command(&token, &id, json!({ "text": "y" })).await;
+    app.wait_for_output(&token, &id, "answered y").await;
+    wait_until(&app, &token, &id, "waiting again", |i| {
+        i["status"] == "waiting"
+    })
+    .await;
+
+    app.command(&token, &id, json!({ "text": "exit" })).await;
+    let ended = wait_until(&app, &token, &id, "exited", |i| i["state"] == "exited").await;
+    assert_eq!(ended["status"], Value::Null);
+}
+
+#[tokio::test]
+async fn hook_reports_set_the_status_and_forged_ones_are_refused() {
+    let (app, token) = monitored(|_| {}).await;
+    let id = start(&app, &token, "fake").await;
+    app.command(&token, &id, json!({ "text": "hooktoken" }))
+        .await;
+    let screen = app.wait_for_output(&token, &id, "hook-token=").await;
+    let hook_token = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("hook-token="))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let report = |id: String, token: String, event: Value| {
+        let url = app.url(&format!("/api/instances/{id}/hooks"));
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&event)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let response = report(
+        id.clone(),
+        hook_token.clone(),
+        json!({ "hook_event_name": "PermissionRequest", "tool_name": "Bash" }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let asking = wait_until(&app, &token, &id, "asking", |i| {
+        i["status"] == "needs_permission"
+    })
+    .await;
+    assert_eq!(asking["status_reason"], "Bash wants permission");
+    report(
+        id.clone(),
+        hook_token.clone(),
+        json!({ "hook_event_name": "Stop" }),
+    )
+    .await;
+    wait_until(&app, &token, &id, "waiting", |i| i["status"] == "waiting").await;
+
+    // Another account's agent cannot speak for this instance, nor can a made-up token.
+    app.create_user("grace", "grace-password-1").await;
+    let grace = app.token("grace", "grace-password-1").await;
+    let theirs = start(&app, &grace, "fake").await;
+    app.command(&grace, &theirs, json!({ "text": "hooktoken" }))
+        .await;
+    let screen = app.wait_for_output(&grace, &theirs, "hook-token=").await;
+    let their_token = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("hook-token="))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let forged = report(
+        id.clone(),
+        their_token,
+        json!({ "hook_event_name": "PermissionRequest", "tool_name": "rm" }),
+    )
+    .await;
+    expect_error(forged, StatusCode::UNAUTHORIZED, "another instance's token").await;
+    let forged = report(
+        id.clone(),
+        "made-up".into(),
+        json!({ "hook_event_name": "UserPromptSubmit" }),
+    )
+    .await;
+    expect_error(forged, StatusCode::UNAUTHORIZED, "made-up token").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.instance(&token, &id).await["status"],
+        "waiting",
+        "nothing forged took effect"
+    );
+}

@@ -1,0 +1,294 @@
+//! Whether a running agent is working, waiting for its user, or asking permission: the agent's
+//! own hook reports fused with what its screen shows and whether output flows, with rules per
+//! profile kind, debounced so a half-drawn screen never flips the status.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::instances::profiles::ProfileKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Working,
+    Waiting,
+    NeedsPermission,
+}
+
+/// A status with what explains it (the question on screen, for a permission prompt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub status: Status,
+    pub reason: Option<String>,
+}
+
+impl Reading {
+    fn plain(status: Status) -> Self {
+        Self {
+            status,
+            reason: None,
+        }
+    }
+}
+
+/// What the visible screen says, if it says anything for sure.
+pub fn from_screen(kind: ProfileKind, screen: &str) -> Option<Reading> {
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    match kind {
+        ProfileKind::Claude => claude_screen(&lines),
+        _ => generic_screen(&lines),
+    }
+}
+
+/// Claude Code's TUI: a permission dialog, the busy footer, or the input prompt.
+fn claude_screen(lines: &[&str]) -> Option<Reading> {
+    let dialog = lines.iter().any(|l| l.contains("Esc to cancel"))
+        && lines.iter().any(|l| l.contains("1. Yes"));
+    if dialog {
+        let question = lines
+            .iter()
+            .map(|l| inside_box(l))
+            .rev()
+            .find(|l| l.starts_with("Do you want"))
+            .map(str::to_owned);
+        return Some(Reading {
+            status: Status::NeedsPermission,
+            reason: question,
+        });
+    }
+    let footer = lines.iter().rev().take(4);
+    let mut waiting = false;
+    for line in footer {
+        if line.ends_with("esc to interrupt") || line.contains("· esc to interrupt") {
+            return Some(Reading::plain(Status::Working));
+        }
+        if line.ends_with("? for shortcuts") {
+            waiting = true;
+        }
+    }
+    let prompt = lines
+        .iter()
+        .rev()
+        .take(6)
+        .any(|l| l.trim_start().starts_with("❯\u{a0}") || l.trim() == "❯");
+    (waiting || prompt).then(|| Reading::plain(Status::Waiting))
+}
+
+/// A line without the box drawing around it.
+fn inside_box(line: &str) -> &str {
+    line.trim_matches(|c: char| c.is_whitespace() || matches!(c, '│' | '┃' | '║'))
+}
+
+/// Other CLIs: a yes/no question on the last line is a permission prompt.
+fn generic_screen(lines: &[&str]) -> Option<Reading> {
+    let last = lines.last()?.trim();
+    let lower = last.to_lowercase();
+    let asks = ["[y/n]", "(y/n)", "[y/n]:", "(yes/no)", "[yes/no]"]
+        .iter()
+        .any(|p| lower.contains(p));
+    asks.then(|| Reading {
+        status: Status::NeedsPermission,
+        reason: Some(last.to_owned()),
+    })
+}
+
+/// What a Claude Code hook event says, per the observed state machine.
+pub fn from_hook(event: &serde_json::Value) -> Option<Reading> {
+    match event["hook_event_name"].as_str()? {
+        "UserPromptSubmit" | "PreToolUse" | "PostToolUse" | "PostToolUseFailure" => {
+            Some(Reading::plain(Status::Working))
+        }
+        "PermissionRequest" => Some(Reading {
+            status: Status::NeedsPermission,
+            reason: event["tool_name"]
+                .as_str()
+                .map(|tool| format!("{tool} wants permission")),
+        }),
+        "Notification" if event["notification_type"] == "permission_prompt" => Some(Reading {
+            status: Status::NeedsPermission,
+            reason: event["message"].as_str().map(str::to_owned),
+        }),
+        "Stop" => Some(Reading::plain(Status::Waiting)),
+        _ => None,
+    }
+}
+
+/// The inputs of one evaluation.
+pub struct Signals<'a> {
+    pub kind: ProfileKind,
+    /// The visible screen as text, when it could be read.
+    pub screen: Option<&'a str>,
+    /// The latest hook reading, if recent enough to trust.
+    pub hook: Option<Reading>,
+    /// Whether the pane printed within the last few seconds.
+    pub output_flowing: bool,
+}
+
+/// Fuses the signals: the screen wins where it is sure (a dialog, the busy footer, the prompt —
+/// which catches an Esc that no hook reports), then the hook, then output activity.
+pub fn fuse(signals: &Signals<'_>) -> Reading {
+    if let Some(reading) = signals.screen.and_then(|s| from_screen(signals.kind, s)) {
+        return reading;
+    }
+    if let Some(hook) = &signals.hook {
+        return hook.clone();
+    }
+    Reading::plain(if signals.output_flowing {
+        Status::Working
+    } else {
+        Status::Waiting
+    })
+}
+
+/// A published status that changes only when a new reading holds for a moment.
+#[derive(Debug, Clone)]
+pub struct Debounced {
+    pub published: Option<Reading>,
+    candidate: Option<(Reading, Instant)>,
+}
+
+impl Default for Debounced {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How long a new reading must hold before it is published.
+pub const SETTLE: Duration = Duration::from_millis(400);
+
+impl Debounced {
+    pub fn new() -> Self {
+        Self {
+            published: None,
+            candidate: None,
+        }
+    }
+
+    /// Offers a reading; returns the new published reading when it changed.
+    pub fn offer(&mut self, reading: Reading, now: Instant) -> Option<Reading> {
+        if self.published.is_none() {
+            self.published = Some(reading.clone());
+            return Some(reading);
+        }
+        if self.published.as_ref() == Some(&reading) {
+            self.candidate = None;
+            return None;
+        }
+        match &self.candidate {
+            Some((candidate, since)) if *candidate == reading && now - *since >= SETTLE => {
+                self.candidate = None;
+                self.published = Some(reading.clone());
+                Some(reading)
+            }
+            Some((candidate, _)) if *candidate == reading => None,
+            _ => {
+                self.candidate = Some((reading, now));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLAUDE_WAITING: &str = "╭───────────────╮\n│ ✻ Welcome to Claude Code! │\n╰───────────────╯\n\n> hello\n\n⏺ Hello! How can I help?\n\n────────\n❯\u{a0}\n────────\n  ⏵⏵ auto mode on (shift+tab to cycle) · ? for shortcuts\n";
+    const CLAUDE_WORKING: &str = "> write a file\n\n✻ Tinkering… (3s · ↓ 120 tokens)\n\n────────\n❯\u{a0}\n────────\n  ⏸ manual mode on · esc to interrupt\n";
+    const CLAUDE_PERMISSION: &str = "⏺ Write(hello.txt)\n\n╭────────╮\n│ Create file\n│ hello.txt\n│ Do you want to create hello.txt?\n│ ❯ 1. Yes\n│   2. Yes, and don't ask again this session\n│   3. No, and tell Claude what to do differently (esc)\n╰────────╯\n  Esc to cancel · Tab to amend\n";
+    const CLAUDE_INTERRUPTED: &str = "> long task\n  ⎿  Interrupted · What should Claude do instead?\n\n────────\n❯\u{a0}\n────────\n  ⏸ manual mode on\n";
+
+    #[test]
+    fn claude_screens_are_read() {
+        let read = |s| from_screen(ProfileKind::Claude, s).map(|r| r.status);
+        assert_eq!(read(CLAUDE_WAITING), Some(Status::Waiting));
+        assert_eq!(read(CLAUDE_WORKING), Some(Status::Working));
+        assert_eq!(
+            read(CLAUDE_INTERRUPTED),
+            Some(Status::Waiting),
+            "Esc: no hook, the screen tells"
+        );
+        let permission = from_screen(ProfileKind::Claude, CLAUDE_PERMISSION).unwrap();
+        assert_eq!(permission.status, Status::NeedsPermission);
+        assert_eq!(
+            permission.reason.as_deref(),
+            Some("Do you want to create hello.txt?")
+        );
+        assert_eq!(
+            from_screen(ProfileKind::Claude, ""),
+            None,
+            "a blank capture says nothing"
+        );
+    }
+
+    #[test]
+    fn other_clis_ask_with_yes_no() {
+        let asked = from_screen(
+            ProfileKind::Generic,
+            "editing main.rs\nApply this change? [y/N]",
+        )
+        .unwrap();
+        assert_eq!(asked.status, Status::NeedsPermission);
+        assert_eq!(asked.reason.as_deref(), Some("Apply this change? [y/N]"));
+        assert_eq!(from_screen(ProfileKind::Generic, "$ ls\nsrc\n$"), None);
+    }
+
+    #[test]
+    fn hooks_follow_the_observed_state_machine() {
+        let hook = |name: &str| {
+            from_hook(&serde_json::json!({ "hook_event_name": name })).map(|r| r.status)
+        };
+        assert_eq!(hook("UserPromptSubmit"), Some(Status::Working));
+        assert_eq!(hook("PreToolUse"), Some(Status::Working));
+        assert_eq!(hook("PermissionRequest"), Some(Status::NeedsPermission));
+        assert_eq!(hook("Stop"), Some(Status::Waiting));
+        assert_eq!(hook("SessionStart"), None);
+    }
+
+    #[test]
+    fn the_screen_overrides_a_stale_hook() {
+        let signals = Signals {
+            kind: ProfileKind::Claude,
+            screen: Some(CLAUDE_INTERRUPTED),
+            hook: Some(Reading::plain(Status::Working)),
+            output_flowing: false,
+        };
+        assert_eq!(fuse(&signals).status, Status::Waiting);
+        let quiet = Signals {
+            kind: ProfileKind::Generic,
+            screen: Some("$"),
+            hook: None,
+            output_flowing: true,
+        };
+        assert_eq!(fuse(&quiet).status, Status::Working);
+    }
+
+    #[test]
+    fn a_status_changes_only_once_a_reading_holds() {
+        let mut status = Debounced::new();
+        let t0 = Instant::now();
+        let working = Reading::plain(Status::Working);
+        let waiting = Reading::plain(Status::Waiting);
+        assert_eq!(status.offer(waiting.clone(), t0), Some(waiting.clone()));
+        assert_eq!(
+            status.offer(working.clone(), t0),
+            None,
+            "one reading is not enough"
+        );
+        assert_eq!(
+            status.offer(waiting, t0 + SETTLE),
+            None,
+            "a flicker is dropped"
+        );
+        assert_eq!(status.offer(working.clone(), t0 + SETTLE), None);
+        assert_eq!(
+            status.offer(working.clone(), t0 + SETTLE * 2),
+            Some(working)
+        );
+    }
+}
