@@ -223,3 +223,110 @@ async fn glm_profile_sends_the_token_as_bearer_to_its_endpoint() {
         "the GLM model is asked for"
     );
 }
+
+/// Live status on the real CLI: waiting at its prompt, working on a turn, needs_permission at a
+/// tool's permission dialog (hook and screen agree), waiting after Esc (no hook fires for it),
+/// and nothing once it exits.
+#[tokio::test]
+async fn claude_code_status_follows_a_turn_a_permission_dialog_an_escape_and_an_exit() {
+    let Some(claude) = claude_binary() else {
+        eprintln!("SKIPPED: the Claude Code CLI is not installed (run scripts/test.sh)");
+        return;
+    };
+    let mock = MockAnthropic::start().await;
+    let app = spawn_app_with(|c| {
+        c.monitor.interval_secs = 1;
+        let profile = c.profiles.get_mut(PROFILE).unwrap();
+        profile.command = claude.display().to_string();
+        profile
+            .env
+            .insert("ANTHROPIC_BASE_URL".into(), mock.url.clone());
+    })
+    .await;
+    app.create_user("cleo", "cleo-password-1").await;
+    let token = app.token("cleo", "cleo-password-1").await;
+    let put = app
+        .call(
+            Method::PUT,
+            "/api/secrets/ANTHROPIC_API_KEY",
+            Some(&token),
+            Some(json!({ "value": API_KEY })),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let id = app
+        .create_instance(&token, json!({ "profile": PROFILE }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_output(&token, &id, "? for shortcuts").await;
+    let status = |wanted: &'static str| {
+        let (app, token, id) = (&app, &token, &id);
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let instance = app.instance(token, id).await;
+                if instance["status"] == wanted {
+                    return instance;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "never {wanted}: {instance}\n{}",
+                    app.output(token, id).await
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    status("waiting").await;
+    let mut term = app.term(&token, &id).await;
+
+    let prompt = format!("Say hello, {}", crate::mock_anthropic::SLOW_TRIGGER);
+    app.command(&token, &id, json!({ "text": prompt })).await;
+    status("working").await;
+    term.wait_message(|m| m["type"] == "status" && m["status"] == "working")
+        .await;
+    app.wait_for_output(&token, &id, REPLY_PREFIX).await;
+    status("waiting").await;
+
+    app.command(
+        &token,
+        &id,
+        json!({ "text": format!("{} now", crate::mock_anthropic::TOOL_TRIGGER) }),
+    )
+    .await;
+    let asking = status("needs_permission").await;
+    let screen = app.output(&token, &id).await;
+    assert!(
+        screen.contains(crate::mock_anthropic::TOOL_COMMAND),
+        "{screen}"
+    );
+    assert!(
+        asking["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("proceed") || r.contains("Bash")),
+        "{asking}"
+    );
+
+    // Esc denies; no hook reports it, the screen does.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    app.command(&token, &id, json!({ "keys": ["esc"], "enter": false }))
+        .await;
+    status("waiting").await;
+
+    app.command(&token, &id, json!({ "text": "/exit" })).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let instance = app.instance(&token, &id).await;
+        if instance["state"] == "exited" {
+            assert_eq!(instance["status"], Value::Null);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never exited: {instance}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -41,7 +41,13 @@ impl MockAnthropic {
             "/v1/messages",
             post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let record = record.clone();
-                async move { messages(&record, &headers, &body) }
+                async move {
+                    // A prompt that asks to take its time keeps the turn going for a while.
+                    if String::from_utf8_lossy(&body).contains(SLOW_TRIGGER) {
+                        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                    }
+                    messages(&record, &headers, &body)
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -100,7 +106,12 @@ fn messages(record: &Mutex<Vec<Seen>>, headers: &HeaderMap, raw: &[u8]) -> Respo
         .as_str()
         .unwrap_or("claude-sonnet-4-5-20250929")
         .to_owned();
-    let quoted: String = last_user_text(&body).chars().take(80).collect();
+    let asked = last_user_text(&body);
+    // A prompt with TOOL_TRIGGER in it gets a Bash tool call, which Claude Code asks to allow.
+    if body["stream"] == true && asked.contains(TOOL_TRIGGER) && !answers_a_tool(&body) {
+        return sse(&tool_call_events(&model));
+    }
+    let quoted: String = asked.chars().take(80).collect();
     let text = format!("{REPLY_PREFIX}: I read \"{}\"", quoted.replace('\n', " "));
     let usage = json!({ "input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0 });
     if body["stream"] != true {
@@ -137,6 +148,60 @@ fn messages(record: &Mutex<Vec<Seen>>, headers: &HeaderMap, raw: &[u8]) -> Respo
         ),
         ("message_stop", json!({ "type": "message_stop" })),
     ];
+    sse(&events)
+}
+
+/// Words in a prompt that make the mock wait before it answers.
+pub const SLOW_TRIGGER: &str = "take your time";
+
+/// Words in a prompt that make the mock answer with a tool call.
+pub const TOOL_TRIGGER: &str = "please touch the file";
+/// The command of that tool call.
+pub const TOOL_COMMAND: &str = "touch pocketdev-notes.txt";
+
+/// Whether the last user message carries a tool result (the turn after a tool call).
+fn answers_a_tool(body: &Value) -> bool {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+}
+
+fn tool_call_events(model: &str) -> Vec<(&'static str, Value)> {
+    let usage = json!({ "input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0 });
+    let input =
+        json!({ "command": TOOL_COMMAND, "description": "Create the notes file" }).to_string();
+    vec![
+        (
+            "message_start",
+            json!({ "type": "message_start", "message": {
+            "id": "msg_mock_tool", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": usage } }),
+        ),
+        (
+            "content_block_start",
+            json!({ "type": "content_block_start", "index": 0,
+            "content_block": { "type": "tool_use", "id": "toolu_mock_1", "name": "Bash", "input": {} } }),
+        ),
+        (
+            "content_block_delta",
+            json!({ "type": "content_block_delta", "index": 0,
+            "delta": { "type": "input_json_delta", "partial_json": input } }),
+        ),
+        (
+            "content_block_stop",
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ),
+        (
+            "message_delta",
+            json!({ "type": "message_delta", "delta": { "stop_reason": "tool_use", "stop_sequence": null }, "usage": { "output_tokens": 20 } }),
+        ),
+        ("message_stop", json!({ "type": "message_stop" })),
+    ]
+}
+
+fn sse(events: &[(&str, Value)]) -> Response {
     let stream: String = events
         .iter()
         .map(|(event, data)| format!("event: {event}\ndata: {data}\n\n"))
