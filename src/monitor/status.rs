@@ -67,7 +67,7 @@ fn claude_screen(lines: &[&str]) -> Option<Reading> {
         if line.ends_with("esc to interrupt") || line.contains("· esc to interrupt") {
             return Some(Reading::plain(Status::Working));
         }
-        if line.ends_with("? for shortcuts") {
+        if line.contains("? for shortcuts") {
             waiting = true;
         }
     }
@@ -224,6 +224,23 @@ mod tests {
             None,
             "a blank capture says nothing"
         );
+    }
+
+    /// Screens recorded from Claude Code 2.1.328 (see tests/api/claude.rs).
+    #[test]
+    fn recorded_claude_screens_are_read() {
+        let read = |screen: &str| from_screen(ProfileKind::Claude, screen).map(|r| r.status);
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/claude-screens/"
+        );
+        let screen = |name: &str| std::fs::read_to_string(format!("{dir}{name}.txt")).unwrap();
+        assert_eq!(read(&screen("waiting")), Some(Status::Waiting));
+        assert_eq!(read(&screen("working")), Some(Status::Working));
+        assert_eq!(read(&screen("interrupted")), Some(Status::Waiting));
+        let asking = from_screen(ProfileKind::Claude, &screen("needs_permission")).unwrap();
+        assert_eq!(asking.status, Status::NeedsPermission);
+        assert_eq!(asking.reason.as_deref(), Some("Do you want to proceed?"));
     }
 
     #[test]

@@ -280,11 +280,13 @@ async fn claude_code_status_follows_a_turn_a_permission_dialog_an_escape_and_an_
         }
     };
     status("waiting").await;
+    check_screen(&app, &token, &id, "waiting").await;
     let mut term = app.term(&token, &id).await;
 
     let prompt = format!("Say hello, {}", crate::mock_anthropic::SLOW_TRIGGER);
     app.command(&token, &id, json!({ "text": prompt })).await;
     status("working").await;
+    check_screen(&app, &token, &id, "working").await;
     term.wait_message(|m| m["type"] == "status" && m["status"] == "working")
         .await;
     app.wait_for_output(&token, &id, REPLY_PREFIX).await;
@@ -297,6 +299,7 @@ async fn claude_code_status_follows_a_turn_a_permission_dialog_an_escape_and_an_
     )
     .await;
     let asking = status("needs_permission").await;
+    check_screen(&app, &token, &id, "needs_permission").await;
     let screen = app.output(&token, &id).await;
     assert!(
         screen.contains(crate::mock_anthropic::TOOL_COMMAND),
@@ -314,6 +317,7 @@ async fn claude_code_status_follows_a_turn_a_permission_dialog_an_escape_and_an_
     app.command(&token, &id, json!({ "keys": ["esc"], "enter": false }))
         .await;
     status("waiting").await;
+    check_screen(&app, &token, &id, "interrupted").await;
 
     app.command(&token, &id, json!({ "text": "/exit" })).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -329,4 +333,30 @@ async fn claude_code_status_follows_a_turn_a_permission_dialog_an_escape_and_an_
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Reads the live screen with pocketdev's Claude rules; with `POCKETDEV_RECORD_SCREENS=<dir>`,
+/// also saves it there (how tests/fixtures/claude-screens/ was made).
+async fn check_screen(app: &crate::helpers::TestApp, token: &str, id: &str, name: &str) {
+    use pocketdev::instances::profiles::ProfileKind;
+    use pocketdev::monitor::status::{Status, from_screen};
+    let screen = app
+        .get(&format!("/api/instances/{id}/output?lines=0"), Some(token))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if let Some(dir) = std::env::var_os("POCKETDEV_RECORD_SCREENS") {
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.txt")), &screen).unwrap();
+    }
+    let expected = match name {
+        "working" => Status::Working,
+        "needs_permission" => Status::NeedsPermission,
+        _ => Status::Waiting,
+    };
+    let read = from_screen(ProfileKind::Claude, &screen).map(|r| r.status);
+    assert_eq!(read, Some(expected), "screen `{name}`:\n{screen}");
 }
