@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, lints, unit and integration tests.
-# Installs what is missing (tmux) or says what to install.
+# Runs every check and test: shell scripts, formatting, lints, benchmarks in smoke mode, unit
+# and integration tests. Installs what is missing (tmux, nginx, openssl, curl, shellcheck, the
+# pinned Claude Code CLI) or says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/common.sh
 source scripts/lib/common.sh
 
+# nginx lives in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
 require_rust
 ensure_package tmux tmux
+# The deploy path's end-to-end test runs the distribution's nginx with a self-signed certificate.
+ensure_package nginx nginx
+ensure_package openssl openssl
+ensure_package curl curl
+ensure_package shellcheck shellcheck
 
 # The real Claude Code CLI, pinned, for the tests that run it against a mock API.
 CLAUDE_CODE_VERSION=2.1.328
@@ -23,6 +32,12 @@ if [ ! -x .test-tools/node_modules/.bin/claude ] \
         say "WARNING: npm is missing (install Node.js); the Claude Code tests will be skipped"
     fi
 fi
+
+say "shell scripts (bash -n, shellcheck)"
+for script in scripts/*.sh scripts/lib/*.sh .ci/run; do
+    bash -n "$script"
+done
+shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run
 
 say "formatting (cargo fmt --check)"
 cargo fmt --all -- --check

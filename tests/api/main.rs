@@ -10,6 +10,7 @@ mod http_basics;
 mod instances;
 mod mock_anthropic;
 mod monitor;
+mod nginx;
 mod registration;
 mod restart;
 mod term;
