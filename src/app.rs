@@ -72,6 +72,7 @@ impl App {
             db.clone(),
             config.terminal.clone(),
         ));
+        crate::monitor::alerts::close_stale(&db).await?;
         let monitor = Arc::new(crate::monitor::Monitor::new(
             instances.clone(),
             db.clone(),

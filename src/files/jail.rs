@@ -16,6 +16,8 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
+/// Deepest folder nesting walked when measuring or deleting a tree.
+const MAX_DEPTH: usize = 128;
 /// Longest path accepted, in bytes (Linux's PATH_MAX).
 const MAX_PATH: usize = 4096;
 /// Longest name of one component (Linux's NAME_MAX).
@@ -45,6 +47,12 @@ pub enum FileError {
     Binary(String),
     #[error("`{path}` changed since you opened it")]
     Changed { path: String, etag: Option<String> },
+    #[error("`{0}` may not be read or changed (its permissions forbid it)")]
+    Denied(String),
+    #[error("the disk is full; nothing was written to `{0}`")]
+    NoSpace(String),
+    #[error("`{0}` nests folders more than {MAX_DEPTH} levels deep")]
+    TooDeep(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -314,7 +322,12 @@ impl Jail {
         ) {
             Ok(fd) => Some(fd),
             Err(Errno::NOENT) => None,
-            Err(Errno::LOOP) => return Err(FileError::Exists(path.display())),
+            Err(Errno::LOOP) => {
+                return Err(FileError::BadPath(format!(
+                    "`{}` is a symbolic link; open and save the file it points to",
+                    path.display()
+                )));
+            }
             Err(e) => return Err(errno(e, path)),
         };
         let mut mode = Mode::from_raw_mode(0o644);
@@ -364,6 +377,16 @@ impl Jail {
         })
     }
 
+    /// The size of the file at `path` (a link counts as its own size), if there is one.
+    pub fn existing_size(&self, path: &RelPath) -> Result<u64, FileError> {
+        let (dir, name) = self.parent(path)?;
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(stat.st_size as u64),
+            Err(Errno::NOENT) => Ok(0),
+            Err(e) => Err(errno(e, path)),
+        }
+    }
+
     pub fn mkdir(&self, path: &RelPath) -> Result<(), FileError> {
         let (dir, name) = self.parent(path)?;
         rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)).map_err(|e| errno(e, path))
@@ -398,7 +421,7 @@ impl Jail {
         let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| errno(e, path))?;
         if kind_of(&stat) == Kind::Dir {
-            remove_tree(&dir, name).map_err(|e| errno(e, path))
+            remove_tree(&dir, name, 0).map_err(|e| errno(e, path))
         } else {
             rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| errno(e, path))
         }
@@ -416,6 +439,11 @@ pub struct PendingUpload {
 }
 
 impl PendingUpload {
+    /// Where the file will be, relative to the workspace.
+    pub fn path(&self) -> &str {
+        &self.shown
+    }
+
     /// Moves the finished file into place; never replaces an existing one unless `replace`.
     pub fn commit(mut self, replace: bool) -> Result<(), FileError> {
         let result = if replace {
@@ -431,7 +459,11 @@ impl PendingUpload {
         };
         result.map_err(|e| match e {
             Errno::EXIST => FileError::Exists(self.shown.clone()),
-            e => FileError::Io(e.into()),
+            Errno::ISDIR | Errno::NOTEMPTY => FileError::IsDirectory(self.shown.clone()),
+            e => errno(
+                e,
+                &RelPath::parse(&self.shown).unwrap_or(RelPath { parts: Vec::new() }),
+            ),
         })?;
         self.committed = true;
         let _ = rustix::fs::fsync(&self.dir);
@@ -460,17 +492,26 @@ impl Jail {
     pub fn begin_upload(
         &self,
         folder: &RelPath,
-        name: &str,
+        raw_name: &str,
+        replace: bool,
     ) -> Result<(File, PendingUpload), FileError> {
-        let single = RelPath::parse(name)?;
-        if single.parts.len() != 1 {
+        let single = RelPath::parse(raw_name)?;
+        let [name] = single.parts.as_slice() else {
             return Err(FileError::BadPath(format!(
                 "`{}` is not a file name",
-                name.escape_debug()
+                raw_name.escape_debug()
             )));
-        }
+        };
+        let name = name.as_str();
         let path = folder.join(name);
         let dir = self.resolve(folder, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if kind_of(&stat) == Kind::Dir => {
+                return Err(FileError::IsDirectory(path.display()));
+            }
+            Ok(_) if !replace => return Err(FileError::Exists(path.display())),
+            _ => {}
+        }
         let temp = temp_name(name);
         let fd = rustix::fs::openat(
             &dir,
@@ -515,11 +556,16 @@ impl Jail {
             &RelPath { parts: Vec::new() },
             OFlags::RDONLY | OFlags::DIRECTORY,
         )?;
-        tree_size(&root).map_err(|e| FileError::Io(e.into()))
+        tree_size(&root, 0).map_err(|e| errno(e, &RelPath { parts: Vec::new() }))
     }
 }
 
-fn tree_size(dir: &OwnedFd) -> rustix::io::Result<u64> {
+/// The sizes of the files under `dir`; `MLINK` past [`MAX_DEPTH`], so an agent cannot hide
+/// data from the quota, or exhaust descriptors and stack, by nesting folders.
+fn tree_size(dir: &OwnedFd, depth: usize) -> rustix::io::Result<u64> {
+    if depth > MAX_DEPTH {
+        return Err(Errno::MLINK);
+    }
     let mut total = 0;
     for entry in Dir::read_from(dir)? {
         let entry = entry?;
@@ -538,7 +584,7 @@ fn tree_size(dir: &OwnedFd) -> rustix::io::Result<u64> {
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 ) {
-                    total += tree_size(&child)?;
+                    total += tree_size(&child, depth + 1)?;
                 }
             }
             Kind::File => total += stat.st_size as u64,
@@ -549,7 +595,10 @@ fn tree_size(dir: &OwnedFd) -> rustix::io::Result<u64> {
 }
 
 /// Empties and removes the folder `name` in `parent`, never following a symlink.
-fn remove_tree(parent: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+fn remove_tree(parent: &OwnedFd, name: &str, depth: usize) -> rustix::io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Errno::MLINK);
+    }
     let dir = rustix::fs::openat(
         parent,
         name,
@@ -573,7 +622,7 @@ fn remove_tree(parent: &OwnedFd, name: &str) -> rustix::io::Result<()> {
         };
         if is_dir {
             let name = child.to_str().map_err(|_| Errno::INVAL)?;
-            remove_tree(&dir, name)?;
+            remove_tree(&dir, name, depth + 1)?;
         } else {
             rustix::fs::unlinkat(&dir, &child, AtFlags::empty())?;
         }
@@ -602,6 +651,9 @@ fn errno(err: Errno, path: &RelPath) -> FileError {
         Errno::NOTDIR => FileError::NotDirectory(shown),
         Errno::NOTEMPTY => FileError::NotEmpty(shown),
         Errno::NAMETOOLONG => FileError::BadPath(format!("`{shown}` is too long")),
+        Errno::ACCESS | Errno::PERM | Errno::ROFS => FileError::Denied(shown),
+        Errno::NOSPC | Errno::DQUOT => FileError::NoSpace(shown),
+        Errno::MLINK => FileError::TooDeep(shown),
         Errno::INVAL => FileError::BadPath(format!("`{shown}` cannot be used here")),
         other => FileError::Io(other.into()),
     }

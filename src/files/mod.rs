@@ -23,6 +23,9 @@ impl From<FileError> for AppError {
             | FileError::Changed { .. } => AppError::Conflict(message),
             FileError::TooLarge { .. } => AppError::PayloadTooLarge(message),
             FileError::Binary(_) => AppError::UnsupportedMediaType(message),
+            FileError::Denied(_) => AppError::Forbidden(message),
+            FileError::NoSpace(_) => AppError::InsufficientStorage(message),
+            FileError::TooDeep(_) => AppError::Unprocessable(message),
             FileError::Io(io) => AppError::Internal(io.into()),
         }
     }

@@ -203,7 +203,20 @@ async fn save(
     Json(request): Json<SaveRequest>,
 ) -> AppResult<Response> {
     let path = parse(&request.path)?;
-    check_quota(&state, auth.user.id, request.content.len() as u64).await?;
+    if quota_bytes(&state).is_some() {
+        let target = path.clone();
+        let replaced = in_jail(&state, auth.user.id, move |jail| {
+            jail.existing_size(&target)
+        })
+        .await
+        .unwrap_or(0);
+        check_quota(
+            &state,
+            auth.user.id,
+            (request.content.len() as u64).saturating_sub(replaced),
+        )
+        .await?;
+    }
     let shown = path.display();
     let expected = request.expected_etag.clone();
     let result = in_jail(&state, auth.user.id, move |jail| {
@@ -387,8 +400,9 @@ pub struct Uploaded {
     pub size: u64,
 }
 
-/// Uploads files (multipart/form-data, every part with a file name), streamed to disk. Nothing
-/// of an upload that fails or goes over `files.max_upload_mb` is left behind.
+/// Uploads files (multipart/form-data, every part with a file name), streamed to disk and moved
+/// into place once all have arrived: nothing of an upload that fails or goes over
+/// `files.max_upload_mb` is left behind.
 #[utoipa::path(post, path = "/api/files/upload", tag = "files", params(UploadQuery),
     request_body(content_type = "multipart/form-data", description = "one or more file parts"),
     responses((status = 201, body = Vec<Uploaded>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -411,6 +425,10 @@ async fn upload(
     };
     let mut total = 0u64;
     let mut uploaded = Vec::new();
+    // Files are moved into place only once every part has arrived, so a failed upload of
+    // several files leaves none of them.
+    let mut pending_all = Vec::new();
+    let replace = query.replace;
     let room = match quota_bytes(&state) {
         Some(quota) => {
             let used = in_jail(&state, auth.user.id, |jail| jail.usage()).await?;
@@ -425,7 +443,7 @@ async fn upload(
         let target = folder.clone();
         let part_name = name.clone();
         let (file, pending) = in_jail(&state, auth.user.id, move |jail| {
-            jail.begin_upload(&target, &part_name)
+            jail.begin_upload(&target, &part_name, replace)
         })
         .await?;
         let mut file = tokio::fs::File::from_std(file);
@@ -448,15 +466,19 @@ async fn upload(
         }
         file.sync_all().await.map_err(anyhow::Error::from)?;
         drop(file);
-        let replace = query.replace;
-        tokio::task::spawn_blocking(move || pending.commit(replace))
-            .await
-            .map_err(anyhow::Error::from)??;
         uploaded.push(Uploaded {
-            path: folder.join(&name).display(),
+            path: pending.path().to_owned(),
             size,
         });
+        pending_all.push(pending);
     }
+    tokio::task::spawn_blocking(move || {
+        pending_all
+            .into_iter()
+            .try_for_each(|pending| pending.commit(replace))
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
     if uploaded.is_empty() {
         return Err(AppError::BadRequest(
             "no file parts: send multipart/form-data with a file name on each part".into(),

@@ -218,6 +218,17 @@ async fn deliver(url: String, body: serde_json::Value) {
     tracing::warn!("alert webhook gave up after 5 tries");
 }
 
+/// Alerts left open by an earlier run: their state was not kept, so they are closed now and
+/// raised again if the condition holds for the grace period.
+pub async fn close_stale(db: &Db) -> Result<u64, AppError> {
+    let closed = sqlx::query("UPDATE alerts SET cleared_at = ? WHERE cleared_at IS NULL")
+        .bind(OffsetDateTime::now_utc())
+        .execute(db)
+        .await?
+        .rows_affected();
+    Ok(closed)
+}
+
 pub async fn active(db: &Db) -> Result<Vec<Alert>, AppError> {
     Ok(sqlx::query_as(
         "SELECT id, kind, value, threshold, raised_at, cleared_at FROM alerts WHERE cleared_at IS NULL ORDER BY id",

@@ -35,6 +35,8 @@ pub struct Metrics {
     instance_memory: Family<Labels, Gauge>,
     instance_cpu: Family<Labels, FloatGauge>,
     viewers: Gauge,
+    /// Scrapes refresh shared gauges: one at a time.
+    rendering: tokio::sync::Mutex<()>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -109,6 +111,7 @@ impl Metrics {
             instance_memory,
             instance_cpu,
             viewers,
+            rendering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -131,6 +134,7 @@ impl Metrics {
 
     /// The text exposition, with the sampled figures brought up to date first.
     pub async fn render(&self, state: &AppState) -> Result<String, AppError> {
+        let _one_at_a_time = self.rendering.lock().await;
         let latest = state.monitor.latest();
         let host = &latest.host;
         for (name, value) in [

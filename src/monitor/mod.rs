@@ -229,9 +229,15 @@ impl Monitor {
     /// Samples everything once, hands the measurements on, and stops idle instances.
     pub async fn sample(&self) -> anyhow::Result<()> {
         let mut panes = HashMap::new();
+        // Without tmux's word on every pane, nothing is idle and no memory figure is new.
+        let mut complete = true;
         for server in self.manager.tmux().all() {
-            if let Ok(list) = server.list_panes().await {
-                panes.extend(list.into_iter().map(|p| (p.session.clone(), p)));
+            match server.list_panes().await {
+                Ok(list) => panes.extend(list.into_iter().map(|p| (p.session.clone(), p))),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot list tmux panes; this sample is partial");
+                    complete = false;
+                }
             }
         }
         let live = store::live(&self.db).await?;
@@ -266,12 +272,14 @@ impl Monitor {
                 },
             );
         }
-        self.manager.record_memory(
-            instances
-                .iter()
-                .map(|(id, usage)| (id.clone(), usage.memory_bytes))
-                .collect(),
-        );
+        if complete {
+            self.manager.record_memory(
+                instances
+                    .iter()
+                    .map(|(id, usage)| (id.clone(), usage.memory_bytes))
+                    .collect(),
+            );
+        }
         let now = OffsetDateTime::now_utc();
         let changes = {
             let mut alerts = self.alerts.lock().expect("alerts");
@@ -298,7 +306,9 @@ impl Monitor {
             .collect::<Vec<_>>()
         };
         for change in changes {
-            alerts::record(&self.db, self.webhook.as_deref(), change, now).await?;
+            if let Err(err) = alerts::record(&self.db, self.webhook.as_deref(), change, now).await {
+                tracing::warn!(error = %err, "recording an alert failed");
+            }
         }
         let snapshot = Arc::new(Snapshot {
             at: Some(now),
@@ -313,6 +323,9 @@ impl Monitor {
         });
         for instance in &live {
             self.evaluate(instance).await;
+        }
+        if !complete {
+            return Ok(());
         }
         self.stop_idle(&live).await;
         Ok(())

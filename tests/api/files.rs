@@ -510,6 +510,14 @@ async fn symlinks_planted_by_an_agent_lead_nowhere_outside() {
         s.read("good").await.json::<Value>().await.unwrap()["content"],
         "inside"
     );
+    let response = s
+        .save(json!({ "path": "good", "content": "through the link" }))
+        .await;
+    expect_error(response, StatusCode::BAD_REQUEST, "save through a link").await;
+    assert_eq!(
+        std::fs::read_to_string(ws.join("real/file.txt")).unwrap(),
+        "inside"
+    );
     let listing: Value = s
         .request(Method::GET, "/api/files", None)
         .await
@@ -703,6 +711,34 @@ async fn uploads_stream_to_disk_and_downloads_resume() {
         b"changed"
     );
 
+    // A multi-file upload that fails on a later file keeps none of them.
+    let response = s
+        .upload("", &[("fresh.txt", b"new"), ("note.txt", b"clash")])
+        .await;
+    expect_error(response, StatusCode::CONFLICT, "second part exists").await;
+    assert!(
+        !s.workspace.join("fresh.txt").exists(),
+        "the first file was not kept"
+    );
+
+    // A file name is only ever the name: `./a` and `a/` land as `a`, inside.
+    let response = s.upload("", &[("./dot.txt", b"1")]).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(s.workspace.join("dot.txt").exists());
+    let response = s.upload("", &[("slash.txt/", b"2")]).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(s.workspace.join("slash.txt").is_file());
+    let parent = s.workspace.parent().unwrap();
+    let strays: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("pocketdev"))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "nothing was written beside the workspace: {strays:?}"
+    );
+
     // Bad names and folders outside are refused; nothing is left behind.
     expect_error(
         s.upload("", &[("../escape.txt", b"x")]).await,
@@ -792,6 +828,15 @@ async fn the_quota_is_reported_and_enforced() {
         .await;
     let code = expect_error(response, StatusCode::INSUFFICIENT_STORAGE, "over quota").await;
     assert_eq!(code, "quota_exceeded");
+    // Replacing a file counts only what it grows by.
+    let response = app
+        .post(
+            "/api/files/save",
+            Some(&token),
+            json!({ "path": "a.txt", "content": "z".repeat(700_000) }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
     let response = upload_as(&app, &token, "", &[("c.bin", &vec![1u8; 700_000])]).await;
     expect_error(
         response,
@@ -812,4 +857,21 @@ async fn the_quota_is_reported_and_enforced() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["a.txt"], "nothing of the refused writes is left");
+}
+
+#[tokio::test]
+async fn folders_nested_too_deep_are_refused_clearly() {
+    let s = setup().await;
+    let mut deep = s.workspace.join("deep");
+    for _ in 0..200 {
+        deep = deep.join("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let response = s.request(Method::GET, "/api/files/usage", None).await;
+    expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "usage").await;
+    let response = s
+        .request(Method::DELETE, "/api/files?path=deep", None)
+        .await;
+    expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "delete").await;
+    assert!(s.workspace.join("deep").exists());
 }

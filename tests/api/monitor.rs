@@ -252,11 +252,18 @@ async fn a_crossed_threshold_raises_an_alert_and_calls_the_webhook() {
             .await
             .unwrap();
         let delivered = received.lock().unwrap().clone();
-        if !stats["alerts"].as_array().unwrap().is_empty() && !delivered.is_empty() {
-            assert_eq!(stats["alerts"][0]["kind"], "disk");
-            assert_eq!(stats["alerts"][0]["cleared_at"], Value::Null);
-            assert_eq!(delivered[0]["event"], "raised");
-            assert_eq!(delivered[0]["kind"], "disk");
+        // A loaded test machine may cross the CPU or memory threshold too; only disk is ours.
+        let disk = |list: &[Value]| -> Vec<Value> {
+            list.iter()
+                .filter(|a| a["kind"] == "disk")
+                .cloned()
+                .collect()
+        };
+        let alerts = disk(stats["alerts"].as_array().unwrap());
+        let sent = disk(&delivered);
+        if !alerts.is_empty() && !sent.is_empty() {
+            assert_eq!(alerts[0]["cleared_at"], Value::Null);
+            assert_eq!(sent[0]["event"], "raised");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "no alert: {stats}");
@@ -270,8 +277,20 @@ async fn a_crossed_threshold_raises_an_alert_and_calls_the_webhook() {
         .json()
         .await
         .unwrap();
-    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
-    assert_eq!(received.lock().unwrap().len(), 1);
+    let disk_alerts = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "disk")
+        .count();
+    assert_eq!(disk_alerts, 1, "{all}");
+    let disk_sent = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "disk")
+        .count();
+    assert_eq!(disk_sent, 1);
 }
 
 /// Checks the Prometheus/OpenMetrics text format line by line; returns the samples.
