@@ -50,6 +50,18 @@ for bench in benches/*.rs; do
     cargo bench --locked --profile dev --bench "$(basename "$bench" .rs)" -- --smoke
 done
 
+say "systemd units (systemd-analyze verify)"
+if command -v systemd-analyze >/dev/null 2>&1; then
+    units=$(mktemp -d)
+    cp config/pocketdev.slice "$units/"
+    # The unit names the installed binary; check it against the one just built.
+    sed "s#/usr/local/bin/pocketdev#$PWD/target/debug/pocketdev#" config/pocketdev.service >"$units/pocketdev.service"
+    systemd-analyze verify "$units/pocketdev.slice" "$units/pocketdev.service"
+    rm -rf "$units"
+else
+    say "systemd-analyze is not installed here; the units were not verified"
+fi
+
 # Last, so the test runner's summary closes the output.
 say "unit and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -23,6 +23,36 @@ fn claude_binary() -> Option<PathBuf> {
     bundled.exists().then_some(bundled)
 }
 
+/// A server whose Sonnet profile runs `claude` against `mock`, and a signed-in user with an
+/// API key set: (app, that user's token).
+async fn app_with_claude(
+    claude: &std::path::Path,
+    mock: &MockAnthropic,
+    customize: impl FnOnce(&mut pocketdev::Config),
+) -> (crate::helpers::TestApp, String) {
+    let app = spawn_app_with(|c| {
+        let profile = c.profiles.get_mut(PROFILE).unwrap();
+        profile.command = claude.display().to_string();
+        profile
+            .env
+            .insert("ANTHROPIC_BASE_URL".into(), mock.url.clone());
+        customize(c);
+    })
+    .await;
+    app.create_user("cleo", "cleo-password-1").await;
+    let token = app.token("cleo", "cleo-password-1").await;
+    let put = app
+        .call(
+            Method::PUT,
+            "/api/secrets/ANTHROPIC_API_KEY",
+            Some(&token),
+            Some(json!({ "value": API_KEY })),
+        )
+        .await;
+    assert!(put.status().is_success());
+    (app, token)
+}
+
 /// Screens Claude Code shows on a first run; none may appear.
 const FIRST_RUN_SCREENS: &[&str] = &[
     "Choose the text style",
@@ -41,25 +71,7 @@ async fn claude_code_opens_at_its_prompt_answers_and_resumes_after_restart() {
         return;
     };
     let mock = MockAnthropic::start().await;
-    let app = spawn_app_with(|c| {
-        let profile = c.profiles.get_mut(PROFILE).unwrap();
-        profile.command = claude.display().to_string();
-        profile
-            .env
-            .insert("ANTHROPIC_BASE_URL".into(), mock.url.clone());
-    })
-    .await;
-    app.create_user("cleo", "cleo-password-1").await;
-    let token = app.token("cleo", "cleo-password-1").await;
-    let put = app
-        .call(
-            Method::PUT,
-            "/api/secrets/ANTHROPIC_API_KEY",
-            Some(&token),
-            Some(json!({ "value": API_KEY })),
-        )
-        .await;
-    assert!(put.status().is_success());
+    let (app, token) = app_with_claude(&claude, &mock, |_| {}).await;
 
     let instance = app
         .create_instance(&token, json!({ "profile": PROFILE }))
@@ -234,26 +246,7 @@ async fn claude_code_status_follows_a_turn_a_permission_dialog_an_escape_and_an_
         return;
     };
     let mock = MockAnthropic::start().await;
-    let app = spawn_app_with(|c| {
-        c.monitor.interval_secs = 1;
-        let profile = c.profiles.get_mut(PROFILE).unwrap();
-        profile.command = claude.display().to_string();
-        profile
-            .env
-            .insert("ANTHROPIC_BASE_URL".into(), mock.url.clone());
-    })
-    .await;
-    app.create_user("cleo", "cleo-password-1").await;
-    let token = app.token("cleo", "cleo-password-1").await;
-    let put = app
-        .call(
-            Method::PUT,
-            "/api/secrets/ANTHROPIC_API_KEY",
-            Some(&token),
-            Some(json!({ "value": API_KEY })),
-        )
-        .await;
-    assert!(put.status().is_success());
+    let (app, token) = app_with_claude(&claude, &mock, |c| c.monitor.interval_secs = 1).await;
     let id = app
         .create_instance(&token, json!({ "profile": PROFILE }))
         .await["id"]
