@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod claude;
 mod cli;
+mod deploy;
 mod files;
 mod helpers;
 mod http_basics;
