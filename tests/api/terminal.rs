@@ -109,11 +109,21 @@ async fn two_viewers_see_the_same_output_and_the_latest_one_sets_the_size() {
     wait_for_stty_size(&mut phone, "30 100").await;
 }
 
+/// Asks `stty size` until the program sees `size`. Each try ends with its own computed marker,
+/// so nothing is typed while the previous command still runs (a prompt redrawn on SIGWINCH
+/// is no sign that it finished).
 async fn wait_for_stty_size(term: &mut crate::term::Term, size: &str) {
-    for _ in 0..20 {
+    for attempt in 0..20 {
+        let marker = format!("SIZE-{}", 1000 + attempt);
         let from = term.bytes.len();
-        term.run("stty size", "$ ").await;
-        if String::from_utf8_lossy(&term.bytes[from..]).contains(&format!("\r{size}\r\n")) {
+        term.run(
+            &format!("stty size; echo SIZE-$((1000+{attempt}))"),
+            &marker,
+        )
+        .await;
+        let seen = String::from_utf8_lossy(&term.bytes[from..]).into_owned();
+        let upto = seen.rfind(&marker).unwrap_or(seen.len());
+        if seen[..upto].contains(&format!("{size}\r\n")) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
