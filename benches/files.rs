@@ -6,13 +6,15 @@
 //!
 //! Run: `cargo bench --bench files`. `-- --smoke` runs small sizes only.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use pocketdev::config::Config;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -63,25 +65,11 @@ async fn main() {
     config.rate_limits.api_per_minute = 1_000_000;
     config.files.max_upload_mb = 4096;
     let app = pocketdev::App::build(config).await.expect("app builds");
-    let base = format!("http://{}", app.local_addr());
-    let password = app.initial_admin_password.clone().unwrap();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
-    let server = tokio::spawn(app.run(async move { stop.cancelled().await }));
-    let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "username": "admin", "password": password }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let running = common::Running::start(app).await;
+    let (base, token, client) = (&running.base, &running.token, &running.client);
     let me: Value = client
         .get(format!("{base}/api/auth/me"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -90,7 +78,7 @@ async fn main() {
         .unwrap();
     client
         .get(format!("{base}/api/files"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -112,7 +100,7 @@ async fn main() {
         let started = Instant::now();
         let listing: Value = client
             .get(format!("{base}/api/files?path=big"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
@@ -165,7 +153,7 @@ async fn main() {
     let started = Instant::now();
     let response = client
         .post(format!("{base}/api/files/upload"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header(
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),
@@ -183,7 +171,7 @@ async fn main() {
     let started = Instant::now();
     let mut stream = client
         .get(format!("{base}/api/files/download?path=big.bin"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -219,6 +207,5 @@ async fn main() {
         "  memory growth: upload {upload_growth:.1} MB, download {download_growth:.1} MB   (target: under 20 MB)"
     );
 
-    shutdown.cancel();
-    let _ = server.await;
+    running.stop().await;
 }

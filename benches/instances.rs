@@ -7,6 +7,8 @@
 //! Run: `cargo bench --bench instances`. `-- --smoke` runs a few iterations only (the test
 //! command does that so the benchmark cannot rot).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -100,29 +102,14 @@ async fn main() {
     };
     config.profiles.insert("sleeper".into(), sleeper);
     let app = pocketdev::App::build(config).await.expect("app builds");
-    let base = format!("http://{}", app.local_addr());
-    let password = app.initial_admin_password.clone().unwrap();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
-    let server = tokio::spawn(app.run(async move { stop.cancelled().await }));
+    let running = common::Running::start(app).await;
+    let (base, token, client) = (&running.base, &running.token, &running.client);
     let socket = data.canonicalize().unwrap().join("server/tmux.sock");
-
-    let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "username": "admin", "password": password }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
 
     // Warm-up: the first session also starts the tmux server.
     client
         .post(format!("{base}/api/instances"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({ "profile": "sleeper" }))
         .send()
         .await
@@ -134,7 +121,7 @@ async fn main() {
         let started = Instant::now();
         let created: Value = client
             .post(format!("{base}/api/instances"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&json!({ "profile": "sleeper" }))
             .send()
             .await
@@ -188,7 +175,7 @@ async fn main() {
     // Fill up to 100 instances, then time listing them.
     let existing: Vec<Value> = client
         .get(format!("{base}/api/instances"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -198,7 +185,7 @@ async fn main() {
     for _ in existing.len()..100 {
         client
             .post(format!("{base}/api/instances"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&json!({ "profile": "sleeper" }))
             .send()
             .await
@@ -210,7 +197,7 @@ async fn main() {
         let started = Instant::now();
         let body = client
             .get(format!("{base}/api/instances"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
@@ -222,7 +209,7 @@ async fn main() {
         let started = Instant::now();
         client
             .get(format!("{base}/api/auth/me"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
@@ -248,8 +235,7 @@ async fn main() {
         list.median.as_secs_f64() / me.median.as_secs_f64()
     );
 
-    shutdown.cancel();
-    let _ = server.await;
+    running.stop().await;
     let _ = Command::new("tmux")
         .arg("-S")
         .arg(&socket)

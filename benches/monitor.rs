@@ -4,13 +4,15 @@
 //!
 //! Run: `cargo bench --bench monitor`. `-- --smoke` runs a few samples only.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use pocketdev::config::Config;
 use pocketdev::instances::profiles::Profile;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// CPU time this process has used (user + system).
 fn cpu_time() -> Duration {
@@ -56,8 +58,6 @@ async fn main() {
     );
     let interval = Duration::from_secs(Config::default().monitor.interval_secs);
     let app = pocketdev::App::build(config).await.expect("app builds");
-    let base = format!("http://{}", app.local_addr());
-    let password = app.initial_admin_password.clone().unwrap();
     let monitor = app.state().monitor.clone();
     let socket = tmp
         .path()
@@ -65,24 +65,12 @@ async fn main() {
         .canonicalize()
         .unwrap()
         .join("server/tmux.sock");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
-    let server = tokio::spawn(app.run(async move { stop.cancelled().await }));
-    let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "username": "admin", "password": password }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let running = common::Running::start(app).await;
+    let (base, token, client) = (&running.base, &running.token, &running.client);
     for _ in 0..10 {
         client
             .post(format!("{base}/api/instances"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&json!({ "profile": "sleeper" }))
             .send()
             .await
@@ -129,8 +117,7 @@ async fn main() {
         interval.as_secs(),
         100.0 * per_sample / interval.as_secs_f64()
     );
-    shutdown.cancel();
-    let _ = server.await;
+    running.stop().await;
     let _ = tokio::process::Command::new("tmux")
         .arg("-S")
         .arg(&socket)

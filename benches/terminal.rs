@@ -10,6 +10,8 @@
 //! Run: `cargo bench --bench terminal`. `-- --smoke` runs small sizes only (the test command
 //! does that so the benchmark cannot rot).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,21 +120,13 @@ memory_mb = 1
             .find_map(|l| l.strip_prefix("password: "))
             .expect("the first admin's password")
             .to_owned();
-        let login: Value = client
-            .post(format!("{base}/api/auth/login"))
-            .json(&json!({ "username": "admin", "password": password }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = common::sign_in(&client, &base, &password).await;
         Server {
             child,
             pid,
             ws_base: base.replacen("http", "ws", 1),
             base,
-            token: login["access_token"].as_str().unwrap().to_owned(),
+            token,
             socket: server_dir.canonicalize().unwrap().join("tmux.sock"),
             client,
             _data: data,

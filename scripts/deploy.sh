@@ -143,8 +143,7 @@ change "install $UNITS/pocketdev.service" install -D -m 0644 config/pocketdev.se
 change "install $UNITS/pocketdev.slice" install -D -m 0644 config/pocketdev.slice "$UNITS/pocketdev.slice"
 system "reload systemd" systemctl daemon-reload
 # An upgrade restarts pocketdev alone: KillMode=process leaves the agents' tmux server running.
-system "enable and (re)start pocketdev" systemctl enable --now pocketdev.service
-system "restart pocketdev if it was already running (upgrade)" systemctl restart pocketdev.service
+system "enable and (re)start pocketdev" bash -c "systemctl enable pocketdev.service && systemctl restart pocketdev.service"
 
 say "6. nginx"
 change "create $ACME for Let's Encrypt's HTTP challenge" install -d -m 0755 "$ACME"

@@ -24,6 +24,16 @@ impl State {
     pub fn is_live(self) -> bool {
         matches!(self, State::Starting | State::Running)
     }
+
+    /// The name clients see (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Exited => "exited",
+            State::Stopped => "stopped",
+        }
+    }
 }
 
 /// An instance as clients see it.

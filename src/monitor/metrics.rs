@@ -154,17 +154,12 @@ impl Metrics {
         self.instance_memory.clear();
         self.instance_cpu.clear();
         for instance in store::list(&state.db, None).await? {
-            let state_name = crate::terminal::hub::status_name(instance.state);
             self.instances
-                .get_or_create(&vec![("state".into(), state_name)])
+                .get_or_create(&vec![("state".into(), instance.state.as_str().into())])
                 .inc();
             if let Some((status, _)) = state.monitor.status(&instance) {
-                let status = serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
                 self.instances
-                    .get_or_create(&vec![("status".into(), status)])
+                    .get_or_create(&vec![("status".into(), status.as_str().into())])
                     .inc();
             }
             if let Some(usage) = latest.instances.get(&instance.id) {

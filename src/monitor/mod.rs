@@ -196,12 +196,11 @@ impl Monitor {
             entry.status.offer(reading, std::time::Instant::now())
         };
         if let Some(reading) = changed {
-            let name = serde_json::to_value(reading.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            self.manager
-                .publish_activity(&instance.id, &name, reading.reason.as_deref());
+            self.manager.publish_activity(
+                &instance.id,
+                reading.status.as_str(),
+                reading.reason.as_deref(),
+            );
         }
     }
 

@@ -23,6 +23,17 @@ pub struct Reading {
     pub reason: Option<String>,
 }
 
+impl Status {
+    /// The name clients see (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Working => "working",
+            Status::Waiting => "waiting",
+            Status::NeedsPermission => "needs_permission",
+        }
+    }
+}
+
 impl Reading {
     fn plain(status: Status) -> Self {
         Self {
@@ -253,6 +264,22 @@ mod tests {
         assert_eq!(asked.status, Status::NeedsPermission);
         assert_eq!(asked.reason.as_deref(), Some("Apply this change? [y/N]"));
         assert_eq!(from_screen(ProfileKind::Generic, "$ ls\nsrc\n$"), None);
+    }
+
+    #[test]
+    fn names_are_the_serialised_ones() {
+        for status in [Status::Working, Status::Waiting, Status::NeedsPermission] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        use crate::instances::store::State;
+        for state in [
+            State::Starting,
+            State::Running,
+            State::Exited,
+            State::Stopped,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
     }
 
     #[test]

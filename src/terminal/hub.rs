@@ -441,7 +441,7 @@ impl Hub {
                 size,
                 joined,
             } => {
-                let state = status_name(self.instance.state);
+                let state = self.instance.state.as_str().to_owned();
                 let _ = viewer.outbox.try_send(Outgoing::Text(
                     ServerMessage::Hello {
                         instance: self.instance.id.clone(),
@@ -678,7 +678,7 @@ impl Hub {
             InstanceEvent::Changed(instance) if instance.state.is_live() => {
                 if instance.state != self.instance.state {
                     self.broadcast_text(&ServerMessage::Status {
-                        state: status_name(instance.state),
+                        state: instance.state.as_str().to_owned(),
                         status: None,
                         reason: None,
                     });
@@ -689,7 +689,7 @@ impl Hub {
             InstanceEvent::Changed(instance) => {
                 self.flush();
                 let exit = ServerMessage::Exit {
-                    state: status_name(instance.state),
+                    state: instance.state.as_str().to_owned(),
                     exit_code: instance.exit_code,
                     reason: instance.end_reason.clone(),
                 };
@@ -699,7 +699,7 @@ impl Hub {
             }
             InstanceEvent::Activity { status, reason, .. } => {
                 self.broadcast_text(&ServerMessage::Status {
-                    state: status_name(self.instance.state),
+                    state: self.instance.state.as_str().to_owned(),
                     status: Some(status),
                     reason,
                 });
@@ -737,14 +737,6 @@ impl Hub {
             }
         }
     }
-}
-
-/// The state as the protocol names it.
-pub fn status_name(state: State) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// The close reason for an ended instance, short enough for a close frame (123 bytes).

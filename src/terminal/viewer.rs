@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::hub::{Command, Outgoing, Viewer, close, ended_reason, status_name};
+use super::hub::{Command, Outgoing, Viewer, close, ended_reason};
 use super::protocol::{self, ClientMessage, MAX_FRAME, ServerMessage};
 use super::{JoinError, Membership};
 use crate::instances::store::Instance;
@@ -45,11 +45,11 @@ pub async fn serve(
         let messages = [
             Message::Text(text(&ServerMessage::Hello {
                 instance: instance.id.clone(),
-                state: status_name(instance.state),
+                state: instance.state.as_str().to_owned(),
             })),
             Message::Binary(Bytes::from(kept.replace('\n', "\r\n"))),
             Message::Text(text(&ServerMessage::Exit {
-                state: status_name(instance.state),
+                state: instance.state.as_str().to_owned(),
                 exit_code: instance.exit_code,
                 reason: instance.end_reason.clone(),
             })),
