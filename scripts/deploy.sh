@@ -82,6 +82,9 @@ SITE="$PREFIX/etc/nginx/sites-available/pocketdev"
 SITE_LINK="$PREFIX/etc/nginx/sites-enabled/pocketdev"
 ACME="$PREFIX/var/www/pocketdev-acme"
 SHARE="$PREFIX/usr/local/share/pocketdev"
+DOC="$PREFIX/usr/local/share/doc/pocketdev"
+CTL="$PREFIX/usr/local/bin/pocketdev-ctl"
+F2B="$PREFIX/etc/fail2ban"
 
 if [ "$DRY_RUN" -eq 1 ]; then
     say "pocketdev deploy plan (dry run: nothing is changed)"
@@ -94,6 +97,10 @@ system "install tmux, nginx and certbot from the distribution" \
     env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux nginx certbot
 
 say "2. the pocketdev binary"
+if [ -z "$BINARY" ] && [ -x ./pocketdev ]; then
+    # Run from a release tarball (scripts/package.sh): its binary sits beside the scripts.
+    BINARY=./pocketdev
+fi
 if [ -z "$BINARY" ]; then
     if command -v cargo >/dev/null 2>&1; then
         change "build it with cargo (release)" cargo build --release --locked
@@ -135,8 +142,20 @@ change "create $DATA (0711: accounts reach their own folders)" install -d -m 071
 change "create $DATA/server (0700: keys and database)" install -d -m 0700 "$DATA/server"
 system "give $DATA to pocketdev" chown -R pocketdev:pocketdev "$DATA"
 system "let pocketdev read its config" chgrp -R pocketdev "$ETC"
-change "install the example config and docs in $SHARE" \
+change "install the example config in $SHARE" \
     install -D -m 0644 pocketdev.example.toml "$SHARE/pocketdev.example.toml"
+install_tools() {
+    install -D -m 0755 scripts/start.sh "$SHARE/scripts/start.sh"
+    install -D -m 0644 scripts/lib/common.sh "$SHARE/scripts/lib/common.sh"
+    install -d "$(dirname "$CTL")"
+    ln -sfn /usr/local/share/pocketdev/scripts/start.sh "$CTL"
+}
+change "install scripts/start.sh as $CTL (status, logs, backup, restore)" install_tools
+install_docs() {
+    install -D -m 0644 DEPLOYMENT.md "$DOC/DEPLOYMENT.md"
+    install -D -m 0644 README.md "$DOC/README.md"
+}
+change "install DEPLOYMENT.md and README.md in $DOC" install_docs
 
 say "5. systemd"
 change "install $UNITS/pocketdev.service" install -D -m 0644 config/pocketdev.service "$UNITS/pocketdev.service"
@@ -209,7 +228,19 @@ else
     step "ufw is not active: nothing to open"
 fi
 
-say "8. done"
+say "8. fail2ban"
+if [ -d /etc/fail2ban ] || [ -n "$PREFIX" ]; then
+    install_fail2ban() {
+        install -D -m 0644 config/fail2ban/pocketdev-filter.conf "$F2B/filter.d/pocketdev.conf"
+        install -D -m 0644 config/fail2ban/pocketdev-jail.conf "$F2B/jail.d/pocketdev.conf"
+    }
+    change "install the fail2ban filter and jail for failed sign-ins in $F2B" install_fail2ban
+    system "reload fail2ban" bash -c "systemctl reload-or-restart fail2ban"
+else
+    step "fail2ban is not installed: skipped (to ban repeated failed sign-ins: apt-get install fail2ban python3-systemd, then run this again)"
+fi
+
+say "9. done"
 URL="http://<this server's address>/"
 if [ "$TLS" -eq 1 ]; then URL="https://$DOMAIN/"; fi
 step "pocketdev: $URL"

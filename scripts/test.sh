@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: shell scripts, formatting, lints, benchmarks in smoke mode, unit
-# and integration tests. Installs what is missing (tmux, nginx, openssl, curl, shellcheck, the
-# pinned Claude Code CLI) or says what to install.
+# and integration tests. Installs what is missing (tmux, nginx, openssl, curl, shellcheck,
+# fail2ban, the pinned Claude Code CLI) or says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/common.sh
@@ -17,6 +17,8 @@ ensure_package nginx nginx
 ensure_package openssl openssl
 ensure_package curl curl
 ensure_package shellcheck shellcheck
+# The fail2ban filter is checked against the server's real log with fail2ban-regex.
+ensure_package fail2ban-regex fail2ban
 
 # The real Claude Code CLI, pinned, for the tests that run it against a mock API.
 CLAUDE_CODE_VERSION=2.1.328

@@ -1,6 +1,8 @@
-//! Operations the command line runs against a server's data: accounts and `doctor`.
+//! Operations the command line runs against a server's data: accounts, backups and `doctor`.
 
 use std::path::Path;
+
+use anyhow::Context;
 
 use crate::config::Config;
 use crate::db::{self, DbStatus};
@@ -12,6 +14,25 @@ async fn open(config: &Config) -> anyhow::Result<(Layout, db::Db)> {
     let layout = Layout::prepare(&config.data_dir)?;
     let pool = db::connect_and_migrate(&config.database_url_in(&layout)).await?;
     Ok((layout, pool))
+}
+
+/// Writes a consistent copy of the database to `to` (which must not exist), even while the
+/// server writes to it: SQLite's `VACUUM INTO` reads one snapshot.
+pub async fn backup_db(config: &Config, to: &Path) -> anyhow::Result<()> {
+    if to.exists() {
+        anyhow::bail!("{} already exists; give a new file", to.display());
+    }
+    let target = to
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("the backup path must be valid UTF-8"))?;
+    let (_, pool) = open(config).await?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(target)
+        .execute(&pool)
+        .await
+        .with_context(|| format!("cannot copy the database to {}", to.display()))?;
+    pool.close().await;
+    Ok(())
 }
 
 /// Records what the command line did in the audit log.

@@ -34,6 +34,14 @@ enum Command {
     Doctor(DataDirArg),
     /// Print the effective configuration (defaults, file and environment merged), secrets masked.
     Config(ServeArgs),
+    /// Copy the database into a new file, consistent even while the server runs (SQLite `VACUUM INTO`).
+    BackupDb {
+        /// The copy to create; it must not exist yet.
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
     /// Internal: run by an agent's hook; forwards the hook's input to the server.
     #[command(hide = true)]
     Hook,
@@ -181,6 +189,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::BackupDb { to, data } => {
+            let config = load(cli.config.as_ref(), None, data.data_dir)?;
+            commands::backup_db(&config, &to).await?;
+            println!("database copied to {}", to.display());
+        }
         Command::User(user) => user_command(cli.config.as_ref(), user).await?,
         Command::Hook => pocketdev::instances::hooks::forward_stdin().await,
         Command::Launch { .. } => unreachable!("handled before the runtime starts"),
@@ -254,7 +267,11 @@ async fn user_command(cli_config: Option<&PathBuf>, command: UserCommand) -> any
 async fn serve(config: Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.log)
         .with_context(|| format!("invalid log filter `{}`", config.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Plain text in journald and log files, so tools such as fail2ban can match lines.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
     let app = pocketdev::App::build(config).await?;
     let base = app.state().config.base_path.clone();
     let url = format!("http://{}{}", app.local_addr(), base);

@@ -323,8 +323,9 @@ async fn login(
     };
     let password_ok = password::verify(req.password, hash).await;
     let Some(user) = user.filter(|_| password_ok) else {
-        // A fixed format, so log-based tools such as fail2ban can match it.
-        tracing::warn!(target: "pocketdev::auth", ip = %client.ip, username = %attempted, "sign-in failed");
+        // A fixed format, so log-based tools such as fail2ban can match it; the username is
+        // quoted and escaped (Debug), so it cannot forge a line or an address.
+        tracing::warn!(target: "pocketdev::auth", ip = %client.ip, username = ?attempted, "sign-in failed");
         state.metrics.sign_in_failures.inc();
         audit::record(
             &state.db,

@@ -59,6 +59,11 @@ async fn the_dry_run_prints_every_step_and_changes_nothing() {
         "/etc/letsencrypt/live/dev.example.com/fullchain.pem",
         "write the HTTPS site",
         "check and reload nginx (skipped: dry run)",
+        &format!("install scripts/start.sh as {prefix}/usr/local/bin/pocketdev-ctl"),
+        &format!("install DEPLOYMENT.md and README.md in {prefix}/usr/local/share/doc/pocketdev"),
+        &format!(
+            "install the fail2ban filter and jail for failed sign-ins in {prefix}/etc/fail2ban"
+        ),
         "pocketdev: https://dev.example.com/",
         "initial-admin-password",
     ] {

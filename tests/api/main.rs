@@ -12,6 +12,7 @@ mod instances;
 mod mock_anthropic;
 mod monitor;
 mod nginx;
+mod operations;
 mod registration;
 mod restart;
 mod term;
