@@ -176,7 +176,7 @@ if [ "$TLS" -eq 1 ]; then
             ACCESS_LOG=/var/log/nginx/pocketdev.access.log ACME_ROOT=/var/www/pocketdev-acme \
             TLS_CERT="$CERT" TLS_KEY="$KEY" MAX_BODY=2048m BASE_PATH=/
     }
-    if [ "$LIVE" -eq 1 ] && [ ! -e "$CERT" ]; then
+    if [ -z "$PREFIX" ] && [ ! -e "$CERT" ]; then
         # The HTTPS site needs the certificate; get it first through a bare HTTP site.
         system "serve the HTTP challenge while the certificate is issued" bash -c \
             "printf 'server { listen 80; server_name %s; location /.well-known/acme-challenge/ { root /var/www/pocketdev-acme; } }\n' '$DOMAIN' >/etc/nginx/sites-enabled/pocketdev && systemctl reload nginx"
@@ -222,7 +222,7 @@ change "enable the site ($SITE_LINK)" enable_site
 system "check and reload nginx" bash -c "nginx -t && systemctl reload nginx"
 
 say "7. firewall"
-if [ "$LIVE" -eq 1 ] && command -v ufw >/dev/null 2>&1 && ufw status | grep -q "Status: active"; then
+if [ -z "$PREFIX" ] && command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
     system "open ports 80 and 443 in ufw" bash -c "ufw allow 80/tcp && ufw allow 443/tcp"
 else
     step "ufw is not active: nothing to open"

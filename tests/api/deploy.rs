@@ -78,6 +78,31 @@ async fn the_dry_run_prints_every_step_and_changes_nothing() {
         "a dry run writes nothing"
     );
 
+    // On the real root, as a newcomer would first run it: the certificate still to get.
+    let (ok, plan) = deploy(&[
+        "--dry-run",
+        "--binary",
+        binary,
+        "--domain",
+        "dev.example.com",
+        "--email",
+        "me@example.com",
+    ])
+    .await;
+    assert!(ok, "{plan}");
+    for expected in [
+        &format!("install {binary} as /usr/local/bin/pocketdev"),
+        "/etc/pocketdev/pocketdev.toml",
+        "get a certificate for dev.example.com from Let's Encrypt (skipped: dry run)",
+        "write the HTTPS site /etc/nginx/sites-available/pocketdev",
+        "9. done",
+    ] {
+        assert!(
+            plan.contains(expected),
+            "the plan lacks `{expected}`:\n{plan}"
+        );
+    }
+
     let (ok, refused) = deploy(&["--dry-run", "--prefix", &prefix]).await;
     assert!(!ok && refused.contains("--domain"), "{refused}");
 }
