@@ -71,6 +71,8 @@ PID_FILE="$SERVER_DIR/pocketdev.pid"
 LOG_FILE="$SERVER_DIR/pocketdev.log"
 TMUX_SOCKET=$(pocketdev config | sed -n '/^\[tmux\]/,/^\[/s/^socket = "\(.*\)"$/\1/p')
 TMUX_SOCKET=${TMUX_SOCKET:-$SERVER_DIR/tmux.sock}
+# With isolation, each account's agents are in its own tmux server, under the runtime folder.
+ISOLATION_RUN_DIR=$(pocketdev config | sed -n '/^\[isolation\]/,/^\[/s/^run_dir = "\(.*\)"$/\1/p')
 
 # as_owner COMMAND...: runs a command as the data dir's owner (pocketdev's service user), so
 # nothing it creates is left owned by root.
@@ -106,8 +108,34 @@ background_pid() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
 }
 
+tmux_sockets() {
+    local socket
+    for socket in "$TMUX_SOCKET" "$ISOLATION_RUN_DIR"/tmux/*/tmux.sock; do
+        if [ -S "$socket" ]; then printf '%s\n' "$socket"; fi
+    done
+}
+
+# tmux_as SOCKET ARGS...: a tmux client run as the owner of the socket's folder. A root client
+# against a server an agent controls would hand that agent root.
+tmux_as() {
+    local socket=$1 owner
+    shift
+    owner=$(stat -c %u:%g "$(dirname "$socket")")
+    if [ "$(id -u)" -eq 0 ] && [ "${owner%%:*}" != 0 ]; then
+        setpriv --reuid "${owner%%:*}" --regid "${owner##*:}" --clear-groups -- \
+            env -i PATH=/usr/bin:/bin HOME=/ tmux -S "$socket" "$@"
+    else
+        tmux -S "$socket" "$@"
+    fi
+}
+
 agents() {
-    as_owner tmux -S "$TMUX_SOCKET" list-sessions -F '#{session_name}' 2>/dev/null | grep -c '^pd-' || true
+    local socket total=0 count
+    while read -r socket; do
+        count=$(tmux_as "$socket" list-sessions -F '#{session_name}' 2>/dev/null | grep -c '^pd-' || true)
+        total=$((total + count))
+    done < <(tmux_sockets)
+    printf '%s' "$total"
 }
 
 cmd_status() {
@@ -121,7 +149,7 @@ cmd_status() {
         code=3
     fi
     if healthy; then say "health: ok ($(health_url))"; elif [ "$code" -eq 0 ]; then say "health: not answering at $(health_url)"; code=1; fi
-    say "agents: $(agents) running in tmux ($TMUX_SOCKET)"
+    say "agents: $(agents) running in tmux"
     return "$code"
 }
 
@@ -220,13 +248,15 @@ cmd_restore() {
         read -r -p "Replace $DATA with the backup and stop every agent? [y/N] " answer
         case "$answer" in y|Y|yes) ;; *) die "nothing changed" ;; esac
     fi
-    local owner stamp aside
+    local owner stamp aside socket
     owner=$(stat -c %U:%G "$DATA" 2>/dev/null || id -un)
     stamp=$(date -u +%Y%m%d-%H%M%S)
     aside="$DATA.before-restore-$stamp"
     cmd_stop
     # The agents belong to the data being replaced.
-    as_owner tmux -S "$TMUX_SOCKET" kill-server 2>/dev/null || true
+    while read -r socket; do
+        tmux_as "$socket" kill-server 2>/dev/null || true
+    done < <(tmux_sockets)
     if [ -e "$DATA" ]; then mv "$DATA" "$aside"; fi
     install -d -m 0711 "$DATA"
     tar -xzf "$archive" -C "$DATA" --strip-components=1 --same-permissions data/

@@ -55,11 +55,18 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let isolation = Arc::new(crate::isolation::Isolation::start(
+            &config.isolation,
+            layout.clone(),
+            db.clone(),
+        )?);
+        isolation.ensure_all().await?;
         let instances = Arc::new(Manager::new(
             db.clone(),
             layout.clone(),
             config.clone(),
             secrets.clone(),
+            isolation.clone(),
             launcher,
             hook_base(listener.local_addr()?, &config.base_path),
         )?);
@@ -86,6 +93,7 @@ impl App {
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             secrets,
             instances,
+            isolation,
             config,
             db,
             layout,

@@ -184,6 +184,29 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
         ),
     }
 
+    let root = rustix::process::geteuid().is_root();
+    let abi = crate::isolation::landlock_abi();
+    match crate::isolation::decide(&config.isolation, root, abi) {
+        Ok(report) if report.mode == crate::isolation::Mode::None => check(
+            "isolation",
+            CheckLevel::Warn,
+            format!("NONE — {}", report.reason),
+        ),
+        Ok(report) => check(
+            "isolation",
+            CheckLevel::Ok,
+            format!(
+                "{} — {}; Landlock ABI {abi}",
+                serde_json::to_value(report.mode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                report.reason
+            ),
+        ),
+        Err(e) => check("isolation", CheckLevel::Fail, format!("{e:#}")),
+    }
+
     let layout = match Layout::prepare(&config.data_dir) {
         Ok(layout) => match probe_writable(&layout.server_dir()) {
             Ok(()) => {

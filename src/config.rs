@@ -41,6 +41,7 @@ pub struct Config {
     pub files: FilesConfig,
     pub monitor: MonitorConfig,
     pub metrics: MetricsConfig,
+    pub isolation: IsolationConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
 }
@@ -68,6 +69,56 @@ impl Default for TmuxConfig {
             kill_orphans: false,
             stop_grace_secs: 3,
             launcher: None,
+        }
+    }
+}
+
+/// How accounts are kept apart from each other and from the server (see `isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// `landlock` where the kernel offers Landlock ABI 2 or later, else `users`; `none` when
+    /// pocketdev does not run as root.
+    Auto,
+    /// No OS isolation: every agent runs as the server's own user.
+    None,
+    /// A Unix user, a tmux server and resource limits per account.
+    Users,
+    /// `users`, and each agent confined by Landlock to its workspace, home and the system.
+    Landlock,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IsolationConfig {
+    pub mode: IsolationMode,
+    /// Unix user names are this prefix and the account's id (`pd-7`).
+    pub user_prefix: String,
+    /// The uids (and gids) given to accounts; a uid is never given twice.
+    pub uid_min: u32,
+    pub uid_max: u32,
+    /// Root of the accounts' tmux sockets; it must survive a restart of pocketdev (not a
+    /// folder the service manager empties).
+    pub run_dir: PathBuf,
+    /// Memory each account's agents may use together, in MB; 0: no limit.
+    pub memory_mb: u64,
+    /// Processes each account may run at once; 0: no limit.
+    pub tasks_max: u32,
+    /// CPU each account may use, in percent of one core; 0: no limit.
+    pub cpu_percent: u32,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        Self {
+            mode: IsolationMode::Auto,
+            user_prefix: "pd-".into(),
+            uid_min: 70_000,
+            uid_max: 99_999,
+            run_dir: PathBuf::from("/run/pocketdev"),
+            memory_mb: 2048,
+            tasks_max: 512,
+            cpu_percent: 150,
         }
     }
 }
@@ -220,6 +271,7 @@ impl Default for Config {
             files: FilesConfig::default(),
             monitor: MonitorConfig::default(),
             metrics: MetricsConfig::default(),
+            isolation: IsolationConfig::default(),
             profiles: crate::instances::profiles::defaults(),
         }
     }
@@ -383,6 +435,28 @@ impl Config {
                 "auth.min_password_length",
                 "must be between 8 and 128",
             ));
+        }
+        let prefix = &self.isolation.user_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 16
+            || !prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "isolation.user_prefix",
+                "must be 1-16 of a-z, 0-9, `-` and `_`, starting with a letter",
+            ));
+        }
+        if self.isolation.uid_min < 1000 || self.isolation.uid_max <= self.isolation.uid_min {
+            return Err(invalid(
+                "isolation.uid_min",
+                "the uid range must start at 1000 or above and not be empty",
+            ));
+        }
+        if !self.isolation.run_dir.is_absolute() {
+            return Err(invalid("isolation.run_dir", "must be an absolute path"));
         }
         if self.rate_limits.login_per_minute == 0 || self.rate_limits.api_per_minute == 0 {
             return Err(invalid(

@@ -98,6 +98,11 @@ fn ensure_dir(path: &Path, mode: u32) -> anyhow::Result<()> {
 
 /// Writes a small private file (mode 0600) atomically: a reader sees the old content or the new, whole.
 pub fn write_private_file(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    write_file_atomically(path, content, 0o600)
+}
+
+/// Writes a small file with `mode` atomically: a reader sees the old content or the new, whole.
+pub fn write_file_atomically(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().context("file has no parent folder")?;
     let name = path
         .file_name()
@@ -109,8 +114,10 @@ pub fn write_private_file(path: &Path, content: &[u8]) -> anyhow::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
+        // Exactly `mode`, whatever the umask.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(content)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

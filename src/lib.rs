@@ -20,6 +20,8 @@ pub mod files;
 pub mod http;
 /// Agent instances and the tmux seam.
 pub mod instances;
+/// Accounts kept apart: Unix users, their tmux servers and file identity.
+pub mod isolation;
 /// The data dir's layout.
 pub mod layout;
 /// Host and instance usage, idle stops, agent status.

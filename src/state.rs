@@ -22,6 +22,7 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     pub secrets: Arc<SecretBox>,
     pub instances: Arc<Manager>,
+    pub isolation: Arc<crate::isolation::Isolation>,
     pub terminals: Arc<crate::terminal::Terminals>,
     pub monitor: Arc<crate::monitor::Monitor>,
     pub metrics: Arc<crate::monitor::metrics::Metrics>,

@@ -284,6 +284,7 @@ async fn register(
     if let Some(hash) = &invite_hash {
         store::mark_invite_used_by(&state.db, hash, user.id).await?;
     }
+    state.isolation.ensure(user.id).await?;
     audit::record(
         &state.db,
         Event {

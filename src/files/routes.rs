@@ -39,11 +39,17 @@ async fn in_jail<T: Send + 'static>(
     operation: impl FnOnce(&Jail) -> Result<T, FileError> + Send + 'static,
 ) -> AppResult<T> {
     state.layout.prepare_user(user_id)?;
+    // With isolation, the thread acts as the account: the kernel checks every access with its
+    // rights, so nothing an agent planted leads further than the account itself could go.
+    let identity = state.isolation.ensure(user_id).await?;
     let workspace = state.layout.workspace(user_id);
-    tokio::task::spawn_blocking(move || operation(&Jail::open(&workspace)?))
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(AppError::from)
+    tokio::task::spawn_blocking(move || {
+        crate::isolation::run_as(identity, || operation(&Jail::open(&workspace)?))
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(anyhow::Error::from)?
+    .map_err(AppError::from)
 }
 
 fn parse(raw: &str) -> AppResult<RelPath> {
@@ -472,12 +478,16 @@ async fn upload(
         });
         pending_all.push(pending);
     }
+    let identity = state.isolation.ensure(auth.user.id).await?;
     tokio::task::spawn_blocking(move || {
-        pending_all
-            .into_iter()
-            .try_for_each(|pending| pending.commit(replace))
+        crate::isolation::run_as(identity, || {
+            pending_all
+                .into_iter()
+                .try_for_each(|pending| pending.commit(replace))
+        })
     })
     .await
+    .map_err(anyhow::Error::from)?
     .map_err(anyhow::Error::from)??;
     if uploaded.is_empty() {
         return Err(AppError::BadRequest(

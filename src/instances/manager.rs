@@ -11,10 +11,11 @@ use serde::Serialize;
 
 use super::profiles::{Profile, ProfileKind, resolve_command};
 use super::store::{self, Instance, NewInstance, SESSION_PREFIX, State};
-use super::tmux::{PaneInfo, SessionSpec, TmuxError, TmuxServers};
+use super::tmux::{PaneInfo, SessionSpec, Tmux, TmuxError, TmuxServers};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
+use crate::isolation::Isolation;
 use crate::layout::{Layout, write_private_file};
 use crate::secrets::SecretBox;
 use crate::users::User;
@@ -30,6 +31,7 @@ pub struct Manager {
     config: Arc<Config>,
     secrets: Arc<SecretBox>,
     tmux: TmuxServers,
+    isolation: Arc<Isolation>,
     launcher: PathBuf,
     /// Where agents report hook events: `http://<loopback>:<port><base>`.
     hook_base: String,
@@ -111,6 +113,7 @@ impl Manager {
         layout: Arc<Layout>,
         config: Arc<Config>,
         secrets: Arc<SecretBox>,
+        isolation: Arc<Isolation>,
         launcher: PathBuf,
         hook_base: String,
     ) -> anyhow::Result<Self> {
@@ -119,10 +122,17 @@ impl Manager {
             .socket
             .clone()
             .unwrap_or_else(|| layout.server_dir().join("tmux.sock"));
-        let tmux = TmuxServers::new(socket, layout.server_dir().join("tmux.conf"));
-        for server in tmux.all() {
-            server.write_config(config.tmux.history_limit)?;
-        }
+        // Isolated accounts' servers read a root-owned config they can reach, never their own.
+        let (tmux_config, launcher) = if isolation.enabled() {
+            (
+                isolation.run_dir().join("tmux.conf"),
+                install_launcher(&launcher, isolation.run_dir())?,
+            )
+        } else {
+            (layout.server_dir().join("tmux.conf"), launcher)
+        };
+        let tmux = TmuxServers::new(socket, tmux_config, isolation.clone(), layout.clone());
+        tmux.write_config(config.tmux.history_limit)?;
         let run_dir = layout.server_dir().join("run");
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
@@ -132,6 +142,7 @@ impl Manager {
             config,
             secrets,
             tmux,
+            isolation,
             launcher,
             hook_base,
             admission: tokio::sync::Mutex::new(()),
@@ -207,6 +218,14 @@ impl Manager {
 
     pub fn tmux(&self) -> &TmuxServers {
         &self.tmux
+    }
+
+    /// The tmux server of `user_id`, giving the account its Unix user first if it has none.
+    pub async fn tmux_for(&self, user_id: i64) -> Result<Tmux, AppError> {
+        self.isolation.ensure(user_id).await?;
+        self.tmux.for_account(user_id).ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("account {user_id} has no tmux server"))
+        })
     }
 
     fn busy(&self, id: &str) -> Result<BusyGuard<'_>, AppError> {
@@ -518,6 +537,14 @@ impl Manager {
                 format!("{}api/instances/{}/hooks", self.hook_base, instance.id),
             ),
         ]);
+        let identity = self.isolation.ensure(user.id).await?;
+        if identity.is_some() {
+            // The account's own temporary folder: /tmp is shared by every account.
+            env.insert(
+                "TMPDIR".into(),
+                home.join("tmp").to_string_lossy().into_owned(),
+            );
+        }
         env.extend(profile.env.clone());
         for (var, secret) in profile.secrets.iter().chain(&profile.optional_secrets) {
             if let Some(value) = secrets.get(secret) {
@@ -540,17 +567,29 @@ impl Manager {
             let key = env.get("ANTHROPIC_API_KEY").cloned();
             let hook_command = format!("'{}' hook", self.launcher.display());
             tokio::task::spawn_blocking(move || {
-                super::claude::prepare_home(
-                    &home_for_prep,
-                    &cwd_for_prep,
-                    key.as_deref(),
-                    &hook_command,
-                )
+                crate::isolation::run_as(identity, || {
+                    super::claude::prepare_home(
+                        &home_for_prep,
+                        &cwd_for_prep,
+                        key.as_deref(),
+                        &hook_command,
+                    )
+                })
             })
             .await
+            .map_err(anyhow::Error::from)?
             .map_err(anyhow::Error::from)??;
             if let Some(session) = &instance.agent_session_id {
-                let resume = has_transcript(&home, session);
+                let home_for_check = home.clone();
+                let session_for_check = session.clone();
+                let resume = tokio::task::spawn_blocking(move || {
+                    crate::isolation::run_as(identity, || {
+                        has_transcript(&home_for_check, &session_for_check)
+                    })
+                })
+                .await
+                .map_err(anyhow::Error::from)?
+                .unwrap_or(false);
                 argv.push(if resume { "--resume" } else { "--session-id" }.into());
                 argv.push(session.clone());
             }
@@ -566,20 +605,29 @@ impl Manager {
         .await?;
         env.insert(super::hooks::TOKEN_ENV.into(), hook_token);
 
-        let env_file = self
-            .layout
-            .server_dir()
-            .join("run")
-            .join(format!("{}.env", instance.id));
-        write_private_file(
-            &env_file,
-            serde_json::to_string(&env)
-                .context("environment")?
-                .as_bytes(),
-        )?;
+        // The launcher reads and deletes it. An isolated account's launcher runs as the account,
+        // so its file is in the account's home, written with the account's identity.
+        let env_file = match identity {
+            None => self.layout.server_dir().join("run"),
+            Some(_) => home.join(".pocketdev").join("run"),
+        }
+        .join(format!("{}.env", instance.id));
+        let env_text = serde_json::to_string(&env).context("environment")?;
+        let env_path = env_file.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::isolation::run_as(identity, || {
+                if identity.is_some() {
+                    create_private_dirs(env_path.parent().expect("a folder"))?;
+                }
+                write_private_file(&env_path, env_text.as_bytes())
+            })
+        })
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(anyhow::Error::from)??;
         argv[3] = env_file.to_string_lossy().into_owned();
 
-        let tmux = self.tmux.for_account(user.id);
+        let tmux = self.tmux_for(user.id).await?;
         let session = instance.tmux_session();
         // A leftover dead session of this instance would block the name.
         tmux.kill_session(&session).await.map_err(tmux_error)?;
@@ -592,7 +640,10 @@ impl Manager {
         };
         let started = tmux.new_session(&spec).await;
         if started.is_err() {
-            let _ = std::fs::remove_file(&env_file);
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::isolation::run_as(identity, || std::fs::remove_file(&env_file))
+            })
+            .await;
         }
         started.map_err(tmux_error)
     }
@@ -611,7 +662,7 @@ impl Manager {
         if !instance.state.is_live() {
             return Err(AppError::Conflict("this instance is not running".into()));
         }
-        let tmux = self.tmux.for_account(instance.owner);
+        let tmux = self.tmux_for(instance.owner).await?;
         let session = instance.tmux_session();
         let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
         let pane = self.pane(instance).await?;
@@ -710,7 +761,7 @@ impl Manager {
             .iter()
             .map(|k| tmux_key(k))
             .collect::<Result<Vec<_>, _>>()?;
-        let tmux = self.tmux.for_account(instance.owner);
+        let tmux = self.tmux_for(instance.owner).await?;
         let session = instance.tmux_session();
         if let Some(text) = input.text.filter(|t| !t.is_empty()) {
             tmux.send_text(&session, text).await.map_err(tmux_error)?;
@@ -734,7 +785,7 @@ impl Manager {
         ansi: bool,
     ) -> Result<String, AppError> {
         if instance.state.is_live() {
-            let tmux = self.tmux.for_account(instance.owner);
+            let tmux = self.tmux_for(instance.owner).await?;
             match tmux.capture(&instance.tmux_session(), lines, ansi).await {
                 Ok(text) => return Ok(last_lines(&text, lines as usize + DEFAULT_ROWS as usize)),
                 Err(TmuxError::Failed { .. }) => {} // ended a moment ago; fall back to the record
@@ -750,8 +801,8 @@ impl Manager {
     async fn pane(&self, instance: &Instance) -> Result<Option<PaneInfo>, AppError> {
         let session = instance.tmux_session();
         let panes = self
-            .tmux
-            .for_account(instance.owner)
+            .tmux_for(instance.owner)
+            .await?
             .list_panes()
             .await
             .map_err(tmux_error)?;
@@ -762,9 +813,9 @@ impl Manager {
     /// are recorded as exited; sessions without a record are reported (or killed if configured).
     pub async fn reconcile(&self) -> Result<(), AppError> {
         let mut panes = Vec::new();
-        for server in self.tmux.all() {
+        for (owner, server) in self.tmux.all() {
             match server.list_panes().await {
-                Ok(list) => panes.extend(list.into_iter().map(|p| (server.clone(), p))),
+                Ok(list) => panes.extend(list.into_iter().map(|p| (owner, server.clone(), p))),
                 Err(TmuxError::Missing) => return Ok(()),
                 Err(err) => return Err(tmux_error(err)),
             }
@@ -775,7 +826,12 @@ impl Manager {
                 continue;
             }
             let session = instance.tmux_session();
-            match panes.iter().find(|(_, p)| p.session == session) {
+            // Only the owner's server counts: an agent may name a session of its own after
+            // someone else's instance.
+            let found = panes.iter().find(|(owner, _, p)| {
+                p.session == session && owner.is_none_or(|o| o == instance.owner)
+            });
+            match found.map(|(_, tmux, pane)| (tmux, pane)) {
                 None => {
                     if store::mark_ended(&self.db, &instance.id, State::Exited, None, "lost", None)
                         .await?
@@ -806,9 +862,9 @@ impl Manager {
             }
         }
         let known: HashSet<String> = live.iter().map(Instance::tmux_session).collect();
-        for (tmux, pane) in panes
+        for (_, tmux, pane) in panes
             .iter()
-            .filter(|(_, p)| p.session.starts_with(SESSION_PREFIX))
+            .filter(|(_, _, p)| p.session.starts_with(SESSION_PREFIX))
         {
             if known.contains(&pane.session) {
                 continue;
@@ -989,6 +1045,43 @@ fn available_memory_mb() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024)
+}
+
+/// Creates folders (mode 0700) that do not exist yet; symlinks are refused, not followed.
+fn create_private_dirs(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut path = PathBuf::new();
+    for part in dir.components() {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => anyhow::bail!("{} is not a folder", path.display()),
+            Err(_) => std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        }
+    }
+    Ok(())
+}
+
+/// Copies the launcher where every account can run it (root-owned, 0755): the server's own
+/// binary may sit in a folder accounts cannot reach.
+fn install_launcher(launcher: &Path, run_dir: &Path) -> anyhow::Result<PathBuf> {
+    let installed = run_dir.join("bin").join("pocketdev");
+    std::fs::create_dir_all(installed.parent().expect("a folder"))?;
+    let bytes = std::fs::read(launcher)
+        .with_context(|| format!("cannot read the launcher {}", launcher.display()))?;
+    let current = std::fs::read(&installed).ok();
+    if current.as_deref() != Some(bytes.as_slice()) {
+        crate::layout::write_file_atomically(&installed, &bytes, 0o755)?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        installed.parent().expect("a folder"),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
+    Ok(installed)
 }
 
 #[cfg(test)]

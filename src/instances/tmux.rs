@@ -1,15 +1,22 @@
 //! The only place that runs tmux.
 //!
-//! pocketdev runs its own tmux server on its own socket, never the user's default one. Every
-//! client is started with a cleared environment and arguments passed as a list, never through a
-//! shell. [`TmuxServers::for_account`] is the seam where per-account servers (running as the
-//! account's Unix user) will plug in; today every account shares the one server.
+//! pocketdev never uses anyone's default tmux server. Without isolation, one server on its own
+//! socket holds every account's sessions. With isolation, each account has its own server,
+//! running as the account, with its socket in a 0700 folder of the account's, and **every**
+//! client (new-session, capture-pane, send-keys, list-panes, the control client) runs as the
+//! account too: a tmux client running as root against a server an agent controls would give
+//! that agent root (`detach-client -E`, hooks writing files through the client). Clients start
+//! with a cleared environment and arguments passed as a list, never through a shell.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::process::Command;
+
+use crate::isolation::{Identity, Isolation};
+use crate::layout::Layout;
 
 /// Why a tmux command failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,33 +60,80 @@ pub struct SessionSpec<'a> {
 #[derive(Clone)]
 pub struct TmuxServers {
     shared: Tmux,
+    isolation: Arc<Isolation>,
+    layout: Arc<Layout>,
 }
 
 impl TmuxServers {
-    pub fn new(socket: PathBuf, config_file: PathBuf) -> Self {
+    pub fn new(
+        socket: PathBuf,
+        config_file: PathBuf,
+        isolation: Arc<Isolation>,
+        layout: Arc<Layout>,
+    ) -> Self {
         Self {
             shared: Tmux {
                 socket,
                 config_file,
+                account: None,
             },
+            isolation,
+            layout,
         }
     }
 
-    /// The tmux server holding `user_id`'s sessions.
-    pub fn for_account(&self, _user_id: i64) -> &Tmux {
-        &self.shared
+    /// The tmux server holding `user_id`'s sessions; `None` while an isolated account has no
+    /// Unix user yet (so it has no server either).
+    pub fn for_account(&self, user_id: i64) -> Option<Tmux> {
+        if !self.isolation.enabled() {
+            return Some(self.shared.clone());
+        }
+        let identity = self.isolation.identity(user_id)?;
+        Some(self.account_server(user_id, identity))
     }
 
-    /// Every server, for reconciliation.
-    pub fn all(&self) -> impl Iterator<Item = &Tmux> {
-        std::iter::once(&self.shared)
+    fn account_server(&self, user_id: i64, identity: Identity) -> Tmux {
+        Tmux {
+            socket: self.isolation.socket_dir(user_id).join("tmux.sock"),
+            config_file: self.shared.config_file.clone(),
+            account: Some(AccountClient {
+                identity,
+                home: self.layout.home(user_id),
+            }),
+        }
     }
+
+    /// Every server with the account it belongs to (`None`: the shared one), for
+    /// reconciliation and sampling.
+    pub fn all(&self) -> Vec<(Option<i64>, Tmux)> {
+        if !self.isolation.enabled() {
+            return vec![(None, self.shared.clone())];
+        }
+        self.isolation
+            .known()
+            .into_iter()
+            .map(|(user_id, identity)| (Some(user_id), self.account_server(user_id, identity)))
+            .collect()
+    }
+
+    /// Writes the servers' configuration file (root-owned; servers read it when they start).
+    pub fn write_config(&self, history_limit: u32) -> anyhow::Result<()> {
+        self.shared.write_config(history_limit)
+    }
+}
+
+/// Who an account's tmux clients run as.
+#[derive(Clone, Debug)]
+struct AccountClient {
+    identity: Identity,
+    home: PathBuf,
 }
 
 #[derive(Clone, Debug)]
 pub struct Tmux {
     socket: PathBuf,
     config_file: PathBuf,
+    account: Option<AccountClient>,
 }
 
 /// tmux's own limit on one command message is 16 KiB; text is sent in smaller pieces.
@@ -88,6 +142,11 @@ const SEND_CHUNK: usize = 4096;
 impl Tmux {
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The Unix user this server and its clients run as; `None`: the server's own.
+    pub fn uid(&self) -> Option<u32> {
+        self.account.as_ref().map(|a| a.identity.uid)
     }
 
     fn command(&self) -> Command {
@@ -106,6 +165,17 @@ impl Tmux {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(account) = &self.account {
+            // As the account, with no supplementary groups (std drops them with `uid`). A
+            // server this client starts inherits the environment: no user bus variables, so a
+            // systemd-linked tmux cannot move panes out of the account's limits.
+            command
+                .uid(account.identity.uid)
+                .gid(account.identity.gid)
+                .env("HOME", &account.home)
+                .env("SHELL", "/bin/bash")
+                .current_dir("/");
+        }
         command
     }
 
@@ -254,9 +324,10 @@ impl Tmux {
              set -g allow-rename off\n\
              set -g window-size latest\n\
              set -g default-terminal tmux-256color\n\
+             set -g default-shell /bin/bash\n\
              set -g exit-empty on\n"
         );
-        std::fs::write(&self.config_file, config)
+        crate::layout::write_file_atomically(&self.config_file, config.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", self.config_file.display()))
     }
 }

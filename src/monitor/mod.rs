@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::instances::Manager;
 use crate::instances::store::{self, Instance, State};
+use crate::instances::tmux::PaneInfo;
 use sampler::{HostUsage, Sampler, Tree};
 
 pub use routes::router;
@@ -171,13 +172,10 @@ impl Monitor {
             return;
         }
         let kind = self.manager.profile_kind(&instance.profile);
-        let screen = self
-            .manager
-            .tmux()
-            .for_account(instance.owner)
-            .capture(&instance.tmux_session(), 0, false)
-            .await
-            .ok();
+        let screen = match self.manager.tmux().for_account(instance.owner) {
+            Some(tmux) => tmux.capture(&instance.tmux_session(), 0, false).await.ok(),
+            None => None,
+        };
         let flowing = self.output_flowing(&instance.id);
         let changed = {
             let mut tracked = self.tracked.lock().expect("tracked");
@@ -230,9 +228,10 @@ impl Monitor {
         let mut panes = HashMap::new();
         // Without tmux's word on every pane, nothing is idle and no memory figure is new.
         let mut complete = true;
-        for server in self.manager.tmux().all() {
+        // Keyed by owner too: an agent may name a session of its own after another's instance.
+        for (owner, server) in self.manager.tmux().all() {
             match server.list_panes().await {
-                Ok(list) => panes.extend(list.into_iter().map(|p| (p.session.clone(), p))),
+                Ok(list) => panes.extend(list.into_iter().map(|p| ((owner, p.session.clone()), p))),
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot list tmux panes; this sample is partial");
                     complete = false;
@@ -243,7 +242,7 @@ impl Monitor {
         let roots: Vec<(String, u32)> = live
             .iter()
             .filter_map(|i| {
-                let pane = panes.get(&i.tmux_session())?;
+                let pane = pane_of(&panes, i)?;
                 Some((i.id.clone(), pane.pid?))
             })
             .collect();
@@ -256,7 +255,7 @@ impl Monitor {
         let mut instances = HashMap::new();
         for instance in &live {
             let tree = trees.get(&instance.id).copied().unwrap_or(Tree::default());
-            let pane = panes.get(&instance.tmux_session());
+            let pane = pane_of(&panes, instance);
             instances.insert(
                 instance.id.clone(),
                 InstanceUsage {
@@ -378,4 +377,15 @@ impl Monitor {
             }
         }
     }
+}
+
+/// The instance's pane in its owner's server (or the shared one without isolation).
+fn pane_of<'a>(
+    panes: &'a HashMap<(Option<i64>, String), PaneInfo>,
+    instance: &Instance,
+) -> Option<&'a PaneInfo> {
+    let session = instance.tmux_session();
+    panes
+        .get(&(Some(instance.owner), session.clone()))
+        .or_else(|| panes.get(&(None, session)))
 }

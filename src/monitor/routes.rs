@@ -54,6 +54,8 @@ pub struct SystemStats {
     pub users: Vec<UserTotals>,
     /// Alerts raised and not yet cleared.
     pub alerts: Vec<Alert>,
+    /// How accounts are kept apart on this server (mode `none`: not at all).
+    pub isolation: crate::isolation::Report,
 }
 
 /// The host, each live instance's usage and status with its owner, and per-user totals.
@@ -105,6 +107,7 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Js
         instances,
         users: users.into_values().collect(),
         alerts: alerts::active(&state.db).await?,
+        isolation: state.isolation.report().clone(),
     }))
 }
 

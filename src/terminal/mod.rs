@@ -112,6 +112,12 @@ impl Terminals {
         &self,
         instance: &Instance,
     ) -> Result<(mpsc::Sender<Command>, Arc<std::sync::atomic::AtomicUsize>), JoinError> {
+        // A running instance's account always has its server; without one there is nothing to show.
+        let tmux = self
+            .manager
+            .tmux()
+            .for_account(instance.owner)
+            .ok_or(JoinError::Unavailable)?;
         let mut hubs = self.hubs.lock().expect("hub registry");
         if let Some(hub) = hubs.get(&instance.id)
             && !hub.commands.is_closed()
@@ -146,7 +152,6 @@ impl Terminals {
             }
             true
         };
-        let tmux = self.manager.tmux().for_account(instance.owner).clone();
         let settings = Settings {
             replay_lines: self.config.replay_lines,
             viewer_buffer: self.config.viewer_buffer_kb * 1024,

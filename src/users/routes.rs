@@ -110,6 +110,7 @@ async fn create_user(
         state.config.auth.min_password_length,
     )
     .await?;
+    state.isolation.ensure(user.id).await?;
     audit_admin(
         &state,
         &admin,
@@ -198,6 +199,9 @@ async fn delete_user(
             state.instances.stop(&instance, "admin").await?;
         }
     }
+    // Everything of the account at once (agents, their children, its tmux server), then its
+    // Unix user; the uid stays recorded so no later account ever gets it.
+    state.isolation.remove(id).await?;
     store::delete(&state.db, id).await?;
     let layout = state.layout.clone();
     let label = target.username.clone();

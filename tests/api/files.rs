@@ -627,7 +627,7 @@ impl Setup {
     }
 }
 
-async fn upload_as(
+pub async fn upload_as(
     app: &TestApp,
     token: &str,
     query: &str,

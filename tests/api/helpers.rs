@@ -77,7 +77,14 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
     let data = tempfile::tempdir().expect("temp data dir");
+    // Accounts' own users must reach their folders inside it.
+    std::fs::set_permissions(
+        data.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("temp dir mode");
     let mut config = test_config(&data.path().join("data"));
+    isolate_for_tests(&mut config, data.path());
     customize(&mut config);
     config.validate().expect("test configuration is valid");
     let mut app = start(config).await;
@@ -238,7 +245,75 @@ impl Drop for TestApp {
         // The agents' tmux server outlives pocketdev by design; a test must not leave it behind.
         if self.owns_tmux {
             kill_tmux_server(&self.tmux_socket());
+            remove_test_accounts(&self.config.isolation.user_prefix);
         }
+    }
+}
+
+/// Test apps isolate accounts whenever the tests run as root (as CI does): each app gets its
+/// own Unix user prefix (`pdt<pid>x<n>-`, so a sweeper can tell whose they are) and its own
+/// runtime folder, so parallel tests never collide.
+pub fn isolate_for_tests(config: &mut Config, root: &Path) {
+    config.isolation.run_dir = root.join("run");
+    config.isolation.user_prefix = test_user_prefix();
+}
+
+/// A Unix user prefix of its own for one test server: `pdt<pid>x<n>-`.
+pub fn test_user_prefix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(sweep_stale_test_accounts);
+    format!(
+        "pdt{}x{}-",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Kills the processes of every Unix user made for a test app and removes the users.
+pub fn remove_test_accounts(prefix: &str) {
+    use pocketdev::isolation::accounts;
+    if !running_as_root() || !prefix.starts_with("pdt") {
+        return;
+    }
+    let Ok(ids) = accounts::SystemIds::read() else {
+        return;
+    };
+    let names: Vec<String> = ids.names_with_prefix(prefix).map(str::to_owned).collect();
+    for name in names {
+        if let Some(identity) = ids.user(&name) {
+            accounts::kill_all(identity.uid, std::time::Duration::from_secs(5));
+        }
+        if let Ok(_lock) = accounts::AccountsLock::acquire() {
+            let _ = accounts::remove_user(&name);
+        }
+    }
+}
+
+/// Removes test accounts whose test process is gone (a crashed or killed run).
+fn sweep_stale_test_accounts() {
+    use pocketdev::isolation::accounts::SystemIds;
+    if !running_as_root() {
+        return;
+    }
+    let Ok(ids) = SystemIds::read() else {
+        return;
+    };
+    let stale: Vec<String> = ids
+        .names_with_prefix("pdt")
+        .filter_map(|name| {
+            let pid = name.strip_prefix("pdt")?.split('x').next()?;
+            let alive = Path::new("/proc").join(pid).exists();
+            (!alive).then(|| format!("pdt{pid}x"))
+        })
+        .collect();
+    for prefix in stale {
+        remove_test_accounts(&prefix);
     }
 }
 
@@ -255,6 +330,48 @@ pub fn kill_tmux_server(socket: &Path) {
 }
 
 impl TestApp {
+    /// A tmux client for the server holding `user_id`'s sessions, running as that account
+    /// when accounts are isolated (a root client would be the privilege hazard itself).
+    pub fn tmux_client(&self, user_id: i64) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("tmux");
+        let name = format!("{}{user_id}", self.config.isolation.user_prefix);
+        match pocketdev::isolation::accounts::SystemIds::read()
+            .ok()
+            .and_then(|ids| ids.user(&name))
+        {
+            Some(identity) => {
+                let socket = self
+                    .config
+                    .isolation
+                    .run_dir
+                    .join("tmux")
+                    .join(user_id.to_string())
+                    .join("tmux.sock");
+                command
+                    .arg("-S")
+                    .arg(socket)
+                    .uid(identity.uid)
+                    .gid(identity.gid)
+                    .current_dir("/");
+            }
+            None => {
+                command.arg("-S").arg(self.tmux_socket());
+            }
+        }
+        command
+    }
+
+    /// The id of the account `token` belongs to.
+    pub async fn user_id(&self, token: &str) -> i64 {
+        let me: Value = self
+            .get("/api/auth/me", Some(token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        me["id"].as_i64().expect("user id")
+    }
+
     pub fn tmux_socket(&self) -> PathBuf {
         self.config.tmux.socket.clone().unwrap_or_else(|| {
             self.config

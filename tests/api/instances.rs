@@ -262,7 +262,7 @@ async fn stop_keeps_the_record_and_delete_removes_it() {
         "deleted",
     )
     .await;
-    let sessions = tmux_sessions(&app).await;
+    let sessions = tmux_sessions(&app, app.user_id(&token).await).await;
     assert!(
         !sessions.iter().any(|s| s.contains(&id2)),
         "the session is gone: {sessions:?}"
@@ -271,10 +271,9 @@ async fn stop_keeps_the_record_and_delete_removes_it() {
     assert_eq!(actions.len(), 1);
 }
 
-async fn tmux_sessions(app: &TestApp) -> Vec<String> {
-    let output = tokio::process::Command::new("tmux")
-        .arg("-S")
-        .arg(app.tmux_socket())
+async fn tmux_sessions(app: &TestApp, owner: i64) -> Vec<String> {
+    let output = app
+        .tmux_client(owner)
         .args(["list-sessions", "-F", "#{session_name}"])
         .output()
         .await
@@ -285,10 +284,9 @@ async fn tmux_sessions(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
-async fn kill_session(app: &TestApp, id: &str) {
-    let status = tokio::process::Command::new("tmux")
-        .arg("-S")
-        .arg(app.tmux_socket())
+async fn kill_session(app: &TestApp, owner: i64, id: &str) {
+    let status = app
+        .tmux_client(owner)
         .args(["kill-session", "-t", &format!("pd-{id}")])
         .status()
         .await
@@ -330,7 +328,7 @@ async fn instances_survive_a_server_restart_and_lost_sessions_become_exited() {
     app.wait_for_output(&token, &first, "you said: after restart")
         .await;
 
-    kill_session(&app, &second).await;
+    kill_session(&app, app.user_id(&token).await, &second).await;
     let lost = app.wait_for_state(&token, &second, "exited").await;
     assert_eq!(lost["end_reason"], "lost");
     assert_eq!(app.instance(&token, &first).await["state"], "running");
@@ -726,7 +724,10 @@ async fn deleting_a_user_stops_their_instances() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        !tmux_sessions(&app).await.iter().any(|s| s.contains(&id)),
+        !tmux_sessions(&app, user_id)
+            .await
+            .iter()
+            .any(|s| s.contains(&id)),
         "the agent was stopped"
     );
 }
@@ -868,15 +869,19 @@ async fn sessions_without_a_record_are_left_alone_or_killed_as_configured() {
         let token = user(&app, "pia").await;
         app.create_instance(&token, json!({ "profile": "fake" }))
             .await; // the server is running
-        let created = tokio::process::Command::new("tmux")
-            .arg("-S")
-            .arg(app.tmux_socket())
+        let owner = app.user_id(&token).await;
+        let created = app
+            .tmux_client(owner)
             .args(["new-session", "-d", "-s", "pd-orphan", "--", "sleep", "600"])
             .status()
             .await
             .unwrap();
         assert!(created.success());
-        let orphan_alive = || async { tmux_sessions(&app).await.contains(&"pd-orphan".to_owned()) };
+        let orphan_alive = || async {
+            tmux_sessions(&app, owner)
+                .await
+                .contains(&"pd-orphan".to_owned())
+        };
         if kill {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while orphan_alive().await {

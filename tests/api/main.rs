@@ -9,6 +9,7 @@ mod files;
 mod helpers;
 mod http_basics;
 mod instances;
+mod isolation;
 mod mock_anthropic;
 mod monitor;
 mod nginx;

@@ -22,12 +22,17 @@ struct Install {
     config: PathBuf,
     data: PathBuf,
     url: String,
+    user_prefix: String,
 }
 
 impl Install {
     fn new(extra_config: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap();
+        // Isolated accounts (the tests run as root in CI) must reach their folders.
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .unwrap();
+        let user_prefix = crate::helpers::test_user_prefix();
         let binary = root.join("bin/pocketdev");
         std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
         std::fs::copy(env!("CARGO_BIN_EXE_pocketdev"), &binary).unwrap();
@@ -43,8 +48,10 @@ impl Install {
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n{extra_config}\n\
                  [rate_limits]\nlogin_per_minute = 1000\napi_per_minute = 10000\n\
+                 [isolation]\nrun_dir = \"{root}/run\"\nuser_prefix = \"{user_prefix}\"\n\
                  [profiles.fake]\nname = \"Fake agent\"\ncommand = \"{agent}\"\nmemory_mb = 10\n",
                 data = data.display(),
+                root = root.display(),
                 agent = crate::helpers::fake_agent_path().display(),
             ),
         )
@@ -56,6 +63,7 @@ impl Install {
             config,
             data,
             url: format!("http://127.0.0.1:{port}/"),
+            user_prefix,
         }
     }
 
@@ -160,6 +168,7 @@ impl Drop for Install {
                 .status();
         }
         crate::helpers::kill_tmux_server(&self.data.join("server/tmux.sock"));
+        crate::helpers::remove_test_accounts(&self.user_prefix);
     }
 }
 
