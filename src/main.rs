@@ -50,6 +50,13 @@ enum Command {
     Launch {
         #[arg(long)]
         env_file: PathBuf,
+        /// Confine the agent with Landlock to the `--write` and `--read` folders and the system.
+        #[arg(long)]
+        landlock: bool,
+        #[arg(long)]
+        write: Vec<PathBuf>,
+        #[arg(long)]
+        read: Vec<PathBuf>,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -122,8 +129,19 @@ fn return_large_allocations() {}
 fn main() -> ExitCode {
     return_large_allocations();
     let cli = Cli::parse();
-    if let Some(Command::Launch { env_file, argv }) = &cli.command {
-        let err = pocketdev::instances::launcher::exec(env_file, argv);
+    if let Some(Command::Launch {
+        env_file,
+        landlock,
+        write,
+        read,
+        argv,
+    }) = &cli.command
+    {
+        let sandbox = landlock.then(|| pocketdev::isolation::sandbox::Allowed {
+            write: write.clone(),
+            read: read.clone(),
+        });
+        let err = pocketdev::instances::launcher::exec(env_file, argv, sandbox.as_ref());
         eprintln!("pocketdev: {err:#}");
         return ExitCode::from(127);
     }

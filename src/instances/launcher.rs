@@ -11,9 +11,20 @@ use anyhow::Context;
 /// Variables the pane itself provides and the agent keeps.
 const FROM_PANE: &[&str] = &["TERM", "COLORTERM", "TMUX", "TMUX_PANE"];
 
-/// Replaces this process with `argv`; returns only on failure.
-pub fn exec(env_file: &Path, argv: &[String]) -> anyhow::Error {
-    match prepare(env_file, argv) {
+/// Replaces this process with `argv`, confined by Landlock when `sandbox` says so; returns
+/// only on failure.
+pub fn exec(
+    env_file: &Path,
+    argv: &[String],
+    sandbox: Option<&crate::isolation::sandbox::Allowed>,
+) -> anyhow::Error {
+    let prepared = prepare(env_file, argv).and_then(|command| {
+        if let Some(allowed) = sandbox {
+            crate::isolation::sandbox::confine(allowed)?;
+        }
+        Ok(command)
+    });
+    match prepared {
         Ok(mut command) => {
             let err = command.exec();
             anyhow::anyhow!("cannot start `{}`: {err}", argv[0])

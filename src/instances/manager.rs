@@ -557,9 +557,19 @@ impl Manager {
             "launch".into(),
             "--env-file".into(),
             String::new(),
-            "--".into(),
-            command.to_string_lossy().into_owned(),
         ];
+        if self.isolation.landlock() {
+            let launcher_dir = self.launcher.parent().unwrap_or(Path::new("/"));
+            let allowed = crate::isolation::sandbox::Allowed {
+                write: vec![self.layout.workspace(user.id), home.clone()],
+                read: vec![
+                    crate::isolation::sandbox::program_root(&command),
+                    launcher_dir.to_path_buf(),
+                ],
+            };
+            argv.extend(allowed.to_args());
+        }
+        argv.extend(["--".into(), command.to_string_lossy().into_owned()]);
         argv.extend(profile.args.iter().cloned());
         if profile.kind == ProfileKind::Claude {
             let home_for_prep = home.clone();

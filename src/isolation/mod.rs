@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod fsid;
+pub mod sandbox;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

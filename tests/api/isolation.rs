@@ -446,3 +446,57 @@ async fn isolation_is_reported_to_admins_and_by_doctor() {
         assert!(err.contains("needs pocketdev to run as root"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn landlock_keeps_an_agent_to_its_workspace_home_and_the_system() {
+    if skip_unless_root() {
+        return;
+    }
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let stats: Value = app
+        .get("/api/system/stats", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    if stats["isolation"]["mode"] != "landlock" {
+        return eprintln!(
+            "skipped: this kernel offers no Landlock ABI 2 or later ({})",
+            stats["isolation"]
+        );
+    }
+    let (_, ann) = account(&app, "ann").await;
+    // A world-readable file in a world-readable folder: Unix permissions alone would allow it.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let public = outside.path().join("public.txt");
+    std::fs::write(&public, "anyone may read this\n").unwrap();
+    std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+
+    let instance = shell(&app, &ann).await;
+    let checks = [
+        (format!("cat '{}' 2>&1", public.display()), "Permission denied"),
+        (format!("echo x > '{}/new' 2>&1", outside.path().display()), "Permission denied"),
+        ("echo x > /tmp/pocketdev-landlock-probe 2>&1".to_owned(), "Permission denied"),
+        ("ls /tmp >/dev/null 2>&1 || echo denied".to_owned(), "denied"),
+        ("echo kept > in-workspace && cat in-workspace".to_owned(), "kept"),
+        ("echo kept > \"$HOME/in-home\" && cat \"$HOME/in-home\"".to_owned(), "kept"),
+        ("mktemp >/dev/null && echo tmpdir-ok".to_owned(), "tmpdir-ok"),
+        ("head -n 1 /etc/os-release".to_owned(), "NAME"),
+        // Renames across folders need Landlock ABI 2 rules (ABI 1 breaks them).
+        (
+            "mkdir -p d1 d2 && touch d1/f && perl -e 'rename(\"d1/f\", \"d2/f\") or die \"$!\"' && echo renamed".to_owned(),
+            "renamed",
+        ),
+    ];
+    for (script, expected) in checks {
+        let out = run(&app, &ann, &instance, &script).await;
+        assert!(out.contains(expected), "`{script}` printed: {out}");
+    }
+    assert!(!Path::new("/tmp/pocketdev-landlock-probe").exists());
+}
