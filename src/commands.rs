@@ -186,7 +186,8 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
 
     let root = rustix::process::geteuid().is_root();
     let abi = crate::isolation::landlock_abi();
-    match crate::isolation::decide(&config.isolation, root, abi) {
+    let limits = crate::isolation::cgroups::Cgroups::detect(&config.isolation.cgroup).backend();
+    match crate::isolation::decide(&config.isolation, root, abi, limits) {
         Ok(report) if report.mode == crate::isolation::Mode::None => check(
             "isolation",
             CheckLevel::Warn,
@@ -196,7 +197,7 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             "isolation",
             CheckLevel::Ok,
             format!(
-                "{} — {}; Landlock ABI {abi}",
+                "{} — {}; Landlock ABI {abi}; limits by {limits:?}",
                 serde_json::to_value(report.mode)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

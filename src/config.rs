@@ -106,6 +106,8 @@ pub struct IsolationConfig {
     pub tasks_max: u32,
     /// CPU each account may use, in percent of one core; 0: no limit.
     pub cpu_percent: u32,
+    /// The cgroup folder (under each hierarchy's root) holding every account's group.
+    pub cgroup: String,
 }
 
 impl Default for IsolationConfig {
@@ -119,6 +121,7 @@ impl Default for IsolationConfig {
             memory_mb: 2048,
             tasks_max: 512,
             cpu_percent: 150,
+            cgroup: "pocketdev".into(),
         }
     }
 }
@@ -453,6 +456,18 @@ impl Config {
             return Err(invalid(
                 "isolation.uid_min",
                 "the uid range must start at 1000 or above and not be empty",
+            ));
+        }
+        if self.isolation.cgroup.is_empty()
+            || !self
+                .isolation
+                .cgroup
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "isolation.cgroup",
+                "must be a folder name of a-z, 0-9, `-` and `_`",
             ));
         }
         if !self.isolation.run_dir.is_absolute() {

@@ -638,6 +638,17 @@ impl Manager {
         argv[3] = env_file.to_string_lossy().into_owned();
 
         let tmux = self.tmux_for(user.id).await?;
+        if let Some(pid) = tmux.start_server().await.map_err(tmux_error)? {
+            // Under the account's limits before any agent exists, or not at all.
+            if let Err(err) = self.isolation.confine_server(user.id, pid) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                return Err(AppError::Internal(
+                    err.context("cannot limit the account's resources"),
+                ));
+            }
+        }
         let session = instance.tmux_session();
         // A leftover dead session of this instance would block the name.
         tmux.kill_session(&session).await.map_err(tmux_error)?;
@@ -649,6 +660,11 @@ impl Manager {
             argv: &argv,
         };
         let started = tmux.new_session(&spec).await;
+        if started.is_ok() && tmux.uid().is_some() {
+            // Its server was started to stay up empty; from the first session on it may exit
+            // with the last one.
+            let _ = tmux.exit_when_empty().await;
+        }
         if started.is_err() {
             let _ = tokio::task::spawn_blocking(move || {
                 crate::isolation::run_as(identity, || std::fs::remove_file(&env_file))

@@ -202,6 +202,53 @@ impl Tmux {
         }
     }
 
+    /// For an account's server: starts it in the foreground mode (`tmux -D`, which stays up with
+    /// no session until [`Self::exit_when_empty`]) as the account, in its own process group, and answers its pid once it
+    /// listens, so the caller can put it in the account's group before any agent exists.
+    /// `None`: it was running already (or the server is the shared one, started on demand).
+    pub async fn start_server(&self) -> Result<Option<u32>, TmuxError> {
+        if self.account.is_none() || std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+            return Ok(None);
+        }
+        // A dead server's socket would make tmux refuse to start.
+        let _ = std::fs::remove_file(&self.socket);
+        let child = self
+            .command()
+            .arg("-D")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => TmuxError::Missing,
+                _ => TmuxError::Failed {
+                    command: "-D".into(),
+                    stderr: e.to_string(),
+                },
+            })?;
+        let pid = child.id().unwrap_or_default();
+        // Never waited on: it outlives pocketdev, and the runtime reaps it if it ends first.
+        drop(child);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(TmuxError::Failed {
+                    command: "-D".into(),
+                    stderr: "the account's tmux server did not start listening".into(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(Some(pid))
+    }
+
+    /// Lets the server exit with its last session (tmux's default, which `-D` turns off).
+    pub async fn exit_when_empty(&self) -> Result<(), TmuxError> {
+        self.run(&["set-option", "-g", "exit-empty", "on"])
+            .await
+            .map(drop)
+    }
+
     /// Starts a detached session running `argv` directly (no shell in between).
     pub async fn new_session(&self, spec: &SessionSpec<'_>) -> Result<(), TmuxError> {
         let cwd = spec.cwd.to_string_lossy();
@@ -324,8 +371,7 @@ impl Tmux {
              set -g allow-rename off\n\
              set -g window-size latest\n\
              set -g default-terminal tmux-256color\n\
-             set -g default-shell /bin/bash\n\
-             set -g exit-empty on\n"
+             set -g default-shell /bin/bash\n"
         );
         crate::layout::write_file_atomically(&self.config_file, config.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", self.config_file.display()))

@@ -8,6 +8,7 @@
 //! admins.
 
 pub mod accounts;
+pub mod cgroups;
 pub mod fsid;
 pub mod sandbox;
 
@@ -51,6 +52,8 @@ pub struct Report {
     pub running_as_root: bool,
     /// The kernel's Landlock ABI; 0 when it has none.
     pub landlock_abi: u32,
+    /// How each account's memory, process and CPU limits are enforced.
+    pub cgroups: cgroups::Backend,
 }
 
 /// The newest Landlock ABI the kernel offers, 0 without Landlock.
@@ -71,12 +74,18 @@ pub fn landlock_abi() -> u32 {
 
 /// Decides the mode from the configuration and the host; a mode asked for explicitly that the
 /// host cannot give is an error naming why.
-pub fn decide(config: &IsolationConfig, root: bool, abi: u32) -> anyhow::Result<Report> {
+pub fn decide(
+    config: &IsolationConfig,
+    root: bool,
+    abi: u32,
+    limits: cgroups::Backend,
+) -> anyhow::Result<Report> {
     let report = |mode, reason: String| Report {
         mode,
         reason,
         running_as_root: root,
         landlock_abi: abi,
+        cgroups: limits,
     };
     let needs_root = |mode: &str| {
         anyhow::anyhow!(
@@ -123,6 +132,7 @@ pub fn decide(config: &IsolationConfig, root: bool, abi: u32) -> anyhow::Result<
 
 pub struct Isolation {
     report: Report,
+    cgroups: cgroups::Cgroups,
     config: IsolationConfig,
     layout: Arc<Layout>,
     db: Db,
@@ -134,9 +144,11 @@ impl Isolation {
     /// Finds the mode and prepares the runtime directory; refuses what cannot be enforced.
     pub fn start(config: &IsolationConfig, layout: Arc<Layout>, db: Db) -> anyhow::Result<Self> {
         let root = rustix::process::geteuid().is_root();
-        let report = decide(config, root, landlock_abi())?;
+        let cgroups = cgroups::Cgroups::detect(&config.cgroup);
+        let report = decide(config, root, landlock_abi(), cgroups.backend())?;
         let isolation = Self {
             report,
+            cgroups,
             config: config.clone(),
             layout,
             db,
@@ -272,11 +284,41 @@ impl Isolation {
         Ok(())
     }
 
+    fn unix_name(&self, user_id: i64) -> String {
+        format!("{}{user_id}", self.config.user_prefix)
+    }
+
+    fn limits(&self) -> cgroups::Limits {
+        cgroups::Limits {
+            memory_bytes: self.config.memory_mb * 1024 * 1024,
+            tasks: self.config.tasks_max,
+            cpu_percent: self.config.cpu_percent,
+        }
+    }
+
+    /// Puts an account's freshly started tmux server (and so every agent it will start) under
+    /// the account's limits.
+    pub fn confine_server(&self, user_id: i64, pid: u32) -> anyhow::Result<()> {
+        if self.cgroups.backend() == cgroups::Backend::Rlimit {
+            if self.config.tasks_max > 0 {
+                cgroups::limit_processes(pid, self.config.tasks_max)?;
+            }
+            return Ok(());
+        }
+        let group = self
+            .cgroups
+            .prepare(&self.unix_name(user_id), self.limits())?;
+        group.join(pid)?;
+        tracing::debug!(user_id, pid, groups = ?group.dirs(), "the account's tmux server is under its limits");
+        Ok(())
+    }
+
     /// Ends every process of the account at once, its tmux server included.
     pub async fn kill_everything(&self, user_id: i64) -> anyhow::Result<usize> {
         let Some(identity) = self.identity(user_id) else {
             return Ok(0);
         };
+        cgroups::kill(&self.config.cgroup, &self.unix_name(user_id));
         let left = tokio::task::spawn_blocking(move || {
             accounts::kill_all(identity.uid, std::time::Duration::from_secs(5))
         })
@@ -295,8 +337,11 @@ impl Isolation {
         };
         let uid = account.identity.uid;
         let socket_dir = self.socket_dir(user_id);
+        cgroups::kill(&self.config.cgroup, &account.name);
+        let groups = self.cgroups.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let left = accounts::kill_all(uid, std::time::Duration::from_secs(5));
+            groups.remove(&account.name);
             if left > 0 {
                 anyhow::bail!("{left} processes of uid {uid} would not die");
             }
@@ -393,7 +438,7 @@ mod tests {
             (M::Landlock, true, 4, Some(Mode::Landlock)),
         ];
         for (asked, root, abi, expected) in cases {
-            let decided = decide(&config(asked), root, abi);
+            let decided = decide(&config(asked), root, abi, cgroups::Backend::V1);
             match expected {
                 Some(mode) => assert_eq!(
                     decided.unwrap().mode,

@@ -256,6 +256,33 @@ impl Drop for TestApp {
 pub fn isolate_for_tests(config: &mut Config, root: &Path) {
     config.isolation.run_dir = root.join("run");
     config.isolation.user_prefix = test_user_prefix();
+    config.isolation.cgroup = test_cgroup(&config.isolation.user_prefix);
+}
+
+/// The cgroup folder of a test server's accounts, named after its user prefix.
+pub fn test_cgroup(prefix: &str) -> String {
+    format!("{prefix}cg")
+}
+
+/// Removes cgroup folders whose name starts with `prefix`, in every hierarchy.
+fn remove_test_cgroups(prefix: &str) {
+    for hierarchy in ["", "memory", "pids", "cpu", "unified"] {
+        let root = Path::new("/sys/fs/cgroup").join(hierarchy);
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            if let Ok(groups) = std::fs::read_dir(entry.path()) {
+                for group in groups.flatten().filter(|g| g.path().is_dir()) {
+                    let _ = std::fs::remove_dir(group.path());
+                }
+            }
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// A Unix user prefix of its own for one test server: `pdt<pid>x<n>-`.
@@ -293,6 +320,7 @@ pub fn remove_test_accounts(prefix: &str) {
             let _ = accounts::remove_user(&name);
         }
     }
+    remove_test_cgroups(prefix);
 }
 
 /// Removes test accounts whose test process is gone (a crashed or killed run).

@@ -500,3 +500,123 @@ async fn landlock_keeps_an_agent_to_its_workspace_home_and_the_system() {
     }
     assert!(!Path::new("/tmp/pocketdev-landlock-probe").exists());
 }
+
+/// The cgroup folders (per hierarchy) of an account's group.
+fn group_dirs(app: &TestApp, user_id: i64) -> Vec<std::path::PathBuf> {
+    let name = format!("{}{user_id}", app.config.isolation.user_prefix);
+    ["memory", "pids", "cpu", "unified", ""]
+        .iter()
+        .map(|h| {
+            Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(&app.config.isolation.cgroup)
+                .join(&name)
+        })
+        .filter(|d| d.join("cgroup.procs").exists())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_agent_process_is_in_its_accounts_group_and_limits_hold() {
+    if skip_unless_root() {
+        return;
+    }
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.isolation.memory_mb = 64;
+        c.isolation.tasks_max = 24;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let stats: Value = app
+        .get("/api/system/stats", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    if stats["isolation"]["cgroups"] == "rlimit" {
+        return eprintln!("skipped: no cgroup controllers on this host");
+    }
+    let (ann_id, ann) = account(&app, "ann").await;
+    let (_, bob) = account(&app, "bob").await;
+    // The shell, a child of it and the tmux server are all in ann's group.
+    let instance = shell(&app, &ann).await;
+    let dirs = group_dirs(&app, ann_id);
+    assert!(!dirs.is_empty(), "ann's tmux server made her a cgroup");
+    let pids = run(
+        &app,
+        &ann,
+        &instance,
+        "sleep 5 & echo $$ $! $(tmux display -p '#{pid}')",
+    )
+    .await;
+    // The last line; bash may print a job line ("[1] 4711") before it.
+    let pids = pids.lines().last().unwrap_or_default().to_owned();
+    assert_eq!(pids.split_whitespace().count(), 3, "{pids}");
+    for pid in pids.split_whitespace() {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        for dir in &dirs {
+            let relative = dir
+                .strip_prefix("/sys/fs/cgroup")
+                .unwrap()
+                .components()
+                .skip_while(|c| {
+                    ["memory", "pids", "cpu", "unified"].contains(&c.as_os_str().to_str().unwrap())
+                })
+                .collect::<std::path::PathBuf>();
+            assert!(
+                cgroup.contains(&format!("/{}", relative.display())),
+                "process {pid} is outside {}:\n{cgroup}\nprocs: {:?}",
+                dir.display(),
+                std::fs::read_to_string(dir.join("cgroup.procs"))
+            );
+        }
+    }
+
+    // A fork loop stops at the process limit, quickly, without harming anyone else.
+    let forked = run(
+        &app,
+        &ann,
+        &instance,
+        "perl -e 'for (1..100) { my $p = fork; if (!defined $p) { print \"fork failed at $_\\n\"; last } if (!$p) { sleep 2; exit } }'",
+    )
+    .await;
+    assert!(forked.contains("fork failed at"), "{forked}");
+    let pids_dir = dirs
+        .iter()
+        .find(|d| d.join("pids.max").exists())
+        .expect("a pids group");
+    let current: u32 = std::fs::read_to_string(pids_dir.join("pids.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(current <= 24, "{current} processes");
+    let events = std::fs::read_to_string(pids_dir.join("pids.events")).unwrap();
+    assert!(!events.contains("max 0"), "the limit was hit: {events}");
+    // The loop's children (and the sleep above) end by themselves.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Bob is unaffected and so is the server.
+    let bob_instance = shell(&app, &bob).await;
+    assert_eq!(run(&app, &bob, &bob_instance, "echo fine").await, "fine");
+
+    // An allocation over the memory limit is killed inside ann's group only.
+    let fake = app
+        .create_instance(&ann, json!({ "profile": "fake" }))
+        .await;
+    let fake = fake["id"].as_str().unwrap().to_owned();
+    app.wait_for_output(&ann, &fake, "agent>").await;
+    app.command(&ann, &fake, json!({ "text": "alloc" })).await;
+    let ended = app.wait_for_state(&ann, &fake, "exited").await;
+    assert_eq!(ended["exit_code"], 137, "killed by the OOM killer: {ended}");
+    if let Some(memory) = dirs.iter().find(|d| d.join("memory.oom_control").exists()) {
+        let oom = std::fs::read_to_string(memory.join("memory.oom_control")).unwrap();
+        assert!(!oom.contains("oom_kill 0"), "{oom}");
+    }
+    assert_eq!(
+        run(&app, &bob, &bob_instance, "echo still fine").await,
+        "still fine"
+    );
+    let health = app.get("/api/health", None).await;
+    assert_eq!(health.status(), StatusCode::OK);
+}

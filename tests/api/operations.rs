@@ -48,10 +48,11 @@ impl Install {
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n{extra_config}\n\
                  [rate_limits]\nlogin_per_minute = 1000\napi_per_minute = 10000\n\
-                 [isolation]\nrun_dir = \"{root}/run\"\nuser_prefix = \"{user_prefix}\"\n\
+                 [isolation]\nrun_dir = \"{root}/run\"\nuser_prefix = \"{user_prefix}\"\ncgroup = \"{cgroup}\"\n\
                  [profiles.fake]\nname = \"Fake agent\"\ncommand = \"{agent}\"\nmemory_mb = 10\n",
                 data = data.display(),
                 root = root.display(),
+                cgroup = crate::helpers::test_cgroup(&user_prefix),
                 agent = crate::helpers::fake_agent_path().display(),
             ),
         )
@@ -508,11 +509,15 @@ async fn the_fail2ban_filter_finds_the_real_client_in_the_servers_log_and_cannot
 #[tokio::test]
 async fn the_release_tarball_holds_everything_and_deploys_from_itself() {
     let tmp = tempfile::tempdir().unwrap();
+    // A copy, so a build running meanwhile cannot change it between the two packagings.
+    let binary = tmp.path().join("pocketdev");
+    std::fs::copy(env!("CARGO_BIN_EXE_pocketdev"), &binary).unwrap();
+    let binary = &binary;
     let package = |out: PathBuf| async move {
         let output = Command::new("bash")
             .arg(repo().join("scripts/package.sh"))
             .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_pocketdev"))
+            .arg(binary)
             .arg("--out")
             .arg(&out)
             .output()
@@ -597,7 +602,7 @@ async fn the_release_tarball_holds_everything_and_deploys_from_itself() {
     assert!(log.contains("install ./pocketdev as"), "{log}");
     assert_eq!(
         std::fs::read(prefix.join("usr/local/bin/pocketdev")).unwrap(),
-        std::fs::read(env!("CARGO_BIN_EXE_pocketdev")).unwrap()
+        std::fs::read(binary).unwrap()
     );
     for installed in [
         "usr/local/share/pocketdev/scripts/start.sh",

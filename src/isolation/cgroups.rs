@@ -1,0 +1,242 @@
+//! Resource limits per account through the cgroup filesystem: one group per account holding
+//! its tmux server and therefore every agent and child. cgroup v2 where its memory and pids
+//! controllers are available, v1 where they are bound there instead (as on some VMs), and
+//! `RLIMIT_NPROC` on the account's server as the last resort. Never `RLIMIT_AS`: it breaks
+//! Node and WebAssembly.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// How limits are enforced on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    V2,
+    V1,
+    /// No usable controllers: only the process count is limited, by RLIMIT_NPROC.
+    Rlimit,
+}
+
+/// The limits each account gets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub tasks: u32,
+    pub cpu_percent: u32,
+}
+
+/// The cgroup folders of one account, one per controller hierarchy that has any.
+#[derive(Debug, Clone)]
+pub struct Group {
+    dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    backend: Backend,
+    /// Parent folder of every account's group, per hierarchy: (controller, folder).
+    parents: Vec<(&'static str, PathBuf)>,
+}
+
+fn has_controller(list: &Path, name: &str) -> bool {
+    std::fs::read_to_string(list)
+        .map(|text| text.split_whitespace().any(|c| c == name))
+        .unwrap_or(false)
+}
+
+impl Cgroups {
+    /// Finds the backend; `name` is the folder that holds every account's group.
+    pub fn detect(name: &str) -> Self {
+        let root = Path::new(ROOT);
+        let v2 = root.join("cgroup.controllers");
+        if has_controller(&v2, "memory") && has_controller(&v2, "pids") {
+            return Self {
+                backend: Backend::V2,
+                parents: vec![("unified", root.join(name))],
+            };
+        }
+        let mut parents = Vec::new();
+        for controller in ["memory", "pids", "cpu"] {
+            let mount = root.join(controller);
+            if mount.join("cgroup.procs").exists() {
+                parents.push((controller, mount.join(name)));
+            }
+        }
+        if parents.iter().any(|(c, _)| *c == "memory" || *c == "pids") {
+            // A v2 hierarchy beside them groups the processes and can kill them all at once.
+            let unified = root.join("unified");
+            if unified.join("cgroup.procs").exists() {
+                parents.push(("unified", unified.join(name)));
+            }
+            return Self {
+                backend: Backend::V1,
+                parents,
+            };
+        }
+        Self {
+            backend: Backend::Rlimit,
+            parents: Vec::new(),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Creates (or finds) the account's group with `limits` written.
+    pub fn prepare(&self, account: &str, limits: Limits) -> anyhow::Result<Group> {
+        let mut dirs = Vec::new();
+        for (controller, parent) in &self.parents {
+            if self.backend == Backend::V2 {
+                create(parent)?;
+                // Controllers must be enabled from the root down to the account's parent.
+                enable_controllers(Path::new(ROOT))?;
+                enable_controllers(parent)?;
+            } else {
+                create(parent)?;
+            }
+            let dir = parent.join(account);
+            create(&dir)?;
+            write_limits(self.backend, controller, &dir, limits)?;
+            dirs.push(dir);
+        }
+        Ok(Group { dirs })
+    }
+
+    /// Removes the account's (empty) group folders.
+    pub fn remove(&self, account: &str) {
+        for (_, parent) in &self.parents {
+            let _ = std::fs::remove_dir(parent.join(account));
+        }
+    }
+
+    /// Removes the parent folders once no account is left in them (tests use their own).
+    pub fn remove_parents(&self) {
+        for (_, parent) in &self.parents {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+fn create(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create the cgroup {}", dir.display())),
+    }
+}
+
+fn enable_controllers(dir: &Path) -> anyhow::Result<()> {
+    let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let wanted: Vec<String> = ["memory", "pids", "cpu"]
+        .iter()
+        .filter(|c| available.split_whitespace().any(|a| a == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !wanted.is_empty() {
+        std::fs::write(dir.join("cgroup.subtree_control"), wanted.join(" "))
+            .with_context(|| format!("cannot enable controllers in {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> anyhow::Result<()> {
+    std::fs::write(dir.join(file), value)
+        .with_context(|| format!("cannot write {value} to {}", dir.join(file).display()))
+}
+
+fn write_limits(
+    backend: Backend,
+    controller: &str,
+    dir: &Path,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let memory = (limits.memory_bytes > 0).then(|| limits.memory_bytes.to_string());
+    let tasks = (limits.tasks > 0).then(|| limits.tasks.to_string());
+    let period = 100_000u64;
+    let quota = (limits.cpu_percent > 0).then(|| u64::from(limits.cpu_percent) * period / 100);
+    match (backend, controller) {
+        (Backend::V2, _) => {
+            write(dir, "memory.max", memory.as_deref().unwrap_or("max"))?;
+            if limits.memory_bytes > 0 {
+                // The kernel reclaims from 90 % on, before anything is killed.
+                write(
+                    dir,
+                    "memory.high",
+                    &(limits.memory_bytes / 10 * 9).to_string(),
+                )?;
+            }
+            write(dir, "pids.max", tasks.as_deref().unwrap_or("max"))?;
+            if dir.join("cpu.max").exists() {
+                let cpu =
+                    quota.map_or_else(|| format!("max {period}"), |q| format!("{q} {period}"));
+                write(dir, "cpu.max", &cpu)?;
+            }
+        }
+        (Backend::V1, "memory") => {
+            write(
+                dir,
+                "memory.limit_in_bytes",
+                memory.as_deref().unwrap_or("-1"),
+            )?;
+        }
+        (Backend::V1, "pids") => write(dir, "pids.max", tasks.as_deref().unwrap_or("max"))?,
+        (Backend::V1, "cpu") => {
+            write(dir, "cpu.cfs_period_us", &period.to_string())?;
+            write(
+                dir,
+                "cpu.cfs_quota_us",
+                &quota.map_or("-1".into(), |q| q.to_string()),
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Group {
+    /// Moves a process (the account's tmux server, before it has children) into the group.
+    pub fn join(&self, pid: u32) -> anyhow::Result<()> {
+        for dir in &self.dirs {
+            write(dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The folders, for checking where a process is.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+/// Kills every process of a group at once where the kernel can (`cgroup.kill`).
+pub fn kill(parent_name: &str, account: &str) {
+    for hierarchy in ["", "unified"] {
+        let file = Path::new(ROOT)
+            .join(hierarchy)
+            .join(parent_name)
+            .join(account)
+            .join("cgroup.kill");
+        if file.exists() {
+            let _ = std::fs::write(file, "1");
+        }
+    }
+}
+
+/// Caps the number of processes of `uid` through the process it gives the limit to (inherited
+/// by everything it starts); RLIMIT_NPROC counts per real uid.
+pub fn limit_processes(pid: u32, tasks: u32) -> anyhow::Result<()> {
+    use rustix::process::{Pid, Resource, Rlimit, prlimit};
+    let pid = Pid::from_raw(pid as i32).context("no such process")?;
+    let limit = Rlimit {
+        current: Some(u64::from(tasks)),
+        maximum: Some(u64::from(tasks)),
+    };
+    prlimit(Some(pid), Resource::Nproc, limit).context("cannot set RLIMIT_NPROC")?;
+    Ok(())
+}
