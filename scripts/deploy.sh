@@ -93,8 +93,8 @@ else
 fi
 
 say "1. packages"
-system "install tmux, nginx and certbot from the distribution" \
-    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux nginx certbot
+system "install tmux, nginx, certbot and the account tools (passwd) from the distribution" \
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux nginx certbot passwd
 
 say "2. the pocketdev binary"
 if [ -z "$BINARY" ] && [ -x ./pocketdev ]; then
@@ -112,13 +112,8 @@ fi
 if [ "$DRY_RUN" -eq 0 ] && [ ! -x "$BINARY" ]; then die "$BINARY is not an executable"; fi
 change "install $BINARY as $BIN" install -D -m 0755 "$BINARY" "$BIN"
 
-say "3. the system user"
-if id pocketdev >/dev/null 2>&1; then
-    step "user pocketdev exists"
-else
-    system "create the system user pocketdev (no login shell, home /var/lib/pocketdev)" \
-        useradd --system --home-dir /var/lib/pocketdev --no-create-home --shell /usr/sbin/nologin pocketdev
-fi
+say "3. accounts"
+step "pocketdev runs as root and creates a Unix user per account (pd-<id>, uids 70000-99999), so agents of different people cannot reach each other"
 
 say "4. config and data"
 change "create $ETC (0750)" install -d -m 0750 "$ETC"
@@ -139,9 +134,7 @@ EOF
     change "write $ETC/pocketdev.toml (0640): listen 127.0.0.1:$PORT, data /var/lib/pocketdev, nginx trusted" write_config
 fi
 change "create $DATA (0711: accounts reach their own folders)" install -d -m 0711 "$DATA"
-change "create $DATA/server (0700: keys and database)" install -d -m 0700 "$DATA/server"
-system "give $DATA to pocketdev" chown -R pocketdev:pocketdev "$DATA"
-system "let pocketdev read its config" chgrp -R pocketdev "$ETC"
+change "create $DATA/server (0700, root only: keys and database)" install -d -m 0700 "$DATA/server"
 change "install the example config in $SHARE" \
     install -D -m 0644 pocketdev.example.toml "$SHARE/pocketdev.example.toml"
 install_tools() {

@@ -259,8 +259,10 @@ cmd_restore() {
     done < <(tmux_sockets)
     if [ -e "$DATA" ]; then mv "$DATA" "$aside"; fi
     install -d -m 0711 "$DATA"
-    tar -xzf "$archive" -C "$DATA" --strip-components=1 --same-permissions data/
-    chown -R "$owner" "$DATA" 2>/dev/null || true
+    # Owners as numbers: the accounts' files keep their uids, which pocketdev gives the same
+    # accounts again when it starts (on a new machine it creates their users with them).
+    tar -xzf "$archive" -C "$DATA" --strip-components=1 --same-permissions --numeric-owner data/
+    chown "$owner" "$DATA" "$DATA/server" "$DATA/users" 2>/dev/null || true
     chmod 0711 "$DATA"
     chmod 0700 "$DATA/server"
     say "data restored from $archive; the previous data is in $aside"

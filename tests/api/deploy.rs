@@ -47,9 +47,9 @@ async fn the_dry_run_prints_every_step_and_changes_nothing() {
     assert!(ok, "{plan}");
     for expected in [
         "dry run: nothing is changed",
-        "install tmux, nginx and certbot from the distribution (skipped: dry run)",
+        "install tmux, nginx, certbot and the account tools (passwd) from the distribution (skipped: dry run)",
         &format!("{prefix}/usr/local/bin/pocketdev"),
-        "create the system user pocketdev (no login shell",
+        "creates a Unix user per account",
         &format!("write {prefix}/etc/pocketdev/pocketdev.toml (0640)"),
         &format!("create {prefix}/var/lib/pocketdev (0711"),
         &format!("create {prefix}/var/lib/pocketdev/server (0700"),

@@ -443,6 +443,16 @@ async fn backup_and_restore_bring_back_accounts_files_and_keys() {
         .call("GET", "api/files/content?path=notes.txt", &token, None)
         .await;
     assert_eq!(file["content"], "kept\n");
+    if crate::helpers::running_as_root() {
+        // The account's files are still its own, not root's.
+        use std::os::unix::fs::MetadataExt;
+        let restored = std::fs::metadata(install.data.join("users/1/workspace/notes.txt")).unwrap();
+        let account = pocketdev::isolation::accounts::SystemIds::read()
+            .unwrap()
+            .user(&format!("{}1", install.user_prefix))
+            .expect("the account's Unix user");
+        assert_eq!(restored.uid(), account.uid);
+    }
     let secrets = install.call("GET", "api/secrets", &token, None).await;
     assert!(
         secrets.to_string().contains("ANTHROPIC_API_KEY"),
