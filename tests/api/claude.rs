@@ -353,3 +353,74 @@ async fn check_screen(app: &crate::helpers::TestApp, token: &str, id: &str, name
     let read = from_screen(ProfileKind::Claude, &screen).map(|r| r.status);
     assert_eq!(read, Some(expected), "screen `{name}`:\n{screen}");
 }
+
+/// Isolation on the real CLI: a Bash tool call of Claude Code in one account tries to read
+/// another account's file and the server's database; both are refused, and the tool ran as the
+/// account's own Unix user.
+#[tokio::test]
+async fn an_isolated_claude_code_cannot_read_another_accounts_files() {
+    let Some(claude) = claude_binary() else {
+        eprintln!("SKIPPED: the Claude Code CLI is not installed (run scripts/test.sh)");
+        return;
+    };
+    if !crate::helpers::running_as_root() {
+        eprintln!("SKIPPED: isolation needs root (CI runs the tests as root)");
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let (app, token) = app_with_claude(&claude, &mock, |_| {}).await;
+    let bob = app.create_user("bobby", "bobby-password-1").await;
+    let bob_token = app.token("bobby", "bobby-password-1").await;
+    app.post(
+        "/api/files/save",
+        Some(&bob_token),
+        json!({ "path": "secret.txt", "content": "bobby's secret" }),
+    )
+    .await;
+    let data = app.data_dir();
+    let bob_file = data.join(format!("users/{bob}/workspace/secret.txt"));
+    let database = data.join("server/pocketdev.db");
+
+    let instance = app
+        .create_instance(&token, json!({ "profile": PROFILE }))
+        .await;
+    let id = instance["id"].as_str().unwrap().to_owned();
+    app.wait_for_output(&token, &id, "? for shortcuts").await;
+    let command = format!(
+        "{} (id -u; cat {} {}) > probe.txt 2>&1",
+        crate::mock_anthropic::BASH_TRIGGER,
+        bob_file.display(),
+        database.display()
+    );
+    app.command(&token, &id, json!({ "text": command })).await;
+    // Claude Code asks before running it; the first choice allows it.
+    app.wait_for_output(&token, &id, "Do you want to proceed?")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    app.command(&token, &id, json!({ "keys": ["enter"], "enter": false }))
+        .await;
+
+    let cleo = app.user_id(&token).await;
+    let probe = data.join(format!("users/{cleo}/workspace/probe.txt"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        if let Ok(text) = std::fs::read_to_string(&probe)
+            && text.lines().count() >= 3
+        {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tool never ran:\n{}",
+            app.output(&token, &id).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        !text.contains("bobby's secret") && !text.contains("SQLite"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Permission denied").count(), 2, "{text}");
+    let uid: u32 = text.lines().next().unwrap().trim().parse().unwrap();
+    assert_ne!(uid, 0, "the tool ran as the account, not root");
+}

@@ -109,7 +109,13 @@ fn messages(record: &Mutex<Vec<Seen>>, headers: &HeaderMap, raw: &[u8]) -> Respo
     let asked = last_user_text(&body);
     // A prompt with TOOL_TRIGGER in it gets a Bash tool call, which Claude Code asks to allow.
     if body["stream"] == true && asked.contains(TOOL_TRIGGER) && !answers_a_tool(&body) {
-        return sse(&tool_call_events(&model));
+        return sse(&tool_call_events(&model, TOOL_COMMAND));
+    }
+    if body["stream"] == true
+        && !answers_a_tool(&body)
+        && let Some((_, command)) = asked.split_once(BASH_TRIGGER)
+    {
+        return sse(&tool_call_events(&model, command.trim()));
     }
     let quoted: String = asked.chars().take(80).collect();
     let text = format!("{REPLY_PREFIX}: I read \"{}\"", quoted.replace('\n', " "));
@@ -159,6 +165,9 @@ pub const TOOL_TRIGGER: &str = "please touch the file";
 /// The command of that tool call.
 pub const TOOL_COMMAND: &str = "touch pocketdev-notes.txt";
 
+/// A prompt with this in it gets a Bash tool call running the rest of the prompt.
+pub const BASH_TRIGGER: &str = "MOCK-BASH:";
+
 /// Whether the last user message carries a tool result (the turn after a tool call).
 fn answers_a_tool(body: &Value) -> bool {
     body["messages"]
@@ -168,10 +177,9 @@ fn answers_a_tool(body: &Value) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
 
-fn tool_call_events(model: &str) -> Vec<(&'static str, Value)> {
+fn tool_call_events(model: &str, command: &str) -> Vec<(&'static str, Value)> {
     let usage = json!({ "input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0 });
-    let input =
-        json!({ "command": TOOL_COMMAND, "description": "Create the notes file" }).to_string();
+    let input = json!({ "command": command, "description": "Run a command" }).to_string();
     vec![
         (
             "message_start",
