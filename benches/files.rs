@@ -64,6 +64,8 @@ async fn main() {
     };
     config.rate_limits.api_per_minute = 1_000_000;
     config.files.max_upload_mb = 4096;
+    // Measured as the server itself; the instances benchmark measures isolation's cost.
+    config.isolation.mode = pocketdev::config::IsolationMode::None;
     let app = pocketdev::App::build(config).await.expect("app builds");
     let running = common::Running::start(app).await;
     let (base, token, client) = (&running.base, &running.token, &running.client);

@@ -1,6 +1,8 @@
 //! Instance benchmarks, each beside a baseline measured in the same run:
 //! - create: `POST /api/instances` until the agent's process runs, against starting the same
-//!   command with a bare `tmux new-session`;
+//!   command with a bare `tmux new-session`; as root, also with isolation on (the account's own
+//!   Unix user, tmux server, cgroup and Landlock), to show what it adds, and the memory of an
+//!   account's tmux server;
 //! - list: `GET /api/instances` with 100 instances, against `GET /api/auth/me` (the cost of any
 //!   authenticated request).
 //!
@@ -49,19 +51,24 @@ async fn wait_for_exec(pid: u32) {
     }
 }
 
-async fn tmux(socket: &Path, args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .arg("-S")
-        .arg(socket)
-        .args(args)
-        .output()
-        .await
-        .expect("tmux runs");
+/// A tmux client, as `uid` when given (never root against an account's server).
+async fn tmux_as(uid: Option<u32>, socket: &Path, args: &[&str]) -> String {
+    let mut command = Command::new("tmux");
+    command.arg("-S").arg(socket).args(args);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid).current_dir("/");
+    }
+    let out = command.output().await.expect("tmux runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn pane_pid(socket: &Path, session: &str) -> u32 {
-    tmux(
+async fn tmux(socket: &Path, args: &[&str]) -> String {
+    tmux_as(None, socket, args).await
+}
+
+async fn pane_pid(uid: Option<u32>, socket: &Path, session: &str) -> u32 {
+    tmux_as(
+        uid,
         socket,
         &[
             "display",
@@ -77,15 +84,10 @@ async fn pane_pid(socket: &Path, session: &str) -> u32 {
     .expect("pane pid")
 }
 
-#[tokio::main]
-async fn main() {
-    let smoke = std::env::args().any(|a| a == "--smoke");
-    let (creates, lists) = if smoke { (5, 20) } else { (100, 500) };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+fn config_in(data: &Path) -> Config {
     let mut config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: data.clone(),
+        data_dir: data.to_path_buf(),
         ..Config::default()
     };
     config.rate_limits.api_per_minute = 1_000_000;
@@ -101,6 +103,131 @@ async fn main() {
         ..Profile::default()
     };
     config.profiles.insert("sleeper".into(), sleeper);
+    config
+}
+
+/// Creates `count` instances and times each until its agent runs; the tmux server is found at
+/// `socket` and spoken to as the Unix user `account` when given.
+async fn time_creates(
+    running: &common::Running,
+    count: usize,
+    account: Option<&str>,
+    socket: &Path,
+) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..count {
+        let started = Instant::now();
+        let created: Value = running
+            .client
+            .post(format!("{}/api/instances", running.base))
+            .bearer_auth(&running.token)
+            .json(&json!({ "profile": "sleeper" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = format!("pd-{}", created["id"].as_str().expect("created"));
+        let uid = account.map(|name| {
+            pocketdev::isolation::accounts::SystemIds::read()
+                .unwrap()
+                .user(name)
+                .expect("the account's user")
+                .uid
+        });
+        wait_for_exec(pane_pid(uid, socket, &session).await).await;
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+fn resident_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// With isolation on (as root): the first instance of an account (its Unix user, cgroup and
+/// tmux server are made), then further ones; the account's tmux server's memory.
+async fn isolated(creates: usize, plain: &Stats) {
+    use pocketdev::isolation::accounts;
+    if !rustix::process::geteuid().is_root() {
+        println!("create instance with isolation: skipped (needs root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let mut config = config_in(&tmp.path().join("data"));
+    let prefix = format!("pdb{}x-", std::process::id());
+    config.isolation.run_dir = tmp.path().join("run");
+    config.isolation.user_prefix = prefix.clone();
+    config.isolation.cgroup = format!("{prefix}cg");
+    let run_dir = config.isolation.run_dir.clone();
+    let app = pocketdev::App::build(config).await.expect("app builds");
+    let mode = app.state().isolation.report().mode;
+    let running = common::Running::start(app).await;
+    // The first admin is account 1.
+    let socket = run_dir.join("tmux/1/tmux.sock");
+    let account = format!("{prefix}1");
+    let first = time_creates(&running, 1, Some(&account), &socket).await;
+    let more = stats(time_creates(&running, creates, Some(&account), &socket).await);
+    let uid = accounts::SystemIds::read()
+        .unwrap()
+        .user(&account)
+        .map(|i| i.uid);
+    let server: u32 = tmux_as(uid, &socket, &["display", "-p", "#{pid}"])
+        .await
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    println!(
+        "create instance with isolation ({mode:?}: own user, tmux server, cgroup; {creates} runs)"
+    );
+    println!("  first of an account  {}", ms(first[0]));
+    println!(
+        "  pocketdev      median {}  p90 {}",
+        ms(more.median),
+        ms(more.p90)
+    );
+    println!(
+        "  added by isolation   {:+.2} ms per instance (median against the run without it)",
+        (more.median.as_secs_f64() - plain.median.as_secs_f64()) * 1000.0
+    );
+    println!(
+        "  account's tmux server  {} kB resident",
+        resident_kb(server)
+    );
+    running.stop().await;
+    if let Some(uid) = uid {
+        accounts::kill_all(uid, Duration::from_secs(5));
+    }
+    if let Ok(_lock) = accounts::AccountsLock::acquire() {
+        let _ = accounts::remove_user(&format!("{prefix}1"));
+    }
+    pocketdev::isolation::cgroups::Cgroups::detect(&format!("{prefix}cg"))
+        .remove(&format!("{prefix}1"));
+    pocketdev::isolation::cgroups::Cgroups::detect(&format!("{prefix}cg")).remove_parents();
+}
+
+#[tokio::main]
+async fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let (creates, lists) = if smoke { (5, 20) } else { (100, 500) };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut config = config_in(&data);
+    // The shared server, as without root; the isolated run below shows what isolation adds.
+    config.isolation.mode = pocketdev::config::IsolationMode::None;
     let app = pocketdev::App::build(config).await.expect("app builds");
     let running = common::Running::start(app).await;
     let (base, token, client) = (&running.base, &running.token, &running.client);
@@ -130,7 +257,7 @@ async fn main() {
             .await
             .unwrap();
         let session = format!("pd-{}", created["id"].as_str().expect("created"));
-        wait_for_exec(pane_pid(&socket, &session).await).await;
+        wait_for_exec(pane_pid(None, &socket, &session).await).await;
         ours.push(started.elapsed());
 
         let session = format!("baseline-{n}");
@@ -152,7 +279,7 @@ async fn main() {
             ],
         )
         .await;
-        wait_for_exec(pane_pid(&socket, &session).await).await;
+        wait_for_exec(pane_pid(None, &socket, &session).await).await;
         bare.push(started.elapsed());
     }
     let (ours, bare) = (stats(ours), stats(bare));
@@ -171,6 +298,7 @@ async fn main() {
         "  ratio          {:.2}x  (target: pocketdev median under 100 ms)",
         ours.median.as_secs_f64() / bare.median.as_secs_f64()
     );
+    isolated(creates, &ours).await;
 
     // Fill up to 100 instances, then time listing them.
     let existing: Vec<Value> = client

@@ -42,6 +42,8 @@ async fn main() {
     };
     config.limits.max_total = 100;
     config.limits.max_per_user = 100;
+    // One shared tmux server to sample; the instances benchmark measures isolation's cost.
+    config.isolation.mode = pocketdev::config::IsolationMode::None;
     config.limits.memory_reserve_mb = 0;
     // The benchmark drives the sampler itself.
     config.monitor.interval_secs = 3600;
