@@ -187,7 +187,13 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
     let root = rustix::process::geteuid().is_root();
     let abi = crate::isolation::landlock_abi();
     let limits = crate::isolation::cgroups::Cgroups::detect(&config.isolation.cgroup).backend();
-    match crate::isolation::decide(&config.isolation, root, abi, limits) {
+    let decided = crate::isolation::decide(&config.isolation, root, abi, limits).and_then(|r| {
+        if r.mode == crate::isolation::Mode::Bwrap {
+            crate::isolation::sandbox::probe_bwrap()?;
+        }
+        Ok(r)
+    });
+    match decided {
         Ok(report) if report.mode == crate::isolation::Mode::None => check(
             "isolation",
             CheckLevel::Warn,

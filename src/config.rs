@@ -86,6 +86,10 @@ pub enum IsolationMode {
     Users,
     /// `users`, and each agent confined by Landlock to its workspace, home and the system.
     Landlock,
+    /// `users` with each account's tmux server in a bubblewrap sandbox (its own /tmp, /proc
+    /// and process ids; only the system, its own folders and its agents' programs visible),
+    /// and Landlock inside where the kernel offers ABI 2 or later.
+    Bwrap,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

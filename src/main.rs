@@ -45,6 +45,20 @@ enum Command {
     /// Internal: run by an agent's hook; forwards the hook's input to the server.
     #[command(hide = true)]
     Hook,
+    /// Internal: the first program of an account's tmux server (joins its cgroups, drops to it).
+    #[command(hide = true)]
+    StartAccountServer {
+        #[arg(long)]
+        procs: Vec<PathBuf>,
+        #[arg(long)]
+        nproc: Option<u32>,
+        #[arg(long)]
+        uid: Option<u32>,
+        #[arg(long)]
+        gid: Option<u32>,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Internal: the first program of an agent's tmux pane (reads its environment file, then execs).
     #[command(hide = true)]
     Launch {
@@ -129,6 +143,26 @@ fn return_large_allocations() {}
 fn main() -> ExitCode {
     return_large_allocations();
     let cli = Cli::parse();
+    if let Some(Command::StartAccountServer {
+        procs,
+        nproc,
+        uid,
+        gid,
+        argv,
+    }) = &cli.command
+    {
+        let start = pocketdev::isolation::server::Start {
+            procs: procs.clone(),
+            nproc: *nproc,
+            identity: uid
+                .zip(*gid)
+                .map(|(uid, gid)| pocketdev::isolation::Identity { uid, gid }),
+            argv: argv.clone(),
+        };
+        let err = pocketdev::isolation::server::exec(&start);
+        eprintln!("pocketdev: {err:#}");
+        return ExitCode::from(127);
+    }
     if let Some(Command::Launch {
         env_file,
         landlock,
@@ -214,7 +248,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::User(user) => user_command(cli.config.as_ref(), user).await?,
         Command::Hook => pocketdev::instances::hooks::forward_stdin().await,
-        Command::Launch { .. } => unreachable!("handled before the runtime starts"),
+        Command::Launch { .. } | Command::StartAccountServer { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -220,6 +220,21 @@ impl Manager {
         &self.tmux
     }
 
+    /// The folders of every configured agent's program, for the account sandboxes.
+    fn program_roots(&self) -> Vec<PathBuf> {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let mut roots: Vec<PathBuf> = self
+            .config
+            .profiles
+            .values()
+            .filter_map(|p| resolve_command(&p.command, &path))
+            .map(|c| crate::isolation::sandbox::program_root(&c))
+            .collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    }
+
     /// The tmux server of `user_id`, giving the account its Unix user first if it has none.
     pub async fn tmux_for(&self, user_id: i64) -> Result<Tmux, AppError> {
         self.isolation.ensure(user_id).await?;
@@ -638,16 +653,17 @@ impl Manager {
         argv[3] = env_file.to_string_lossy().into_owned();
 
         let tmux = self.tmux_for(user.id).await?;
-        if let Some(pid) = tmux.start_server().await.map_err(tmux_error)? {
-            // Under the account's limits before any agent exists, or not at all.
-            if let Err(err) = self.isolation.confine_server(user.id, pid) {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-                return Err(AppError::Internal(
-                    err.context("cannot limit the account's resources"),
-                ));
-            }
+        if self.isolation.enabled() {
+            // Under the account's limits (and in its sandbox) from its first instruction on.
+            let start = self
+                .isolation
+                .server_start(user.id, &self.program_roots())
+                .map_err(|e| {
+                    AppError::Internal(e.context("cannot prepare the account's limits"))
+                })?;
+            tmux.start_server(&self.launcher, &start)
+                .await
+                .map_err(tmux_error)?;
         }
         let session = instance.tmux_session();
         // A leftover dead session of this instance would block the name.

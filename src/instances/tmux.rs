@@ -202,29 +202,78 @@ impl Tmux {
         }
     }
 
-    /// For an account's server: starts it in the foreground mode (`tmux -D`, which stays up with
-    /// no session until [`Self::exit_when_empty`]) as the account, in its own process group, and answers its pid once it
-    /// listens, so the caller can put it in the account's group before any agent exists.
-    /// `None`: it was running already (or the server is the shared one, started on demand).
-    pub async fn start_server(&self) -> Result<Option<u32>, TmuxError> {
-        if self.account.is_none() || std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+    /// For an account's server: starts it, unless it runs already, through `launcher
+    /// start-account-server` (which joins the account's cgroups, then drops to the account or
+    /// enters its bubblewrap sandbox) in tmux's foreground mode (`-D`, which stays up with no
+    /// session until [`Self::exit_when_empty`]), in its own process group; answers its pid once
+    /// it listens. `None`: it was running already, or the server is the shared one.
+    pub async fn start_server(
+        &self,
+        launcher: &Path,
+        start: &crate::isolation::ServerStart,
+    ) -> Result<Option<u32>, TmuxError> {
+        let Some(account) = &self.account else {
+            return Ok(None);
+        };
+        if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
             return Ok(None);
         }
         // A dead server's socket would make tmux refuse to start.
         let _ = std::fs::remove_file(&self.socket);
-        let child = self
-            .command()
-            .arg("-D")
+        let (uid, gid) = (
+            account.identity.uid.to_string(),
+            account.identity.gid.to_string(),
+        );
+        let socket = self.socket.to_string_lossy().into_owned();
+        let config = self.config_file.to_string_lossy().into_owned();
+        let server = ["tmux", "-S", &socket, "-f", &config, "-D"].map(String::from);
+        let mut args = vec!["start-account-server".to_owned()];
+        for procs in &start.procs {
+            args.extend(["--procs".into(), procs.to_string_lossy().into_owned()]);
+        }
+        if let Some(nproc) = start.nproc {
+            args.extend(["--nproc".into(), nproc.to_string()]);
+        }
+        match &start.bwrap {
+            None => args.extend(["--uid".into(), uid, "--gid".into(), gid, "--".into()]),
+            Some(bwrap) => {
+                args.extend(["--".into(), "bwrap".into()]);
+                args.extend(bwrap.iter().cloned());
+                args.extend(
+                    [
+                        "--",
+                        "setpriv",
+                        "--reuid",
+                        &uid,
+                        "--regid",
+                        &gid,
+                        "--clear-groups",
+                        "--",
+                    ]
+                    .map(String::from),
+                );
+            }
+        }
+        args.extend(server);
+        let child = Command::new(launcher)
+            .args(&args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("LANG", "C.UTF-8")
+            .env("HOME", &account.home)
+            .env("SHELL", "/bin/bash")
+            .current_dir("/")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => TmuxError::Missing,
-                _ => TmuxError::Failed {
-                    command: "-D".into(),
-                    stderr: e.to_string(),
-                },
+            .map_err(|e| TmuxError::Failed {
+                command: "start-account-server".into(),
+                stderr: e.to_string(),
             })?;
         let pid = child.id().unwrap_or_default();
         // Never waited on: it outlives pocketdev, and the runtime reaps it if it ends first.
@@ -233,7 +282,7 @@ impl Tmux {
         while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             if tokio::time::Instant::now() > deadline {
                 return Err(TmuxError::Failed {
-                    command: "-D".into(),
+                    command: "start-account-server".into(),
                     stderr: "the account's tmux server did not start listening".into(),
                 });
             }

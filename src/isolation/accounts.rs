@@ -206,7 +206,9 @@ pub fn create_user(name: &str, id: u32, home: &Path) -> anyhow::Result<()> {
 pub fn remove_user(name: &str) -> anyhow::Result<()> {
     let ids = SystemIds::read()?;
     if ids.user(name).is_some() {
-        run("userdel", &[name])?;
+        // Forced: every live process of the account is gone (the caller killed them); what
+        // userdel would still find are zombies waiting for their parent.
+        run("userdel", &["--force", name])?;
     }
     // userdel removes a user's own group on most systems; make sure.
     let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
@@ -216,7 +218,7 @@ pub fn remove_user(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Processes whose real or effective uid is `uid`.
+/// Live processes whose real or effective uid is `uid`.
 pub fn processes_of(uid: u32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -227,6 +229,13 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
                 .and_then(|status| {
+                    // A zombie is dead already; only its parent can make it go.
+                    if status
+                        .lines()
+                        .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
+                    {
+                        return Some(false);
+                    }
                     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
                     let mut ids = line.split_whitespace().skip(1);
                     let real: u32 = ids.next()?.parse().ok()?;

@@ -1,7 +1,7 @@
 //! Resource limits per account through the cgroup filesystem: one group per account holding
 //! its tmux server and therefore every agent and child. cgroup v2 where its memory and pids
 //! controllers are available, v1 where they are bound there instead (as on some VMs), and
-//! `RLIMIT_NPROC` on the account's server as the last resort. Never `RLIMIT_AS`: it breaks
+//! `RLIMIT_NPROC` on the account's server as the last resort (see `server.rs`). Never `RLIMIT_AS`: it breaks
 //! Node and WebAssembly.
 
 use std::path::{Path, PathBuf};
@@ -200,14 +200,6 @@ fn write_limits(
 }
 
 impl Group {
-    /// Moves a process (the account's tmux server, before it has children) into the group.
-    pub fn join(&self, pid: u32) -> anyhow::Result<()> {
-        for dir in &self.dirs {
-            write(dir, "cgroup.procs", &pid.to_string())?;
-        }
-        Ok(())
-    }
-
     /// The folders, for checking where a process is.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
@@ -226,17 +218,4 @@ pub fn kill(parent_name: &str, account: &str) {
             let _ = std::fs::write(file, "1");
         }
     }
-}
-
-/// Caps the number of processes of `uid` through the process it gives the limit to (inherited
-/// by everything it starts); RLIMIT_NPROC counts per real uid.
-pub fn limit_processes(pid: u32, tasks: u32) -> anyhow::Result<()> {
-    use rustix::process::{Pid, Resource, Rlimit, prlimit};
-    let pid = Pid::from_raw(pid as i32).context("no such process")?;
-    let limit = Rlimit {
-        current: Some(u64::from(tasks)),
-        maximum: Some(u64::from(tasks)),
-    };
-    prlimit(Some(pid), Resource::Nproc, limit).context("cannot set RLIMIT_NPROC")?;
-    Ok(())
 }

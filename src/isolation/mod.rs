@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod cgroups;
 pub mod fsid;
 pub mod sandbox;
+pub mod server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,17 @@ use crate::layout::Layout;
 
 pub use fsid::run_as;
 
+/// What starting an account's tmux server needs besides tmux itself.
+#[derive(Debug, Clone, Default)]
+pub struct ServerStart {
+    /// `cgroup.procs` files the starting process writes its pid to before it execs.
+    pub procs: Vec<PathBuf>,
+    /// RLIMIT_NPROC for the account, where there are no cgroups.
+    pub nproc: Option<u32>,
+    /// bubblewrap's arguments (before `--`), in `bwrap` mode.
+    pub bwrap: Option<Vec<String>>,
+}
+
 /// The Unix identity an account's processes and file accesses run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
@@ -41,6 +53,7 @@ pub enum Mode {
     None,
     Users,
     Landlock,
+    Bwrap,
 }
 
 /// What `doctor` and admins are shown.
@@ -127,6 +140,17 @@ pub fn decide(
             Mode::Landlock,
             format!("isolation.mode is \"landlock\" (ABI {abi})"),
         ),
+        IsolationMode::Bwrap if !root => return Err(needs_root("bwrap")),
+        IsolationMode::Bwrap => report(
+            Mode::Bwrap,
+            if abi >= 2 {
+                format!(
+                    "isolation.mode is \"bwrap\": a bubblewrap sandbox per account, Landlock ABI {abi} inside"
+                )
+            } else {
+                "isolation.mode is \"bwrap\": a bubblewrap sandbox per account (no Landlock ABI 2 inside)".into()
+            },
+        ),
     })
 }
 
@@ -155,6 +179,9 @@ impl Isolation {
             known: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
         };
+        if isolation.bwrap() {
+            sandbox::probe_bwrap()?;
+        }
         if isolation.enabled() {
             isolation.prepare_run_dir()?;
             tracing::info!(mode = ?isolation.report.mode, reason = %isolation.report.reason, "accounts are isolated");
@@ -172,8 +199,14 @@ impl Isolation {
         self.report.mode != Mode::None
     }
 
+    /// Whether agents are confined by Landlock (also inside bubblewrap when the kernel can).
     pub fn landlock(&self) -> bool {
         self.report.mode == Mode::Landlock
+            || (self.report.mode == Mode::Bwrap && self.report.landlock_abi >= 2)
+    }
+
+    pub fn bwrap(&self) -> bool {
+        self.report.mode == Mode::Bwrap
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -296,21 +329,33 @@ impl Isolation {
         }
     }
 
-    /// Puts an account's freshly started tmux server (and so every agent it will start) under
-    /// the account's limits.
-    pub fn confine_server(&self, user_id: i64, pid: u32) -> anyhow::Result<()> {
+    /// How an account's tmux server is started: in its cgroup (joined before it execs, so
+    /// nothing of it ever runs outside), with its process limit where there are no cgroups,
+    /// and inside its bubblewrap sandbox in `bwrap` mode.
+    pub fn server_start(&self, user_id: i64, programs: &[PathBuf]) -> anyhow::Result<ServerStart> {
+        let mut start = ServerStart::default();
         if self.cgroups.backend() == cgroups::Backend::Rlimit {
-            if self.config.tasks_max > 0 {
-                cgroups::limit_processes(pid, self.config.tasks_max)?;
-            }
-            return Ok(());
+            start.nproc = (self.config.tasks_max > 0).then_some(self.config.tasks_max);
+        } else {
+            let group = self
+                .cgroups
+                .prepare(&self.unix_name(user_id), self.limits())?;
+            start.procs = group
+                .dirs()
+                .iter()
+                .map(|d| d.join("cgroup.procs"))
+                .collect();
         }
-        let group = self
-            .cgroups
-            .prepare(&self.unix_name(user_id), self.limits())?;
-        group.join(pid)?;
-        tracing::debug!(user_id, pid, groups = ?group.dirs(), "the account's tmux server is under its limits");
-        Ok(())
+        if self.bwrap() {
+            start.bwrap = Some(sandbox::bwrap_args(&sandbox::Account {
+                socket_dir: self.socket_dir(user_id),
+                workspace: self.layout.workspace(user_id),
+                home: self.layout.home(user_id),
+                run_dir: self.config.run_dir.clone(),
+                programs: programs.to_vec(),
+            }));
+        }
+        Ok(start)
     }
 
     /// Ends every process of the account at once, its tmux server included.
@@ -436,6 +481,9 @@ mod tests {
             (M::Landlock, true, 1, None),
             (M::Landlock, false, 7, None),
             (M::Landlock, true, 4, Some(Mode::Landlock)),
+            (M::Bwrap, false, 7, None),
+            (M::Bwrap, true, 7, Some(Mode::Bwrap)),
+            (M::Bwrap, true, 0, Some(Mode::Bwrap)),
         ];
         for (asked, root, abi, expected) in cases {
             let decided = decide(&config(asked), root, abi, cgroups::Backend::V1);

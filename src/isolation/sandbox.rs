@@ -79,3 +79,128 @@ pub fn confine(allowed: &Allowed) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Checks that bubblewrap is installed and can build a sandbox here (as root, so no user
+/// namespace is needed).
+#[allow(clippy::disallowed_methods)] // once, at start-up, before the server serves
+pub fn probe_bwrap() -> anyhow::Result<()> {
+    let output = std::process::Command::new("bwrap")
+        .args([
+            "--unshare-pid",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--ro-bind-try",
+            "/bin",
+            "/bin",
+            "--ro-bind-try",
+            "/lib",
+            "/lib",
+            "--ro-bind-try",
+            "/lib64",
+            "/lib64",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--",
+            "true",
+        ])
+        .env_clear()
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "isolation.mode = \"bwrap\" needs bubblewrap ({e}); install it (apt-get install bubblewrap) or use \"landlock\""
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "isolation.mode = \"bwrap\": bubblewrap cannot build a sandbox here: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// What one account's bubblewrap sandbox shows.
+pub struct Account {
+    pub socket_dir: PathBuf,
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+    pub run_dir: PathBuf,
+    /// The agents' program folders (bound read-only unless the system's folders hold them).
+    pub programs: Vec<PathBuf>,
+}
+
+/// Folders of the system shown read-only in a sandbox.
+const SYSTEM_BINDS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
+
+/// bubblewrap's arguments for an account's sandbox (run as root, so it needs no user
+/// namespace). Its own process ids, /tmp, /dev/shm, /run, IPC and host name; the system
+/// read-only; the account's workspace, home and socket folder writable; nothing else of the
+/// data dir. Never `--new-session` (it breaks resizing) nor `--die-with-parent` (the sandbox
+/// outlives pocketdev).
+pub fn bwrap_args(account: &Account) -> Vec<String> {
+    let mut args: Vec<String> = ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        .map(String::from)
+        .to_vec();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
+    for dir in SYSTEM_BINDS {
+        push(&["--ro-bind-try", dir, dir]);
+    }
+    push(&[
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--tmpfs",
+        "/run",
+    ]);
+    // Name resolution on hosts where /etc/resolv.conf points into /run.
+    push(&[
+        "--ro-bind-try",
+        "/run/systemd/resolve",
+        "/run/systemd/resolve",
+    ]);
+    let under_system = |path: &Path| SYSTEM_BINDS.iter().any(|s| path.starts_with(s));
+    let binds: Vec<(&str, PathBuf)> = [
+        ("--bind", account.socket_dir.clone()),
+        ("--bind", account.workspace.clone()),
+        ("--bind", account.home.clone()),
+        ("--ro-bind", account.run_dir.join("bin")),
+        ("--ro-bind", account.run_dir.join("tmux.conf")),
+    ]
+    .into_iter()
+    .chain(
+        account
+            .programs
+            .iter()
+            .filter(|p| !under_system(p))
+            .map(|p| ("--ro-bind", p.clone())),
+    )
+    .collect();
+    // bubblewrap would create missing parents root-only (0700); make them traversable.
+    let mut made = std::collections::BTreeSet::new();
+    for (_, target) in &binds {
+        for parent in target
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            if parent == Path::new("/")
+                || under_system(parent)
+                || !made.insert(parent.to_path_buf())
+            {
+                continue;
+            }
+            let parent = parent.to_string_lossy().into_owned();
+            args.extend(["--perms".into(), "0755".into(), "--dir".into(), parent]);
+        }
+    }
+    for (how, path) in binds {
+        let path = path.to_string_lossy().into_owned();
+        args.extend([how.to_owned(), path.clone(), path]);
+    }
+    args.extend(["--chdir".into(), "/".into()]);
+    args
+}

@@ -620,3 +620,79 @@ async fn every_agent_process_is_in_its_accounts_group_and_limits_hold() {
     let health = app.get("/api/health", None).await;
     assert_eq!(health.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn bwrap_mode_gives_each_account_a_sandbox_that_outlives_the_server() {
+    if skip_unless_root() {
+        return;
+    }
+    if !Path::new("/usr/bin/bwrap").exists() {
+        return eprintln!("skipped: bubblewrap is not installed (scripts/test.sh installs it)");
+    }
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.isolation.mode = pocketdev::config::IsolationMode::Bwrap;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let stats: Value = app
+        .get("/api/system/stats", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["isolation"]["mode"], "bwrap",
+        "{}",
+        stats["isolation"]
+    );
+    let (ann_id, ann) = account(&app, "ann").await;
+    let (bob_id, bob) = account(&app, "bob").await;
+    app.post(
+        "/api/files/save",
+        Some(&bob),
+        json!({ "path": "secret.txt", "content": "bob's secret\n" }),
+    )
+    .await;
+    let data = app.data_dir();
+    let marker = format!("/tmp/pocketdev-host-marker-{}", std::process::id());
+    std::fs::write(&marker, "host").unwrap();
+
+    let instance = shell(&app, &ann).await;
+    let processes: usize = run(&app, &ann, &instance, "ps -e --no-headers | wc -l")
+        .await
+        .parse()
+        .unwrap();
+    assert!(processes < 10, "{processes} processes visible");
+    let tmp = run(&app, &ann, &instance, "ls -A /tmp; echo listed").await;
+    assert!(!tmp.contains("pocketdev-host-marker"), "{tmp}");
+    for hidden in [
+        data.join("server"),
+        data.join(format!("users/{bob_id}")),
+        data.join(format!("users/{bob_id}/workspace/secret.txt")),
+    ] {
+        let out = run(
+            &app,
+            &ann,
+            &instance,
+            &format!("ls '{}' 2>&1", hidden.display()),
+        )
+        .await;
+        assert!(out.contains("No such file"), "{}: {out}", hidden.display());
+    }
+    let (uid, _) = passwd_entry(&format!("{}{ann_id}", app.config.isolation.user_prefix)).unwrap();
+    assert_eq!(run(&app, &ann, &instance, "id -u").await, uid.to_string());
+    assert_eq!(
+        run(&app, &ann, &instance, "echo kept > f && cat f").await,
+        "kept"
+    );
+    std::fs::remove_file(&marker).unwrap();
+
+    // The sandbox, its tmux server and the agent outlive a restart of pocketdev.
+    let app = app.restart().await;
+    let ann = app.token("ann", "ann-password-1").await;
+    assert_eq!(app.instance(&ann, &instance).await["state"], "running");
+    assert_eq!(
+        run(&app, &ann, &instance, "echo still here").await,
+        "still here"
+    );
+}
