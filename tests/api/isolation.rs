@@ -34,6 +34,28 @@ async fn account(app: &TestApp, name: &str) -> (i64, String) {
     (id, app.token(name, &password).await)
 }
 
+/// Two accounts, ann and bob, where bob keeps a secret file: (ann's id, ann's token, bob's id,
+/// bob's token, the path of bob's file).
+async fn ann_and_bob_with_a_secret(
+    app: &TestApp,
+) -> (i64, String, i64, String, std::path::PathBuf) {
+    let (ann_id, ann) = account(app, "ann").await;
+    let (bob_id, bob) = account(app, "bob").await;
+    let saved = app
+        .post(
+            "/api/files/save",
+            Some(&bob),
+            json!({ "path": "secret.txt", "content": "bob's secret\n" }),
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+    let bob_file = app
+        .data_dir()
+        .join(format!("users/{bob_id}/workspace/secret.txt"));
+    assert!(bob_file.is_file());
+    (ann_id, ann, bob_id, bob, bob_file)
+}
+
 /// A shell instance of the account, ready for commands.
 async fn shell(app: &TestApp, token: &str) -> String {
     let created = app
@@ -140,19 +162,8 @@ async fn an_agent_cannot_read_another_account_or_the_servers_secrets() {
         return;
     }
     let app = spawn_app().await;
-    let (_, ann) = account(&app, "ann").await;
-    let (bob_id, bob) = account(&app, "bob").await;
-    let saved = app
-        .post(
-            "/api/files/save",
-            Some(&bob),
-            json!({ "path": "secret.txt", "content": "bob's secret\n" }),
-        )
-        .await;
-    assert_eq!(saved.status(), StatusCode::OK);
+    let (_, ann, bob_id, bob, bob_file) = ann_and_bob_with_a_secret(&app).await;
     let data = app.data_dir();
-    let bob_file = data.join(format!("users/{bob_id}/workspace/secret.txt"));
-    assert!(bob_file.is_file());
 
     let instance = shell(&app, &ann).await;
     for (what, target) in [
@@ -211,17 +222,9 @@ async fn the_file_api_acts_as_the_account_so_planted_links_lead_nowhere() {
         return;
     }
     let app = spawn_app().await;
-    let (ann_id, ann) = account(&app, "ann").await;
-    let (bob_id, bob) = account(&app, "bob").await;
-    app.post(
-        "/api/files/save",
-        Some(&bob),
-        json!({ "path": "secret.txt", "content": "bob's secret\n" }),
-    )
-    .await;
+    let (ann_id, ann, _, _, bob_file) = ann_and_bob_with_a_secret(&app).await;
     let data = app.data_dir();
     let ws = data.join(format!("users/{ann_id}/workspace"));
-    let bob_file = data.join(format!("users/{bob_id}/workspace/secret.txt"));
     let instance = shell(&app, &ann).await;
     // The agent plants links to things outside; a hard link to bob's file is refused by the kernel.
     let out = run(
@@ -645,14 +648,7 @@ async fn bwrap_mode_gives_each_account_a_sandbox_that_outlives_the_server() {
         "{}",
         stats["isolation"]
     );
-    let (ann_id, ann) = account(&app, "ann").await;
-    let (bob_id, bob) = account(&app, "bob").await;
-    app.post(
-        "/api/files/save",
-        Some(&bob),
-        json!({ "path": "secret.txt", "content": "bob's secret\n" }),
-    )
-    .await;
+    let (ann_id, ann, bob_id, _, _) = ann_and_bob_with_a_secret(&app).await;
     let data = app.data_dir();
     let marker = format!("/tmp/pocketdev-host-marker-{}", std::process::id());
     std::fs::write(&marker, "host").unwrap();
