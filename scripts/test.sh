@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: shell scripts, formatting, lints, benchmarks in smoke mode, unit
-# and integration tests. Installs what is missing (tmux, nginx, openssl, curl, shellcheck,
-# fail2ban, the pinned Claude Code CLI) or says what to install.
+# and integration tests, the web app's checks and the browser tests. Installs what is missing
+# (tmux, nginx, openssl, curl, shellcheck, fail2ban, bubblewrap, Chromium, npm packages, the
+# pinned Claude Code CLI) or says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/common.sh
@@ -17,8 +18,14 @@ ensure_package nginx nginx
 ensure_package openssl openssl
 ensure_package curl curl
 ensure_package shellcheck shellcheck
+require_node
+if [ "${POCKETDEV_SKIP_E2E:-0}" != 1 ]; then
+    ensure_chromium
+fi
 # The fail2ban filter is checked against the server's real log with fail2ban-regex.
 ensure_package fail2ban-regex fail2ban
+# Isolation's strict mode runs each account in a bubblewrap sandbox.
+ensure_package bwrap bubblewrap
 
 # The real Claude Code CLI, pinned, for the tests that run it against a mock API.
 CLAUDE_CODE_VERSION=2.1.328
@@ -40,6 +47,11 @@ for script in scripts/*.sh scripts/lib/*.sh .ci/run; do
     bash -n "$script"
 done
 shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run
+
+# Before clippy and the tests, so the binary they build embeds the fresh app.
+build_web
+say "web app: type check (tsc --noEmit) and checks of the build"
+(cd web && npm run --silent check && npm test --silent)
 
 say "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -64,11 +76,22 @@ else
     say "systemd-analyze is not installed here; the units were not verified"
 fi
 
-# Last, so the test runner's summary closes the output.
 say "unit and integration tests"
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --no-fail-fast
+    cargo nextest run --locked --no-fail-fast || status=$?
 else
     say "cargo-nextest not found; using cargo test (install it with: cargo install cargo-nextest --locked)"
-    cargo test --locked --no-fail-fast
+    cargo test --locked --no-fail-fast || status=$?
 fi
+
+# Last, after the Rust tests whatever their outcome; the exit status reports both.
+if [ "${POCKETDEV_SKIP_E2E:-0}" = 1 ]; then
+    say "browser tests skipped (POCKETDEV_SKIP_E2E=1)"
+else
+    say "browser tests (Playwright in Chromium, phone and desktop profiles)"
+    cargo build --locked --bin pocketdev
+    npm_install e2e
+    (cd e2e && npx tsc --noEmit -p . && npx playwright test) || status=1
+fi
+exit "$status"

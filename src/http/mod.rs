@@ -1,5 +1,6 @@
 //! HTTP: router assembly under the base path, middleware (tracing, limits, headers), OpenAPI.
 
+pub mod assets;
 pub mod client;
 pub mod health;
 pub mod rate_limit;
@@ -10,7 +11,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -98,18 +99,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::monitor::metrics::track,
         ))
-        .fallback(not_found)
+        .fallback(assets::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes));
 
     // The app's root is `<base>/` (relative links need the slash); `<base>` redirects there.
     let base = state.config.base_path.trim_end_matches('/');
     let app = if base.is_empty() {
-        app.route("/", get(root_page))
+        app.route("/", get(assets::index))
     } else {
         let slash = format!("{base}/");
         Router::new()
-            .route(&slash, get(root_page))
+            .route(&slash, get(assets::index))
             .nest(base, app)
             .route(
                 base,
@@ -178,13 +179,4 @@ async fn not_found() -> AppError {
 
 async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
-}
-
-/// Until the web app is embedded, the root says where the API is.
-async fn root_page() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>pocketdev</title></head>\
-         <body><h1>pocketdev</h1><p>The server is running. The API is described at \
-         <a href=\"api/openapi.json\">api/openapi.json</a>.</p></body></html>",
-    )
 }

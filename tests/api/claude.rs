@@ -385,7 +385,10 @@ async fn an_isolated_claude_code_cannot_read_another_accounts_files() {
         .create_instance(&token, json!({ "profile": PROFILE }))
         .await;
     let id = instance["id"].as_str().unwrap().to_owned();
-    app.wait_for_output(&token, &id, "? for shortcuts").await;
+    // A real CLI under a loaded machine (every test runs at once) may take a while.
+    let slow = std::time::Duration::from_secs(45);
+    app.wait_for_output_within(&token, &id, "? for shortcuts", slow)
+        .await;
     let command = format!(
         "{} (id -u; cat {} {}) > probe.txt 2>&1",
         crate::mock_anthropic::BASH_TRIGGER,
@@ -394,7 +397,7 @@ async fn an_isolated_claude_code_cannot_read_another_accounts_files() {
     );
     app.command(&token, &id, json!({ "text": command })).await;
     // Claude Code asks before running it; the first choice allows it.
-    app.wait_for_output(&token, &id, "Do you want to proceed?")
+    app.wait_for_output_within(&token, &id, "Do you want to proceed?", slow)
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     app.command(&token, &id, json!({ "keys": ["enter"], "enter": false }))

@@ -442,7 +442,19 @@ impl TestApp {
 
     /// Polls the output until it contains `needle`; panics with the last screen after 10 s.
     pub async fn wait_for_output(&self, token: &str, id: &str, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        self.wait_for_output_within(token, id, needle, std::time::Duration::from_secs(10))
+            .await
+    }
+
+    /// As `wait_for_output`, for programs slower to answer than a shell (a real agent CLI).
+    pub async fn wait_for_output_within(
+        &self,
+        token: &str,
+        id: &str,
+        needle: &str,
+        within: std::time::Duration,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let output = self.output(token, id).await;
             if output.contains(needle) {

@@ -18,3 +18,4 @@ mod registration;
 mod restart;
 mod term;
 mod terminal;
+mod web_assets;

@@ -1,0 +1,70 @@
+// Shared test fixtures: a server per test file, a page that fails the test on console errors,
+// sign-in, terminal text, and phone-profile screenshots in artifacts/.
+import { test as base, expect, type Page, type TestInfo } from '@playwright/test';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Server, type ServerOptions } from './server';
+
+export { expect };
+export const ARTIFACTS = join(import.meta.dirname, 'artifacts');
+
+// Failed requests the app expects and explains to the user itself (a 401 before sign-in, a 403 for a disabled account, a 409
+// on a save conflict): Chromium logs each as a console error, which says nothing about the app.
+const EXPECTED_NETWORK = /Failed to load resource: the server responded with a status of (401|403|409)/;
+
+export function watchConsole(page: Page, errors: string[]): void {
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !EXPECTED_NETWORK.test(message.text())) errors.push(`console: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
+}
+
+export const test = base.extend<{ consoleErrors: string[] }, { server: Server; serverOptions: ServerOptions }>({
+  serverOptions: [{}, { option: true, scope: 'worker' }],
+  server: [async ({ serverOptions }, use) => {
+    const server = await Server.start(serverOptions);
+    await use(server);
+    await server.stop();
+  }, { scope: 'worker' }],
+  consoleErrors: [async ({ page, server }, use, info) => {
+    const errors: string[] = [];
+    watchConsole(page, errors);
+    const logStart = server.logs().length;
+    await use(errors);
+    if (info.status !== info.expectedStatus) {
+      await info.attach('server-log', { body: server.logs().slice(logStart).replace(/\x1b\[[0-9;]*m/g, ''), contentType: 'text/plain' });
+      console.log(server.logs().slice(logStart).replace(/\x1b\[[0-9;]*m/g, '').slice(-4000));
+    }
+    expect(errors, 'no console errors').toEqual([]);
+  }, { auto: true }],
+});
+
+export async function signIn(page: Page, server: Server, username = 'admin', password = server.adminPassword): Promise<void> {
+  await page.goto(server.url + '/');
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('heading', { name: 'Agents' })).toBeVisible();
+}
+
+/** The terminal's visible text (xterm's DOM renderer), rows joined by newlines. */
+export async function terminalText(page: Page): Promise<string> {
+  return (await page.locator('.xterm-rows').innerText()).replace(/\u00a0/g, ' ');
+}
+
+export async function expectTerminal(page: Page, pattern: RegExp | string, timeout = 15_000): Promise<void> {
+  await expect.poll(() => terminalText(page), { timeout, message: `terminal shows ${pattern}` })
+    .toMatch(typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : pattern);
+}
+
+/** Phone-profile screenshots go to artifacts/<name>.png. */
+export async function shot(page: Page, info: TestInfo, name: string): Promise<void> {
+  if (info.project.name !== 'phone') return;
+  mkdirSync(ARTIFACTS, { recursive: true });
+  // Toasts come and go; the screen is what matters.
+  await page.evaluate(() => {
+    document.querySelector('.toasts')?.replaceChildren();
+    window.scrollTo(0, 0);
+  });
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+}

@@ -1,0 +1,40 @@
+import { test, expect, signIn, shot } from '../fixtures';
+
+test('signs in, stays signed in across a reload, and signs out', async ({ page, server }, info) => {
+  await page.goto(server.url + '/');
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible();
+  await shot(page, info, '01-sign-in');
+  await page.getByLabel('Username').fill('admin');
+  await page.getByLabel('Password').fill('not the password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('alert')).toContainText('Wrong username or password');
+
+  await signIn(page, server);
+  await page.reload();
+  await expect(page.getByRole('heading', { name: 'Agents' })).toBeVisible();
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible();
+  await expect(page.getByText('You signed out.')).toBeVisible();
+  await page.reload();
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible();
+});
+
+test('an expired access cookie is refreshed once, even with many requests at once', async ({ page, server, context }) => {
+  await signIn(page, server);
+  // Drop the access cookie: the next calls get 401 and must share one refresh.
+  const cookies = await context.cookies();
+  await context.clearCookies();
+  await context.addCookies(cookies.filter((c) => c.name !== 'pd_access'));
+  const refreshes: string[] = [];
+  page.on('request', (r) => {
+    if (r.url().endsWith('/api/auth/refresh')) refreshes.push(r.url());
+  });
+  await page.getByRole('link', { name: 'Settings', exact: true }).click();
+  await expect(page.getByRole('heading', { name: 'API keys and secrets' })).toBeVisible();
+  await page.getByRole('link', { name: 'Agents', exact: true }).click();
+  await expect(page.getByRole('heading', { name: 'New agent' })).toBeVisible();
+  expect(refreshes.length).toBe(1);
+  await page.reload();
+  await expect(page.getByRole('heading', { name: 'Agents' })).toBeVisible();
+});

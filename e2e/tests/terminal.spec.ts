@@ -1,0 +1,205 @@
+import { test, expect, signIn, shot, expectTerminal, terminalText } from '../fixtures';
+import type { Page } from '@playwright/test';
+
+async function createAgent(page: Page, profile: string, name: string): Promise<void> {
+  await page.getByLabel('Agent', { exact: true }).selectOption(profile);
+  await page.getByLabel('Name').fill(name);
+  await page.getByRole('button', { name: 'Start agent' }).click();
+  await expect(page.locator('.term-title')).toHaveText(name);
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+}
+
+async function key(page: Page, label: string): Promise<void> {
+  await page.getByRole('toolbar', { name: 'Terminal keys' }).getByRole('button', { name: label, exact: true }).click();
+}
+
+async function say(page: Page, text: string): Promise<void> {
+  await page.getByLabel('Message to send to the agent').fill(text);
+  await page.getByRole('button', { name: 'Send message' }).click();
+}
+
+function count(text: string, needle: string): number {
+  return text.split(needle).length - 1;
+}
+
+test('creates an agent and drives it through the compose box and the key bar', async ({ page, server }, info) => {
+  const name = `keys-${info.project.name}`;
+  // An account of its own: other tests' agents on this server must not be "waiting" here.
+  await server.createUser(`keys${info.project.name}`, 'keys-password-1');
+  await signIn(page, server, `keys${info.project.name}`, 'keys-password-1');
+  await shot(page, info, '02-dashboard-empty');
+  await createAgent(page, 'bash', name);
+  await expectTerminal(page, /^pd\$ /m);
+
+  // The compose box sends one paste and Enter.
+  await say(page, 'echo comp""osed-1');
+  await expectTerminal(page, /^composed-1$/m);
+
+  // Up arrow recalls the command; Enter runs it again.
+  await key(page, 'Up arrow');
+  await expectTerminal(page, /pd\$ echo comp""osed-1\s*$/m);
+  await key(page, 'Enter');
+  await expect.poll(async () => count(await terminalText(page), '\ncomposed-1')).toBeGreaterThanOrEqual(2);
+
+  // Ctrl-C interrupts a running command.
+  await say(page, 'sleep 30; echo no-int');
+  await expectTerminal(page, 'sleep 30; echo no-int');
+  await key(page, 'Control-C');
+  await expectTerminal(page, /\^C/);
+  await say(page, 'echo after-ctrl""-c');
+  await expectTerminal(page, /^after-ctrl-c$/m);
+  expect(await terminalText(page)).not.toContain('\nno-int');
+
+  // Left arrow moves the cursor: type "echo ab", Left, then "X" → "aXb".
+  await say(page, '');
+  await page.getByLabel('Message to send to the agent').fill('');
+  await page.locator('.xterm-helper-textarea').focus();
+  await page.keyboard.type('echo ab');
+  await key(page, 'Left arrow');
+  await page.locator('.xterm-helper-textarea').focus();
+  await page.keyboard.type('X');
+  await key(page, 'Enter');
+  await expectTerminal(page, /^aXb$/m);
+
+  // Sticky Ctrl: Ctrl then "l" clears the screen.
+  await key(page, 'Ctrl (sticky: applies to the next key)');
+  await expect(page.getByRole('button', { name: 'Ctrl (sticky: applies to the next key)' })).toHaveAttribute('aria-pressed', 'true');
+  await page.locator('.xterm-helper-textarea').focus();
+  await page.keyboard.type('l');
+  await expect.poll(async () => (await terminalText(page)).includes('aXb')).toBe(false);
+  await say(page, 'echo terminal-ready');
+  await expectTerminal(page, /^terminal-ready$/m);
+  await shot(page, info, '03-terminal');
+
+  // Tab completes.
+  await page.locator('.xterm-helper-textarea').focus();
+  await page.keyboard.type('ech');
+  await key(page, 'Tab');
+  await page.locator('.xterm-helper-textarea').focus();
+  await page.keyboard.type(' tabbed');
+  await key(page, 'Enter');
+  await expectTerminal(page, /^tabbed$/m);
+
+  // The text size is adjustable and remembered.
+  const size = Number(await page.evaluate(() => localStorage.getItem('pd.fontSize') ?? '0'));
+  await page.getByRole('button', { name: 'Larger text' }).click();
+  await expect.poll(() => page.evaluate(() => Number(localStorage.getItem('pd.fontSize')))).toBe((size || (info.project.name === 'phone' ? 13 : 15)) + 1);
+  await page.reload();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await expect.poll(() => page.locator('.xterm-rows').evaluate((el) => getComputedStyle(el).fontSize)).toBe(`${(size || (info.project.name === 'phone' ? 13 : 15)) + 1}px`);
+  await page.getByRole('button', { name: 'Smaller text' }).click();
+
+  // Landscape (or a keyboard taking half the screen): the bars stay in view and the
+  // terminal refits, and the pane follows.
+  if (info.project.name === 'phone') {
+    const before = await page.locator('.xterm-rows > div').count();
+    await page.setViewportSize({ width: 844, height: 340 });
+    await expect.poll(() => page.locator('.xterm-rows > div').count()).toBeLessThan(before);
+    const bar = (await page.getByRole('toolbar', { name: 'Terminal keys' }).boundingBox())!;
+    expect(bar.y + bar.height).toBeLessThanOrEqual(340);
+    // The new size reaches the pane a moment after the page refits: ask until it has.
+    await expect.poll(async () => {
+      await say(page, 'stty size');
+      await page.waitForTimeout(300);
+      const rows = await page.locator('.xterm-rows > div').count();
+      return new RegExp(`^${rows} \\d+$`, 'm').test(await terminalText(page));
+    }, { timeout: 15_000, message: 'stty size shows the refitted rows' }).toBe(true);
+    await page.setViewportSize({ width: 390, height: 664 });
+  }
+
+  // A screenshot pasted into the message box is uploaded and its path put in the message.
+  const box = page.getByLabel('Message to send to the agent');
+  await box.fill('look at ');
+  await box.evaluate((el) => {
+    const data = new DataTransfer();
+    data.items.add(new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47])], 'image.png', { type: 'image/png' }));
+    el.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+  });
+  await expect(box).toHaveValue(/^look at \.pocketdev\/uploads\/\d{8}T\d{6}-pasted\.png $/);
+  await box.fill('');
+
+  // Nobody else is waiting; the jump says so.
+  await page.getByRole('button', { name: 'Next agent waiting for you' }).click();
+  await expect(page.getByText('No other agent is waiting for you.')).toBeVisible();
+
+  // The status badge and the dashboard card.
+  await page.getByRole('link', { name: 'Back to agents' }).click();
+  const card = page.getByRole('article', { name });
+  await expect(card).toBeVisible();
+  await expect(card.locator('.badge')).toBeVisible();
+  await shot(page, info, '04-dashboard');
+
+  // The quick switcher, from anywhere: Ctrl-K on a keyboard, the switch button on a phone.
+  if (info.project.name === 'desktop') await page.keyboard.press('Control+k');
+  else await page.getByRole('button', { name: 'Switch agent' }).click();
+  const switcher = page.getByRole('dialog', { name: 'Switch to an agent' });
+  await switcher.getByLabel('Find an agent').fill(name.slice(0, 4));
+  await switcher.getByLabel('Find an agent').press('Enter');
+  await expect(page.locator('.term-title')).toHaveText(name);
+});
+
+test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
+  const name = `reconnect-${info.project.name}`;
+  await signIn(page, server);
+  await createAgent(page, 'fake', name);
+  await expectTerminal(page, 'agent> ');
+  await say(page, 'before the restart');
+  await expectTerminal(page, 'you said: before the restart');
+
+  await server.restart();
+  await expect(page.locator('.term-banner')).toBeVisible();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true', { timeout: 30_000 });
+  await expect(page.locator('.term-banner')).toBeHidden();
+  await expectTerminal(page, 'you said: before the restart');
+  await say(page, 'after the restart');
+  await expectTerminal(page, 'you said: after the restart');
+
+  // Offline: the app says so, and comes back.
+  await page.context().setOffline(true);
+  await expect(page.locator('.offline')).toBeVisible();
+  await page.context().setOffline(false);
+  await expect(page.locator('.offline')).toBeHidden();
+  await say(page, 'back online');
+  await expectTerminal(page, 'you said: back online');
+
+  // A restart from elsewhere (the API, another device): the terminal follows it.
+  const id = new URL(page.url()).hash.replace('#/t/', '');
+  const admin = await server.token('admin', server.adminPassword);
+  const restarted = await server.api('POST', `api/instances/${id}/restart`, admin.token, {});
+  expect(restarted.status).toBe(200);
+  // A restart is a fresh session: the new agent's greeting, without the old conversation.
+  await expect.poll(async () => {
+    const text = await terminalText(page);
+    return text.includes('home=') && !text.includes('you said: back online');
+  }, { timeout: 15_000 }).toBe(true);
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await say(page, 'after the agent restarted');
+  await expectTerminal(page, 'you said: after the agent restarted');
+});
+
+test('stops, restarts, renames and deletes from the dashboard', async ({ page, server }, info) => {
+  const name = `life-${info.project.name}`;
+  await signIn(page, server);
+  await createAgent(page, 'fake', name);
+  await say(page, 'fail');
+  await expect(page.locator('.term-banner')).toContainText('exited with status 3');
+  await page.getByRole('button', { name: 'Restart' }).click();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await expectTerminal(page, 'agent> ');
+  await page.getByRole('link', { name: 'Back to agents' }).click();
+
+  const card = page.getByRole('article', { name });
+  await card.getByRole('button', { name: 'Stop' }).click();
+  await expect(page.getByText(`Stopped ${name}.`)).toBeVisible();
+  await expect(card.locator('.badge')).toHaveText('stopped');
+  await card.getByRole('button', { name: 'Rename' }).click();
+  await page.getByRole('dialog').getByLabel('New name').fill(`${name}-renamed`);
+  await page.getByRole('dialog').getByRole('button', { name: 'Rename' }).click();
+  const renamed = page.getByRole('article', { name: `${name}-renamed` });
+  await expect(renamed).toBeVisible();
+  await renamed.getByRole('button', { name: 'Delete' }).click();
+  await expect(page.getByRole('dialog')).toContainText('Files in your workspace stay');
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+  await expect(page.getByText(`Deleted ${name}-renamed.`)).toBeVisible();
+  await expect(renamed).toHaveCount(0);
+});

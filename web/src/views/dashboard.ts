@@ -1,0 +1,114 @@
+// The agents dashboard: a card per instance with its live status, and creating new ones.
+import { api, type Instance, type Model } from '../api';
+import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast } from '../ui';
+import type { Ctx } from '../main';
+
+export async function dashboardView(ctx: Ctx): Promise<() => void> {
+  const list = h('div', { class: 'cards', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading agents…'));
+  const createBox = h('section', { class: 'panel', 'aria-labelledby': 'new-agent' });
+  clear(ctx.root,
+    h('div', { class: 'page-head' }, h('h1', null, 'Agents')),
+    list,
+    createBox,
+  );
+
+  let models: Model[] = [];
+  let instances: Instance[] = [];
+
+  const renderCreate = () => {
+    const select = h('select', { id: 'profile', name: 'profile', 'aria-describedby': 'profile-why' },
+      models.map((m) => h('option', { value: m.id, disabled: !m.usable }, m.usable ? m.name : `${m.name} — unavailable`)));
+    const firstUsable = models.find((m) => m.usable);
+    if (firstUsable) select.value = firstUsable.id;
+    const name = h('input', { id: 'agent-name', name: 'name', placeholder: 'optional', autocomplete: 'off', maxLength: 64 });
+    const submit = h('button', { type: 'submit', class: 'primary', disabled: !firstUsable }, 'Start agent');
+    const unusable = models.filter((m) => !m.usable);
+    const why = h('ul', { id: 'profile-why', class: 'unusable' }, unusable.map((m) => h('li', null,
+      h('strong', null, m.name), `: ${m.reason ?? 'not available'}`,
+      /secret|key|token/i.test(m.reason ?? '')
+        ? [' — ', h('a', { href: `#/settings?secret=${encodeURIComponent(m.required_secrets[0] ?? '')}` }, 'add it in Settings')]
+        : null)));
+    const form = h('form', { class: 'create-form' },
+      h('div', { class: 'field' }, h('label', { for: 'profile' }, h('span', null, 'Agent')), select),
+      h('label', { class: 'field', for: 'agent-name' }, h('span', null, 'Name'), name),
+      submit);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const body: Record<string, string> = { profile: select.value };
+      if (name.value.trim()) body.name = name.value.trim();
+      submit.textContent = 'Starting…';
+      const created = await act(submit, () => api.post<Instance>('api/instances', body));
+      submit.textContent = 'Start agent';
+      if (created) {
+        toast(`Started ${created.name}.`);
+        location.hash = `#/t/${created.id}`;
+      }
+    });
+    clear(createBox, h('h2', { id: 'new-agent' }, 'New agent'), form, unusable.length ? why : null);
+  };
+
+  const card = (i: Instance) => {
+    const live = i.state === 'running' || i.state === 'starting';
+    const open = h('a', { href: `#/t/${i.id}`, class: 'button primary', 'aria-label': `Open the terminal of ${i.name}` }, 'Open');
+    const stop = h('button', { type: 'button', class: 'secondary' }, live ? 'Stop' : 'Restart');
+    stop.addEventListener('click', async () => {
+      const ok = await act(stop, () => api.post<Instance>(`api/instances/${i.id}/${live ? 'stop' : 'restart'}`), live ? `Stopped ${i.name}.` : `Restarted ${i.name}.`);
+      if (ok) void refresh();
+    });
+    const rename = h('button', { type: 'button', class: 'secondary' }, 'Rename');
+    rename.addEventListener('click', async () => {
+      const next = await promptDialog(`Rename ${i.name}`, 'New name', i.name, 'Rename');
+      if (next === null || !next.trim() || next.trim() === i.name) return;
+      const ok = await act(rename, () => api.patch<Instance>(`api/instances/${i.id}`, { name: next.trim() }), 'Renamed.');
+      if (ok) void refresh();
+    });
+    const del = h('button', { type: 'button', class: 'secondary danger-text' }, 'Delete');
+    del.addEventListener('click', async () => {
+      if (!(await confirmDialog(`Delete ${i.name}?`, live ? 'The agent will be stopped and its record deleted. Files in your workspace stay.' : 'Its record and last screen will be deleted. Files in your workspace stay.'))) return;
+      const ok = await act(del, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
+      if (ok) void refresh();
+    });
+    const model = models.find((m) => m.id === i.profile);
+    return h('article', { class: `card status-${i.status ?? i.state}`, 'data-instance': i.id, 'aria-label': i.name },
+      h('div', { class: 'card-head' }, h('h3', null, h('a', { href: `#/t/${i.id}` }, i.name)), statusBadge(i.state, i.status)),
+      h('p', { class: 'muted card-meta' }, model?.name ?? i.profile,
+        live ? ` · ${bytes(i.memory_bytes)} · up ${duration(i.started_at)}` : i.ended_at ? ` · ended ${duration(i.ended_at)} ago${i.end_reason ? ` (${i.end_reason.replace('_', ' ')})` : ''}` : ''),
+      i.status_reason && live ? h('p', { class: 'status-reason' }, i.status_reason) : null,
+      h('div', { class: 'card-actions' }, open, stop, rename, del));
+  };
+
+  let shown = '';
+  const render = () => {
+    // Keep the focus of someone using the keyboard or a screen reader: no re-render under it
+    // unless the set of agents changed.
+    const ids = instances.map((i) => `${i.id}:${i.state}:${i.name}`).join();
+    if (list.contains(document.activeElement) && ids === shown) return;
+    shown = ids;
+    if (!instances.length) {
+      clear(list, h('p', { class: 'empty' }, 'No agents yet. Start one below.'));
+      return;
+    }
+    clear(list, instances.map(card));
+  };
+
+  const refresh = async () => {
+    try {
+      instances = await api.get<Instance[]>('api/instances');
+      render();
+    } catch (e) {
+      showError(e);
+    }
+  };
+
+  try {
+    [models, instances] = await Promise.all([api.get<Model[]>('api/models'), api.get<Instance[]>('api/instances')]);
+  } catch (e) {
+    showError(e);
+  }
+  renderCreate();
+  render();
+  const timer = setInterval(() => {
+    if (document.visibilityState === 'visible') void refresh();
+  }, 4000);
+  return () => clearInterval(timer);
+}

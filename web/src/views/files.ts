@@ -1,0 +1,230 @@
+// Files: browse the workspace, upload, download, new folder, rename, delete, and the editor
+// (CodeMirror, loaded only when a file is opened) with conflict-aware saving.
+import { api, ApiError, q, upload, url, refreshSession, type Entry, type FileContent, type Listing } from '../api';
+import { h, clear, act, bytes, icon, confirmDialog, promptDialog, showError, toast } from '../ui';
+import type { Ctx } from '../main';
+
+const join = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
+const parent = (path: string) => path.split('/').slice(0, -1).join('/');
+const filesHash = (path: string) => `#/files${path ? '/' + path.split('/').map(encodeURIComponent).join('/') : ''}`;
+const editHash = (path: string) => `#/edit/${path.split('/').map(encodeURIComponent).join('/')}`;
+
+function crumbs(path: string, last: 'link' | 'text' = 'text') {
+  const parts = path ? path.split('/') : [];
+  const nav = h('nav', { class: 'crumbs', 'aria-label': 'Folder' }, h('a', { href: filesHash('') }, 'workspace'));
+  parts.forEach((part, i) => {
+    const sub = parts.slice(0, i + 1).join('/');
+    nav.append(' / ', i === parts.length - 1 && last === 'text' ? h('span', { 'aria-current': 'page' }, part) : h('a', { href: filesHash(sub) }, part));
+  });
+  return nav;
+}
+
+/** A download through a plain link, after making sure the session cookie is fresh. */
+export async function download(path: string): Promise<void> {
+  try {
+    await api.get('api/auth/me');
+  } catch {
+    await refreshSession();
+  }
+  const a = h('a', { href: url(`api/files/download${q({ path })}`), download: path.split('/').pop() ?? 'download', hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  toast(`Downloading ${path.split('/').pop()}…`, 'info');
+}
+
+export async function filesView(ctx: Ctx): Promise<() => void> {
+  const path = ctx.params.join('/');
+  const hidden = localStorage.getItem('pd.hidden') === '1';
+  const list = h('ul', { class: 'file-list', 'aria-label': 'Files and folders' }, h('li', { class: 'muted' }, 'Loading…'));
+  const uploadInput = h('input', { type: 'file', multiple: true, hidden: true, id: 'upload-input' });
+  const uploadButton = h('button', { type: 'button', class: 'primary' }, 'Upload');
+  const mkdirButton = h('button', { type: 'button', class: 'secondary' }, 'New folder');
+  const newFileButton = h('button', { type: 'button', class: 'secondary' }, 'New file');
+  const hiddenToggle = h('input', { type: 'checkbox', id: 'show-hidden', checked: hidden });
+  clear(ctx.root,
+    h('div', { class: 'page-head' }, h('h1', null, 'Files')),
+    crumbs(path),
+    h('div', { class: 'toolbar' }, uploadButton, uploadInput, mkdirButton, newFileButton,
+      h('label', { class: 'check', for: 'show-hidden' }, hiddenToggle, ' Hidden files')),
+    list);
+
+  const refresh = async () => {
+    let listing: Listing;
+    try {
+      listing = await api.get<Listing>(`api/files${q({ path: path || undefined, hidden: hiddenToggle.checked || undefined })}`);
+    } catch (e) {
+      clear(list, h('li', { class: 'form-error', role: 'alert' }, e instanceof Error ? e.message : String(e)));
+      return;
+    }
+    const rows: HTMLElement[] = [];
+    if (path) rows.push(h('li', { class: 'file-row' }, h('a', { href: filesHash(parent(path)), class: 'file-name', 'aria-label': 'Up to the parent folder' }, icon('up', 18), ' ..'), h('span')));
+    for (const entry of listing.entries) rows.push(row(entry));
+    if (!listing.entries.length) rows.push(h('li', { class: 'muted empty' }, 'This folder is empty.'));
+    if (listing.truncated) rows.push(h('li', { class: 'muted' }, 'Only the first entries are shown.'));
+    clear(list, rows);
+  };
+
+  const row = (entry: Entry) => {
+    const full = join(path, entry.name);
+    const isDir = entry.kind === 'dir' || (entry.kind === 'symlink' && entry.target_kind === 'dir');
+    const link = h('a', { href: isDir ? filesHash(full) : editHash(full), class: 'file-name' }, icon(isDir ? 'folder' : 'file', 18), ' ', entry.name);
+    const meta = h('span', { class: 'muted file-meta' }, isDir ? '' : bytes(entry.size), ' ', new Date(entry.modified * 1000).toLocaleDateString());
+    const menu = h('details', { class: 'row-menu' },
+      h('summary', { 'aria-label': `Actions for ${entry.name}` }, '⋯'),
+      h('div', { class: 'menu' },
+        isDir ? null : h('button', { type: 'button', onclick: () => void download(full) }, 'Download'),
+        h('button', { type: 'button', onclick: () => void rename(entry.name) }, 'Rename'),
+        h('button', { type: 'button', class: 'danger-text', onclick: () => void remove(entry.name, isDir) }, 'Delete')));
+    return h('li', { class: 'file-row', 'data-name': entry.name }, link, meta, menu);
+  };
+
+  const rename = async (name: string) => {
+    const next = await promptDialog(`Rename ${name}`, 'New name', name, 'Rename');
+    if (!next || next === name) return;
+    const ok = await act(null, () => api.post('api/files/move', { from: join(path, name), to: join(path, next) }).then(() => true), `Renamed to ${next}.`);
+    if (ok) void refresh();
+  };
+  const remove = async (name: string, isDir: boolean) => {
+    if (!(await confirmDialog(`Delete ${name}?`, isDir ? 'The folder and everything in it will be deleted. This cannot be undone.' : 'The file will be deleted. This cannot be undone.'))) return;
+    const ok = await act(null, () => api.del(`api/files${q({ path: join(path, name) })}`).then(() => true), `Deleted ${name}.`);
+    if (ok) void refresh();
+  };
+
+  uploadButton.addEventListener('click', () => uploadInput.click());
+  uploadInput.addEventListener('change', async () => {
+    const files = [...(uploadInput.files ?? [])];
+    uploadInput.value = '';
+    if (!files.length) return;
+    uploadButton.textContent = 'Uploading…';
+    const done = await act(uploadButton, async () => {
+      try {
+        return await upload(path, files);
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 409 && (await confirmDialog('Replace files?', `${e.message}. Replace the existing files?`, 'Replace'))) {
+          return upload(path, files, true);
+        }
+        throw e;
+      }
+    });
+    uploadButton.textContent = 'Upload';
+    if (done) {
+      toast(`Uploaded ${done.length === 1 ? done[0]!.path : `${done.length} files`}.`);
+      void refresh();
+    }
+  });
+  mkdirButton.addEventListener('click', async () => {
+    const name = await promptDialog('New folder', 'Folder name', '', 'Create');
+    if (!name) return;
+    const ok = await act(mkdirButton, () => api.post('api/files/mkdir', { path: join(path, name) }).then(() => true), `Created ${name}.`);
+    if (ok) void refresh();
+  });
+  newFileButton.addEventListener('click', async () => {
+    const name = await promptDialog('New file', 'File name', '', 'Create');
+    if (!name) return;
+    const ok = await act(newFileButton, () => api.post('api/files/save', { path: join(path, name), content: '' }).then(() => true), `Created ${name}.`);
+    if (ok) location.hash = editHash(join(path, name));
+  });
+  hiddenToggle.addEventListener('change', () => {
+    localStorage.setItem('pd.hidden', hiddenToggle.checked ? '1' : '0');
+    void refresh();
+  });
+
+  await refresh();
+  return () => undefined;
+}
+
+export async function editView(ctx: Ctx): Promise<() => void> {
+  const path = ctx.params.join('/');
+  const name = path.split('/').pop() ?? path;
+  const status = h('span', { class: 'muted save-state', 'aria-live': 'polite' }, '');
+  const saveButton = h('button', { type: 'button', class: 'primary', disabled: true }, 'Save');
+  const conflict = h('div', { class: 'conflict', role: 'alert', hidden: true });
+  const holder = h('div', { class: 'editor', 'aria-label': `Editing ${name}` }, h('p', { class: 'muted' }, 'Opening…'));
+  clear(ctx.root,
+    h('div', { class: 'page-head editor-head' }, h('h1', { class: 'file-title' }, name),
+      h('div', { class: 'toolbar' }, status,
+        h('button', { type: 'button', class: 'secondary', onclick: () => void download(path) }, 'Download'), saveButton)),
+    crumbs(path, 'text'),
+    conflict,
+    holder);
+
+  let file: FileContent;
+  try {
+    file = await api.get<FileContent>(`api/files/content${q({ path })}`);
+  } catch (e) {
+    const why = e instanceof ApiError && e.status === 415 ? 'This file is not text, so it cannot be edited here. You can download it.'
+      : e instanceof ApiError && e.status === 413 ? 'This file is too large to edit here. You can download it.'
+        : e instanceof Error ? e.message : String(e);
+    clear(holder, h('p', { class: 'form-error', role: 'alert' }, why),
+      h('p', null, h('button', { type: 'button', class: 'secondary', onclick: () => void download(path) }, 'Download'), ' ', h('a', { href: filesHash(parent(path)) }, 'Back to the folder')));
+    return () => undefined;
+  }
+  const { createEditor } = await import('../editor');
+  clear(holder);
+  let etag = file.etag;
+  let dirty = false;
+  const editor = createEditor(holder, file.content, name, () => {
+    if (!dirty) {
+      dirty = true;
+      saveButton.disabled = false;
+      status.textContent = 'Unsaved changes';
+    }
+  }, () => void save());
+
+  const save = async (overwrite = false) => {
+    saveButton.textContent = 'Saving…';
+    saveButton.disabled = true;
+    try {
+      const saved = await api.post<{ etag: string; size: number }>('api/files/save', { path, content: editor.text(), expected_etag: overwrite ? null : etag });
+      etag = saved.etag;
+      dirty = false;
+      conflict.hidden = true;
+      status.textContent = `Saved ${new Date().toLocaleTimeString()}`;
+      toast(`Saved ${name}.`);
+    } catch (e) {
+      saveButton.disabled = false;
+      if (e instanceof ApiError && e.status === 409) {
+        showConflict();
+      } else {
+        showError(e);
+      }
+    } finally {
+      saveButton.textContent = 'Save';
+    }
+  };
+
+  const showConflict = () => {
+    const reload = h('button', { type: 'button', class: 'secondary' }, 'Reload theirs (lose my changes)');
+    const overwrite = h('button', { type: 'button', class: 'danger' }, 'Overwrite with mine');
+    reload.addEventListener('click', async () => {
+      const fresh = await act(reload, () => api.get<FileContent>(`api/files/content${q({ path })}`));
+      if (!fresh) return;
+      editor.setText(fresh.content);
+      etag = fresh.etag;
+      dirty = false;
+      saveButton.disabled = true;
+      conflict.hidden = true;
+      status.textContent = 'Reloaded from disk';
+      toast('Reloaded the version on disk.');
+    });
+    overwrite.addEventListener('click', () => void save(true));
+    clear(conflict,
+      h('strong', null, 'Not saved: this file changed on the server since you opened it. '),
+      h('span', null, 'The agent (or another device) may have edited it. Keep their version or replace it with yours.'),
+      h('div', { class: 'conflict-actions' }, reload, overwrite));
+    conflict.hidden = false;
+    status.textContent = 'Conflict';
+  };
+
+  saveButton.addEventListener('click', () => void save());
+  const beforeUnload = (e: BeforeUnloadEvent) => {
+    if (dirty) e.preventDefault();
+  };
+  window.addEventListener('beforeunload', beforeUnload);
+  return () => {
+    window.removeEventListener('beforeunload', beforeUnload);
+    editor.destroy();
+  };
+}
+

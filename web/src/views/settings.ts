@@ -1,0 +1,73 @@
+// Settings: secrets (API keys, masked), password, theme.
+import { api, type Secret } from '../api';
+import { h, clear, act, confirmDialog, when, toast } from '../ui';
+import { applyTheme, getTheme, session, type Ctx, type Theme } from '../main';
+
+export async function settingsView(ctx: Ctx): Promise<() => void> {
+  const secretList = h('ul', { class: 'secret-list', 'aria-label': 'Your secrets' }, h('li', { class: 'muted' }, 'Loading…'));
+  const wanted = ctx.query.get('secret') ?? '';
+  const nameInput = h('input', { id: 'secret-name', name: 'name', value: wanted, placeholder: 'ANTHROPIC_API_KEY', autocapitalize: 'characters', autocomplete: 'off', spellcheck: false, required: true, pattern: '[A-Za-z_][A-Za-z0-9_]*' });
+  const valueInput = h('input', { id: 'secret-value', name: 'value', type: 'password', autocomplete: 'off', required: true });
+  const saveSecret = h('button', { type: 'submit', class: 'primary' }, 'Save secret');
+  const secretForm = h('form', { class: 'stack' },
+    h('label', { class: 'field', for: 'secret-name' }, h('span', null, 'Name'), nameInput),
+    h('label', { class: 'field', for: 'secret-value' }, h('span', null, 'Value'), valueInput, h('small', { class: 'muted' }, 'Stored encrypted. It is never shown again, only its last characters.')),
+    saveSecret);
+
+  const current = h('input', { id: 'pw-current', type: 'password', autocomplete: 'current-password', required: true });
+  const next = h('input', { id: 'pw-new', type: 'password', autocomplete: 'new-password', required: true, minLength: 10 });
+  const pwButton = h('button', { type: 'submit', class: 'primary' }, 'Change password');
+  const pwForm = h('form', { class: 'stack' },
+    h('label', { class: 'field', for: 'pw-current' }, h('span', null, 'Current password'), current),
+    h('label', { class: 'field', for: 'pw-new' }, h('span', null, 'New password'), next, h('small', { class: 'muted' }, 'Your other devices will be signed out.')),
+    pwButton);
+
+  const themeBox = h('fieldset', { class: 'theme-choice' }, h('legend', null, 'Theme'),
+    (['system', 'light', 'dark'] as Theme[]).map((t) => h('label', { class: 'check' },
+      h('input', { type: 'radio', name: 'theme', value: t, checked: getTheme() === t, onchange: () => { applyTheme(t); toast(`Theme: ${t === 'system' ? 'follow the system' : t}.`, 'ok', 1500); } }),
+      ` ${t === 'system' ? 'Follow the system' : t === 'light' ? 'Light' : 'Dark'}`)));
+
+  clear(ctx.root,
+    h('div', { class: 'page-head' }, h('h1', null, 'Settings')),
+    h('section', { class: 'panel', 'aria-labelledby': 'secrets-h' }, h('h2', { id: 'secrets-h' }, 'API keys and secrets'),
+      h('p', { class: 'muted' }, 'Agents get these as environment variables, for example ANTHROPIC_API_KEY for Claude Code or GLM_API_KEY for GLM.'),
+      secretList, secretForm),
+    h('section', { class: 'panel', 'aria-labelledby': 'pw-h' }, h('h2', { id: 'pw-h' }, 'Password'), pwForm),
+    h('section', { class: 'panel', 'aria-labelledby': 'look-h' }, h('h2', { id: 'look-h' }, 'Appearance'), themeBox),
+    h('p', { class: 'muted' }, `Signed in as ${session.user?.username ?? ''}.`));
+
+  const refresh = async () => {
+    const secrets = await act(null, () => api.get<Secret[]>('api/secrets'));
+    if (!secrets) return;
+    clear(secretList, secrets.length ? secrets.map((s) => {
+      const del = h('button', { type: 'button', class: 'danger small', 'aria-label': `Delete ${s.name}` }, 'Delete');
+      del.addEventListener('click', async () => {
+        if (!(await confirmDialog(`Delete ${s.name}?`, 'Agents started after this will not get it.'))) return;
+        if (await act(del, () => api.del(`api/secrets/${encodeURIComponent(s.name)}`).then(() => true), `Deleted ${s.name}.`)) void refresh();
+      });
+      return h('li', { class: 'secret-row' }, h('code', null, s.name), h('span', { class: 'muted' }, s.hint), h('span', { class: 'muted small-print' }, when(s.updated_at)), del);
+    }) : h('li', { class: 'muted' }, 'No secrets yet.'));
+  };
+
+  secretForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const name = nameInput.value.trim();
+    const ok = await act(saveSecret, () => api.put(`api/secrets/${encodeURIComponent(name)}`, { value: valueInput.value }).then(() => true), `Saved ${name}.`);
+    if (ok) {
+      valueInput.value = '';
+      nameInput.value = '';
+      void refresh();
+    }
+  });
+  pwForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const ok = await act(pwButton, () => api.post('api/auth/password', { current_password: current.value, new_password: next.value }).then(() => true), 'Password changed. Your other devices were signed out.');
+    if (ok) {
+      current.value = '';
+      next.value = '';
+    }
+  });
+  if (wanted) valueInput.focus();
+  await refresh();
+  return () => undefined;
+}

@@ -1,0 +1,605 @@
+// The terminal: xterm.js over the instance's WebSocket (docs/terminal-protocol.md), with a key
+// bar for the keys a phone lacks, a compose box sent as one paste, image upload, touch scrolling,
+// a selection sheet for copying, and reconnection with backoff and a fresh ticket per attempt.
+import { Terminal } from '@xterm/xterm';
+import { FitAddon } from '@xterm/addon-fit';
+import { WebLinksAddon } from '@xterm/addon-web-links';
+import '@xterm/xterm/css/xterm.css';
+import { api, ApiError, mkdirp, upload, type Instance } from '../api';
+import type { ServerMessage, ClientMessage } from '../protocol';
+import { Close, MAX_FRAME } from '../protocol';
+import { h, clear, toast, showError, statusBadge, act, icon } from '../ui';
+import { effectiveTheme, jumpToNextWaiting, openSwitcher, type Ctx } from '../main';
+
+const FONT_KEY = 'pd.fontSize';
+const themes = {
+  dark: { background: '#0b1220', foreground: '#e2e8f0', cursor: '#22c55e', selectionBackground: '#334155' },
+  light: { background: '#ffffff', foreground: '#0f172a', cursor: '#15803d', selectionBackground: '#bfdbfe',
+    black: '#0f172a', white: '#64748b', brightWhite: '#334155', yellow: '#a16207', brightYellow: '#854d0e' },
+};
+
+function defaultFont(): number {
+  const saved = Number(localStorage.getItem(FONT_KEY));
+  if (saved >= 8 && saved <= 32) return saved;
+  return window.innerWidth < 500 ? 13 : 15;
+}
+
+export async function terminalView(ctx: Ctx): Promise<() => void> {
+  const id = ctx.params[0] ?? '';
+  let instance: Instance | null = null;
+  try {
+    instance = await api.get<Instance>(`api/instances/${encodeURIComponent(id)}`);
+  } catch (e) {
+    clear(ctx.root, h('div', { class: 'center-card' }, h('h1', null, 'Agent not found'), h('p', { role: 'alert' }, e instanceof Error ? e.message : String(e)), h('a', { href: '#/', class: 'button primary' }, 'Back to agents')));
+    return () => undefined;
+  }
+
+  // --- layout ------------------------------------------------------------------------------
+  const badge = h('span', { class: 'term-status', 'aria-live': 'polite' }, statusBadge(instance.state, instance.status));
+  const title = h('h1', { class: 'term-title' }, instance.name);
+  const waitingCount = h('span', { class: 'count', hidden: true });
+  const header = h('header', { class: 'term-head' },
+    h('a', { href: '#/', class: 'icon-button', 'aria-label': 'Back to agents' }, icon('back')),
+    title, badge,
+    h('div', { class: 'term-head-actions' },
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'A− smaller text', onclick: () => setFont(fontSize - 1) }, 'A−'),
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'A+ larger text', onclick: () => setFont(fontSize + 1) }, 'A+'),
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Next agent waiting for you', title: 'Next waiting agent', onclick: () => void jumpToNextWaiting(id) }, icon('next'), waitingCount),
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Switch agent', onclick: () => void openSwitcher() }, icon('switch')),
+      h('a', { href: '#/files', class: 'icon-button', 'aria-label': 'Files' }, icon('folder'))));
+  const banner = h('div', { class: 'term-banner', role: 'status', hidden: true });
+  const screen = h('div', { class: 'term-screen', 'aria-label': `Terminal of ${instance.name}`, role: 'region' });
+
+  const mkKey = (label: string, aria: string, onPress: () => void, extra: Record<string, unknown> = {}) => {
+    const b = h('button', { type: 'button', class: 'key', 'aria-label': aria, tabindex: 0, ...extra }, label);
+    // Keep the focus (and the phone keyboard) where it is.
+    b.addEventListener('pointerdown', (e) => e.preventDefault());
+    b.addEventListener('click', () => {
+      onPress();
+      b.classList.add('pressed');
+      setTimeout(() => b.classList.remove('pressed'), 120);
+    });
+    return b;
+  };
+  let ctrl = false;
+  const ctrlKey = mkKey('Ctrl', 'Ctrl (sticky: applies to the next key)', () => {
+    ctrl = !ctrl;
+    ctrlKey.classList.toggle('on', ctrl);
+    ctrlKey.setAttribute('aria-pressed', String(ctrl));
+  }, { 'aria-pressed': 'false' });
+  const arrow = (c: string) => (term.modes.applicationCursorKeysMode ? `\x1bO${c}` : `\x1b[${c}`);
+  const keybar = h('div', { class: 'keybar', role: 'toolbar', 'aria-label': 'Terminal keys' },
+    mkKey('Esc', 'Esc (Escape)', () => sendKey('\x1b')),
+    mkKey('Tab', 'Tab', () => sendKey('\t')),
+    mkKey('⇧Tab', 'Shift-Tab', () => sendKey('\x1b[Z')),
+    ctrlKey,
+    mkKey('^C', 'Control-C', () => sendKey('\x03')),
+    mkKey('←', 'Left arrow', () => sendKey(arrow('D'))),
+    mkKey('↑', 'Up arrow', () => sendKey(arrow('A'))),
+    mkKey('↓', 'Down arrow', () => sendKey(arrow('B'))),
+    mkKey('→', 'Right arrow', () => sendKey(arrow('C'))),
+    mkKey('⏎', 'Enter', () => sendKey('\r')),
+    mkKey('Paste', 'Paste from the clipboard', () => void pasteClipboard()),
+    mkKey('Select', 'Select and copy text', () => openSelection()),
+    mkKey('⌨', 'Type directly into the terminal', () => term.focus()),
+  );
+
+  const compose = h('textarea', {
+    class: 'compose-input', rows: 1, placeholder: 'Message the agent…', 'aria-label': 'Message to send to the agent',
+    autocapitalize: 'sentences', enterKeyHint: 'send',
+  });
+  const fileInput = h('input', { type: 'file', accept: 'image/*', hidden: true, 'aria-hidden': 'true', tabindex: -1 });
+  const imageButton = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Attach an image' }, icon('image'));
+  const sendButton = h('button', { type: 'submit', class: 'primary send', 'aria-label': 'Send message' }, 'Send');
+  const composeForm = h('form', { class: 'compose' }, imageButton, fileInput, compose, sendButton);
+
+  const full = h('div', { class: 'term-page' }, header, banner, screen, composeForm, keybar);
+  clear(ctx.root, full);
+
+  // --- xterm --------------------------------------------------------------------------------
+  let fontSize = defaultFont();
+  const term = new Terminal({
+    fontSize,
+    fontFamily: 'ui-monospace, "SFMono-Regular", "DejaVu Sans Mono", Menlo, Consolas, monospace',
+    scrollback: 5000,
+    theme: themes[effectiveTheme()],
+    allowProposedApi: true,
+    cursorBlink: false,
+    convertEol: false,
+    macOptionIsMeta: true,
+  });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  term.loadAddon(new WebLinksAddon((_event, uri) => window.open(uri, '_blank', 'noopener,noreferrer')));
+  term.open(screen);
+  // Phones: typing straight into xterm's hidden textarea is unreliable; keep autocorrect off.
+  term.textarea?.setAttribute('autocorrect', 'off');
+  term.textarea?.setAttribute('autocapitalize', 'off');
+  term.textarea?.setAttribute('spellcheck', 'false');
+  term.textarea?.setAttribute('aria-label', 'Terminal input');
+  const onTheme = (e: Event) => {
+    term.options.theme = themes[(e as CustomEvent<'light' | 'dark'>).detail];
+  };
+  window.addEventListener('pd-theme', onTheme);
+
+  const safeFit = () => {
+    try {
+      fit.fit();
+    } catch {
+      // Not laid out yet.
+    }
+  };
+  safeFit();
+
+  function setFont(size: number) {
+    fontSize = Math.min(28, Math.max(8, size));
+    localStorage.setItem(FONT_KEY, String(fontSize));
+    term.options.fontSize = fontSize;
+    safeFit();
+    toast(`Text size ${fontSize}`, 'info', 1200);
+  }
+
+  // --- connection ----------------------------------------------------------------------------
+  let ws: WebSocket | null = null;
+  let closed = false;
+  let ended = false;
+  let attempt = 0;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  let pingTimer: ReturnType<typeof setInterval> | undefined;
+  let lastPong = Date.now();
+  let expectSnapshot = false;
+  let restarting = false;
+  let lastSize = '';
+  const encoder = new TextEncoder();
+
+  const showBanner = (text: string, ...actions: HTMLElement[]) => {
+    clear(banner, h('span', null, text), ...actions);
+    banner.hidden = false;
+  };
+  const hideBanner = () => {
+    banner.hidden = true;
+  };
+  const setStatus = (state: string, status?: string | null, reason?: string | null) => {
+    clear(badge, statusBadge(state, status));
+    badge.title = reason ?? '';
+  };
+
+  function send(message: ClientMessage) {
+    if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  }
+  function sendBytes(data: string) {
+    if (ws?.readyState !== WebSocket.OPEN) {
+      toast('Not connected; the keys were not sent.', 'error', 2000);
+      return;
+    }
+    const bytes = encoder.encode(data);
+    for (let i = 0; i < bytes.length; i += MAX_FRAME) ws.send(bytes.slice(i, i + MAX_FRAME));
+    // Typing means looking at the prompt again, as in a desktop terminal.
+    term.scrollToBottom();
+  }
+  function sendKey(data: string) {
+    if (ctrl && data.length === 1) {
+      data = ctrlOf(data);
+      ctrl = false;
+      ctrlKey.classList.remove('on');
+      ctrlKey.setAttribute('aria-pressed', 'false');
+    }
+    sendBytes(data);
+  }
+  function ctrlOf(ch: string): string {
+    const c = ch.toUpperCase().charCodeAt(0);
+    if (c >= 64 && c <= 95) return String.fromCharCode(c - 64);
+    if (ch === ' ') return '\x00';
+    if (ch === '?') return '\x7f';
+    return ch;
+  }
+  function sendPaste(text: string) {
+    if (!text) return;
+    if (ws?.readyState !== WebSocket.OPEN) {
+      toast('Not connected; nothing was sent.', 'error');
+      return false;
+    }
+    send({ type: 'paste', data: text });
+    term.scrollToBottom();
+    return true;
+  }
+  term.onData((data) => {
+    if (ctrl && data.length === 1) {
+      sendKey(data);
+      return;
+    }
+    sendBytes(data);
+  });
+  term.onBinary((data) => {
+    if (ws?.readyState === WebSocket.OPEN) ws.send(Uint8Array.from(data, (c) => c.charCodeAt(0)));
+  });
+
+  const sendSize = () => {
+    const size = `${term.cols}x${term.rows}`;
+    if (size === lastSize) return;
+    lastSize = size;
+    send({ type: 'resize', cols: term.cols, rows: term.rows });
+  };
+  const onResize = () => {
+    safeFit();
+    sendSize();
+  };
+  const observer = new ResizeObserver(() => onResize());
+  observer.observe(screen);
+
+  let connecting = false;
+  async function connect() {
+    // One attempt at a time: a wake-up during a ticket request must not open a second socket.
+    if (closed || connecting || ws) return;
+    clearTimeout(retryTimer);
+    connecting = true;
+    let ticket: string;
+    try {
+      ticket = (await api.post<{ ticket: string }>(`api/instances/${id}/ticket`)).ticket;
+    } catch (e) {
+      connecting = false;
+      if (e instanceof ApiError && e.status === 404) {
+        showBanner('This agent no longer exists.', h('a', { href: '#/', class: 'button secondary small' }, 'Back to agents'));
+        return;
+      }
+      if (e instanceof ApiError && e.status === 401) return; // signed out; the app shows sign-in
+      scheduleReconnect(e instanceof Error ? e.message : String(e));
+      return;
+    }
+    connecting = false;
+    if (closed) return;
+    safeFit();
+    const wsUrl = new URL(`ws/instance/${id}`, document.baseURI);
+    wsUrl.protocol = wsUrl.protocol === 'https:' ? 'wss:' : 'ws:';
+    wsUrl.search = new URLSearchParams({ ticket, cols: String(term.cols), rows: String(term.rows) }).toString();
+    lastSize = `${term.cols}x${term.rows}`;
+    const socket = new WebSocket(wsUrl);
+    socket.binaryType = 'arraybuffer';
+    ws = socket;
+    socket.onopen = () => {
+      attempt = 0;
+      lastPong = Date.now();
+      hideBanner();
+      full.dataset.connected = 'true';
+    };
+    socket.onmessage = (event) => {
+      if (socket !== ws) return;
+      lastPong = Date.now();
+      if (typeof event.data === 'string') {
+        handle(JSON.parse(event.data) as ServerMessage);
+        return;
+      }
+      const bytes = new Uint8Array(event.data as ArrayBuffer);
+      if (expectSnapshot) {
+        expectSnapshot = false;
+        term.reset();
+      }
+      term.write(bytes);
+    };
+    socket.onclose = (event) => {
+      if (socket !== ws) return;
+      ws = null;
+      full.dataset.connected = 'false';
+      if (closed) return;
+      if (event.code === Close.normal && restarting) {
+        restarting = false;
+        retryTimer = setTimeout(() => void connect(), 1000);
+        return;
+      }
+      if (event.code === Close.normal) {
+        if (!ended) showBanner('The terminal closed: ' + (event.reason || 'the instance ended.'), restartButton());
+        return;
+      }
+      if (event.code === Close.policy && /signed out/i.test(event.reason)) {
+        showBanner('You were signed out.');
+        void api.get('api/auth/me').catch(() => undefined);
+        return;
+      }
+      if (event.code === Close.policy) {
+        scheduleReconnect(event.reason || 'Too many viewers.', 10_000);
+        return;
+      }
+      scheduleReconnect(event.reason || (navigator.onLine ? 'Connection lost.' : 'You are offline.'));
+    };
+  }
+
+  function restartButton() {
+    const b = h('button', { type: 'button', class: 'primary small' }, 'Restart');
+    b.addEventListener('click', async () => {
+      const ok = await act(b, () => api.post<Instance>(`api/instances/${id}/restart`), 'Restarted.');
+      if (ok) {
+        ended = false;
+        hideBanner();
+        setStatus(ok.state, ok.status);
+        void connect();
+      }
+    });
+    return b;
+  }
+
+  function scheduleReconnect(why: string, minDelay = 0) {
+    if (closed) return;
+    const delay = Math.max(minDelay, Math.min(15_000, 500 * 2 ** attempt));
+    attempt++;
+    const retry = h('button', { type: 'button', class: 'secondary small', onclick: () => void connect() }, 'Retry now');
+    showBanner(`${why} Reconnecting in ${Math.round(delay / 1000) || 1} s…`, retry);
+    full.dataset.connected = 'false';
+    retryTimer = setTimeout(() => void connect(), delay);
+  }
+
+  function handle(m: ServerMessage) {
+    switch (m.type) {
+      case 'hello':
+        setStatus(m.state);
+        if (m.state === 'exited' || m.state === 'stopped') {
+          term.reset();
+          expectSnapshot = false;
+        }
+        break;
+      case 'snapshot':
+        expectSnapshot = true;
+        break;
+      case 'status':
+        setStatus(m.state, m.status, m.reason);
+        break;
+      case 'exit': {
+        ended = m.reason !== 'restart';
+        setStatus(m.state);
+        const what = m.state === 'stopped' ? `The agent was stopped (${m.reason}).` : `The agent exited${m.exit_code !== null ? ` with status ${m.exit_code}` : ''}${m.reason !== 'exit' ? ` (${m.reason.replace('_', ' ')})` : ''}.`;
+        if (m.reason === 'restart') {
+          // The close follows; reconnect once it has come (see onclose).
+          restarting = true;
+          showBanner('The agent is restarting…');
+        } else {
+          showBanner(what, restartButton());
+        }
+        break;
+      }
+      case 'error':
+        toast(m.message, 'error');
+        break;
+      case 'size':
+      case 'pong':
+        break;
+    }
+  }
+
+  pingTimer = setInterval(() => {
+    if (ws?.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - lastPong > 25_000) {
+      // A silent socket (a sleeping phone, a dead network): drop it and start again.
+      const dead = ws;
+      ws = null;
+      dead.close();
+      scheduleReconnect('The connection stopped answering.');
+      return;
+    }
+    send({ type: 'ping', id: Date.now() });
+  }, 10_000);
+
+  const wake = () => {
+    if (document.visibilityState !== 'visible' || closed) return;
+    if (!ws && !ended) {
+      attempt = 0;
+      void connect();
+    } else if (ws?.readyState === WebSocket.OPEN) {
+      send({ type: 'ping', id: Date.now() });
+    }
+  };
+  document.addEventListener('visibilitychange', wake);
+  window.addEventListener('online', wake);
+
+  // --- touch: swipe to scroll, long-press to select -------------------------------------------
+  let touchY: number | null = null;
+  let touchX = 0;
+  let carry = 0;
+  let pressTimer: ReturnType<typeof setTimeout> | undefined;
+  const cellHeight = () => Math.max(8, screen.clientHeight / Math.max(1, term.rows));
+  const remote = () => term.buffer.active.type === 'alternate' || term.modes.mouseTrackingMode !== 'none';
+  screen.addEventListener('touchstart', (e) => {
+    if (e.touches.length !== 1) return;
+    touchY = e.touches[0]!.clientY;
+    touchX = e.touches[0]!.clientX;
+    carry = 0;
+    clearTimeout(pressTimer);
+    pressTimer = setTimeout(() => {
+      touchY = null;
+      openSelection();
+    }, 600);
+  }, { passive: true });
+  screen.addEventListener('touchmove', (e) => {
+    if (touchY === null || e.touches.length !== 1) return;
+    const t = e.touches[0]!;
+    if (Math.abs(t.clientY - touchY) > 8 || Math.abs(t.clientX - touchX) > 8) clearTimeout(pressTimer);
+    const dy = t.clientY - touchY;
+    touchY = t.clientY;
+    carry += dy;
+    const lines = Math.trunc(carry / cellHeight());
+    if (!lines) return;
+    carry -= lines * cellHeight();
+    if (remote()) {
+      // Full-screen programs scroll themselves: finger down = back (up) in history.
+      e.preventDefault();
+      const rect = screen.getBoundingClientRect();
+      const col = Math.max(1, Math.min(term.cols, Math.floor(((t.clientX - rect.left) / rect.width) * term.cols) + 1));
+      const row = Math.max(1, Math.min(term.rows, Math.floor(((t.clientY - rect.top) / rect.height) * term.rows) + 1));
+      send({ type: 'scroll', lines: Math.max(-100, Math.min(100, -lines)), col, row });
+    } else {
+      e.preventDefault();
+      term.scrollLines(-lines);
+    }
+  }, { passive: false });
+  const endTouch = () => {
+    clearTimeout(pressTimer);
+    touchY = null;
+  };
+  screen.addEventListener('touchend', endTouch);
+  // A browser that starts its own long-press gesture cancels the touch: let the timer run.
+  screen.addEventListener('touchcancel', () => {
+    touchY = null;
+  });
+  let lastSheet = 0;
+  screen.addEventListener('contextmenu', (e) => {
+    if (!matchMedia('(pointer: coarse)').matches) return;
+    e.preventDefault();
+    clearTimeout(pressTimer);
+    openSelection();
+  });
+
+  function bufferText(): string {
+    const buffer = term.buffer.active;
+    const lines: string[] = [];
+    const start = Math.max(0, buffer.length - 1000);
+    for (let y = start; y < buffer.length; y++) lines.push(buffer.getLine(y)?.translateToString(true) ?? '');
+    while (lines.length && !lines[lines.length - 1]) lines.pop();
+    return lines.join('\n');
+  }
+
+  function openSelection() {
+    // One sheet per long-press, whichever of the timer and the context menu comes first.
+    if (Date.now() - lastSheet < 1000 || document.querySelector('.select-sheet')) return;
+    lastSheet = Date.now();
+    const text = bufferText();
+    const d = h('dialog', { class: 'dialog select-sheet', 'aria-label': 'Select text' });
+    const pre = h('pre', { class: 'select-text', tabindex: 0 });
+    // Links become tappable here too.
+    const re = /(https?:\/\/[^\s"'<>]+)/g;
+    let last = 0;
+    for (const m of text.matchAll(re)) {
+      pre.append(text.slice(last, m.index));
+      pre.append(h('a', { href: m[0], target: '_blank', rel: 'noopener noreferrer' }, m[0]));
+      last = (m.index ?? 0) + m[0].length;
+    }
+    pre.append(text.slice(last));
+    const copyAll = h('button', { type: 'button', class: 'secondary' }, 'Copy all');
+    copyAll.addEventListener('click', () => void copy(text));
+    const copySel = h('button', { type: 'button', class: 'primary' }, 'Copy selection');
+    copySel.addEventListener('click', () => {
+      const s = window.getSelection()?.toString() ?? '';
+      if (!s) toast('Select some text first: press and hold, then drag.', 'info');
+      else void copy(s);
+    });
+    d.append(h('h2', null, 'Select text'), h('p', { class: 'muted' }, 'Press and hold to select, then copy.'), pre,
+      h('div', { class: 'dialog-buttons' }, h('button', { type: 'button', class: 'secondary', onclick: () => d.close() }, 'Close'), copyAll, copySel));
+    document.body.append(d);
+    d.addEventListener('close', () => d.remove());
+    d.showModal();
+    pre.scrollTop = pre.scrollHeight;
+  }
+
+  async function copy(text: string) {
+    try {
+      await navigator.clipboard.writeText(text);
+      toast('Copied.');
+    } catch {
+      toast('The browser did not allow copying; select the text and use its Copy.', 'error');
+    }
+  }
+
+  async function pasteClipboard() {
+    try {
+      const text = await navigator.clipboard.readText();
+      if (!text) {
+        toast('The clipboard is empty.', 'info');
+        return;
+      }
+      if (sendPaste(text)) toast('Pasted.', 'ok', 1200);
+    } catch {
+      toast('The browser did not allow reading the clipboard. Paste into the message box instead.', 'error');
+      compose.focus();
+    }
+  }
+
+  // --- compose box and images -----------------------------------------------------------------
+  const grow = () => {
+    compose.style.height = 'auto';
+    compose.style.height = `${Math.min(compose.scrollHeight, 160)}px`;
+  };
+  compose.addEventListener('input', grow);
+  composeForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = compose.value;
+    if (!text.trim()) {
+      sendKey('\r');
+      return;
+    }
+    if (sendPaste(text)) {
+      sendBytes('\r');
+      compose.value = '';
+      grow();
+    }
+  });
+  compose.addEventListener('keydown', (e) => {
+    // Enter sends on a hardware keyboard; Shift-Enter makes a new line.
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !matchMedia('(pointer: coarse)').matches) {
+      e.preventDefault();
+      composeForm.requestSubmit();
+    }
+  });
+  imageButton.addEventListener('click', () => fileInput.click());
+  fileInput.addEventListener('change', () => {
+    const file = fileInput.files?.[0];
+    fileInput.value = '';
+    if (file) void attachImage(file);
+  });
+  compose.addEventListener('paste', (e) => {
+    const item = [...(e.clipboardData?.items ?? [])].find((i) => i.kind === 'file' && i.type.startsWith('image/'));
+    const file = item?.getAsFile();
+    if (file) {
+      e.preventDefault();
+      void attachImage(file);
+    }
+  });
+
+  async function attachImage(file: File) {
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+    const ext = file.type.split('/')[1]?.replace('jpeg', 'jpg') ?? 'png';
+    const base = (file.name && file.name !== 'image.png' ? file.name : `pasted.${ext}`).replace(/[^\w.-]+/g, '_');
+    const named = new File([file], `${stamp}-${base}`, { type: file.type });
+    toast('Uploading the image…', 'info', 1500);
+    try {
+      await mkdirp('.pocketdev/uploads');
+      const [saved] = await upload('.pocketdev/uploads', [named]);
+      if (!saved) throw new Error('The upload returned nothing.');
+      const insert = (compose.value && !/\s$/.test(compose.value) ? ' ' : '') + saved.path + ' ';
+      compose.value += insert;
+      grow();
+      compose.focus();
+      toast(`Image saved as ${saved.path}.`);
+    } catch (e) {
+      showError(e);
+    }
+  }
+
+  // --- live count of waiting agents ----------------------------------------------------------
+  const pollWaiting = async () => {
+    if (document.visibilityState !== 'visible') return;
+    try {
+      const list = await api.get<Instance[]>('api/instances');
+      const n = list.filter((i) => i.id !== id && i.state === 'running' && (i.status === 'waiting' || i.status === 'needs_permission')).length;
+      waitingCount.hidden = n === 0;
+      waitingCount.textContent = String(n);
+    } catch {
+      // The socket's banner tells about connection trouble.
+    }
+  };
+  const waitingTimer = setInterval(() => void pollWaiting(), 8000);
+  void pollWaiting();
+
+  void connect();
+  if (!matchMedia('(pointer: coarse)').matches) term.focus();
+
+  return () => {
+    closed = true;
+    clearTimeout(retryTimer);
+    clearInterval(pingTimer);
+    clearInterval(waitingTimer);
+    observer.disconnect();
+    document.removeEventListener('visibilitychange', wake);
+    window.removeEventListener('online', wake);
+    window.removeEventListener('pd-theme', onTheme);
+    ws?.close(1000);
+    ws = null;
+    term.dispose();
+  };
+}
