@@ -395,16 +395,41 @@ async fn an_isolated_claude_code_cannot_read_another_accounts_files() {
         bob_file.display(),
         database.display()
     );
-    app.command(&token, &id, json!({ "text": command })).await;
-    // Claude Code asks before running it; the first choice allows it.
-    app.wait_for_output_within(&token, &id, "Do you want to proceed?", slow)
-        .await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    app.command(&token, &id, json!({ "keys": ["enter"], "enter": false }))
-        .await;
-
     let cleo = app.user_id(&token).await;
     let probe = data.join(format!("users/{cleo}/workspace/probe.txt"));
+    // Typed without Enter: Claude Code takes fast input for a paste and may swallow an Enter
+    // that arrives with it; Enter follows on its own (again, if the prompt did not take it).
+    app.command(&token, &id, json!({ "text": command, "enter": false }))
+        .await;
+    let deadline = tokio::time::Instant::now() + slow;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        app.command(&token, &id, json!({ "keys": ["enter"], "enter": false }))
+            .await;
+        let asked = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
+        let mut screen = String::new();
+        while tokio::time::Instant::now() < asked
+            && !screen.contains("Do you want to proceed?")
+            && !probe.exists()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            screen = app.output(&token, &id).await;
+        }
+        // Claude Code asks before running it; the first choice allows it.
+        if screen.contains("Do you want to proceed?") || probe.exists() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Claude Code never asked to run the command:\n{screen}"
+        );
+    }
+    if !probe.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        app.command(&token, &id, json!({ "keys": ["enter"], "enter": false }))
+            .await;
+    }
+
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let text = loop {
         if let Ok(text) = std::fs::read_to_string(&probe)
