@@ -169,7 +169,21 @@ impl Isolation {
     pub fn start(config: &IsolationConfig, layout: Arc<Layout>, db: Db) -> anyhow::Result<Self> {
         let root = rustix::process::geteuid().is_root();
         let cgroups = cgroups::Cgroups::detect(&config.cgroup);
-        let report = decide(config, root, landlock_abi(), cgroups.backend())?;
+        let mut report = decide(config, root, landlock_abi(), cgroups.backend())?;
+        if report.mode != Mode::None {
+            let reachable = reachable_by_accounts(layout.root()).and_then(|()| {
+                reachable_by_accounts(config.run_dir.parent().unwrap_or(Path::new("/")))
+            });
+            match reachable {
+                Ok(()) => {}
+                // `auto` takes what works here, and says so; a mode asked for is refused.
+                Err(err) if config.mode == IsolationMode::Auto => {
+                    report.mode = Mode::None;
+                    report.reason = format!("{err:#}; every agent runs as the server's user");
+                }
+                Err(err) => return Err(err),
+            }
+        }
         let isolation = Self {
             report,
             cgroups,
@@ -403,6 +417,30 @@ impl Isolation {
     }
 }
 
+/// Accounts reach their own folders by path, so every folder above `dir` must let others pass
+/// (o+x): a data dir under a private home would leave agents outside their workspace.
+pub fn reachable_by_accounts(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for folder in dir.ancestors() {
+        let mode = std::fs::metadata(folder)
+            .with_context(|| format!("cannot read {}", folder.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            anyhow::bail!(
+                "accounts cannot reach {} because {} (mode {:o}) does not let them pass; put it \
+                 elsewhere (such as /var/lib/pocketdev), run `chmod o+x {}`, or set \
+                 isolation.mode = \"none\" on a single-user machine",
+                dir.display(),
+                folder.display(),
+                mode & 0o777,
+                folder.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Creates (or re-creates, after a restore on a new machine) the Unix user and hands the
 /// account its folders. Answers the identity and whether the user was created now.
 fn provision(
@@ -499,6 +537,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn folders_accounts_cannot_pass_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = reachable_by_accounts(&data).unwrap_err().to_string();
+        assert!(
+            err.contains(&tmp.path().display().to_string()) && err.contains("700"),
+            "{err}"
+        );
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        // The rest of the path (/tmp) lets everyone pass.
+        reachable_by_accounts(&data).unwrap();
     }
 
     #[test]

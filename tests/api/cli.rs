@@ -9,10 +9,57 @@ use tokio::process::Command;
 
 use crate::helpers::{expect_error, spawn_app_with};
 
+/// A temporary folder for one test's data dir; its accounts' Unix users go with it.
+struct CliDir {
+    tmp: tempfile::TempDir,
+}
+
+impl CliDir {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        // Isolated accounts (the tests run as root in CI) must reach their folders.
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
+        Self { tmp }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+}
+
+impl Drop for CliDir {
+    fn drop(&mut self) {
+        crate::helpers::remove_test_accounts(&user_prefix(&self.tmp.path().join("data")));
+    }
+}
+
+/// The Unix user prefix of the servers started on `data_dir`: the same for every command of a
+/// test, unique between tests (`pdt<pid>x<n>-`, which the sweeper understands).
+fn user_prefix(data_dir: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    format!("pdt{}x{}-", std::process::id(), hasher.finish() % 100_000)
+}
+
 fn pocketdev(data_dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pocketdev"));
+    let prefix = user_prefix(data_dir);
     command
         .env("POCKETDEV_DATA_DIR", data_dir)
+        .env(
+            "POCKETDEV_ISOLATION__RUN_DIR",
+            data_dir.parent().unwrap().join("run"),
+        )
+        .env(
+            "POCKETDEV_ISOLATION__CGROUP",
+            crate::helpers::test_cgroup(&prefix),
+        )
+        .env("POCKETDEV_ISOLATION__USER_PREFIX", prefix)
         .env_remove("POCKETDEV_CONFIG")
         .current_dir(data_dir.parent().unwrap());
     command.stdin(Stdio::null()).kill_on_drop(true);
@@ -93,7 +140,7 @@ async fn start_server(
 
 #[tokio::test]
 async fn serve_prints_the_url_and_a_working_admin_password_then_stops_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = CliDir::new();
     let data = tmp.path().join("data");
     let (mut child, url, password) = start_server(&data, &[]).await;
     let response = reqwest::Client::new()
@@ -124,7 +171,7 @@ async fn serve_prints_the_url_and_a_working_admin_password_then_stops_on_sigterm
 
 #[tokio::test]
 async fn kill_9_of_the_server_loses_no_agent_and_no_record() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = CliDir::new();
     let data = tmp.path().join("data");
     let env = [
         ("POCKETDEV_PROFILES__FAKE__NAME", "Fake agent".to_owned()),
@@ -210,7 +257,7 @@ async fn kill_9_of_the_server_loses_no_agent_and_no_record() {
 
 #[tokio::test]
 async fn user_commands_manage_accounts_the_server_sees() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = CliDir::new();
     let data = tmp.path().join("data");
 
     let mut add = pocketdev(&data);
@@ -295,7 +342,7 @@ async fn user_commands_manage_accounts_the_server_sees() {
 
 #[tokio::test]
 async fn doctor_reports_one_line_per_check() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = CliDir::new();
     let data = tmp.path().join("data");
     let mut doctor = pocketdev(&data);
     doctor.arg("doctor");
@@ -338,7 +385,7 @@ async fn doctor_reports_one_line_per_check() {
 
 #[tokio::test]
 async fn config_prints_effective_values_with_secrets_masked() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = CliDir::new();
     let data = tmp.path().join("data");
     let file = tmp.path().join("custom.toml");
     std::fs::write(&file, "[limits]\nmax_per_user = 3\n").unwrap();

@@ -692,3 +692,38 @@ async fn bwrap_mode_gives_each_account_a_sandbox_that_outlives_the_server() {
         "still here"
     );
 }
+
+#[tokio::test]
+async fn a_data_dir_accounts_cannot_reach_turns_auto_off_loudly_and_refuses_a_chosen_mode() {
+    if skip_unless_root() {
+        return;
+    }
+    // A private parent, like a repository cloned into /root.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut config = crate::helpers::test_config(&private.path().join("data"));
+    crate::helpers::isolate_for_tests(&mut config, Path::new("/tmp"));
+    config.isolation.run_dir = std::env::temp_dir().join(format!("pdt-run-{}", std::process::id()));
+    let app = pocketdev::App::build(config.clone())
+        .await
+        .expect("auto still starts");
+    let report = app.state().isolation.report().clone();
+    assert_eq!(report.mode, pocketdev::isolation::Mode::None);
+    assert!(
+        report.reason.contains("cannot reach") && report.reason.contains("chmod o+x"),
+        "{}",
+        report.reason
+    );
+    drop(app);
+
+    config.isolation.mode = pocketdev::config::IsolationMode::Users;
+    let refused = pocketdev::App::build(config.clone()).await;
+    let err = format!("{:#}", refused.err().expect("a chosen mode is refused"));
+    assert!(err.contains("cannot reach"), "{err}");
+    let _ = std::fs::remove_dir_all(&config.isolation.run_dir);
+    crate::helpers::remove_test_accounts(&config.isolation.user_prefix);
+}
