@@ -20,7 +20,9 @@ fn claude_binary() -> Option<PathBuf> {
     }
     let bundled =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-tools/node_modules/.bin/claude");
-    bundled.exists().then_some(bundled)
+    bundled
+        .exists()
+        .then(|| crate::helpers::program_for_accounts(&bundled))
 }
 
 /// A server whose Sonnet profile runs `claude` against `mock`, and a signed-in user with an

@@ -57,7 +57,57 @@ pub fn test_config(data_dir: &Path) -> Config {
 }
 
 pub fn fake_agent_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent.sh")
+    program_for_accounts(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent.sh"),
+    )
+}
+
+/// A program the accounts' own Unix users can run: `path` itself when every folder above it
+/// lets them pass, else a copy (with its package.json, as agents installed by npm have) in a
+/// shared folder of the temporary dir, so the tests work from a clone in a private home.
+pub fn program_for_accounts(path: &Path) -> PathBuf {
+    use pocketdev::isolation::{reachable_by_accounts, sandbox::program_root};
+    use std::os::unix::fs::PermissionsExt;
+    let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if !running_as_root() || reachable_by_accounts(real.parent().unwrap()).is_ok() {
+        return path.to_path_buf();
+    }
+    let root = program_root(&real);
+    let shared = std::env::temp_dir().join("pocketdev-test-programs");
+    let dest_root = shared
+        .join(format!("{:x}", {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            root.hash(&mut hasher);
+            hasher.finish()
+        }))
+        .join(root.file_name().unwrap_or_default());
+    let dest = dest_root.join(real.strip_prefix(&root).unwrap());
+    let _lock = pocketdev::isolation::accounts::AccountsLock::acquire().unwrap();
+    let copy = |from: &Path, to: &Path, mode: u32| {
+        let same = std::fs::metadata(to)
+            .ok()
+            .is_some_and(|m| m.len() == std::fs::metadata(from).unwrap().len());
+        if !same {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let partial = to.with_extension("partial");
+            std::fs::copy(from, &partial).unwrap();
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::rename(&partial, to).unwrap();
+        }
+    };
+    copy(&real, &dest, 0o755);
+    if root.join("package.json").is_file() {
+        copy(
+            &root.join("package.json"),
+            &dest_root.join("package.json"),
+            0o644,
+        );
+    }
+    for dir in dest.ancestors().take_while(|d| d.starts_with(&shared)) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dest
 }
 
 /// The fake agent as a profile; `FAKE_TOKEN` comes from the user's secret `FAKE_TOKEN` if set.
