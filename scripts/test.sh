@@ -90,7 +90,9 @@ if [ "${POCKETDEV_SKIP_E2E:-0}" = 1 ]; then
     say "browser tests skipped (POCKETDEV_SKIP_E2E=1)"
 else
     say "browser tests (Playwright in Chromium, phone and desktop profiles)"
-    cargo build --locked --bin pocketdev
+    # The binary the Rust tests just built; building it alone would compile again with other
+    # features (the tests' dev-dependencies), for nothing.
+    [ -x target/debug/pocketdev ] || cargo build --locked --bin pocketdev
     npm_install e2e
     (cd e2e && npx tsc --noEmit -p . && npx playwright test) || status=1
 fi
