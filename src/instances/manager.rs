@@ -676,11 +676,6 @@ impl Manager {
             argv: &argv,
         };
         let started = tmux.new_session(&spec).await;
-        if started.is_ok() && tmux.uid().is_some() {
-            // Its server was started to stay up empty; from the first session on it may exit
-            // with the last one.
-            let _ = tmux.exit_when_empty().await;
-        }
         if started.is_err() {
             let _ = tokio::task::spawn_blocking(move || {
                 crate::isolation::run_as(identity, || std::fs::remove_file(&env_file))

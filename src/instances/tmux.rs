@@ -204,9 +204,8 @@ impl Tmux {
 
     /// For an account's server: starts it, unless it runs already, through `launcher
     /// start-account-server` (which joins the account's cgroups, then drops to the account or
-    /// enters its bubblewrap sandbox) in tmux's foreground mode (`-D`, which stays up with no
-    /// session until [`Self::exit_when_empty`]), in its own process group; answers its pid once
-    /// it listens. `None`: it was running already, or the server is the shared one.
+    /// enters its bubblewrap sandbox) in tmux's foreground mode (`-D`), in its own process
+    /// group; answers its pid once it listens. `None`: it was running already, or the server is the shared one.
     pub async fn start_server(
         &self,
         launcher: &Path,
@@ -289,13 +288,6 @@ impl Tmux {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(Some(pid))
-    }
-
-    /// Lets the server exit with its last session (tmux's default, which `-D` turns off).
-    pub async fn exit_when_empty(&self) -> Result<(), TmuxError> {
-        self.run(&["set-option", "-g", "exit-empty", "on"])
-            .await
-            .map(drop)
     }
 
     /// Starts a detached session running `argv` directly (no shell in between).
@@ -410,6 +402,8 @@ impl Tmux {
 
     /// Writes the server's configuration file; it applies when the server starts.
     pub fn write_config(&self, history_limit: u32) -> anyhow::Result<()> {
+        // `exit-empty off`: a server stays up once started, so a new agent never meets one on
+        // its way out (a session made while the server exits goes down with it).
         let config = format!(
             "# Written by pocketdev at start-up; edits are overwritten.\n\
              set -g history-limit {history_limit}\n\
@@ -420,7 +414,8 @@ impl Tmux {
              set -g allow-rename off\n\
              set -g window-size latest\n\
              set -g default-terminal tmux-256color\n\
-             set -g default-shell /bin/bash\n"
+             set -g default-shell /bin/bash\n\
+             set -g exit-empty off\n"
         );
         crate::layout::write_file_atomically(&self.config_file, config.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", self.config_file.display()))
