@@ -212,11 +212,11 @@ async fn isolated(creates: usize, plain: &Stats) {
         accounts::kill_all(uid, Duration::from_secs(5));
     }
     if let Ok(_lock) = accounts::AccountsLock::acquire() {
-        let _ = accounts::remove_user(&format!("{prefix}1"));
+        let _ = accounts::remove_user(&account);
     }
-    pocketdev::isolation::cgroups::Cgroups::detect(&format!("{prefix}cg"))
-        .remove(&format!("{prefix}1"));
-    pocketdev::isolation::cgroups::Cgroups::detect(&format!("{prefix}cg")).remove_parents();
+    let groups = pocketdev::isolation::cgroups::Cgroups::detect(&format!("{prefix}cg"));
+    groups.remove(&account);
+    groups.remove_parents();
 }
 
 #[tokio::main]

@@ -58,9 +58,16 @@ pocketdev() {
     if [ -n "$CONFIG" ]; then "$BIN" --config "$CONFIG" "$@"; else "$BIN" "$@"; fi
 }
 
-# setting KEY: a top-level string setting of the effective configuration.
+# The effective configuration, read once.
+EFFECTIVE=$(pocketdev config) || die "pocketdev cannot read its configuration (see above)"
+
+# setting [SECTION] KEY: a string setting of the effective configuration.
 setting() {
-    pocketdev config | sed -n "s/^$1 = \"\(.*\)\"\$/\1/p"
+    if [ $# -eq 1 ]; then
+        sed -n "/^\[/q; s/^$1 = \"\(.*\)\"\$/\1/p" <<<"$EFFECTIVE"
+    else
+        sed -n "/^\[$1\]/,/^\[/s/^$2 = \"\(.*\)\"\$/\1/p" <<<"$EFFECTIVE"
+    fi
 }
 
 DATA=$(setting data_dir)
@@ -69,10 +76,10 @@ DATA=$(realpath -m "$DATA")
 SERVER_DIR="$DATA/server"
 PID_FILE="$SERVER_DIR/pocketdev.pid"
 LOG_FILE="$SERVER_DIR/pocketdev.log"
-TMUX_SOCKET=$(pocketdev config | sed -n '/^\[tmux\]/,/^\[/s/^socket = "\(.*\)"$/\1/p')
+TMUX_SOCKET=$(setting tmux socket)
 TMUX_SOCKET=${TMUX_SOCKET:-$SERVER_DIR/tmux.sock}
 # With isolation, each account's agents are in its own tmux server, under the runtime folder.
-ISOLATION_RUN_DIR=$(pocketdev config | sed -n '/^\[isolation\]/,/^\[/s/^run_dir = "\(.*\)"$/\1/p')
+ISOLATION_RUN_DIR=$(setting isolation run_dir)
 
 # as_owner COMMAND...: runs a command as the data dir's owner (pocketdev's service user), so
 # nothing it creates is left owned by root.
@@ -95,10 +102,11 @@ health_url() {
     listen=${listen/\[::\]/[::1]}
     printf 'http://%s%s/api/health' "$listen" "$base"
 }
+HEALTH_URL=$(health_url)
 
 healthy() {
     command -v curl >/dev/null 2>&1 || return 0
-    curl -fsS --max-time 2 "$(health_url)" >/dev/null 2>&1
+    curl -fsS --max-time 2 "$HEALTH_URL" >/dev/null 2>&1
 }
 
 background_pid() {
@@ -148,7 +156,7 @@ cmd_status() {
         say "pocketdev is not running"
         code=3
     fi
-    if healthy; then say "health: ok ($(health_url))"; elif [ "$code" -eq 0 ]; then say "health: not answering at $(health_url)"; code=1; fi
+    if healthy; then say "health: ok ($HEALTH_URL)"; elif [ "$code" -eq 0 ]; then say "health: not answering at $HEALTH_URL"; code=1; fi
     say "agents: $(agents) running in tmux"
     return "$code"
 }
@@ -167,7 +175,7 @@ cmd_start() {
         echo $! >"$PID_FILE"
     fi
     for _ in $(seq 1 60); do
-        if healthy; then say "pocketdev is up: $(health_url)"; return 0; fi
+        if healthy; then say "pocketdev is up: $HEALTH_URL"; return 0; fi
         if [ "$MODE" = background ] && ! background_pid >/dev/null; then break; fi
         sleep 0.5
     done

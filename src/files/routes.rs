@@ -43,13 +43,9 @@ async fn in_jail<T: Send + 'static>(
     // rights, so nothing an agent planted leads further than the account itself could go.
     let identity = state.isolation.ensure(user_id).await?;
     let workspace = state.layout.workspace(user_id);
-    tokio::task::spawn_blocking(move || {
-        crate::isolation::run_as(identity, || operation(&Jail::open(&workspace)?))
-    })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(anyhow::Error::from)?
-    .map_err(AppError::from)
+    crate::isolation::blocking_as(identity, move || operation(&Jail::open(&workspace)?))
+        .await?
+        .map_err(AppError::from)
 }
 
 fn parse(raw: &str) -> AppResult<RelPath> {
@@ -479,16 +475,12 @@ async fn upload(
         pending_all.push(pending);
     }
     let identity = state.isolation.ensure(auth.user.id).await?;
-    tokio::task::spawn_blocking(move || {
-        crate::isolation::run_as(identity, || {
-            pending_all
-                .into_iter()
-                .try_for_each(|pending| pending.commit(replace))
-        })
+    crate::isolation::blocking_as(identity, move || {
+        pending_all
+            .into_iter()
+            .try_for_each(|pending| pending.commit(replace))
     })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(anyhow::Error::from)??;
+    .await??;
     if uploaded.is_empty() {
         return Err(AppError::BadRequest(
             "no file parts: send multipart/form-data with a file name on each part".into(),

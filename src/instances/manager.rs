@@ -15,7 +15,7 @@ use super::tmux::{PaneInfo, SessionSpec, Tmux, TmuxError, TmuxServers};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
-use crate::isolation::Isolation;
+use crate::isolation::{Isolation, blocking_as};
 use crate::layout::{Layout, write_private_file};
 use crate::secrets::SecretBox;
 use crate::users::User;
@@ -220,8 +220,12 @@ impl Manager {
         &self.tmux
     }
 
-    /// The folders of every configured agent's program, for the account sandboxes.
-    fn program_roots(&self) -> Vec<PathBuf> {
+    /// The folders of every configured agent's program, which an account's bubblewrap sandbox
+    /// shows; nothing without one.
+    fn program_roots_for_sandbox(&self) -> Vec<PathBuf> {
+        if !self.isolation.bwrap() {
+            return Vec::new();
+        }
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         let mut roots: Vec<PathBuf> = self
             .config
@@ -591,29 +595,22 @@ impl Manager {
             let cwd_for_prep = cwd.clone();
             let key = env.get("ANTHROPIC_API_KEY").cloned();
             let hook_command = format!("'{}' hook", self.launcher.display());
-            tokio::task::spawn_blocking(move || {
-                crate::isolation::run_as(identity, || {
-                    super::claude::prepare_home(
-                        &home_for_prep,
-                        &cwd_for_prep,
-                        key.as_deref(),
-                        &hook_command,
-                    )
-                })
+            blocking_as(identity, move || {
+                super::claude::prepare_home(
+                    &home_for_prep,
+                    &cwd_for_prep,
+                    key.as_deref(),
+                    &hook_command,
+                )
             })
-            .await
-            .map_err(anyhow::Error::from)?
-            .map_err(anyhow::Error::from)??;
+            .await??;
             if let Some(session) = &instance.agent_session_id {
                 let home_for_check = home.clone();
                 let session_for_check = session.clone();
-                let resume = tokio::task::spawn_blocking(move || {
-                    crate::isolation::run_as(identity, || {
-                        has_transcript(&home_for_check, &session_for_check)
-                    })
+                let resume = blocking_as(identity, move || {
+                    has_transcript(&home_for_check, &session_for_check)
                 })
                 .await
-                .map_err(anyhow::Error::from)?
                 .unwrap_or(false);
                 argv.push(if resume { "--resume" } else { "--session-id" }.into());
                 argv.push(session.clone());
@@ -639,17 +636,13 @@ impl Manager {
         .join(format!("{}.env", instance.id));
         let env_text = serde_json::to_string(&env).context("environment")?;
         let env_path = env_file.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::isolation::run_as(identity, || {
-                if identity.is_some() {
-                    create_private_dirs(env_path.parent().expect("a folder"))?;
-                }
-                write_private_file(&env_path, env_text.as_bytes())
-            })
+        blocking_as(identity, move || {
+            if identity.is_some() {
+                create_private_dirs(env_path.parent().expect("a folder"))?;
+            }
+            write_private_file(&env_path, env_text.as_bytes())
         })
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(anyhow::Error::from)??;
+        .await??;
         argv[3] = env_file.to_string_lossy().into_owned();
 
         let tmux = self.tmux_for(user.id).await?;
@@ -657,7 +650,7 @@ impl Manager {
             // Under the account's limits (and in its sandbox) from its first instruction on.
             let start = self
                 .isolation
-                .server_start(user.id, &self.program_roots())
+                .server_start(user.id, &self.program_roots_for_sandbox())
                 .map_err(|e| {
                     AppError::Internal(e.context("cannot prepare the account's limits"))
                 })?;
@@ -677,10 +670,7 @@ impl Manager {
         };
         let started = tmux.new_session(&spec).await;
         if started.is_err() {
-            let _ = tokio::task::spawn_blocking(move || {
-                crate::isolation::run_as(identity, || std::fs::remove_file(&env_file))
-            })
-            .await;
+            let _ = blocking_as(identity, move || std::fs::remove_file(&env_file)).await;
         }
         started.map_err(tmux_error)
     }

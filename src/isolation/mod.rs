@@ -28,6 +28,15 @@ use crate::layout::Layout;
 
 pub use fsid::run_as;
 
+/// Runs blocking `work` on the blocking pool, as `identity` when there is one (see
+/// [`run_as`]); the one way file work for an account leaves the async handlers.
+pub async fn blocking_as<T: Send + 'static>(
+    identity: Option<Identity>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(move || run_as(identity, work)).await??)
+}
+
 /// What starting an account's tmux server needs besides tmux itself.
 #[derive(Debug, Clone, Default)]
 pub struct ServerStart {
@@ -283,10 +292,9 @@ impl Isolation {
         }
         let recorded = accounts::live(&self.db, user_id).await?;
         let next = accounts::next_free_uid(&self.db, self.config.uid_min).await?;
-        let name = recorded.as_ref().map_or_else(
-            || format!("{}{user_id}", self.config.user_prefix),
-            |a| a.name.clone(),
-        );
+        let name = recorded
+            .as_ref()
+            .map_or_else(|| self.unix_name(user_id), |a| a.name.clone());
         let layout = self.layout.clone();
         let socket_dir = self.socket_dir(user_id);
         let max = self.config.uid_max;
@@ -297,7 +305,7 @@ impl Isolation {
         .await
         .map_err(anyhow::Error::from)??;
         if recorded.is_none() {
-            let name = format!("{}{user_id}", self.config.user_prefix);
+            let name = self.unix_name(user_id);
             accounts::record(&self.db, user_id, &accounts::UnixAccount { name, identity }).await?;
         }
         if created {
