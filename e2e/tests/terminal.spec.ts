@@ -41,9 +41,9 @@ test('creates an agent and drives it through the compose box and the key bar', a
   await key(page, 'Enter');
   await expect.poll(async () => count(await terminalText(page), '\ncomposed-1')).toBeGreaterThanOrEqual(2);
 
-  // Ctrl-C interrupts a running command.
-  await say(page, 'sleep 30; echo no-int');
-  await expectTerminal(page, 'sleep 30; echo no-int');
+  // Ctrl-C interrupts a running command (once it says it runs: see the terminal API test).
+  await say(page, "sh -c 'echo RUNNING-$((6*7)); exec sleep 30'; echo no-int");
+  await expectTerminal(page, /^RUNNING-42$/m);
   await key(page, 'Control-C');
   await expectTerminal(page, /\^C/);
   await say(page, 'echo after-ctrl""-c');

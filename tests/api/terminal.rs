@@ -71,9 +71,15 @@ async fn typing_reaches_the_shell_and_resizing_changes_the_pane() {
     // tmux tells the program a moment after it resized the window.
     wait_for_stty_size(&mut term, "20 90").await;
 
-    // Keys arrive byte for byte: Ctrl-C interrupts, UTF-8 survives.
-    term.run("sleep 30", "sleep 30").await;
+    // Keys arrive byte for byte: Ctrl-C interrupts, UTF-8 survives. The program announces
+    // itself, so Ctrl-C lands once it runs: one landing while bash is still between reading
+    // the line and starting the program can leave bash without its terminal (it then reads
+    // EOF and exits), a bash race within microseconds of Enter that no thumb can hit.
+    term.run("sh -c 'echo RUNNING-$((6*7)); exec sleep 30'", "RUNNING-42")
+        .await;
+    let from = term.bytes.len();
     term.send_bytes(b"\x03").await;
+    term.wait_for_from(from, "^C").await;
     term.run("echo caf\u{e9}-ok", "caf\u{e9}-ok").await;
 }
 
