@@ -41,6 +41,20 @@ test('an admin creates an account, and disabling it signs that user out', async 
   await expect(page.getByRole('dialog')).toContainText('Single use');
   await page.getByRole('dialog').getByRole('button', { name: 'Close' }).click();
   await expect(page.locator('.audit')).toContainText('user.');
+  const fresh = page.locator('.invite-new');
+  await expect(fresh.locator('.badge').first()).toHaveText('pending');
+  const inviteId = Number(await fresh.getAttribute('data-invite'));
+  const listInvites = async () => {
+    const admin = await server.token('admin', server.adminPassword);
+    return (await (await server.api('GET', 'api/admin/invites', admin.token)).json()) as { id: number }[];
+  };
+  expect((await listInvites()).map((i) => i.id)).toContain(inviteId);
+  await fresh.getByRole('button', { name: /^Revoke/ }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Revoke' }).click();
+  await expect(page.getByText('Invite revoked.')).toBeVisible();
+  await expect(page.locator('.invite-new')).toHaveCount(0);
+  await expect(page.locator('.audit')).toContainText('invite.revoke');
+  expect((await listInvites()).map((i) => i.id)).not.toContain(inviteId);
 
   // Reset the password, enable, and finally delete the account.
   await row.getByRole('button', { name: 'Reset password' }).click();

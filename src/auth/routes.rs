@@ -1,4 +1,5 @@
-//! Sign-in endpoints: register, login, refresh, logout, me, password, public auth config, invites.
+//! Sign-in endpoints: register, login, refresh, logout, me, password, public auth config, and
+//! the admins' invites (create, list, revoke).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -14,7 +15,7 @@ use super::extract::{ACCESS_COOKIE, AdminUser, AuthUser, MaybeAuthUser, REFRESH_
 use super::{password, store, tokens};
 use crate::audit::{self, Event};
 use crate::config::Registration;
-use crate::error::{AppError, AppResult, ErrorBody, Json};
+use crate::error::{AppError, AppResult, ErrorBody, Json, Path};
 use crate::http::client::ClientInfo;
 use crate::http::rate_limit;
 use crate::state::AppState;
@@ -29,7 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(change_password))
-        .routes(routes!(create_invite))
+        .routes(routes!(create_invite, list_invites))
+        .routes(routes!(revoke_invite))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -86,6 +88,7 @@ pub struct InviteRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct InviteResponse {
+    pub id: i64,
     /// Shown once; only its hash is stored.
     pub code: String,
     pub role: Role,
@@ -517,7 +520,7 @@ async fn create_invite(
     let role = req.role.unwrap_or(Role::User);
     let code = tokens::random_token(12);
     let expires_at = OffsetDateTime::now_utc() + time::Duration::hours(hours as i64);
-    store::insert_invite(
+    let id = store::insert_invite(
         &state.db,
         &tokens::hash_token(&code),
         role,
@@ -531,18 +534,65 @@ async fn create_invite(
             user_id: Some(admin.user.id),
             username: Some(&admin.user.username),
             action: "invite.create",
+            target: Some(format!("invite:{id}")),
             ip: Some(client.ip),
             detail: Some(serde_json::json!({ "role": role, "expires_in_hours": hours })),
-            ..Default::default()
         },
     )
     .await;
     Ok((
         StatusCode::CREATED,
         Json(InviteResponse {
+            id,
             code,
             role,
             expires_at,
         }),
     ))
+}
+
+/// Invites on record (admins): pending, used and expired, never their codes.
+#[utoipa::path(get, path = "/api/admin/invites", tag = "admin",
+    responses((status = 200, body = Vec<store::Invite>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_invites(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> AppResult<Json<Vec<store::Invite>>> {
+    Ok(Json(store::list_invites(&state.db).await?))
+}
+
+/// Revokes an invite that was not redeemed yet (admins).
+#[utoipa::path(delete, path = "/api/admin/invites/{id}", tag = "admin", params(("id" = i64, Path, description = "invite id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "already redeemed", body = ErrorBody)))]
+async fn revoke_invite(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<i64>,
+) -> AppResult<StatusCode> {
+    if !store::revoke_invite(&state.db, id).await? {
+        return Err(match store::invite_by_id(&state.db, id).await? {
+            Some(invite) => AppError::Conflict(format!(
+                "this invite was already used{}; disable or delete that account instead",
+                invite
+                    .used_by
+                    .map(|name| format!(" by {name}"))
+                    .unwrap_or_default()
+            )),
+            None => AppError::not_found("invite"),
+        });
+    }
+    audit::record(
+        &state.db,
+        Event {
+            user_id: Some(admin.user.id),
+            username: Some(&admin.user.username),
+            action: "invite.revoke",
+            target: Some(format!("invite:{id}")),
+            ip: Some(client.ip),
+            ..Default::default()
+        },
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 
+use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::db::Db;
 use crate::error::AppError;
@@ -134,22 +136,88 @@ pub async fn purge_expired(db: &Db) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Stores a new invite; returns its id.
 pub async fn insert_invite(
     db: &Db,
     code_hash: &str,
     role: Role,
     created_by: i64,
     expires_at: OffsetDateTime,
-) -> Result<(), AppError> {
-    sqlx::query("INSERT INTO invites (code_hash, role, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+) -> Result<i64, AppError> {
+    Ok(sqlx::query_scalar("INSERT INTO invites (code_hash, role, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id")
         .bind(code_hash)
         .bind(role)
         .bind(created_by)
         .bind(OffsetDateTime::now_utc())
         .bind(expires_at)
+        .fetch_one(db)
+        .await?)
+}
+
+/// Whether an invite can still be redeemed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum InviteState {
+    Pending,
+    Used,
+    Expired,
+}
+
+/// An invite as admins see it: never its code, which only its holder knows.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Invite {
+    pub id: i64,
+    pub role: Role,
+    pub state: InviteState,
+    /// Who created it (absent once that account is deleted).
+    pub created_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The account it created.
+    pub used_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// Every invite still on record, newest first (expired ones go at the next purge).
+pub async fn list_invites(db: &Db) -> Result<Vec<Invite>, AppError> {
+    select_invites(db, None).await
+}
+
+pub async fn invite_by_id(db: &Db, id: i64) -> Result<Option<Invite>, AppError> {
+    Ok(select_invites(db, Some(id)).await?.pop())
+}
+
+async fn select_invites(db: &Db, id: Option<i64>) -> Result<Vec<Invite>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT i.id, i.role,
+                CASE WHEN i.used_at IS NOT NULL THEN 'used'
+                     WHEN i.expires_at <= ?1 THEN 'expired'
+                     ELSE 'pending' END AS state,
+                creator.username AS created_by, i.created_at, i.expires_at,
+                redeemer.username AS used_by, i.used_at
+         FROM invites i
+         LEFT JOIN users creator ON creator.id = i.created_by
+         LEFT JOIN users redeemer ON redeemer.id = i.used_by
+         WHERE ?2 IS NULL OR i.id = ?2
+         ORDER BY i.id DESC",
+    )
+    .bind(OffsetDateTime::now_utc())
+    .bind(id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Deletes an invite unless it was redeemed meanwhile; true when it was deleted.
+pub async fn revoke_invite(db: &Db, id: i64) -> Result<bool, AppError> {
+    let deleted = sqlx::query("DELETE FROM invites WHERE id = ? AND used_at IS NULL")
+        .bind(id)
         .execute(db)
         .await?;
-    Ok(())
+    Ok(deleted.rows_affected() == 1)
 }
 
 /// Claims an unused, unexpired invite atomically; returns the role it grants.

@@ -236,6 +236,8 @@ async fn non_admins_get_403_and_strangers_401_on_every_admin_endpoint() {
         ),
         (Method::DELETE, "/api/admin/users/1", None),
         (Method::POST, "/api/admin/invites", Some(json!({}))),
+        (Method::GET, "/api/admin/invites", None),
+        (Method::DELETE, "/api/admin/invites/1", None),
         (Method::GET, "/api/admin/audit", None),
     ];
     for (method, path, body) in endpoints {

@@ -53,6 +53,8 @@ async fn openapi_lists_every_endpoint() {
         "PATCH /api/admin/users/{id}",
         "DELETE /api/admin/users/{id}",
         "POST /api/admin/invites",
+        "GET /api/admin/invites",
+        "DELETE /api/admin/invites/{id}",
         "GET /api/admin/audit",
         "GET /api/models",
         "GET /api/instances",

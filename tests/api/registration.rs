@@ -1,7 +1,7 @@
 //! Registration under each policy, invites, and the rules for names and passwords.
 
 use pocketdev::config::Registration;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{expect_error, spawn_app, spawn_app_with};
@@ -188,6 +188,104 @@ async fn expired_invites_are_refused() {
         )
         .await;
     expect_error(response, StatusCode::FORBIDDEN, "expired invite").await;
+    let listed: Value = app
+        .get("/api/admin/invites", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["state"], "expired", "{listed}");
+}
+
+#[tokio::test]
+async fn admins_list_invites_without_their_codes_and_revoke_unused_ones() {
+    let app = spawn_app_with(|c| c.auth.registration = Registration::Invite).await;
+    let admin = app.admin_token().await;
+    let create = |body: Value| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let response = app.post("/api/admin/invites", Some(admin), body).await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let for_kim = create(json!({})).await;
+    let for_lee = create(json!({ "role": "admin", "expires_in_hours": 5 })).await;
+    let registered = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "username": "kim", "password": "kim-password-1", "invite": for_kim["code"] }),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+
+    let listed = app.get("/api/admin/invites", Some(&admin)).await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    let listed: Value = listed.json().await.unwrap();
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{listed}");
+    // Newest first.
+    assert_eq!(rows[0]["id"], for_lee["id"]);
+    assert_eq!(
+        (&rows[0]["state"], &rows[0]["role"], &rows[0]["created_by"]),
+        (&json!("pending"), &json!("admin"), &json!("admin"))
+    );
+    assert_eq!(rows[0]["expires_at"], for_lee["expires_at"]);
+    assert_eq!(
+        (&rows[1]["state"], &rows[1]["used_by"]),
+        (&json!("used"), &json!("kim"))
+    );
+    assert!(rows[1]["used_at"].is_string());
+    for code in [&for_kim["code"], &for_lee["code"]] {
+        assert!(
+            !listed.to_string().contains(code.as_str().unwrap()),
+            "codes are shown once, never listed"
+        );
+    }
+
+    // A used invite cannot be revoked; an unknown or malformed id is a clear error.
+    let path = |invite: &Value| format!("/api/admin/invites/{}", invite["id"]);
+    let used = app
+        .call(Method::DELETE, &path(&for_kim), Some(&admin), None)
+        .await;
+    expect_error(used, StatusCode::CONFLICT, "revoking a used invite").await;
+    let unknown = app
+        .call(Method::DELETE, "/api/admin/invites/999", Some(&admin), None)
+        .await;
+    expect_error(unknown, StatusCode::NOT_FOUND, "unknown invite").await;
+    let malformed = app
+        .call(Method::DELETE, "/api/admin/invites/abc", Some(&admin), None)
+        .await;
+    assert!(malformed.status().is_client_error());
+
+    let revoked = app
+        .call(Method::DELETE, &path(&for_lee), Some(&admin), None)
+        .await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let refused = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "username": "lee", "password": "lee-password-1", "invite": for_lee["code"] }),
+        )
+        .await;
+    expect_error(refused, StatusCode::FORBIDDEN, "a revoked invite").await;
+    let again = app
+        .call(Method::DELETE, &path(&for_lee), Some(&admin), None)
+        .await;
+    expect_error(again, StatusCode::NOT_FOUND, "revoking twice").await;
+    let listed: Value = app
+        .get("/api/admin/invites", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let audit = app.audit("invite.revoke").await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["target"], format!("invite:{}", for_lee["id"]));
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-// Admin: accounts (create, invite, disable, reset password, delete), live host stats with
+// Admin: accounts (create, disable, reset password, delete), invites (create, list, revoke),
+// live host stats with
 // charts of the last hour, each instance's memory, alerts and the audit log.
 import { api, type User } from '../api';
 import { h, clear, act, bytes, when, confirmDialog, promptDialog, infoDialog } from '../ui';
@@ -13,6 +14,7 @@ interface Stats {
 }
 interface Alert { id: number; kind: string; value: number; threshold: number; raised_at: string; cleared_at: string | null }
 interface Point { at: number; cpu_percent: number; memory_used: number; memory_available: number; disk_used: number; instances: [string, number, number][] }
+interface Invite { id: number; role: 'admin' | 'user'; state: 'pending' | 'used' | 'expired'; created_by: string | null; created_at: string; expires_at: string; used_by: string | null; used_at: string | null }
 interface Audit { id: number; at: string; username: string | null; action: string; target: string | null; ip: string | null; detail: string | null }
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -106,15 +108,54 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
     });
     const invite = h('button', { type: 'button', class: 'secondary' }, 'Create invite code');
     invite.addEventListener('click', async () => {
-      const made = await act(invite, () => api.post<{ code: string; expires_at: string }>('api/admin/invites', {}));
-      if (made) void loadAudit();
+      const made = await act(invite, () => api.post<{ id: number; code: string; expires_at: string }>('api/admin/invites', {}));
+      if (made) {
+        newestInvite = made.id;
+        void loadAudit();
+        void loadInvites();
+      }
       if (made) await infoDialog('Invite code', h('p', null, `Single use, valid until ${when(made.expires_at)}:`), h('code', { class: 'secret-code' }, made.code),
         h('p', null, 'Link: ', h('code', null, new URL(`#/register?invite=${encodeURIComponent(made.code)}`, document.baseURI).href)));
     });
     clear(usersBox, h('h2', { id: 'users-h' }, 'Accounts'),
       h('ul', { class: 'user-list' }, users.map((u) => userRow(u))),
-      h('h3', null, 'New account'), form, h('p', null, invite));
+      h('h3', null, 'New account'), form, h('p', null, invite), invitesBox);
+    void loadInvites();
     void loadAudit();
+  };
+
+  const invitesBox = h('div', { class: 'invites' });
+  // The one created last in this view is marked, so it can be told from the others.
+  let newestInvite = 0;
+  const loadInvites = async () => {
+    const invites = await act(null, () => api.get<Invite[]>('api/admin/invites'));
+    if (!invites) return;
+    clear(invitesBox, h('h3', null, 'Invites'),
+      invites.length ? h('ul', { class: 'user-list' }, invites.map((i) => inviteRow(i))) : h('p', { class: 'muted' }, 'No invites.'));
+  };
+
+  const inviteRow = (i: Invite) => {
+    const what = `${i.role === 'admin' ? 'Admin' : 'User'} invite`;
+    const detail = i.state === 'used'
+      ? `used ${when(i.used_at)}${i.used_by ? ` by ${i.used_by}` : ''}`
+      : i.state === 'expired' ? `expired ${when(i.expires_at)}` : `valid until ${when(i.expires_at)}`;
+    let revoke: HTMLElement | null = null;
+    if (i.state === 'pending') {
+      const button = h('button', { type: 'button', class: 'danger small', 'aria-label': `Revoke ${what.toLowerCase()} created ${when(i.created_at)}` }, 'Revoke');
+      button.addEventListener('click', async () => {
+        if (!(await confirmDialog('Revoke this invite?', 'Its code stops working at once.', 'Revoke'))) return;
+        if (await act(button, () => api.del(`api/admin/invites/${i.id}`).then(() => true), 'Invite revoked.')) {
+          void loadInvites();
+          void loadAudit();
+        }
+      });
+      revoke = button;
+    }
+    return h('li', { class: i.id === newestInvite ? 'user-row invite-new' : 'user-row', 'data-invite': String(i.id) },
+      h('div', null, h('strong', null, what), ' ', h('span', { class: `badge ${i.state === 'pending' ? 'badge-running' : 'badge-exited'}` }, i.state),
+        i.id === newestInvite ? h('span', { class: 'badge' }, 'just created') : null,
+        h('div', { class: 'muted small-print' }, `created ${when(i.created_at)}${i.created_by ? ` by ${i.created_by}` : ''} · ${detail}`)),
+      revoke ? h('div', { class: 'row-actions' }, revoke) : null);
   };
 
   const userRow = (u: User) => {
