@@ -57,6 +57,9 @@ pub struct TmuxConfig {
     pub kill_orphans: bool,
     /// Seconds an agent gets to exit after SIGTERM before it is killed.
     pub stop_grace_secs: u64,
+    /// Seconds one tmux command may take; a server that does not answer (stopped, say) then
+    /// holds up only its own account.
+    pub command_timeout_secs: u64,
     /// The `pocketdev` binary that launches agents. Default: the running binary.
     pub launcher: Option<PathBuf>,
 }
@@ -68,6 +71,7 @@ impl Default for TmuxConfig {
             history_limit: 50_000,
             kill_orphans: false,
             stop_grace_secs: 3,
+            command_timeout_secs: 10,
             launcher: None,
         }
     }

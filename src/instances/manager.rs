@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::profiles::{Profile, ProfileKind, resolve_command};
 use super::store::{self, Instance, NewInstance, SESSION_PREFIX, State};
-use super::tmux::{PaneInfo, SessionSpec, Tmux, TmuxError, TmuxServers};
+use super::tmux::{PaneInfo, ServerPanes, SessionSpec, Tmux, TmuxError, TmuxServers};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
@@ -131,7 +131,13 @@ impl Manager {
         } else {
             (layout.server_dir().join("tmux.conf"), launcher)
         };
-        let tmux = TmuxServers::new(socket, tmux_config, isolation.clone(), layout.clone());
+        let tmux = TmuxServers::new(
+            socket,
+            tmux_config,
+            Duration::from_secs(config.tmux.command_timeout_secs.max(1)),
+            isolation.clone(),
+            layout.clone(),
+        );
         tmux.write_config(config.tmux.history_limit)?;
         let run_dir = layout.server_dir().join("run");
         std::fs::create_dir_all(&run_dir)
@@ -183,9 +189,16 @@ impl Manager {
         self.last_input.lock().expect("last input").get(id).copied()
     }
 
-    /// The monitor's latest measurement of each live instance's memory, in bytes.
-    pub fn record_memory(&self, measured: HashMap<String, u64>) {
-        *self.measured.lock().expect("measured") = measured;
+    /// The monitor's latest measurement of each live instance's memory, in bytes; the
+    /// instances in `unmeasured` (their tmux server did not answer) keep their last figure.
+    pub fn record_memory(&self, mut measured: HashMap<String, u64>, unmeasured: &[&str]) {
+        let mut latest = self.measured.lock().expect("measured");
+        for id in unmeasured {
+            if let Some(bytes) = latest.get(*id) {
+                measured.insert((*id).to_owned(), *bytes);
+            }
+        }
+        *latest = measured;
     }
 
     /// How long `profile` may sit without input or output before it is stopped.
@@ -840,16 +853,30 @@ impl Manager {
     /// are recorded as exited; sessions without a record are reported (or killed if configured).
     pub async fn reconcile(&self) -> Result<(), AppError> {
         let mut panes = Vec::new();
-        for (owner, server) in self.tmux.all() {
-            match server.list_panes().await {
+        // Accounts whose server did not answer: their instances are left as they are until it
+        // does, and nobody else waits for them.
+        let mut unanswered = HashSet::new();
+        for ServerPanes {
+            owner,
+            server,
+            panes: listed,
+        } in self.tmux.list_all_panes().await
+        {
+            match listed {
                 Ok(list) => panes.extend(list.into_iter().map(|p| (owner, server.clone(), p))),
                 Err(TmuxError::Missing) => return Ok(()),
-                Err(err) => return Err(tmux_error(err)),
+                Err(err) => {
+                    tracing::warn!(account = ?owner, error = %err, "cannot list an account's tmux panes; its instances are checked again later");
+                    unanswered.insert(owner);
+                }
             }
         }
         let live = store::live(&self.db).await?;
         for instance in &live {
-            if self.busy.lock().expect("busy set").contains(&instance.id) {
+            if self.busy.lock().expect("busy set").contains(&instance.id)
+                || unanswered.contains(&None)
+                || unanswered.contains(&Some(instance.owner))
+            {
                 continue;
             }
             let session = instance.tmux_session();
@@ -953,6 +980,9 @@ impl Manager {
 fn tmux_error(err: TmuxError) -> AppError {
     match err {
         TmuxError::Missing => AppError::Unavailable("tmux is not installed on the server".into()),
+        TmuxError::Timeout { .. } => AppError::Unavailable(
+            "this account's tmux server does not answer (were its processes stopped?); try again later".into(),
+        ),
         other => AppError::Internal(other.into()),
     }
 }

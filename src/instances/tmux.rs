@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::process::Command;
@@ -25,6 +26,10 @@ pub enum TmuxError {
     Missing,
     #[error("tmux {command} failed: {stderr}")]
     Failed { command: String, stderr: String },
+    /// The server did not answer in time: stopped (an agent can `kill -STOP` its own account's
+    /// server) or overloaded.
+    #[error("tmux {command}: the server did not answer within {} s", .after.as_secs())]
+    Timeout { command: String, after: Duration },
 }
 
 /// One pane of a pocketdev session, as `list-panes` reports it.
@@ -68,6 +73,7 @@ impl TmuxServers {
     pub fn new(
         socket: PathBuf,
         config_file: PathBuf,
+        timeout: Duration,
         isolation: Arc<Isolation>,
         layout: Arc<Layout>,
     ) -> Self {
@@ -75,6 +81,7 @@ impl TmuxServers {
             shared: Tmux {
                 socket,
                 config_file,
+                timeout,
                 account: None,
             },
             isolation,
@@ -96,6 +103,7 @@ impl TmuxServers {
         Tmux {
             socket: self.isolation.socket_dir(user_id).join("tmux.sock"),
             config_file: self.shared.config_file.clone(),
+            timeout: self.shared.timeout,
             account: Some(AccountClient {
                 identity,
                 home: self.layout.home(user_id),
@@ -116,10 +124,42 @@ impl TmuxServers {
             .collect()
     }
 
+    /// Every server's panes, asked all at once, so a server that does not answer delays no
+    /// other account by more than one command's timeout.
+    pub async fn list_all_panes(&self) -> Vec<ServerPanes> {
+        let mut asking = tokio::task::JoinSet::new();
+        for (owner, server) in self.all() {
+            asking.spawn(async move {
+                let panes = server.list_panes().await;
+                ServerPanes {
+                    owner,
+                    server,
+                    panes,
+                }
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(answer) = asking.join_next().await {
+            match answer {
+                Ok(answer) => answers.push(answer),
+                Err(err) => tracing::error!(error = %err, "listing a tmux server's panes panicked"),
+            }
+        }
+        answers
+    }
+
     /// Writes the servers' configuration file (root-owned; servers read it when they start).
     pub fn write_config(&self, history_limit: u32) -> anyhow::Result<()> {
         self.shared.write_config(history_limit)
     }
+}
+
+/// One server's answer to `list_all_panes`.
+pub struct ServerPanes {
+    /// The account it belongs to; `None`: the shared server.
+    pub owner: Option<i64>,
+    pub server: Tmux,
+    pub panes: Result<Vec<PaneInfo>, TmuxError>,
 }
 
 /// Who an account's tmux clients run as.
@@ -133,6 +173,8 @@ struct AccountClient {
 pub struct Tmux {
     socket: PathBuf,
     config_file: PathBuf,
+    /// How long one client command may take before it is killed.
+    timeout: Duration,
     account: Option<AccountClient>,
 }
 
@@ -180,23 +222,29 @@ impl Tmux {
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
-        let output = self
-            .command()
-            .args(args)
-            .output()
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => TmuxError::Missing,
-                _ => TmuxError::Failed {
-                    command: args.first().unwrap_or(&"").to_string(),
-                    stderr: e.to_string(),
-                },
-            })?;
+        let command = || args.first().unwrap_or(&"").to_string();
+        // A client of a stopped server waits forever; dropping the future kills it.
+        let output = tokio::time::timeout(
+            self.timeout,
+            self.command().args(args).kill_on_drop(true).output(),
+        )
+        .await
+        .map_err(|_| TmuxError::Timeout {
+            command: command(),
+            after: self.timeout,
+        })?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => TmuxError::Missing,
+            _ => TmuxError::Failed {
+                command: command(),
+                stderr: e.to_string(),
+            },
+        })?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
             Err(TmuxError::Failed {
-                command: args.first().unwrap_or(&"").to_string(),
+                command: command(),
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             })
         }
@@ -327,7 +375,12 @@ impl Tmux {
                 .filter_map(parse_pane)
                 .map(with_zombie_status)
                 .collect()),
-            Err(TmuxError::Failed { stderr, .. }) if no_server(&stderr) => Ok(Vec::new()),
+            // A running server without sessions (exit-empty is off) has no current target.
+            Err(TmuxError::Failed { stderr, .. })
+                if no_server(&stderr) || stderr.contains("no current target") =>
+            {
+                Ok(Vec::new())
+            }
             Err(e) => Err(e),
         }
     }

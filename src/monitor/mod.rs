@@ -8,7 +8,7 @@ pub mod routes;
 pub mod sampler;
 pub mod status;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -226,19 +226,23 @@ impl Monitor {
     /// Samples everything once, hands the measurements on, and stops idle instances.
     pub async fn sample(&self) -> anyhow::Result<()> {
         let mut panes = HashMap::new();
-        // Without tmux's word on every pane, nothing is idle and no memory figure is new.
-        let mut complete = true;
+        // Without tmux's word on an account's panes, none of its instances is idle and none
+        // of their memory figures is new.
+        let mut unanswered = HashSet::new();
         // Keyed by owner too: an agent may name a session of its own after another's instance.
-        for (owner, server) in self.manager.tmux().all() {
-            match server.list_panes().await {
+        for answer in self.manager.tmux().list_all_panes().await {
+            let owner = answer.owner;
+            match answer.panes {
                 Ok(list) => panes.extend(list.into_iter().map(|p| ((owner, p.session.clone()), p))),
                 Err(err) => {
-                    tracing::warn!(error = %err, "cannot list tmux panes; this sample is partial");
-                    complete = false;
+                    tracing::warn!(account = ?owner, error = %err, "cannot list tmux panes; this sample is partial");
+                    unanswered.insert(owner);
                 }
             }
         }
         let live = store::live(&self.db).await?;
+        let answered =
+            |i: &Instance| !unanswered.contains(&None) && !unanswered.contains(&Some(i.owner));
         let roots: Vec<(String, u32)> = live
             .iter()
             .filter_map(|i| {
@@ -270,14 +274,19 @@ impl Monitor {
                 },
             );
         }
-        if complete {
-            self.manager.record_memory(
-                instances
-                    .iter()
-                    .map(|(id, usage)| (id.clone(), usage.memory_bytes))
-                    .collect(),
-            );
-        }
+        let unmeasured: Vec<&str> = live
+            .iter()
+            .filter(|i| !answered(i))
+            .map(|i| i.id.as_str())
+            .collect();
+        self.manager.record_memory(
+            instances
+                .iter()
+                .filter(|(id, _)| !unmeasured.contains(&id.as_str()))
+                .map(|(id, usage)| (id.clone(), usage.memory_bytes))
+                .collect(),
+            &unmeasured,
+        );
         let now = OffsetDateTime::now_utc();
         let changes = {
             let mut alerts = self.alerts.lock().expect("alerts");
@@ -319,13 +328,11 @@ impl Monitor {
             live.iter()
                 .any(|i| &i.id == id && i.state == State::Running)
         });
-        for instance in &live {
+        let answering: Vec<Instance> = live.into_iter().filter(|i| answered(i)).collect();
+        for instance in &answering {
             self.evaluate(instance).await;
         }
-        if !complete {
-            return Ok(());
-        }
-        self.stop_idle(&live).await;
+        self.stop_idle(&answering).await;
         Ok(())
     }
 

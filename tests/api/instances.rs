@@ -332,6 +332,11 @@ async fn instances_survive_a_server_restart_and_lost_sessions_become_exited() {
     let lost = app.wait_for_state(&token, &second, "exited").await;
     assert_eq!(lost["end_reason"], "lost");
     assert_eq!(app.instance(&token, &first).await["state"], "running");
+
+    // The last session gone too: the server, now without sessions, still answers for it.
+    kill_session(&app, app.user_id(&token).await, &first).await;
+    let lost = app.wait_for_state(&token, &first, "exited").await;
+    assert_eq!(lost["end_reason"], "lost");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, running_as_root, spawn_app};
+use crate::helpers::{TestApp, running_as_root, spawn_app, spawn_app_with};
 
 fn skip_unless_root() -> bool {
     if running_as_root() {
@@ -381,6 +381,70 @@ async fn tmux_tricks_from_an_agent_leave_no_root_owned_trace() {
         let (uid, _, _) = owner(&mark);
         assert_ne!(uid, 0, "detach-client -E ran a command as root");
     }
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, signal).expect("the signal is sent");
+}
+
+/// Lets a stopped process go on when dropped, so a failing test leaves nothing stopped.
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, rustix::process::Signal::CONT);
+    }
+}
+
+#[tokio::test]
+async fn an_account_whose_tmux_server_stops_answering_holds_up_no_one_else() {
+    if skip_unless_root() {
+        return;
+    }
+    let app = spawn_app_with(|c| c.tmux.command_timeout_secs = 2).await;
+    let (_, ann) = account(&app, "ann").await;
+    let (_, bob) = account(&app, "bob").await;
+    let ann_shell = shell(&app, &ann).await;
+    let bob_shell = shell(&app, &bob).await;
+    // An agent may stop its own account's processes, its tmux server among them.
+    let server: u32 = run(&app, &ann, &ann_shell, "tmux display -p '#{pid}'")
+        .await
+        .parse()
+        .expect("the server's pid");
+    signal(server, rustix::process::Signal::STOP);
+    let stopped = Stopped(server);
+
+    let output = app
+        .get(&format!("/api/instances/{ann_shell}/output"), Some(&ann))
+        .await;
+    assert_eq!(output.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = output.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not answer")),
+        "{body}"
+    );
+
+    // Bob notices nothing: his agent answers, and its exit is seen as before.
+    assert_eq!(
+        run(&app, &bob, &bob_shell, "echo bob-$((40+2))").await,
+        "bob-42"
+    );
+    app.command(&bob, &bob_shell, json!({ "text": "exit 7" }))
+        .await;
+    let ended = app.wait_for_state(&bob, &bob_shell, "exited").await;
+    assert_eq!(ended["exit_code"], 7, "{ended}");
+
+    // Ann's agent was not given up for lost while her server was silent, and it answers
+    // once the server goes on.
+    assert_eq!(app.instance(&ann, &ann_shell).await["state"], "running");
+    drop(stopped);
+    assert_eq!(
+        run(&app, &ann, &ann_shell, "echo ann-$((40+2))").await,
+        "ann-42"
+    );
 }
 
 #[tokio::test]
