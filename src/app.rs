@@ -72,7 +72,7 @@ impl App {
         )?);
         // Adopt what survived the last run before anyone can act on it.
         if let Err(err) = instances.reconcile().await {
-            tracing::warn!(error = %err, "initial reconciliation failed");
+            tracing::warn!(error = %err.logged(), "initial reconciliation failed");
         }
         let terminals = Arc::new(crate::terminal::Terminals::new(
             instances.clone(),
@@ -171,7 +171,7 @@ async fn housekeeping(state: AppState) {
         if rounds.is_multiple_of(60)
             && let Err(err) = crate::auth::store::purge_expired(&state.db).await
         {
-            tracing::warn!(error = %err, "cannot purge expired sessions");
+            tracing::warn!(error = %err.logged(), "cannot purge expired sessions");
         }
         rounds += 1;
     }

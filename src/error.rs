@@ -97,6 +97,14 @@ impl AppError {
         Self::NotFound(format!("{what} not found"))
     }
 
+    /// The message with its cause, for the log (clients see only "internal error").
+    pub fn logged(&self) -> String {
+        match self {
+            Self::Internal(cause) => format!("{cause:#}"),
+            other => other.to_string(),
+        }
+    }
+
     /// For callers outside HTTP (the command line, start-up): the cause, or the message.
     pub fn into_anyhow(self) -> anyhow::Error {
         match self {
@@ -195,3 +203,16 @@ pub struct Query<T>(pub T);
 pub struct Path<T>(pub T);
 
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_gets_the_cause_that_clients_never_see() {
+        let err = AppError::from(anyhow::anyhow!("disk on fire").context("cannot save"));
+        assert_eq!(err.to_string(), "internal error");
+        assert_eq!(err.logged(), "cannot save: disk on fire");
+        assert_eq!(AppError::not_found("user").logged(), "user not found");
+    }
+}

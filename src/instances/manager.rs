@@ -971,7 +971,7 @@ impl Manager {
                 _ = tick.tick() => {}
             }
             if let Err(err) = self.reconcile().await {
-                tracing::warn!(error = %err, "reconciling instances failed");
+                tracing::warn!(error = %err.logged(), "reconciling instances failed");
             }
         }
     }

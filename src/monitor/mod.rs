@@ -364,7 +364,7 @@ impl Monitor {
                     tracing::info!(instance = %instance.id, "idle instance stopped");
                 }
                 Err(err) => {
-                    tracing::debug!(instance = %instance.id, error = %err, "idle stop skipped");
+                    tracing::debug!(instance = %instance.id, error = %err.logged(), "idle stop skipped");
                 }
             }
         }
