@@ -204,6 +204,25 @@ pub struct Path<T>(pub T);
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// `axum::extract::Multipart` with our error shape (its own rejections are plain text).
+pub struct Multipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for Multipart {
+    type Rejection = AppError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        axum::extract::Multipart::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| {
+                AppError::BadRequest(format!(
+                    "expected a multipart/form-data body: {}",
+                    rejection.body_text()
+                ))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::jail::{Entry, FileError, Jail, RelPath};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
-use crate::error::{AppError, AppResult, ErrorBody, Json, Query};
+use crate::error::{AppError, AppResult, ErrorBody, Json, Multipart, Query};
 use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
@@ -415,7 +415,7 @@ async fn upload(
     client: ClientInfo,
     auth: AuthUser,
     Query(query): Query<UploadQuery>,
-    mut multipart: axum::extract::Multipart,
+    Multipart(mut multipart): Multipart,
 ) -> AppResult<(StatusCode, Json<Vec<Uploaded>>)> {
     use tokio::io::AsyncWriteExt;
     let folder = parse(&query.path)?;

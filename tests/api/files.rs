@@ -754,6 +754,18 @@ async fn uploads_stream_to_disk_and_downloads_resume() {
     )
     .await;
     assert!(!s.other.join("x.txt").exists());
+    // Not multipart at all, or without its boundary: a JSON error like any other.
+    for content_type in ["multipart/form-data", "text/plain"] {
+        let response = reqwest::Client::new()
+            .post(s.app.url("/api/files/upload"))
+            .bearer_auth(&s.token)
+            .header("content-type", content_type)
+            .body("garbage")
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::BAD_REQUEST, content_type).await;
+    }
     expect_error(
         s.download("bob/secret.txt", None).await,
         StatusCode::FORBIDDEN,
