@@ -35,6 +35,8 @@ pub enum FileError {
     Exists(String),
     #[error("`{0}` is a folder")]
     IsDirectory(String),
+    #[error("`{0}` is not a regular file (a pipe, socket or device)")]
+    NotRegular(String),
     #[error("`{0}` is not a folder")]
     NotDirectory(String),
     #[error("the folder `{0}` is not empty")]
@@ -333,8 +335,10 @@ impl Jail {
         let mut mode = Mode::from_raw_mode(0o644);
         if let Some(fd) = &current {
             let stat = rustix::fs::fstat(fd).map_err(|e| errno(e, path))?;
-            if kind_of(&stat) != Kind::File {
-                return Err(FileError::IsDirectory(path.display()));
+            match kind_of(&stat) {
+                Kind::File => {}
+                Kind::Dir => return Err(FileError::IsDirectory(path.display())),
+                _ => return Err(FileError::NotRegular(path.display())),
             }
             mode = Mode::from_raw_mode(stat.st_mode & 0o7777);
         }

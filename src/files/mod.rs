@@ -18,6 +18,7 @@ impl From<FileError> for AppError {
             FileError::Outside(_) => AppError::Forbidden(message),
             FileError::Exists(_)
             | FileError::IsDirectory(_)
+            | FileError::NotRegular(_)
             | FileError::NotDirectory(_)
             | FileError::NotEmpty(_)
             | FileError::Changed { .. } => AppError::Conflict(message),

@@ -887,3 +887,59 @@ async fn folders_nested_too_deep_are_refused_clearly() {
     expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "delete").await;
     assert!(s.workspace.join("deep").exists());
 }
+
+#[tokio::test]
+async fn a_pipe_in_the_workspace_is_refused_in_words_and_blocks_nothing() {
+    let s = setup().await;
+    // An agent can make one; opening it the usual way would wait forever for a writer.
+    let fifo = s.workspace.join("pipe");
+    let made = tokio::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .await
+        .unwrap();
+    assert!(made.success());
+
+    let listed: Value = s
+        .request(Method::GET, "/api/files?path=.", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "pipe")
+        .expect("the pipe is listed");
+    assert_eq!(entry["kind"], "other");
+    expect_error(
+        s.read("pipe").await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "reading a pipe",
+    )
+    .await;
+    expect_error(
+        s.download("pipe", None).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "downloading a pipe",
+    )
+    .await;
+    let saved = s.save(json!({ "path": "pipe", "content": "x" })).await;
+    assert_eq!(saved.status(), StatusCode::CONFLICT);
+    let body: Value = saved.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a regular file")),
+        "{body}"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the pipe is still there"
+    );
+}
