@@ -659,6 +659,8 @@ fn errno(err: Errno, path: &RelPath) -> FileError {
         Errno::NOSPC | Errno::DQUOT => FileError::NoSpace(shown),
         Errno::MLINK => FileError::TooDeep(shown),
         Errno::INVAL => FileError::BadPath(format!("`{shown}` cannot be used here")),
+        // Opening a socket, or a device without a driver.
+        Errno::NXIO | Errno::NODEV | Errno::OPNOTSUPP => FileError::NotRegular(shown),
         other => FileError::Io(other.into()),
     }
 }

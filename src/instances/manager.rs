@@ -189,16 +189,9 @@ impl Manager {
         self.last_input.lock().expect("last input").get(id).copied()
     }
 
-    /// The monitor's latest measurement of each live instance's memory, in bytes; the
-    /// instances in `unmeasured` (their tmux server did not answer) keep their last figure.
-    pub fn record_memory(&self, mut measured: HashMap<String, u64>, unmeasured: &[&str]) {
-        let mut latest = self.measured.lock().expect("measured");
-        for id in unmeasured {
-            if let Some(bytes) = latest.get(*id) {
-                measured.insert((*id).to_owned(), *bytes);
-            }
-        }
-        *latest = measured;
+    /// The monitor's latest measurement of each live instance's memory, in bytes.
+    pub fn record_memory(&self, measured: HashMap<String, u64>) {
+        *self.measured.lock().expect("measured") = measured;
     }
 
     /// How long `profile` may sit without input or output before it is stopped.
@@ -910,7 +903,9 @@ impl Manager {
                         tracing::info!(instance = %instance.id, exit_code = ?code, "agent exited");
                         self.publish(&instance.id).await?;
                     }
-                    tmux.kill_session(&session).await.map_err(tmux_error)?;
+                    if let Err(err) = tmux.kill_session(&session).await {
+                        tracing::warn!(instance = %instance.id, error = %err, "cannot remove an ended agent's session");
+                    }
                 }
                 Some(_) => {}
             }
@@ -930,7 +925,9 @@ impl Manager {
             let has_record = store::get(&self.db, id).await?.is_some();
             if has_record || self.config.tmux.kill_orphans {
                 // An ended instance's leftover session, or an orphan we were told to clean.
-                tmux.kill_session(&pane.session).await.map_err(tmux_error)?;
+                if let Err(err) = tmux.kill_session(&pane.session).await {
+                    tracing::warn!(session = %pane.session, error = %err, "cannot remove a leftover session");
+                }
             } else if self
                 .reported_orphans
                 .lock()
@@ -981,7 +978,7 @@ fn tmux_error(err: TmuxError) -> AppError {
     match err {
         TmuxError::Missing => AppError::Unavailable("tmux is not installed on the server".into()),
         TmuxError::Timeout { .. } => AppError::Unavailable(
-            "this account's tmux server does not answer (were its processes stopped?); try again later".into(),
+            "this account's tmux server does not answer (were its processes stopped?); what was asked may still happen once it answers again".into(),
         ),
         other => AppError::Internal(other.into()),
     }

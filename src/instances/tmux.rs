@@ -8,6 +8,7 @@
 //! that agent root (`detach-client -E`, hooks writing files through the client). Clients start
 //! with a cleared environment and arguments passed as a list, never through a shell.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -124,27 +125,50 @@ impl TmuxServers {
             .collect()
     }
 
-    /// Every server's panes, asked all at once, so a server that does not answer delays no
-    /// other account by more than one command's timeout.
+    /// Every server's panes, asked all at once. A server that has not answered within
+    /// `LISTING_WAIT` (or the command timeout, if shorter) counts as silent this time, so one
+    /// account's server delays no one else's reconciliation or sampling by more than that.
     pub async fn list_all_panes(&self) -> Vec<ServerPanes> {
+        let within = LISTING_WAIT.min(self.shared.timeout);
         let mut asking = tokio::task::JoinSet::new();
+        let mut pending = HashMap::new();
         for (owner, server) in self.all() {
-            asking.spawn(async move {
-                let panes = server.list_panes().await;
-                ServerPanes {
+            let asked = server.clone();
+            let task = asking.spawn(async move { asked.list_panes().await });
+            pending.insert(task.id(), (owner, server));
+        }
+        let mut answers = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(joined)) =
+            tokio::time::timeout_at(deadline, asking.join_next_with_id()).await
+        {
+            let (id, panes) = match joined {
+                Ok((id, panes)) => (id, panes),
+                Err(err) => (
+                    err.id(),
+                    Err(TmuxError::Failed {
+                        command: "list-panes".into(),
+                        stderr: format!("the listing task failed: {err}"),
+                    }),
+                ),
+            };
+            if let Some((owner, server)) = pending.remove(&id) {
+                answers.push(ServerPanes {
                     owner,
                     server,
                     panes,
-                }
-            });
-        }
-        let mut answers = Vec::new();
-        while let Some(answer) = asking.join_next().await {
-            match answer {
-                Ok(answer) => answers.push(answer),
-                Err(err) => tracing::error!(error = %err, "listing a tmux server's panes panicked"),
+                });
             }
         }
+        // Dropping the set stops the clients still waiting.
+        answers.extend(pending.into_values().map(|(owner, server)| ServerPanes {
+            owner,
+            server,
+            panes: Err(TmuxError::Timeout {
+                command: "list-panes".into(),
+                after: within,
+            }),
+        }));
         answers
     }
 
@@ -177,6 +201,9 @@ pub struct Tmux {
     timeout: Duration,
     account: Option<AccountClient>,
 }
+
+/// How long reconciliation and sampling wait for every server's list of panes.
+const LISTING_WAIT: Duration = Duration::from_secs(3);
 
 /// tmux's own limit on one command message is 16 KiB; text is sent in smaller pieces.
 const SEND_CHUNK: usize = 4096;
@@ -262,7 +289,7 @@ impl Tmux {
         let Some(account) = &self.account else {
             return Ok(None);
         };
-        if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+        if self.listening().await? {
             return Ok(None);
         }
         // A dead server's socket would make tmux refuse to start.
@@ -326,7 +353,7 @@ impl Tmux {
         // Never waited on: it outlives pocketdev, and the runtime reaps it if it ends first.
         drop(child);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+        while !self.listening().await.unwrap_or(false) {
             if tokio::time::Instant::now() > deadline {
                 return Err(TmuxError::Failed {
                     command: "start-account-server".into(),
@@ -336,6 +363,30 @@ impl Tmux {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(Some(pid))
+    }
+
+    /// Whether a server listens on the socket. One that is there but does not take the
+    /// connection (stopped, its queue full) is an error: it must not be replaced.
+    async fn listening(&self) -> Result<bool, TmuxError> {
+        let silent = || TmuxError::Timeout {
+            command: "connect".into(),
+            after: self.timeout,
+        };
+        match tokio::time::timeout(self.timeout, tokio::net::UnixStream::connect(&self.socket))
+            .await
+            .map_err(|_| silent())?
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(_) => Err(silent()),
+        }
     }
 
     /// Starts a detached session running `argv` directly (no shell in between).

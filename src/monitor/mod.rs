@@ -256,8 +256,16 @@ impl Monitor {
             sampler.lock().expect("sampler").sample(&data_dir, &roots)
         })
         .await?;
+        // An account whose server did not answer keeps its last figures rather than zeros.
+        let previous = self.latest();
         let mut instances = HashMap::new();
         for instance in &live {
+            if !answered(instance) {
+                if let Some(usage) = previous.instances.get(&instance.id) {
+                    instances.insert(instance.id.clone(), usage.clone());
+                }
+                continue;
+            }
             let tree = trees.get(&instance.id).copied().unwrap_or(Tree::default());
             let pane = pane_of(&panes, instance);
             instances.insert(
@@ -274,18 +282,11 @@ impl Monitor {
                 },
             );
         }
-        let unmeasured: Vec<&str> = live
-            .iter()
-            .filter(|i| !answered(i))
-            .map(|i| i.id.as_str())
-            .collect();
         self.manager.record_memory(
             instances
                 .iter()
-                .filter(|(id, _)| !unmeasured.contains(&id.as_str()))
                 .map(|(id, usage)| (id.clone(), usage.memory_bytes))
                 .collect(),
-            &unmeasured,
         );
         let now = OffsetDateTime::now_utc();
         let changes = {
@@ -314,7 +315,7 @@ impl Monitor {
         };
         for change in changes {
             if let Err(err) = alerts::record(&self.db, self.webhook.as_deref(), change, now).await {
-                tracing::warn!(error = %err, "recording an alert failed");
+                tracing::warn!(error = %err.logged(), "recording an alert failed");
             }
         }
         let snapshot = Arc::new(Snapshot {
@@ -380,7 +381,7 @@ impl Monitor {
                 _ = tick.tick() => {}
             }
             if let Err(err) = self.sample().await {
-                tracing::warn!(error = %err, "sampling failed");
+                tracing::warn!(error = format!("{err:#}"), "sampling failed");
             }
         }
     }

@@ -888,58 +888,70 @@ async fn folders_nested_too_deep_are_refused_clearly() {
     assert!(s.workspace.join("deep").exists());
 }
 
+/// Sends a request, failing the test rather than hanging if no answer comes.
+async fn answered(
+    request: impl std::future::Future<Output = reqwest::Response>,
+) -> reqwest::Response {
+    tokio::time::timeout(std::time::Duration::from_secs(20), request)
+        .await
+        .expect("an answer, not a hang")
+}
+
 #[tokio::test]
-async fn a_pipe_in_the_workspace_is_refused_in_words_and_blocks_nothing() {
+async fn pipes_and_sockets_in_the_workspace_are_refused_in_words_and_block_nothing() {
+    use std::os::unix::fs::FileTypeExt;
     let s = setup().await;
-    // An agent can make one; opening it the usual way would wait forever for a writer.
-    let fifo = s.workspace.join("pipe");
+    // An agent can make either; opening a pipe the usual way waits forever for a writer, and
+    // opening a socket fails.
     let made = tokio::process::Command::new("mkfifo")
-        .arg(&fifo)
+        .arg(s.workspace.join("pipe"))
         .status()
         .await
         .unwrap();
     assert!(made.success());
+    let _listener = std::os::unix::net::UnixListener::bind(s.workspace.join("sock")).unwrap();
 
-    let listed: Value = s
-        .request(Method::GET, "/api/files?path=.", None)
+    let listed: Value = answered(s.request(Method::GET, "/api/files?path=.", None))
         .await
         .json()
         .await
         .unwrap();
-    let entry = listed["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "pipe")
-        .expect("the pipe is listed");
-    assert_eq!(entry["kind"], "other");
-    expect_error(
-        s.read("pipe").await,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "reading a pipe",
-    )
-    .await;
-    expect_error(
-        s.download("pipe", None).await,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "downloading a pipe",
-    )
-    .await;
-    let saved = s.save(json!({ "path": "pipe", "content": "x" })).await;
-    assert_eq!(saved.status(), StatusCode::CONFLICT);
-    let body: Value = saved.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("not a regular file")),
-        "{body}"
-    );
-    use std::os::unix::fs::FileTypeExt;
-    assert!(
-        std::fs::symlink_metadata(&fifo)
+    for name in ["pipe", "sock"] {
+        let entry = listed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is listed: {listed}"));
+        assert_eq!(entry["kind"], "other");
+        for (response, what) in [
+            (answered(s.read(name)).await, "reading"),
+            (answered(s.download(name, None)).await, "downloading"),
+        ] {
+            let status = response.status();
+            assert!(
+                status == StatusCode::UNSUPPORTED_MEDIA_TYPE || status == StatusCode::CONFLICT,
+                "{what} {name}: {status}"
+            );
+            expect_error(response, status, &format!("{what} {name}")).await;
+        }
+        let saved = answered(s.save(json!({ "path": name, "content": "x" }))).await;
+        assert_eq!(saved.status(), StatusCode::CONFLICT, "saving over {name}");
+        let body: Value = saved.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not a regular file")),
+            "{body}"
+        );
+    }
+    let kinds = ["pipe", "sock"].map(|name| {
+        std::fs::symlink_metadata(s.workspace.join(name))
             .unwrap()
             .file_type()
-            .is_fifo(),
-        "the pipe is still there"
+    });
+    assert!(
+        kinds[0].is_fifo() && kinds[1].is_socket(),
+        "both are still there"
     );
 }
