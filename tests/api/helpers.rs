@@ -542,6 +542,22 @@ impl TestApp {
 
 /// Asserts the status and our error shape; returns the error code.
 pub async fn expect_error(response: Response, status: StatusCode, context: &str) -> String {
+    let body = error_body(response, status, context).await;
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// Asserts the status, our error shape, and that the message says `words`.
+pub async fn expect_error_saying(response: Response, status: StatusCode, words: &str) {
+    let body = error_body(response, status, words).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(words)),
+        "the error says {words:?}: {body}"
+    );
+}
+
+async fn error_body(response: Response, status: StatusCode, context: &str) -> Value {
     assert_eq!(response.status(), status, "{context}");
     let content_type = response
         .headers()
@@ -554,14 +570,15 @@ pub async fn expect_error(response: Response, status: StatusCode, context: &str)
         "{context}: error is JSON, got {content_type}"
     );
     let body: Value = response.json().await.expect("error body is JSON");
-    let code = body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{context}: error.code in {body}"));
+    assert!(
+        body["error"]["code"].is_string(),
+        "{context}: error.code in {body}"
+    );
     assert!(
         body["error"]["message"]
             .as_str()
             .is_some_and(|m| !m.is_empty()),
         "{context}: error.message in {body}"
     );
-    code.to_owned()
+    body
 }

@@ -6,7 +6,7 @@ use pocketdev::instances::profiles::Profile;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, expect_error, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, expect_error, expect_error_saying, spawn_app, spawn_app_with};
 
 async fn user(app: &TestApp, name: &str) -> String {
     let password = format!("{name}-password-1");
@@ -500,15 +500,7 @@ async fn memory_admission_refuses_what_cannot_fit() {
     let response = app
         .post("/api/instances", Some(&token), json!({ "profile": "fake" }))
         .await;
-    assert_eq!(response.status(), StatusCode::CONFLICT);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not enough memory"),
-        "{body}"
-    );
+    expect_error_saying(response, StatusCode::CONFLICT, "not enough memory").await;
 }
 
 #[tokio::test]

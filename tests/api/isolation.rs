@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, running_as_root, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, expect_error_saying, running_as_root, spawn_app, spawn_app_with};
 
 fn skip_unless_root() -> bool {
     if running_as_root() {
@@ -419,14 +419,7 @@ async fn an_account_whose_tmux_server_stops_answering_holds_up_no_one_else() {
     let output = app
         .get(&format!("/api/instances/{ann_shell}/output"), Some(&ann))
         .await;
-    assert_eq!(output.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = output.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("does not answer")),
-        "{body}"
-    );
+    expect_error_saying(output, StatusCode::SERVICE_UNAVAILABLE, "does not answer").await;
 
     // Bob notices nothing: his agent answers, and its exit is seen as before.
     assert_eq!(
