@@ -487,7 +487,10 @@ impl TestApp {
             .json()
             .await
             .unwrap();
-        body["output"].as_str().unwrap_or_default().to_owned()
+        // An error answer shows as the screen, so a failing wait says what went wrong.
+        body["output"]
+            .as_str()
+            .map_or_else(|| body.to_string(), str::to_owned)
     }
 
     /// Polls the output until it contains `needle`; panics with the last screen after 10 s.

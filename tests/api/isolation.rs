@@ -56,12 +56,15 @@ async fn ann_and_bob_with_a_secret(
     (ann_id, ann, bob_id, bob, bob_file)
 }
 
-/// A shell instance of the account, ready for commands.
+/// A shell instance of the account, ready for commands (its prompt is on the screen, so
+/// nothing is typed while its login scripts still run).
 async fn shell(app: &TestApp, token: &str) -> String {
     let created = app
         .create_instance(token, json!({ "profile": "shell" }))
         .await;
-    created["id"].as_str().unwrap().to_owned()
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.wait_for_output(token, &id, "$").await;
+    id
 }
 
 /// Runs `script` in the instance's shell and returns what it printed between two markers.
@@ -73,12 +76,13 @@ async fn run(app: &TestApp, token: &str, instance: &str, script: &str) -> String
     let text = format!("echo BEGIN$(({n}+1000)); {script}; echo END$(({n}+1000))");
     app.command(token, instance, json!({ "text": text })).await;
     let end = format!("END{}", n + 1000);
-    let screen = app
-        .wait_for_output(token, instance, &format!("\n{end}"))
-        .await;
+    let screen = app.wait_for_output(token, instance, &end).await;
     let begin = format!("BEGIN{}", n + 1000);
-    let start = screen.rfind(&format!("\n{begin}")).expect("begin marker") + begin.len() + 1;
-    let stop = screen.rfind(&format!("\n{end}")).unwrap();
+    let start = screen
+        .rfind(&begin)
+        .unwrap_or_else(|| panic!("no {begin} in {screen:?}"))
+        + begin.len();
+    let stop = screen.rfind(&end).unwrap();
     screen[start..stop].trim().to_owned()
 }
 
