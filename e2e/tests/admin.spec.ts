@@ -76,6 +76,8 @@ test('settings: a secret is saved masked, the theme changes', async ({ page, ser
   await server.createUser(user, 'sam-password-12');
   await signIn(page, server, user, 'sam-password-12');
   await page.getByRole('link', { name: 'Settings', exact: true }).click();
+  // The dashboard has a Name field too: wait for the settings page before typing.
+  await expect(page.getByRole('heading', { name: 'API keys and secrets' })).toBeVisible();
   await page.getByLabel('Name').fill('ANTHROPIC_API_KEY');
   await page.getByLabel('Value').fill('sk-ant-test-1234567890abcd');
   await page.getByRole('button', { name: 'Save secret' }).click();

@@ -43,6 +43,8 @@ test('a new user gets from sign-in to a working Claude Code terminal', async ({ 
 
   // Claude profiles work without a key (sign-in inside the terminal); this user adds one.
   await page.getByRole('link', { name: 'Settings', exact: true }).click();
+  // The dashboard has a Name field too: wait for the settings page before typing.
+  await expect(page.getByRole('heading', { name: 'API keys and secrets' })).toBeVisible();
   await page.getByLabel('Name').fill('ANTHROPIC_API_KEY');
   await page.getByLabel('Value').fill(API_KEY);
   await page.getByRole('button', { name: 'Save secret' }).click();
@@ -112,6 +114,8 @@ test('docs screenshots', async ({ browser, server }, info) => {
   await page.getByLabel('Password').fill('maya-password-1');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('link', { name: 'Settings', exact: true }).click();
+  // The dashboard has a Name field too: wait for the settings page before typing.
+  await expect(page.getByRole('heading', { name: 'API keys and secrets' })).toBeVisible();
   await page.getByLabel('Name').fill('ANTHROPIC_API_KEY');
   await page.getByLabel('Value').fill(API_KEY);
   await page.getByRole('button', { name: 'Save secret' }).click();
