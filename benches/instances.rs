@@ -117,18 +117,7 @@ async fn time_creates(
     let mut samples = Vec::new();
     for _ in 0..count {
         let started = Instant::now();
-        let created: Value = running
-            .client
-            .post(format!("{}/api/instances", running.base))
-            .bearer_auth(&running.token)
-            .json(&json!({ "profile": "sleeper" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = format!("pd-{}", created["id"].as_str().expect("created"));
+        let session = running.create_instance("sleeper").await;
         let uid = account.map(|name| {
             pocketdev::isolation::accounts::SystemIds::read()
                 .unwrap()
@@ -140,17 +129,6 @@ async fn time_creates(
         samples.push(started.elapsed());
     }
     samples
-}
-
-fn resident_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// With isolation on (as root): the first instance of an account (its Unix user, cgroup and
@@ -205,7 +183,7 @@ async fn isolated(creates: usize, plain: &Stats) {
     );
     println!(
         "  account's tmux server  {} kB resident",
-        resident_kb(server)
+        common::resident_kb(server)
     );
     running.stop().await;
     if let Some(uid) = uid {
@@ -234,29 +212,13 @@ async fn main() {
     let socket = data.canonicalize().unwrap().join("server/tmux.sock");
 
     // Warm-up: the first session also starts the tmux server.
-    client
-        .post(format!("{base}/api/instances"))
-        .bearer_auth(token)
-        .json(&json!({ "profile": "sleeper" }))
-        .send()
-        .await
-        .unwrap();
+    running.create_instance("sleeper").await;
 
     let mut ours = Vec::new();
     let mut bare = Vec::new();
     for n in 0..creates {
         let started = Instant::now();
-        let created: Value = client
-            .post(format!("{base}/api/instances"))
-            .bearer_auth(token)
-            .json(&json!({ "profile": "sleeper" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = format!("pd-{}", created["id"].as_str().expect("created"));
+        let session = running.create_instance("sleeper").await;
         wait_for_exec(pane_pid(None, &socket, &session).await).await;
         ours.push(started.elapsed());
 

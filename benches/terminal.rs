@@ -175,19 +175,8 @@ memory_mb = 1
     }
 
     fn rss_kb(&self) -> u64 {
-        rss_kb(self.pid)
+        common::resident_kb(self.pid)
     }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The resident memory of the server's tmux control clients (its `tmux` children), in kB.
@@ -215,7 +204,7 @@ fn tmux_children_kb(parent: u32) -> (usize, u64) {
             && field("PPid:") == Some(parent.to_string())
         {
             count += 1;
-            total += rss_kb(pid);
+            total += common::resident_kb(pid);
         }
     }
     (count, total)

@@ -47,8 +47,37 @@ impl Running {
         }
     }
 
+    /// Creates an instance of `profile`; returns its tmux session's name.
+    pub async fn create_instance(&self, profile: &str) -> String {
+        let created: Value = self
+            .client
+            .post(format!("{}/api/instances", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({ "profile": profile }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        format!("pd-{}", created["id"].as_str().expect("created"))
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.server.await;
     }
+}
+
+/// The resident memory of process `pid`, in kB (0 once it is gone).
+#[allow(dead_code)]
+pub fn resident_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { join } from 'node:path';
 import { MockAnthropic, REPLY_PREFIX } from '../mock-anthropic';
 import { ROOT } from '../server';
+import type { Page } from '@playwright/test';
 
 const PROFILE = 'claude-sonnet-4-5-20250929';
 const CLAUDE = process.env.POCKETDEV_TEST_CLAUDE ?? join(ROOT, '.test-tools/node_modules/.bin/claude');
@@ -25,6 +26,17 @@ const test = base.extend<object, { mock: MockAnthropic }>({
   }, { scope: 'worker' }],
 });
 
+
+/** Saves the mock API's key under Settings. */
+async function saveApiKey(page: Page): Promise<void> {
+  await page.getByRole('link', { name: 'Settings', exact: true }).click();
+  // The dashboard has a Name field too: wait for the settings page before typing.
+  await expect(page.getByRole('heading', { name: 'API keys and secrets' })).toBeVisible();
+  await page.getByLabel('Name').fill('ANTHROPIC_API_KEY');
+  await page.getByLabel('Value').fill(API_KEY);
+  await page.getByRole('button', { name: 'Save secret' }).click();
+  await expect(page.getByText('Saved ANTHROPIC_API_KEY.')).toBeVisible();
+}
 test('a new user gets from sign-in to a working Claude Code terminal', async ({ page, server, mock }, info) => {
   test.setTimeout(150_000);
   if (!existsSync(CLAUDE)) {
@@ -42,13 +54,7 @@ test('a new user gets from sign-in to a working Claude Code terminal', async ({ 
   await shot(page, info, '02-dashboard-new-user');
 
   // Claude profiles work without a key (sign-in inside the terminal); this user adds one.
-  await page.getByRole('link', { name: 'Settings', exact: true }).click();
-  // The dashboard has a Name field too: wait for the settings page before typing.
-  await expect(page.getByRole('heading', { name: 'API keys and secrets' })).toBeVisible();
-  await page.getByLabel('Name').fill('ANTHROPIC_API_KEY');
-  await page.getByLabel('Value').fill(API_KEY);
-  await page.getByRole('button', { name: 'Save secret' }).click();
-  await expect(page.getByText('Saved ANTHROPIC_API_KEY.')).toBeVisible();
+  await saveApiKey(page);
 
   await page.getByRole('link', { name: 'Agents', exact: true }).click();
   await page.locator('#profile').selectOption(PROFILE);
@@ -113,13 +119,7 @@ test('docs screenshots', async ({ browser, server }, info) => {
   await snap('sign-in');
   await page.getByLabel('Password').fill('maya-password-1');
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.getByRole('link', { name: 'Settings', exact: true }).click();
-  // The dashboard has a Name field too: wait for the settings page before typing.
-  await expect(page.getByRole('heading', { name: 'API keys and secrets' })).toBeVisible();
-  await page.getByLabel('Name').fill('ANTHROPIC_API_KEY');
-  await page.getByLabel('Value').fill(API_KEY);
-  await page.getByRole('button', { name: 'Save secret' }).click();
-  await expect(page.getByText('Saved ANTHROPIC_API_KEY.')).toBeVisible();
+  await saveApiKey(page);
   for (const [profile, name] of [['fake', 'tests'], [PROFILE, 'refactor']]) {
     await page.goto(`${server.url}/#/`);
     await page.locator('#profile').selectOption(profile);

@@ -18,6 +18,12 @@ async function say(page: Page, text: string): Promise<void> {
   await page.getByRole('button', { name: 'Send message' }).click();
 }
 
+/** Types into the terminal itself (as a hardware keyboard does), not the compose box. */
+async function typeInTerminal(page: Page, text: string): Promise<void> {
+  await page.locator('.xterm-helper-textarea').focus();
+  await page.keyboard.type(text);
+}
+
 function count(text: string, needle: string): number {
   return text.split(needle).length - 1;
 }
@@ -53,30 +59,25 @@ test('creates an agent and drives it through the compose box and the key bar', a
   // Left arrow moves the cursor: type "echo ab", Left, then "X" → "aXb".
   await say(page, '');
   await page.getByLabel('Message to send to the agent').fill('');
-  await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type('echo ab');
+  await typeInTerminal(page, 'echo ab');
   await key(page, 'Left arrow');
-  await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type('X');
+  await typeInTerminal(page, 'X');
   await key(page, 'Enter');
   await expectTerminal(page, /^aXb$/m);
 
   // Sticky Ctrl: Ctrl then "l" clears the screen.
   await key(page, 'Ctrl (sticky: applies to the next key)');
   await expect(page.getByRole('button', { name: 'Ctrl (sticky: applies to the next key)' })).toHaveAttribute('aria-pressed', 'true');
-  await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type('l');
+  await typeInTerminal(page, 'l');
   await expect.poll(async () => (await terminalText(page)).includes('aXb')).toBe(false);
   await say(page, 'echo terminal-ready');
   await expectTerminal(page, /^terminal-ready$/m);
   await shot(page, info, '03-terminal');
 
   // Tab completes.
-  await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type('ech');
+  await typeInTerminal(page, 'ech');
   await key(page, 'Tab');
-  await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type(' tabbed');
+  await typeInTerminal(page, ' tabbed');
   await key(page, 'Enter');
   await expectTerminal(page, /^tabbed$/m);
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::profiles::{Profile, ProfileKind, resolve_command};
+use super::profiles::{Profile, ProfileKind, resolve_command, search_path};
 use super::store::{self, Instance, NewInstance, SESSION_PREFIX, State};
-use super::tmux::{PaneInfo, ServerPanes, SessionSpec, Tmux, TmuxError, TmuxServers};
+use super::tmux::{PaneInfo, SessionSpec, Tmux, TmuxError, TmuxServers};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
@@ -232,7 +232,7 @@ impl Manager {
         if !self.isolation.bwrap() {
             return Vec::new();
         }
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let path = search_path();
         let mut roots: Vec<PathBuf> = self
             .config
             .profiles
@@ -288,7 +288,7 @@ impl Manager {
             .into_iter()
             .map(|s| s.name)
             .collect();
-        let path = std::env::var("PATH").unwrap_or_default();
+        let path = search_path();
         Ok(self
             .config
             .profiles
@@ -541,7 +541,7 @@ impl Manager {
     ) -> Result<(), AppError> {
         let cwd = self.resolve_workdir(user.id, &instance.workdir)?;
         let home = self.layout.home(user.id);
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let path = search_path();
         let command = resolve_command(&profile.command, &path).ok_or_else(|| {
             AppError::Unprocessable(format!(
                 "`{}` is not installed on the server",
@@ -845,30 +845,16 @@ impl Manager {
     /// One pass of reconciliation: live records whose agent ended or whose session vanished
     /// are recorded as exited; sessions without a record are reported (or killed if configured).
     pub async fn reconcile(&self) -> Result<(), AppError> {
-        let mut panes = Vec::new();
-        // Accounts whose server did not answer: their instances are left as they are until it
-        // does, and nobody else waits for them.
-        let mut unanswered = HashSet::new();
-        for ServerPanes {
-            owner,
-            server,
-            panes: listed,
-        } in self.tmux.list_all_panes().await
-        {
-            match listed {
-                Ok(list) => panes.extend(list.into_iter().map(|p| (owner, server.clone(), p))),
-                Err(TmuxError::Missing) => return Ok(()),
-                Err(err) => {
-                    tracing::warn!(account = ?owner, error = %err, "cannot list an account's tmux panes; its instances are checked again later");
-                    unanswered.insert(owner);
-                }
-            }
+        let listing = self.tmux.list_all_panes().await;
+        if listing.tmux_missing {
+            return Ok(());
         }
+        let panes = &listing.panes;
         let live = store::live(&self.db).await?;
         for instance in &live {
+            // An account whose server did not answer is left as it is until it does.
             if self.busy.lock().expect("busy set").contains(&instance.id)
-                || unanswered.contains(&None)
-                || unanswered.contains(&Some(instance.owner))
+                || !listing.answered(instance.owner)
             {
                 continue;
             }

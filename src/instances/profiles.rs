@@ -120,6 +120,12 @@ pub fn defaults() -> BTreeMap<String, Profile> {
     ])
 }
 
+/// The program search path agents, tmux and command lookups use: the server's, or the usual
+/// system folders when it has none.
+pub fn search_path() -> String {
+    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
 /// Where `command` would be found, looking on `path` when it is a bare name.
 pub fn resolve_command(command: &str, path: &str) -> Option<PathBuf> {
     if command.contains('/') {

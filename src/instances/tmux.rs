@@ -8,7 +8,7 @@
 //! that agent root (`detach-client -E`, hooks writing files through the client). Clients start
 //! with a cleared environment and arguments passed as a list, never through a shell.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -128,7 +128,7 @@ impl TmuxServers {
     /// Every server's panes, asked all at once. A server that has not answered within
     /// `LISTING_WAIT` (or the command timeout, if shorter) counts as silent this time, so one
     /// account's server delays no one else's reconciliation or sampling by more than that.
-    pub async fn list_all_panes(&self) -> Vec<ServerPanes> {
+    pub async fn list_all_panes(&self) -> Listing {
         let within = LISTING_WAIT.min(self.shared.timeout);
         let mut asking = tokio::task::JoinSet::new();
         let mut pending = HashMap::new();
@@ -137,13 +137,13 @@ impl TmuxServers {
             let task = asking.spawn(async move { asked.list_panes().await });
             pending.insert(task.id(), (owner, server));
         }
-        let mut answers = Vec::new();
+        let mut listing = Listing::default();
         let deadline = tokio::time::Instant::now() + within;
         while let Ok(Some(joined)) =
             tokio::time::timeout_at(deadline, asking.join_next_with_id()).await
         {
-            let (id, panes) = match joined {
-                Ok((id, panes)) => (id, panes),
+            let (id, answer) = match joined {
+                Ok((id, answer)) => (id, answer),
                 Err(err) => (
                     err.id(),
                     Err(TmuxError::Failed {
@@ -153,23 +153,18 @@ impl TmuxServers {
                 ),
             };
             if let Some((owner, server)) = pending.remove(&id) {
-                answers.push(ServerPanes {
-                    owner,
-                    server,
-                    panes,
-                });
+                listing.add(owner, server, answer);
             }
         }
         // Dropping the set stops the clients still waiting.
-        answers.extend(pending.into_values().map(|(owner, server)| ServerPanes {
-            owner,
-            server,
-            panes: Err(TmuxError::Timeout {
+        for (owner, server) in pending.into_values() {
+            let silent = Err(TmuxError::Timeout {
                 command: "list-panes".into(),
                 after: within,
-            }),
-        }));
-        answers
+            });
+            listing.add(owner, server, silent);
+        }
+        listing
     }
 
     /// Writes the servers' configuration file (root-owned; servers read it when they start).
@@ -178,12 +173,37 @@ impl TmuxServers {
     }
 }
 
-/// One server's answer to `list_all_panes`.
-pub struct ServerPanes {
-    /// The account it belongs to; `None`: the shared server.
-    pub owner: Option<i64>,
-    pub server: Tmux,
-    pub panes: Result<Vec<PaneInfo>, TmuxError>,
+/// Every server's panes at one moment, and which servers did not answer.
+#[derive(Default)]
+pub struct Listing {
+    /// Each pane with its server and the account the server belongs to (`None`: the shared one).
+    pub panes: Vec<(Option<i64>, Tmux, PaneInfo)>,
+    silent: HashSet<Option<i64>>,
+    /// tmux itself is not installed.
+    pub tmux_missing: bool,
+}
+
+impl Listing {
+    fn add(&mut self, owner: Option<i64>, server: Tmux, answer: Result<Vec<PaneInfo>, TmuxError>) {
+        match answer {
+            Ok(panes) => self
+                .panes
+                .extend(panes.into_iter().map(|pane| (owner, server.clone(), pane))),
+            Err(err) => {
+                if matches!(err, TmuxError::Missing) {
+                    self.tmux_missing = true;
+                } else {
+                    tracing::warn!(account = ?owner, error = %err, "a tmux server did not list its panes; its instances are left as they are this time");
+                }
+                self.silent.insert(owner);
+            }
+        }
+    }
+
+    /// Whether the server holding `owner`'s sessions answered.
+    pub fn answered(&self, owner: i64) -> bool {
+        !self.silent.contains(&None) && !self.silent.contains(&Some(owner))
+    }
 }
 
 /// Who an account's tmux clients run as.
@@ -225,25 +245,13 @@ impl Tmux {
             .arg(&self.socket)
             .arg("-f")
             .arg(&self.config_file)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .env("LANG", "C.UTF-8")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        clean_environment(&mut command, self.account.as_ref());
         if let Some(account) = &self.account {
-            // As the account, with no supplementary groups (std drops them with `uid`). A
-            // server this client starts inherits the environment: no user bus variables, so a
-            // systemd-linked tmux cannot move panes out of the account's limits.
-            command
-                .uid(account.identity.uid)
-                .gid(account.identity.gid)
-                .env("HOME", &account.home)
-                .env("SHELL", "/bin/bash")
-                .current_dir("/");
+            // As the account, with no supplementary groups (std drops them with `uid`).
+            command.uid(account.identity.uid).gid(account.identity.gid);
         }
         command
     }
@@ -329,17 +337,10 @@ impl Tmux {
             }
         }
         args.extend(server);
-        let child = Command::new(launcher)
+        let mut command = Command::new(launcher);
+        clean_environment(&mut command, Some(account));
+        let child = command
             .args(&args)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .env("LANG", "C.UTF-8")
-            .env("HOME", &account.home)
-            .env("SHELL", "/bin/bash")
-            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -352,7 +353,7 @@ impl Tmux {
         let pid = child.id().unwrap_or_default();
         // Never waited on: it outlives pocketdev, and the runtime reaps it if it ends first.
         drop(child);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !self.listening().await.unwrap_or(false) {
             if tokio::time::Instant::now() > deadline {
                 return Err(TmuxError::Failed {
@@ -360,7 +361,7 @@ impl Tmux {
                     stderr: "the account's tmux server did not start listening".into(),
                 });
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(Some(pid))
     }
@@ -523,6 +524,22 @@ impl Tmux {
         );
         crate::layout::write_file_atomically(&self.config_file, config.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", self.config_file.display()))
+    }
+}
+
+/// Starts `command` with only what tmux needs: a server a client starts inherits it, so there
+/// are no user bus variables with which a systemd-linked tmux could move panes out of the
+/// account's limits.
+fn clean_environment(command: &mut Command, account: Option<&AccountClient>) {
+    command
+        .env_clear()
+        .env("PATH", super::profiles::search_path())
+        .env("LANG", "C.UTF-8");
+    if let Some(account) = account {
+        command
+            .env("HOME", &account.home)
+            .env("SHELL", "/bin/bash")
+            .current_dir("/");
     }
 }
 

@@ -8,7 +8,7 @@ pub mod routes;
 pub mod sampler;
 pub mod status;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -225,24 +225,16 @@ impl Monitor {
 
     /// Samples everything once, hands the measurements on, and stops idle instances.
     pub async fn sample(&self) -> anyhow::Result<()> {
-        let mut panes = HashMap::new();
         // Without tmux's word on an account's panes, none of its instances is idle and none
         // of their memory figures is new.
-        let mut unanswered = HashSet::new();
+        let mut listing = self.manager.tmux().list_all_panes().await;
         // Keyed by owner too: an agent may name a session of its own after another's instance.
-        for answer in self.manager.tmux().list_all_panes().await {
-            let owner = answer.owner;
-            match answer.panes {
-                Ok(list) => panes.extend(list.into_iter().map(|p| ((owner, p.session.clone()), p))),
-                Err(err) => {
-                    tracing::warn!(account = ?owner, error = %err, "cannot list tmux panes; this sample is partial");
-                    unanswered.insert(owner);
-                }
-            }
-        }
+        let panes: HashMap<_, _> = std::mem::take(&mut listing.panes)
+            .into_iter()
+            .map(|(owner, _, pane)| ((owner, pane.session.clone()), pane))
+            .collect();
         let live = store::live(&self.db).await?;
-        let answered =
-            |i: &Instance| !unanswered.contains(&None) && !unanswered.contains(&Some(i.owner));
+        let answered = |i: &Instance| listing.answered(i.owner);
         let roots: Vec<(String, u32)> = live
             .iter()
             .filter_map(|i| {

@@ -86,6 +86,18 @@ async fn run(app: &TestApp, token: &str, instance: &str, script: &str) -> String
     screen[start..stop].trim().to_owned()
 }
 
+/// What admins are told about isolation (the `isolation` part of the system stats).
+async fn isolation_report(app: &TestApp) -> Value {
+    let admin = app.admin_token().await;
+    let stats: Value = app
+        .get("/api/system/stats", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    stats["isolation"].clone()
+}
+
 fn owner(path: &Path) -> (u32, u32, u32) {
     let meta = std::fs::symlink_metadata(path).unwrap();
     (meta.uid(), meta.gid(), meta.mode() & 0o7777)
@@ -448,14 +460,7 @@ async fn an_account_whose_tmux_server_stops_answering_holds_up_no_one_else() {
 #[tokio::test]
 async fn isolation_is_reported_to_admins_and_by_doctor() {
     let app = spawn_app().await;
-    let admin = app.admin_token().await;
-    let stats: Value = app
-        .get("/api/system/stats", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let report = &stats["isolation"];
+    let report = isolation_report(&app).await;
     let expected = if running_as_root() {
         ["users", "landlock"].as_slice()
     } else {
@@ -518,18 +523,9 @@ async fn landlock_keeps_an_agent_to_its_workspace_home_and_the_system() {
         return;
     }
     let app = spawn_app().await;
-    let admin = app.admin_token().await;
-    let stats: Value = app
-        .get("/api/system/stats", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
-    if stats["isolation"]["mode"] != "landlock" {
-        return eprintln!(
-            "skipped: this kernel offers no Landlock ABI 2 or later ({})",
-            stats["isolation"]
-        );
+    let report = isolation_report(&app).await;
+    if report["mode"] != "landlock" {
+        return eprintln!("skipped: this kernel offers no Landlock ABI 2 or later ({report})");
     }
     let (_, ann) = account(&app, "ann").await;
     // A world-readable file in a world-readable folder: Unix permissions alone would allow it.
@@ -591,14 +587,8 @@ async fn every_agent_process_is_in_its_accounts_group_and_limits_hold() {
         c.isolation.tasks_max = 24;
     })
     .await;
-    let admin = app.admin_token().await;
-    let stats: Value = app
-        .get("/api/system/stats", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
-    if stats["isolation"]["cgroups"] == "rlimit" {
+    let report = isolation_report(&app).await;
+    if report["cgroups"] == "rlimit" {
         return eprintln!("skipped: no cgroup controllers on this host");
     }
     let (ann_id, ann) = account(&app, "ann").await;
@@ -698,18 +688,8 @@ async fn bwrap_mode_gives_each_account_a_sandbox_that_outlives_the_server() {
         c.isolation.mode = pocketdev::config::IsolationMode::Bwrap;
     })
     .await;
-    let admin = app.admin_token().await;
-    let stats: Value = app
-        .get("/api/system/stats", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        stats["isolation"]["mode"], "bwrap",
-        "{}",
-        stats["isolation"]
-    );
+    let report = isolation_report(&app).await;
+    assert_eq!(report["mode"], "bwrap", "{report}");
     let (ann_id, ann, bob_id, _, _) = ann_and_bob_with_a_secret(&app).await;
     let data = app.data_dir();
     let marker = format!("/tmp/pocketdev-host-marker-{}", std::process::id());

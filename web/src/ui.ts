@@ -156,27 +156,12 @@ export function when(iso: string | number | null | undefined): string {
 }
 
 export function statusBadge(state: string, status?: string | null): HTMLElement {
-  let key: string;
-  let text: string;
-  if (state === 'exited' || state === 'stopped') {
-    key = 'exited';
-    text = state === 'stopped' ? 'stopped' : 'exited';
-  } else if (state === 'starting') {
-    key = 'starting';
-    text = 'starting';
-  } else if (status === 'needs_permission') {
-    key = 'needs_permission';
-    text = 'needs permission';
-  } else if (status === 'waiting') {
-    key = 'waiting';
-    text = 'waiting';
-  } else if (status === 'working') {
-    key = 'working';
-    text = 'working';
-  } else {
-    key = 'running';
-    text = 'running';
-  }
+  // The instance's state first; a running one shows what the monitor sees on its screen.
+  const key = state === 'exited' || state === 'stopped' ? 'exited'
+    : state === 'starting' ? 'starting'
+    : status === 'needs_permission' || status === 'waiting' || status === 'working' ? status
+    : 'running';
+  const text = key === 'exited' ? state : key.replace('_', ' ');
   return h('span', { class: `badge badge-${key}`, 'data-status': key }, text);
 }
 
