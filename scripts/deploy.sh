@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs or upgrades pocketdev on a Debian 12 or Ubuntu 22.04/24.04 server: packages, the
-# binary, a system user, config, data dir, systemd units, the nginx site and a certificate.
+# binary, config, data dir, systemd units, the nginx site and a certificate.
 # Re-running it upgrades; it never overwrites an existing config or data.
 #
 #   sudo scripts/deploy.sh --domain dev.example.com --email you@example.com [--binary PATH]
+#   sudo scripts/deploy.sh --domain dev.example.com --cert FULLCHAIN --key KEY   # your own certificate
 #   sudo scripts/deploy.sh --no-tls                       # IP only, plain HTTP (not for real use)
 #   scripts/deploy.sh --dry-run --prefix /tmp/root ...    # print every change, make none
 #
@@ -22,10 +23,13 @@ TLS=1
 PREFIX=""
 DRY_RUN=0
 BINARY=""
+CERT=""
+KEY=""
 PORT=8112
+PROXY_SOCKET=/run/pocketdev/http.sock
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -37,6 +41,8 @@ while [ $# -gt 0 ]; do
         --prefix) PREFIX=${2:?--prefix needs a directory}; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         --binary) BINARY=${2:?--binary needs a path}; shift 2 ;;
+        --cert) CERT=${2:?--cert needs a path}; shift 2 ;;
+        --key) KEY=${2:?--key needs a path}; shift 2 ;;
         -h|--help) usage 0 ;;
         *) printf 'unknown option: %s\n\n' "$1" >&2; usage 2 ;;
     esac
@@ -45,8 +51,14 @@ done
 if [ "$TLS" -eq 1 ] && [ -z "$DOMAIN" ]; then
     die "give --domain (the name pointing at this server), or --no-tls to serve plain HTTP by IP"
 fi
-if [ "$TLS" -eq 1 ] && [ -z "$EMAIL" ] && [ -z "$PREFIX" ]; then
-    die "give --email for Let's Encrypt (expiry notices)"
+if [ -n "$CERT$KEY" ] && { [ -z "$CERT" ] || [ -z "$KEY" ]; }; then
+    die "give both --cert (the certificate chain) and --key (its private key), or neither to get one from Let's Encrypt"
+fi
+if [ -n "$CERT" ] && [ "$TLS" -eq 0 ]; then
+    die "--cert and --key are for HTTPS; drop --no-tls"
+fi
+if [ "$TLS" -eq 1 ] && [ -z "$CERT" ] && [ -z "$EMAIL" ] && [ -z "$PREFIX" ]; then
+    die "give --email for Let's Encrypt (expiry notices), or --cert and --key for a certificate you have"
 fi
 if [ -z "$PREFIX" ] && [ "$DRY_RUN" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
     die "run this as root (sudo), or with --dry-run to see what it would do"
@@ -93,8 +105,28 @@ else
 fi
 
 say "1. packages"
-system "install tmux, nginx, certbot and the account tools (passwd) from the distribution" \
-    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux nginx certbot passwd
+PACKAGES=(tmux nginx passwd)
+if [ "$TLS" -eq 1 ] && [ -z "$CERT" ]; then PACKAGES+=(certbot); fi
+# Installs what is missing, quietly; the package lists are refreshed first, since a fresh
+# cloud image may have none.
+install_packages() {
+    local missing=() pkg log
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        step "already installed: $*"
+        return 0
+    fi
+    log=$(mktemp)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "installing ${missing[*]} failed (above); fix apt and run this again"
+    fi
+    rm -f "$log"
+}
+system "install what is missing of ${PACKAGES[*]} from the distribution" install_packages "${PACKAGES[@]}"
 
 say "2. the pocketdev binary"
 if [ -z "$BINARY" ] && [ -x ./pocketdev ]; then
@@ -119,6 +151,14 @@ say "4. config and data"
 change "create $ETC (0750)" install -d -m 0750 "$ETC"
 if [ -e "$ETC/pocketdev.toml" ]; then
     step "keep the existing $ETC/pocketdev.toml"
+    # Earlier versions let nginx in over loopback, which agents share: move it to the socket.
+    if grep -qx 'trusted_proxies = \["127.0.0.1/32"\]' "$ETC/pocketdev.toml" \
+        && ! grep -q '^proxy_socket' "$ETC/pocketdev.toml"; then
+        move_to_socket() {
+            sed -i "s|^trusted_proxies = \[\"127.0.0.1/32\"\]\$|proxy_socket = \"$PROXY_SOCKET\"|" "$ETC/pocketdev.toml"
+        }
+        change "let nginx in through $PROXY_SOCKET instead of loopback (trusted_proxies) in $ETC/pocketdev.toml" move_to_socket
+    fi
 else
     write_config() {
         umask 027
@@ -126,12 +166,13 @@ else
 # pocketdev's configuration; every key is described in pocketdev.example.toml.
 listen = "127.0.0.1:$PORT"
 data_dir = "/var/lib/pocketdev"
-# nginx on this machine tells pocketdev the client's address.
-trusted_proxies = ["127.0.0.1/32"]
+# nginx reaches pocketdev through this socket (root and www-data only), the one listener whose
+# forwarded client addresses are believed: agents cannot connect to it.
+proxy_socket = "$PROXY_SOCKET"
 EOF
         chmod 0640 "$ETC/pocketdev.toml"
     }
-    change "write $ETC/pocketdev.toml (0640): listen 127.0.0.1:$PORT, data /var/lib/pocketdev, nginx trusted" write_config
+    change "write $ETC/pocketdev.toml (0640): listen 127.0.0.1:$PORT, data /var/lib/pocketdev, nginx through $PROXY_SOCKET" write_config
 fi
 change "create $DATA (0711: accounts reach their own folders)" install -d -m 0711 "$DATA"
 change "create $DATA/server (0700, root only: keys and database)" install -d -m 0700 "$DATA/server"
@@ -141,6 +182,7 @@ install_tools() {
     install -D -m 0755 scripts/start.sh "$SHARE/scripts/start.sh"
     install -D -m 0644 scripts/lib/common.sh "$SHARE/scripts/lib/common.sh"
     install -d "$(dirname "$CTL")"
+    # start.sh finds its library through the link (readlink -f).
     ln -sfn /usr/local/share/pocketdev/scripts/start.sh "$CTL"
 }
 change "install scripts/start.sh as $CTL (status, logs, backup, restore)" install_tools
@@ -150,6 +192,15 @@ install_docs() {
 }
 change "install DEPLOYMENT.md and README.md in $DOC" install_docs
 
+SYSCTL="$PREFIX/etc/sysctl.d/60-pocketdev.conf"
+write_sysctl() {
+    install -d "$(dirname "$SYSCTL")"
+    printf '%s\n' "# Written by pocketdev's deploy.sh: accounts' agents must not trick root with links." \
+        "fs.protected_symlinks = 1" "fs.protected_hardlinks = 1" >"$SYSCTL"
+}
+change "keep links protected (fs.protected_symlinks and _hardlinks = 1) in $SYSCTL" write_sysctl
+system "apply it" sysctl -q -p "$SYSCTL"
+
 say "5. systemd"
 change "install $UNITS/pocketdev.service" install -D -m 0644 config/pocketdev.service "$UNITS/pocketdev.service"
 change "install $UNITS/pocketdev.slice" install -D -m 0644 config/pocketdev.slice "$UNITS/pocketdev.slice"
@@ -158,61 +209,78 @@ system "reload systemd" systemctl daemon-reload
 system "enable and (re)start pocketdev" bash -c "systemctl enable pocketdev.service && systemctl restart pocketdev.service"
 
 say "6. nginx"
+NGINX_SITES="$PREFIX/etc/nginx/sites-enabled"
 change "create $ACME for Let's Encrypt's HTTP challenge" install -d -m 0755 "$ACME"
+ACCESS_LOG=/var/log/nginx/pocketdev.access.log
 if [ "$TLS" -eq 1 ]; then
-    CERT="/etc/letsencrypt/live/$DOMAIN/fullchain.pem"
-    KEY="/etc/letsencrypt/live/$DOMAIN/privkey.pem"
+    if [ -n "$CERT" ]; then
+        CERT_PATH=$(realpath -m "$CERT")
+        KEY_PATH=$(realpath -m "$KEY")
+        if [ "$DRY_RUN" -eq 0 ] && { [ ! -r "$CERT_PATH" ] || [ ! -r "$KEY_PATH" ]; }; then
+            die "cannot read the certificate $CERT or the key $KEY"
+        fi
+        step "certificate for $DOMAIN: $CERT_PATH (yours: renew it yourself)"
+    else
+        CERT_PATH="/etc/letsencrypt/live/$DOMAIN/fullchain.pem"
+        KEY_PATH="/etc/letsencrypt/live/$DOMAIN/privkey.pem"
+        if [ -z "$PREFIX" ] && [ ! -e "$CERT_PATH" ]; then
+            # The HTTPS site needs the certificate; get it first through a bare HTTP site.
+            system "serve the HTTP challenge while the certificate is issued" bash -c \
+                "printf 'server { listen 80; server_name %s; location /.well-known/acme-challenge/ { root /var/www/pocketdev-acme; } }\n' '$DOMAIN' >/etc/nginx/sites-enabled/pocketdev && nginx -t && systemctl reload-or-restart nginx"
+            system "get a certificate for $DOMAIN from Let's Encrypt" \
+                certbot certonly --webroot -w /var/www/pocketdev-acme -d "$DOMAIN" -m "$EMAIL" --agree-tos --non-interactive
+        else
+            step "certificate for $DOMAIN: $CERT_PATH (from Let's Encrypt; renewed by certbot's timer)"
+        fi
+    fi
     render_site() {
         install -d "$(dirname "$SITE")"
-        render_nginx config/nginx.conf "$SITE" \
-            UPSTREAM="127.0.0.1:$PORT" HTTP_LISTEN=80 HTTPS_LISTEN=443 SERVER_NAME="$DOMAIN" \
-            ACCESS_LOG=/var/log/nginx/pocketdev.access.log ACME_ROOT=/var/www/pocketdev-acme \
-            TLS_CERT="$CERT" TLS_KEY="$KEY" MAX_BODY=2048m BASE_PATH=/
+        render_nginx config/nginx.conf "$SITE.new" \
+            UPSTREAM="unix:$PROXY_SOCKET" HTTP_LISTEN=80 HTTPS_LISTEN=443 SERVER_NAME="$DOMAIN" \
+            ACCESS_LOG="$ACCESS_LOG" ACME_ROOT=/var/www/pocketdev-acme \
+            TLS_CERT="$CERT_PATH" TLS_KEY="$KEY_PATH" MAX_BODY=2048m BASE_PATH=/
     }
-    if [ -z "$PREFIX" ] && [ ! -e "$CERT" ]; then
-        # The HTTPS site needs the certificate; get it first through a bare HTTP site.
-        system "serve the HTTP challenge while the certificate is issued" bash -c \
-            "printf 'server { listen 80; server_name %s; location /.well-known/acme-challenge/ { root /var/www/pocketdev-acme; } }\n' '$DOMAIN' >/etc/nginx/sites-enabled/pocketdev && systemctl reload nginx"
-        system "get a certificate for $DOMAIN from Let's Encrypt" \
-            certbot certonly --webroot -w /var/www/pocketdev-acme -d "$DOMAIN" -m "$EMAIL" --agree-tos --non-interactive
-    else
-        step "certificate for $DOMAIN: $CERT (from Let's Encrypt; renewed by certbot's timer)"
-    fi
-    change "write the HTTPS site $SITE for $DOMAIN" render_site
+    change "write the HTTPS site for $DOMAIN" render_site
 else
     say "WARNING: --no-tls serves pocketdev over plain HTTP. Passwords and agent sessions cross the network unencrypted. Use it only on a private network, and redeploy with --domain soon."
     render_plain() {
         install -d "$(dirname "$SITE")"
-        cat >"$SITE" <<EOF
-# pocketdev over plain HTTP (deployed with --no-tls).
-server {
-    listen 80 default_server;
-    server_tokens off;
-    client_max_body_size 2048m;
-    proxy_http_version 1.1;
-    proxy_set_header Host \$host;
-    proxy_set_header X-Forwarded-For \$remote_addr;
-    proxy_set_header X-Forwarded-Proto \$scheme;
-    location /ws/ {
-        proxy_set_header Upgrade \$http_upgrade;
-        proxy_set_header Connection "upgrade";
-        proxy_read_timeout 1h;
-        proxy_pass http://127.0.0.1:$PORT;
+        render_nginx config/nginx-plain.conf "$SITE.new" \
+            UPSTREAM="unix:$PROXY_SOCKET" HTTP_LISTEN=80 ACCESS_LOG="$ACCESS_LOG" \
+            MAX_BODY=2048m BASE_PATH=/
     }
-    location / {
-        proxy_pass http://127.0.0.1:$PORT;
-    }
-}
-EOF
-    }
-    change "write the plain HTTP site $SITE" render_plain
+    change "write the plain HTTP site" render_plain
 fi
+# The new site replaces the old one only once nginx accepts it; otherwise everything is put
+# back as it was, so a failed deploy never leaves an nginx that cannot start at the next boot.
+# Over plain HTTP, the site answers on any address, which the distribution's default site also
+# claims (default_server): that one is disabled, and put back if this fails.
 enable_site() {
-    install -d "$(dirname "$SITE_LINK")"
+    local default_link="$NGINX_SITES/default" default_target="" backup=""
+    install -d "$NGINX_SITES"
+    if [ -e "$SITE" ]; then
+        backup=$(mktemp)
+        cp -p "$SITE" "$backup"
+    fi
+    mv -f "$SITE.new" "$SITE"
     ln -sfn /etc/nginx/sites-available/pocketdev "$SITE_LINK"
+    if [ "$TLS" -eq 0 ] && [ -L "$default_link" ]; then
+        default_target=$(readlink "$default_link")
+        rm -f "$default_link"
+        step "disabled the distribution's default site ($default_link), which also claims port 80"
+    fi
+    [ "$LIVE" -eq 1 ] || return 0
+    local test_output
+    if ! test_output=$(nginx -t 2>&1); then
+        printf '%s\n' "$test_output" >&2
+        if [ -n "$backup" ]; then mv -f "$backup" "$SITE"; else rm -f "$SITE" "$SITE_LINK"; fi
+        if [ -n "$default_target" ]; then ln -sfn "$default_target" "$default_link"; fi
+        die "nginx refused the new site (above); the previous configuration is back in place"
+    fi
+    rm -f "$backup"
 }
-change "enable the site ($SITE_LINK)" enable_site
-system "check and reload nginx" bash -c "nginx -t && systemctl reload nginx"
+change "enable the site ($SITE_LINK) once nginx accepts it" enable_site
+system "start or reload nginx" bash -c "systemctl enable --quiet nginx && systemctl reload-or-restart nginx"
 
 say "7. firewall"
 if [ -z "$PREFIX" ] && command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
@@ -234,8 +302,13 @@ else
 fi
 
 say "9. done"
-URL="http://<this server's address>/"
-if [ "$TLS" -eq 1 ]; then URL="https://$DOMAIN/"; fi
+if [ "$TLS" -eq 1 ]; then
+    URL="https://$DOMAIN/"
+else
+    # The first address the machine has; behind NAT, the provider's public address instead.
+    ADDRESS=$(hostname -I 2>/dev/null | awk '{print $1}')
+    URL="http://${ADDRESS:-SERVER-ADDRESS}/"
+fi
 step "pocketdev: $URL"
 PASSWORD_FILE=/var/lib/pocketdev/server/initial-admin-password
 if [ "$LIVE" -eq 1 ]; then

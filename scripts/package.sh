@@ -47,7 +47,7 @@ ROOT="$STAGE/$NAME"
 say "staging $NAME"
 install -D -m 0755 "$BINARY" "$ROOT/pocketdev"
 for file in README.md DEPLOYMENT.md pocketdev.example.toml \
-    config/nginx.conf config/pocketdev.service config/pocketdev.slice \
+    config/nginx*.conf config/pocketdev.service config/pocketdev.slice \
     config/fail2ban/pocketdev-filter.conf config/fail2ban/pocketdev-jail.conf; do
     install -D -m 0644 "$file" "$ROOT/$file"
 done

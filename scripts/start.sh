@@ -15,11 +15,12 @@
 # exists), --binary PATH (default: pocketdev on PATH, else /usr/local/bin/pocketdev) and
 # --mode systemd|background.
 set -euo pipefail
+# pocketdev-ctl is a link to this file: its library sits beside the link's target.
 # shellcheck source=scripts/lib/common.sh
-source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$(readlink -f "$0")")/lib/common.sh"
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$(readlink -f "$0")" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 

@@ -26,6 +26,14 @@ fi
 ensure_package fail2ban-regex fail2ban
 # Isolation's strict mode runs each account in a bubblewrap sandbox.
 ensure_package bwrap bubblewrap
+# The deploy test boots a Debian 12 guest (debootstrap, qemu) and drives it over SSH.
+if [ "${POCKETDEV_SKIP_VM:-0}" != 1 ]; then
+    ensure_package debootstrap debootstrap
+    ensure_package qemu-system-x86_64 qemu-system-x86
+    ensure_package qemu-img qemu-utils
+    ensure_package ssh openssh-client
+    ensure_package mkfs.ext4 e2fsprogs
+fi
 
 # The real Claude Code CLI, pinned, for the tests that run it against a mock API.
 CLAUDE_CODE_VERSION=2.1.328
@@ -43,10 +51,10 @@ if [ ! -x .test-tools/node_modules/.bin/claude ] \
 fi
 
 say "shell scripts (bash -n, shellcheck)"
-for script in scripts/*.sh scripts/lib/*.sh .ci/run; do
+for script in scripts/*.sh scripts/lib/*.sh tests/vm/*.sh .ci/run; do
     bash -n "$script"
 done
-shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run
+shellcheck -x scripts/*.sh scripts/lib/*.sh tests/vm/*.sh .ci/run
 
 # Before clippy and the tests, so the binary they build embeds the fresh app.
 build_web
@@ -78,11 +86,24 @@ fi
 
 say "unit and integration tests"
 status=0
+# The deploy test boots a whole machine (emulated where KVM is not usable): it runs alone,
+# after the others, so it neither slows them nor is slowed by them.
+VM_TEST=deploy_vm::
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --no-fail-fast || status=$?
+    cargo nextest run --locked --no-fail-fast -E "not test($VM_TEST)" || status=$?
 else
     say "cargo-nextest not found; using cargo test (install it with: cargo install cargo-nextest --locked)"
-    cargo test --locked --no-fail-fast || status=$?
+    cargo test --locked --no-fail-fast -- --skip "$VM_TEST" || status=$?
+fi
+if [ "${POCKETDEV_SKIP_VM:-0}" = 1 ]; then
+    say "deploy test on a booted Debian 12 skipped (POCKETDEV_SKIP_VM=1)"
+else
+    say "deploy test on a booted Debian 12 (about 6 minutes; the guest is built once and cached)"
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --locked --no-fail-fast -E "test($VM_TEST)" || status=$?
+    else
+        cargo test --locked --no-fail-fast --test api -- "$VM_TEST" || status=$?
+    fi
 fi
 
 # Last, after the Rust tests whatever their outcome; the exit status reports both.

@@ -24,6 +24,8 @@ pub const INITIAL_ADMIN: &str = "admin";
 
 pub struct App {
     listener: TcpListener,
+    /// The reverse proxy's Unix socket, when configured.
+    proxy_listener: Option<tokio::net::UnixListener>,
     state: AppState,
     /// Set when this start created the first admin: the password, shown once.
     pub initial_admin_password: Option<String>,
@@ -55,11 +57,22 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let proxy_listener = match &config.proxy_socket {
+            Some(path) => Some(bind_proxy_socket(path, &config.proxy_socket_group)?),
+            None => None,
+        };
         let isolation = Arc::new(crate::isolation::Isolation::start(
             &config.isolation,
             layout.clone(),
             db.clone(),
+            crate::instances::profiles::program_roots(&config.profiles),
         )?);
+        // Where accounts can run it, checked before any account is touched.
+        let launcher = if isolation.enabled() {
+            isolation.install_launcher(&launcher)?
+        } else {
+            launcher
+        };
         isolation.ensure_all().await?;
         let instances = Arc::new(Manager::new(
             db.clone(),
@@ -100,10 +113,24 @@ impl App {
             tokens: Arc::new(tokens),
             tmux_version: tmux_version.map(Arc::from),
             started_at: Instant::now(),
+            signouts: Default::default(),
             shutdown: CancellationToken::new(),
         };
+        if state.isolation.enabled()
+            && state
+                .config
+                .trusted_proxies
+                .iter()
+                .any(|net| net.network().is_loopback())
+        {
+            tracing::warn!(
+                "trusted_proxies names loopback, which every agent can reach: forwarded headers \
+                 from loopback are ignored; let the proxy reach pocketdev through proxy_socket"
+            );
+        }
         Ok(Self {
             listener,
+            proxy_listener,
             state,
             initial_admin_password,
         })
@@ -136,6 +163,17 @@ impl App {
         let monitor = tokio::spawn(state.monitor.clone().run(token.clone()));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
+        let proxied = self.proxy_listener.map(|listener| {
+            let router = router
+                .clone()
+                .layer(axum::Extension(crate::http::client::ViaProxySocket));
+            let token = token.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router.into_make_service())
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await
+            })
+        });
         axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -150,9 +188,18 @@ impl App {
         .await
         .context("server failed")?;
         token.cancel();
+        if let Some(proxied) = proxied {
+            proxied
+                .await
+                .context("the proxy socket's server panicked")?
+                .context("the proxy socket's server failed")?;
+        }
         let _ = housekeeping.await;
         let _ = watcher.await;
         let _ = monitor.await;
+        // The agents outlive this process, but a machine going down takes them along: what
+        // each showed last stays in its record.
+        state.instances.keep_screens().await;
         state.db.close().await;
         Ok(())
     }
@@ -219,6 +266,46 @@ pub fn forget_initial_password(layout: &Layout, old_password: &str) {
     {
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// Binds the reverse proxy's socket: root's and the proxy's group's (0660), replacing a stale
+/// socket a previous run left, never anything else.
+fn bind_proxy_socket(
+    path: &std::path::Path,
+    group: &str,
+) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let gid = crate::isolation::accounts::group_id(group)
+        .with_context(|| format!("proxy_socket_group `{group}` is not a group on this machine"))?;
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // The proxy's workers must pass through to the socket.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not a socket; remove it or choose another proxy_socket",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::os::unix::fs::chown(path, Some(0), Some(gid))
+        .or_else(|e| {
+            // Not root (a developer's machine): the socket stays the server's user's.
+            if rustix::process::geteuid().is_root() {
+                Err(e)
+            } else {
+                Ok(())
+            }
+        })
+        .with_context(|| format!("cannot hand {} to group {group}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
 }
 
 /// The server's own URL as seen from this machine: loopback when listening on every address.

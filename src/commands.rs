@@ -186,14 +186,16 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
 
     let root = rustix::process::geteuid().is_root();
     let abi = crate::isolation::landlock_abi();
-    let limits = crate::isolation::cgroups::Cgroups::detect(&config.isolation.cgroup).backend();
+    let cgroups = crate::isolation::cgroups::Cgroups::detect(&config.isolation.cgroup);
+    let limits = cgroups.backend();
     let decided = crate::isolation::decide(&config.isolation, root, abi, limits).and_then(|r| {
         if r.mode == crate::isolation::Mode::Bwrap {
             crate::isolation::sandbox::probe_bwrap()?;
         }
         Ok(r)
     });
-    match decided {
+    let isolated = matches!(&decided, Ok(r) if r.mode != crate::isolation::Mode::None);
+    match &decided {
         Ok(report) if report.mode == crate::isolation::Mode::None => check(
             "isolation",
             CheckLevel::Warn,
@@ -202,16 +204,27 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
         Ok(report) => check(
             "isolation",
             CheckLevel::Ok,
-            format!(
-                "{} — {}; Landlock ABI {abi}; limits by {limits:?}",
-                serde_json::to_value(report.mode)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                report.reason
-            ),
+            if report.reason.contains("ABI") {
+                format!("{} — {}", report.mode.as_str(), report.reason)
+            } else {
+                format!(
+                    "{} — {}; Landlock ABI {abi}",
+                    report.mode.as_str(),
+                    report.reason
+                )
+            },
         ),
         Err(e) => check("isolation", CheckLevel::Fail, format!("{e:#}")),
+    }
+    if isolated {
+        match cgroups.unusable() {
+            Some(why) => check("limits", CheckLevel::Warn, why.to_owned()),
+            None => check(
+                "limits",
+                CheckLevel::Ok,
+                format!("each account's by {}", limits.as_str()),
+            ),
+        }
     }
 
     let layout = match Layout::prepare(&config.data_dir) {
@@ -238,6 +251,79 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             None
         }
     };
+
+    if isolated {
+        for (setting, fix) in [
+            ("protected_symlinks", "fs.protected_symlinks = 1"),
+            ("protected_hardlinks", "fs.protected_hardlinks = 1"),
+        ] {
+            let on = std::fs::read_to_string(format!("/proc/sys/fs/{setting}"))
+                .is_ok_and(|v| v.trim() != "0");
+            if on {
+                check("kernel", CheckLevel::Ok, format!("fs.{setting} is on"));
+            } else {
+                check(
+                    "kernel",
+                    CheckLevel::Fail,
+                    format!(
+                        "fs.{setting} is off, so an agent could plant links that make root-side code \
+                         touch another account's files; set `{fix}` (sysctl, /etc/sysctl.d/)"
+                    ),
+                );
+            }
+        }
+    }
+    if let (Some(layout), true) = (&layout, isolated) {
+        match crate::isolation::executable_here(layout.root()) {
+            Ok(()) => check(
+                "launcher",
+                CheckLevel::Ok,
+                format!(
+                    "accounts can run programs from {}",
+                    layout.bin_dir().display()
+                ),
+            ),
+            Err(e) => check("launcher", CheckLevel::Fail, format!("{e:#}")),
+        }
+    }
+    // The service may see another kernel interface than this shell (a container's syscall
+    // filter, the unit's sandbox): what it decided when it last started is what is in force.
+    if let (Some(layout), Ok(mine)) = (&layout, &decided)
+        && let Some(running) = crate::isolation::Report::last_decided(layout)
+    {
+        for account in &running.unavailable {
+            check(
+                "account",
+                CheckLevel::Fail,
+                format!(
+                    "account {} cannot be used (its agents cannot start): {}",
+                    account.user_id, account.reason
+                ),
+            );
+        }
+        if running.mode == mine.mode {
+            check(
+                "service",
+                CheckLevel::Ok,
+                format!(
+                    "the running server decided the same: {}",
+                    running.mode.as_str()
+                ),
+            );
+        } else {
+            check(
+                "service",
+                CheckLevel::Warn,
+                format!(
+                    "the server, when it last started, decided {} ({}) where this shell sees {}; \
+                     a container's syscall filter or the service's sandbox can hide Landlock or cgroups from it",
+                    running.mode.as_str(),
+                    running.reason,
+                    mine.mode.as_str()
+                ),
+            );
+        }
+    }
 
     if let Some(layout) = &layout {
         let url = config.database_url_in(layout);

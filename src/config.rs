@@ -28,8 +28,15 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Sub-path the whole app is served under, such as `/pocketdev/`.
     pub base_path: String,
-    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed over TCP.
+    /// Loopback is never believed while accounts are isolated: every agent can reach it.
     pub trusted_proxies: Vec<IpNet>,
+    /// A Unix socket for the reverse proxy on this machine (nginx), the one listener whose
+    /// forwarded headers are always believed; it belongs to root and `proxy_socket_group`
+    /// (mode 0660), so agents cannot connect to it.
+    pub proxy_socket: Option<PathBuf>,
+    /// The group the proxy's workers run as (Debian's and Ubuntu's nginx: `www-data`).
+    pub proxy_socket_group: String,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     pub auth: AuthConfig,
@@ -114,6 +121,9 @@ pub struct IsolationConfig {
     pub tasks_max: u32,
     /// CPU each account may use, in percent of one core; 0: no limit.
     pub cpu_percent: u32,
+    /// Memory every account's agents may use together, in percent of the machine's; 0: no cap.
+    /// pocketdev itself is capped by its systemd slice.
+    pub all_accounts_memory_percent: u32,
     /// The cgroup folder (under each hierarchy's root) holding every account's group.
     pub cgroup: String,
 }
@@ -129,6 +139,7 @@ impl Default for IsolationConfig {
             memory_mb: 2048,
             tasks_max: 512,
             cpu_percent: 150,
+            all_accounts_memory_percent: 85,
             cgroup: "pocketdev".into(),
         }
     }
@@ -272,6 +283,8 @@ impl Default for Config {
             database_url: None,
             base_path: "/".into(),
             trusted_proxies: Vec::new(),
+            proxy_socket: None,
+            proxy_socket_group: "www-data".into(),
             log: "info".into(),
             auth: AuthConfig::default(),
             rate_limits: RateLimitConfig::default(),
@@ -478,8 +491,17 @@ impl Config {
                 "must be a folder name of a-z, 0-9, `-` and `_`",
             ));
         }
+        if self.proxy_socket.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("proxy_socket", "must be an absolute path"));
+        }
         if !self.isolation.run_dir.is_absolute() {
             return Err(invalid("isolation.run_dir", "must be an absolute path"));
+        }
+        if self.isolation.all_accounts_memory_percent > 100 {
+            return Err(invalid(
+                "isolation.all_accounts_memory_percent",
+                "must be a percentage from 0 (no cap) to 100",
+            ));
         }
         if self.rate_limits.login_per_minute == 0 || self.rate_limits.api_per_minute == 0 {
             return Err(invalid(

@@ -34,6 +34,9 @@ pub enum AppError {
     Unavailable(String),
     #[error("{0}")]
     InsufficientStorage(String),
+    /// An agent could not start for a reason of the server's, said in words.
+    #[error("{0}")]
+    StartFailed(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -67,6 +70,7 @@ impl AppError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +89,7 @@ impl AppError {
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::InsufficientStorage(_) => "quota_exceeded",
+            Self::StartFailed(_) => "start_failed",
             Self::Internal(_) => "internal",
         }
     }

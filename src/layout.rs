@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <data>/                 0711  accounts may traverse to their own folder, never list
+//! <data>/bin/             0755  the launcher accounts run (on an exec-capable file system)
 //! <data>/server/          0700  database, signing keys, the first admin's password
 //! <data>/users/           0711
 //! <data>/users/<id>/      0711  owned by the server, so an agent cannot swap its parts
@@ -40,6 +41,10 @@ impl Layout {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn bin_dir(&self) -> PathBuf {
+        self.root.join("bin")
     }
 
     pub fn server_dir(&self) -> PathBuf {

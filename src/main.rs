@@ -52,6 +52,13 @@ enum Command {
         procs: Vec<PathBuf>,
         #[arg(long)]
         nproc: Option<u32>,
+        /// Confine the server with Landlock to the `--write` and `--read` folders and the system.
+        #[arg(long)]
+        landlock: bool,
+        #[arg(long)]
+        write: Vec<PathBuf>,
+        #[arg(long)]
+        read: Vec<PathBuf>,
         #[arg(long)]
         uid: Option<u32>,
         #[arg(long)]
@@ -146,6 +153,9 @@ fn main() -> ExitCode {
     if let Some(Command::StartAccountServer {
         procs,
         nproc,
+        landlock,
+        write,
+        read,
         uid,
         gid,
         argv,
@@ -154,6 +164,10 @@ fn main() -> ExitCode {
         let start = pocketdev::isolation::server::Start {
             procs: procs.clone(),
             nproc: *nproc,
+            landlock: landlock.then(|| pocketdev::isolation::sandbox::Allowed {
+                write: write.clone(),
+                read: read.clone(),
+            }),
             identity: uid
                 .zip(*gid)
                 .map(|(uid, gid)| pocketdev::isolation::Identity { uid, gid }),
@@ -331,22 +345,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let url = format!("http://{}{}", app.local_addr(), base);
     tracing::info!(%url, "pocketdev listening");
     println!("\n  pocketdev is running at {url}");
-    if let Some(password) = &app.initial_admin_password {
-        println!(
-            "  first admin account created — username: {}  password: {password}",
+    let file = app
+        .initial_password_file()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match &app.initial_admin_password {
+        // On a terminal, for the person who just started it; never into a journal or log file,
+        // which others may read and which outlives the password.
+        Some(password) if std::io::stdout().is_terminal() => {
+            println!(
+                "  first admin account created — username: {}  password: {password}",
+                pocketdev::app::INITIAL_ADMIN
+            );
+            println!("  (also saved in {file}, readable by the server's user only)");
+        }
+        Some(_) => println!(
+            "  first admin account created — username: {}; its password is in {file} (readable by the server's user only)",
             pocketdev::app::INITIAL_ADMIN
-        );
-        println!(
-            "  (also saved, readable only by this user, in {})",
-            app.initial_password_file()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
-    } else if let Some(file) = app.initial_password_file() {
-        println!(
-            "  the first admin's initial password is in {}",
-            file.display()
-        );
+        ),
+        None if !file.is_empty() => {
+            println!("  the first admin's initial password is in {file}");
+        }
+        None => {}
     }
     println!();
     app.run(pocketdev::app::shutdown_signal()).await

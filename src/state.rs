@@ -29,6 +29,8 @@ pub struct AppState {
     /// tmux's version as found at start-up; `None` when tmux is missing.
     pub tmux_version: Option<Arc<str>>,
     pub started_at: Instant,
+    /// Sessions as they end, for the sockets opened with them.
+    pub signouts: crate::auth::signouts::SignOuts,
     /// Cancelled on shutdown; long-lived tasks and sockets watch it.
     pub shutdown: CancellationToken,
 }

@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod password;
 pub mod routes;
+pub mod signouts;
 pub mod store;
 pub mod tokens;
 

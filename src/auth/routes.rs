@@ -391,6 +391,11 @@ async fn refresh(
     let reused = found.used_at.is_some() || !store::consume_refresh_token(&state.db, &hash).await?;
     if reused {
         store::revoke_session(&state.db, &found.session_id).await?;
+        state
+            .signouts
+            .announce(crate::auth::signouts::SignOut::Session(
+                found.session_id.clone(),
+            ));
         tracing::warn!(user_id = found.user_id, ip = %client.ip, "refresh token reused; session revoked");
         audit::record(
             &state.db,
@@ -437,6 +442,9 @@ async fn logout(
     };
     if let Some(session) = session {
         store::revoke_session(&state.db, &session).await?;
+        state
+            .signouts
+            .announce(crate::auth::signouts::SignOut::Session(session));
     }
     if let Some(auth) = auth {
         audit::record(
@@ -479,6 +487,12 @@ async fn change_password(
     let hash = password::hash(req.new_password).await?;
     users::store::set_password(&state.db, auth.user.id, &hash).await?;
     store::revoke_user_sessions(&state.db, auth.user.id, Some(&auth.session_id)).await?;
+    state
+        .signouts
+        .announce(crate::auth::signouts::SignOut::Account {
+            user_id: auth.user.id,
+            except: Some(auth.session_id.clone()),
+        });
     crate::app::forget_initial_password(&state.layout, &req.current_password);
     audit::record(
         &state.db,

@@ -1,5 +1,7 @@
 //! Who is calling: the client's IP and whether the request reached us over TLS, believing
-//! `X-Forwarded-For` / `X-Forwarded-Proto` only from configured trusted proxies.
+//! `X-Forwarded-For` / `X-Forwarded-Proto` only from the proxy socket and from configured
+//! trusted proxies — never from loopback while accounts are isolated, since every agent can
+//! connect there and say anything.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -20,10 +22,26 @@ pub struct ClientInfo {
     pub https: bool,
 }
 
-pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientInfo {
+/// Marks requests that arrived on the proxy socket.
+#[derive(Debug, Clone, Copy)]
+pub struct ViaProxySocket;
+
+/// Who may speak for a client: the proxies in `trusted`, and whoever reaches the proxy socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    pub proxies: &'a [IpNet],
+    /// Loopback peers are agents as likely as proxies: never believed.
+    pub distrust_loopback: bool,
+    pub via_proxy_socket: bool,
+}
+
+pub fn resolve(peer: IpAddr, headers: &HeaderMap, trust: Trust<'_>) -> ClientInfo {
     let peer = peer.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
+    let is_trusted = |ip: &IpAddr| {
+        !(trust.distrust_loopback && ip.is_loopback())
+            && trust.proxies.iter().any(|net| net.contains(ip))
+    };
+    if !trust.via_proxy_socket && !is_trusted(&peer) {
         return ClientInfo {
             ip: peer,
             https: false,
@@ -64,7 +82,12 @@ pub async fn middleware(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let info = resolve(peer, request.headers(), &state.config.trusted_proxies);
+    let trust = Trust {
+        proxies: &state.config.trusted_proxies,
+        distrust_loopback: state.isolation.enabled(),
+        via_proxy_socket: request.extensions().get::<ViaProxySocket>().is_some(),
+    };
+    let info = resolve(peer, request.headers(), trust);
     request.extensions_mut().insert(info);
     next.run(request).await
 }
@@ -95,9 +118,21 @@ mod tests {
         h
     }
 
+    fn trusting(proxies: &[IpNet]) -> Trust<'_> {
+        Trust {
+            proxies,
+            distrust_loopback: false,
+            via_proxy_socket: false,
+        }
+    }
+
     #[test]
     fn forwarded_headers_from_untrusted_peers_are_ignored() {
-        let info = resolve("203.0.113.9".parse().unwrap(), &headers("1.2.3.4"), &[]);
+        let info = resolve(
+            "203.0.113.9".parse().unwrap(),
+            &headers("1.2.3.4"),
+            trusting(&[]),
+        );
         assert_eq!(info.ip.to_string(), "203.0.113.9");
         assert!(!info.https);
     }
@@ -112,7 +147,34 @@ mod tests {
         let info = resolve(
             "127.0.0.1".parse().unwrap(),
             &headers("6.6.6.6, 198.51.100.7, 10.1.1.1"),
-            &trusted,
+            trusting(&trusted),
+        );
+        assert_eq!(info.ip.to_string(), "198.51.100.7");
+        assert!(info.https);
+    }
+
+    #[test]
+    fn loopback_is_not_believed_while_agents_share_it_but_the_proxy_socket_is() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let isolated = Trust {
+            distrust_loopback: true,
+            ..trusting(&trusted)
+        };
+        let info = resolve(
+            "127.0.0.1".parse().unwrap(),
+            &headers("198.51.100.7"),
+            isolated,
+        );
+        assert_eq!(info.ip.to_string(), "127.0.0.1");
+        assert!(!info.https);
+        let socket = Trust {
+            via_proxy_socket: true,
+            ..isolated
+        };
+        let info = resolve(
+            "127.0.0.1".parse().unwrap(),
+            &headers("198.51.100.7"),
+            socket,
         );
         assert_eq!(info.ip.to_string(), "198.51.100.7");
         assert!(info.https);
@@ -120,7 +182,11 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_peers_are_canonical() {
-        let info = resolve("::ffff:127.0.0.2".parse().unwrap(), &HeaderMap::new(), &[]);
+        let info = resolve(
+            "::ffff:127.0.0.2".parse().unwrap(),
+            &HeaderMap::new(),
+            trusting(&[]),
+        );
         assert_eq!(info.ip.to_string(), "127.0.0.2");
     }
 }

@@ -3,6 +3,7 @@
 pub mod assets;
 pub mod client;
 pub mod health;
+pub mod origin;
 pub mod rate_limit;
 
 use std::sync::Arc;
@@ -90,7 +91,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::api_middleware,
-        ));
+        ))
+        .layer(middleware::from_fn(origin::middleware));
 
     let app = Router::new()
         .merge(api)

@@ -43,6 +43,9 @@ pub struct Manager {
     reported_orphans: Mutex<HashSet<String>>,
     /// Dead panes whose exit status tmux has not collected yet, with the passes seen so.
     awaiting_status: Mutex<HashMap<String, u8>>,
+    /// Live instances that listings which began after they started did not show, and how many
+    /// such listings in a row: two make one lost.
+    missed: Mutex<HashMap<String, u8>>,
     /// State changes, for live terminals.
     events: tokio::sync::broadcast::Sender<InstanceEvent>,
     /// When each instance last received input (API commands, terminal keystrokes).
@@ -123,13 +126,10 @@ impl Manager {
             .clone()
             .unwrap_or_else(|| layout.server_dir().join("tmux.sock"));
         // Isolated accounts' servers read a root-owned config they can reach, never their own.
-        let (tmux_config, launcher) = if isolation.enabled() {
-            (
-                isolation.run_dir().join("tmux.conf"),
-                install_launcher(&launcher, isolation.run_dir())?,
-            )
+        let tmux_config = if isolation.enabled() {
+            isolation.run_dir().join("tmux.conf")
         } else {
-            (layout.server_dir().join("tmux.conf"), launcher)
+            layout.server_dir().join("tmux.conf")
         };
         let tmux = TmuxServers::new(
             socket,
@@ -155,6 +155,7 @@ impl Manager {
             busy: Mutex::new(HashSet::new()),
             reported_orphans: Mutex::new(HashSet::new()),
             awaiting_status: Mutex::new(HashMap::new()),
+            missed: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(256).0,
             last_input: Mutex::new(HashMap::new()),
             measured: Mutex::new(HashMap::new()),
@@ -228,23 +229,6 @@ impl Manager {
 
     /// The folders of every configured agent's program, which an account's bubblewrap sandbox
     /// shows; nothing without one.
-    fn program_roots_for_sandbox(&self) -> Vec<PathBuf> {
-        if !self.isolation.bwrap() {
-            return Vec::new();
-        }
-        let path = search_path();
-        let mut roots: Vec<PathBuf> = self
-            .config
-            .profiles
-            .values()
-            .filter_map(|p| resolve_command(&p.command, &path))
-            .map(|c| crate::isolation::sandbox::program_root(&c))
-            .collect();
-        roots.sort();
-        roots.dedup();
-        roots
-    }
-
     /// The tmux server of `user_id`, giving the account its Unix user first if it has none.
     pub async fn tmux_for(&self, user_id: i64) -> Result<Tmux, AppError> {
         self.isolation.ensure(user_id).await?;
@@ -656,13 +640,19 @@ impl Manager {
             // Under the account's limits (and in its sandbox) from its first instruction on.
             let start = self
                 .isolation
-                .server_start(user.id, &self.program_roots_for_sandbox())
+                .server_start(user.id)
                 .map_err(|e| {
-                    AppError::Internal(e.context("cannot prepare the account's limits"))
+                    tracing::error!(user_id = user.id, error = %format!("{e:#}"), "cannot prepare the account's limits");
+                    AppError::StartFailed(
+                        "the agent could not start: this server could not set up the account's \
+                         resource limits (cgroups); an admin finds the cause in the server's log \
+                         and with `pocketdev doctor`"
+                            .into(),
+                    )
                 })?;
             tmux.start_server(&self.launcher, &start)
                 .await
-                .map_err(tmux_error)?;
+                .map_err(start_error)?;
         }
         let session = instance.tmux_session();
         // A leftover dead session of this instance would block the name.
@@ -678,7 +668,7 @@ impl Manager {
         if started.is_err() {
             let _ = blocking_as(identity, move || std::fs::remove_file(&env_file)).await;
         }
-        started.map_err(tmux_error)
+        started.map_err(start_error)
     }
 
     /// Stops a live instance: SIGHUP to the agent, SIGKILL after the grace period, then the
@@ -831,6 +821,34 @@ impl Manager {
         Ok(last_lines(&kept, lines as usize + DEFAULT_ROWS as usize))
     }
 
+    /// Keeps every running instance's screen in its record (at shutdown), each within the tmux
+    /// timeout; a silent account's instances keep what was kept before.
+    pub async fn keep_screens(&self) {
+        let Ok(live) = store::live(&self.db).await else {
+            return;
+        };
+        let captures = live
+            .iter()
+            .filter(|i| i.state == store::State::Running)
+            .map(|instance| async move {
+                let tmux = self.tmux.for_account(instance.owner)?;
+                let screen = tmux
+                    .capture(&instance.tmux_session(), LAST_SCREEN_LINES, false)
+                    .await
+                    .ok()?;
+                Some((instance.id.clone(), screen))
+            });
+        for (id, screen) in futures_util::future::join_all(captures)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            if let Err(err) = store::keep_screen(&self.db, &id, &screen).await {
+                tracing::warn!(instance = %id, error = %err.logged(), "cannot keep the screen");
+            }
+        }
+    }
+
     async fn pane(&self, instance: &Instance) -> Result<Option<PaneInfo>, AppError> {
         let session = instance.tmux_session();
         let panes = self
@@ -845,6 +863,9 @@ impl Manager {
     /// One pass of reconciliation: live records whose agent ended or whose session vanished
     /// are recorded as exited; sessions without a record are reported (or killed if configured).
     pub async fn reconcile(&self) -> Result<(), AppError> {
+        // A listing says nothing of an instance that started after it began (a slow server
+        // can hold a listing for seconds while other accounts create agents).
+        let began = time::OffsetDateTime::now_utc();
         let listing = self.tmux.list_all_panes().await;
         if listing.tmux_missing {
             return Ok(());
@@ -864,8 +885,14 @@ impl Manager {
             let found = panes.iter().find(|(owner, _, p)| {
                 p.session == session && owner.is_none_or(|o| o == instance.owner)
             });
+            if found.is_some() {
+                self.missed.lock().expect("missed").remove(&instance.id);
+            }
             match found.map(|(_, tmux, pane)| (tmux, pane)) {
                 None => {
+                    if !self.missed_twice(instance, began) {
+                        continue;
+                    }
                     if store::mark_ended(&self.db, &instance.id, State::Exited, None, "lost", None)
                         .await?
                     {
@@ -896,6 +923,10 @@ impl Manager {
                 Some(_) => {}
             }
         }
+        self.missed
+            .lock()
+            .expect("missed")
+            .retain(|id, _| live.iter().any(|i| &i.id == id));
         let known: HashSet<String> = live.iter().map(Instance::tmux_session).collect();
         for (_, tmux, pane) in panes
             .iter()
@@ -924,6 +955,25 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// Whether this is the second listing in a row, each begun after the instance started,
+    /// that misses it: only then is it lost.
+    fn missed_twice(&self, instance: &Instance, listing_began: time::OffsetDateTime) -> bool {
+        if instance
+            .started_at
+            .is_none_or(|started| started >= listing_began)
+        {
+            return false;
+        }
+        let mut missed = self.missed.lock().expect("missed");
+        let count = missed.entry(instance.id.clone()).or_insert(0);
+        *count += 1;
+        if *count < 2 {
+            return false;
+        }
+        missed.remove(&instance.id);
+        true
     }
 
     /// tmux marks a pane dead when its terminal closes, a moment before it collects the exit
@@ -967,6 +1017,24 @@ fn tmux_error(err: TmuxError) -> AppError {
             "this account's tmux server does not answer (were its processes stopped?); what was asked may still happen once it answers again".into(),
         ),
         other => AppError::Internal(other.into()),
+    }
+}
+
+/// A failure to start an agent, in words: what tmux or the launcher said, never "internal
+/// error".
+fn start_error(err: TmuxError) -> AppError {
+    match err {
+        TmuxError::Failed { command, stderr } => {
+            tracing::error!(command, stderr, "an agent could not start");
+            AppError::StartFailed(if command == "start-account-server" {
+                format!(
+                    "the agent could not start: the account's tmux server did not start ({stderr})"
+                )
+            } else {
+                format!("the agent could not start: tmux {command} said: {stderr}")
+            })
+        }
+        other => tmux_error(other),
     }
 }
 
@@ -1103,25 +1171,6 @@ fn create_private_dirs(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Copies the launcher where every account can run it (root-owned, 0755): the server's own
-/// binary may sit in a folder accounts cannot reach.
-fn install_launcher(launcher: &Path, run_dir: &Path) -> anyhow::Result<PathBuf> {
-    let installed = run_dir.join("bin").join("pocketdev");
-    std::fs::create_dir_all(installed.parent().expect("a folder"))?;
-    let bytes = std::fs::read(launcher)
-        .with_context(|| format!("cannot read the launcher {}", launcher.display()))?;
-    let current = std::fs::read(&installed).ok();
-    if current.as_deref() != Some(bytes.as_slice()) {
-        crate::layout::write_file_atomically(&installed, &bytes, 0o755)?;
-    }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        installed.parent().expect("a folder"),
-        std::fs::Permissions::from_mode(0o755),
-    )?;
-    Ok(installed)
 }
 
 #[cfg(test)]

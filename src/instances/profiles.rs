@@ -122,6 +122,20 @@ pub fn defaults() -> BTreeMap<String, Profile> {
 
 /// The program search path agents, tmux and command lookups use: the server's, or the usual
 /// system folders when it has none.
+/// The folders of every configured agent's program (see `sandbox::program_root`), which an
+/// account's sandbox must let its agents read and run.
+pub fn program_roots(profiles: &std::collections::BTreeMap<String, Profile>) -> Vec<PathBuf> {
+    let path = search_path();
+    let mut roots: Vec<PathBuf> = profiles
+        .values()
+        .filter_map(|p| resolve_command(&p.command, &path))
+        .map(|c| crate::isolation::sandbox::program_root(&c))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
 pub fn search_path() -> String {
     std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
 }

@@ -56,7 +56,8 @@ pub struct Instance {
     #[serde(with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
     pub exit_code: Option<i64>,
-    /// Why it ended: `exit`, `lost`, `start_failed`, `user`, `idle`, `admin`, `limit`.
+    /// Why it ended: `exit`, `lost`, `start_failed`, `user`, `idle`, `admin`, `disabled` (its
+    /// account was), `limit`.
     pub end_reason: Option<String>,
     /// Claude Code's conversation id, resumed on restart.
     pub agent_session_id: Option<String>,
@@ -137,6 +138,16 @@ pub async fn live_counts(db: &Db, user_id: i64) -> Result<(i64, i64), AppError> 
     .bind(user_id)
     .fetch_one(db)
     .await?)
+}
+
+/// Keeps a running instance's current screen, for when it ends without a last look (a reboot).
+pub async fn keep_screen(db: &Db, id: &str, screen: &str) -> Result<(), AppError> {
+    sqlx::query("UPDATE instances SET last_screen = ? WHERE id = ? AND state = 'running'")
+        .bind(screen)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 pub async fn mark_starting(db: &Db, id: &str) -> Result<(), AppError> {
@@ -226,7 +237,8 @@ pub async fn by_hook_token(
     token_hash: &str,
 ) -> Result<Option<Instance>, AppError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM instances WHERE id = ? AND hook_token_hash = ?"
+        "SELECT {COLUMNS} FROM instances WHERE id = ? AND hook_token_hash = ? \
+         AND user_id IN (SELECT id FROM users WHERE disabled = 0)"
     ))
     .bind(id)
     .bind(token_hash)

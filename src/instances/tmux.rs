@@ -96,18 +96,23 @@ impl TmuxServers {
         if !self.isolation.enabled() {
             return Some(self.shared.clone());
         }
-        let identity = self.isolation.identity(user_id)?;
-        Some(self.account_server(user_id, identity))
+        let confinement = self.isolation.confinement(user_id)?;
+        Some(self.account_server(user_id, confinement))
     }
 
-    fn account_server(&self, user_id: i64, identity: Identity) -> Tmux {
+    fn account_server(
+        &self,
+        user_id: i64,
+        confinement: Arc<crate::isolation::confine::Confinement>,
+    ) -> Tmux {
         Tmux {
             socket: self.isolation.socket_dir(user_id).join("tmux.sock"),
             config_file: self.shared.config_file.clone(),
             timeout: self.shared.timeout,
             account: Some(AccountClient {
-                identity,
+                identity: confinement.identity,
                 home: self.layout.home(user_id),
+                confinement,
             }),
         }
     }
@@ -121,7 +126,9 @@ impl TmuxServers {
         self.isolation
             .known()
             .into_iter()
-            .map(|(user_id, identity)| (Some(user_id), self.account_server(user_id, identity)))
+            .map(|(user_id, confinement)| {
+                (Some(user_id), self.account_server(user_id, confinement))
+            })
             .collect()
     }
 
@@ -211,6 +218,8 @@ impl Listing {
 struct AccountClient {
     identity: Identity,
     home: PathBuf,
+    /// Its cgroups, identity and Landlock ruleset, which every client of its server takes on.
+    confinement: Arc<crate::isolation::confine::Confinement>,
 }
 
 #[derive(Clone, Debug)]
@@ -238,7 +247,10 @@ impl Tmux {
         self.account.as_ref().map(|a| a.identity.uid)
     }
 
-    fn command(&self) -> Command {
+    /// A tmux client of this server: for an account, inside its cgroups, as the account and
+    /// within its Landlock ruleset (a hook on the account's server may make a client write
+    /// files; it writes where the account's agents may, nowhere else).
+    fn command(&self) -> Result<Command, TmuxError> {
         let mut command = Command::new("tmux");
         command
             .arg("-S")
@@ -250,10 +262,15 @@ impl Tmux {
             .stderr(Stdio::piped());
         clean_environment(&mut command, self.account.as_ref());
         if let Some(account) = &self.account {
-            // As the account, with no supplementary groups (std drops them with `uid`).
-            command.uid(account.identity.uid).gid(account.identity.gid);
+            account
+                .confinement
+                .apply(&mut command)
+                .map_err(|e| TmuxError::Failed {
+                    command: "(confining a client)".into(),
+                    stderr: format!("{e:#}"),
+                })?;
         }
-        command
+        Ok(command)
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
@@ -261,7 +278,7 @@ impl Tmux {
         // A client of a stopped server waits forever; dropping the future kills it.
         let output = tokio::time::timeout(
             self.timeout,
-            self.command().args(args).kill_on_drop(true).output(),
+            self.command()?.args(args).kill_on_drop(true).output(),
         )
         .await
         .map_err(|_| TmuxError::Timeout {
@@ -316,6 +333,9 @@ impl Tmux {
         if let Some(nproc) = start.nproc {
             args.extend(["--nproc".into(), nproc.to_string()]);
         }
+        if let Some(allowed) = &start.landlock {
+            args.extend(allowed.to_args());
+        }
         match &start.bwrap {
             None => args.extend(["--uid".into(), uid, "--gid".into(), gid, "--".into()]),
             Some(bwrap) => {
@@ -348,7 +368,7 @@ impl Tmux {
             .spawn()
             .map_err(|e| TmuxError::Failed {
                 command: "start-account-server".into(),
-                stderr: e.to_string(),
+                stderr: format!("cannot run the launcher {}: {e}", launcher.display()),
             })?;
         let pid = child.id().unwrap_or_default();
         // Never waited on: it outlives pocketdev, and the runtime reaps it if it ends first.
@@ -476,7 +496,7 @@ impl Tmux {
     /// stdin, the pane's output and command replies are read from its stdout, in order.
     pub fn control_client(&self, session: &str) -> Result<tokio::process::Child, TmuxError> {
         let target = format!("={session}");
-        self.command()
+        self.command()?
             .args(["-C", "attach-session", "-t", &target])
             .stdin(Stdio::piped())
             .stderr(Stdio::null())

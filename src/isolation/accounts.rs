@@ -73,6 +73,7 @@ pub async fn mark_removed(db: &Db, uid: u32) -> anyhow::Result<()> {
 #[derive(Default)]
 pub struct SystemIds {
     users: Vec<(String, u32, u32)>,
+    comments: std::collections::HashMap<String, String>,
     gids: HashSet<u32>,
 }
 
@@ -90,11 +91,22 @@ impl SystemIds {
                 Some((name, uid, gid))
             })
             .collect();
+        let comments = passwd
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                Some(((*fields.first()?).to_owned(), (*fields.get(4)?).to_owned()))
+            })
+            .collect();
         let gids = group
             .lines()
             .filter_map(|line| line.split(':').nth(2)?.parse().ok())
             .collect();
-        Ok(Self { users, gids })
+        Ok(Self {
+            users,
+            comments,
+            gids,
+        })
     }
 
     pub fn user(&self, name: &str) -> Option<Identity> {
@@ -102,6 +114,11 @@ impl SystemIds {
             .iter()
             .find(|(n, _, _)| n == name)
             .map(|&(_, uid, gid)| Identity { uid, gid })
+    }
+
+    /// The user's comment (GECOS) field.
+    pub fn comment(&self, name: &str) -> Option<&str> {
+        self.comments.get(name).map(String::as_str)
     }
 
     pub fn names_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> {
@@ -112,7 +129,9 @@ impl SystemIds {
     }
 
     fn taken(&self, id: u32) -> bool {
-        self.gids.contains(&id) || self.users.iter().any(|&(_, uid, _)| uid == id)
+        self.gids.contains(&id)
+            || self.users.iter().any(|&(_, uid, _)| uid == id)
+            || known_to_nss(id)
     }
 
     /// The first id from `from` up to `max` free as both a uid and a gid.
@@ -121,29 +140,97 @@ impl SystemIds {
     }
 }
 
+/// Where the machine-wide accounts lock lives: a folder only root can write (never the
+/// world-writable /run/lock, where anyone could hold the lock for ever).
+const LOCK_DIR: &str = "/run/pocketdev-locks";
+/// How long account creation or removal waits for another pocketdev process.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// The gid of a group by name, as the name service knows it.
+pub fn group_id(name: &str) -> anyhow::Result<u32> {
+    #[allow(clippy::disallowed_methods)] // at start-up, before the server serves
+    let output = std::process::Command::new("getent")
+        .args(["group", name])
+        .output()
+        .context("cannot run getent")?;
+    String::from_utf8_lossy(&output.stdout)
+        .split(':')
+        .nth(2)
+        .and_then(|gid| gid.trim().parse().ok())
+        .with_context(|| format!("no group named {name}"))
+}
+
+/// Whether the name service (LDAP, sssd, systemd's dynamic users…) knows `id` as a uid or a
+/// gid, beyond the files read above: `getent` asks it the way every program will.
+fn known_to_nss(id: u32) -> bool {
+    let id = id.to_string();
+    ["passwd", "group"].iter().any(|database| {
+        #[allow(clippy::disallowed_methods)] // runs on a blocking thread, under the lock
+        let answer = std::process::Command::new("getent")
+            .args([*database, id.as_str()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        answer.is_ok_and(|status| status.success())
+    })
+}
+
 /// Holds the machine-wide lock on account creation and removal.
 pub struct AccountsLock {
     _file: std::fs::File,
 }
 
 impl AccountsLock {
-    /// Blocks until the lock is free (call from a blocking thread).
+    /// Waits until the lock is free, at most `LOCK_WAIT` (call from a blocking thread).
     pub fn acquire() -> anyhow::Result<Self> {
-        let dir = if Path::new("/run/lock").is_dir() {
-            PathBuf::from("/run/lock")
-        } else {
-            std::env::temp_dir()
-        };
-        let path = dir.join("pocketdev-accounts.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .with_context(|| format!("cannot lock {}", path.display()))?;
-        Ok(Self { _file: file })
+        Self::acquire_in(Path::new(LOCK_DIR), LOCK_WAIT)
+    }
+
+    #[allow(clippy::disallowed_methods)] // on a blocking thread: provisioning and removal
+    fn acquire_in(dir: &Path, wait: Duration) -> anyhow::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+        let folder = rustix::fs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+        let stat = rustix::fs::fstat(&folder)?;
+        let me = rustix::process::geteuid().as_raw();
+        if stat.st_uid != me || stat.st_mode & 0o022 != 0 {
+            bail!(
+                "{} must belong to the server's user and be writable by it alone (it is {:o}, owner {})",
+                dir.display(),
+                stat.st_mode & 0o7777,
+                stat.st_uid
+            );
+        }
+        let file = rustix::fs::openat(
+            &folder,
+            "accounts.lock",
+            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .with_context(|| format!("cannot open {}/accounts.lock", dir.display()))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Self { _file: file.into() }),
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+                    "another pocketdev process has held the accounts lock ({}/accounts.lock) for {} s",
+                    dir.display(),
+                    wait.as_secs()
+                ),
+                Err(e) => return Err(e).with_context(|| format!("cannot lock {}", dir.display())),
+            }
+        }
     }
 }
 
@@ -175,7 +262,14 @@ fn run(name: &str, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Creates the Unix user `name` with `id` as its uid and its own group's gid (under the lock).
-pub fn create_user(name: &str, id: u32, home: &Path) -> anyhow::Result<()> {
+/// The comment (GECOS) of the Unix users this install creates: it names the install, so that a
+/// second pocketdev server on the same host never takes another's users for its own.
+pub fn comment(install: &str) -> String {
+    format!("pocketdev account {install}")
+}
+
+pub fn create_user(name: &str, id: u32, home: &Path, install: &str) -> anyhow::Result<()> {
+    let comment = comment(install);
     let id = id.to_string();
     let home = home.to_string_lossy();
     run("groupadd", &["--gid", &id, name])?;
@@ -192,7 +286,7 @@ pub fn create_user(name: &str, id: u32, home: &Path) -> anyhow::Result<()> {
             "--shell",
             "/usr/sbin/nologin",
             "--comment",
-            "pocketdev account",
+            &comment,
             name,
         ],
     );
@@ -287,6 +381,7 @@ mod tests {
     fn free_ids_skip_users_and_groups() {
         let ids = SystemIds {
             users: vec![("a".into(), 70_000, 70_000), ("b".into(), 70_002, 100)],
+            comments: Default::default(),
             gids: [70_000, 70_001].into(),
         };
         assert_eq!(ids.free_id(70_000, 70_010), Some(70_003));
@@ -298,5 +393,38 @@ mod tests {
                 gid: 100
             })
         );
+    }
+
+    #[test]
+    fn the_accounts_lock_waits_with_a_deadline_in_a_folder_only_its_owner_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("locks");
+        let held = AccountsLock::acquire_in(&dir, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // Someone holding it for ever costs a waiting caller its deadline, not its thread.
+        let err = AccountsLock::acquire_in(&dir, Duration::from_millis(200))
+            .err()
+            .expect("the lock is held");
+        assert!(
+            err.to_string().contains("has held the accounts lock"),
+            "{err}"
+        );
+        drop(held);
+        drop(AccountsLock::acquire_in(&dir, Duration::from_secs(1)).unwrap());
+
+        // A folder others may write to (where anyone could plant or hold the lock) is refused,
+        // and so is a link in its place.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = AccountsLock::acquire_in(&dir, Duration::from_secs(1))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("writable by it alone"), "{err}");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(AccountsLock::acquire_in(&link, Duration::from_secs(1)).is_err());
     }
 }

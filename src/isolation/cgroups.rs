@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 const ROOT: &str = "/sys/fs/cgroup";
 
 /// How limits are enforced on this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     V2,
@@ -22,12 +22,24 @@ pub enum Backend {
     Rlimit,
 }
 
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V2 => "cgroup v2",
+            Self::V1 => "cgroup v1",
+            Self::Rlimit => "RLIMIT_NPROC (processes only)",
+        }
+    }
+}
+
 /// The limits each account gets.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Limits {
     pub memory_bytes: u64,
     pub tasks: u32,
     pub cpu_percent: u32,
+    /// The cap on every account's agents together, written on the parent group; 0: none.
+    pub all_accounts_memory_bytes: u64,
 }
 
 /// The cgroup folders of one account, one per controller hierarchy that has any.
@@ -41,6 +53,8 @@ pub struct Cgroups {
     backend: Backend,
     /// Parent folder of every account's group, per hierarchy: (controller, folder).
     parents: Vec<(&'static str, PathBuf)>,
+    /// Why the controllers the host has cannot be used, when it has some.
+    unusable: Option<String>,
 }
 
 fn has_controller(list: &Path, name: &str) -> bool {
@@ -49,15 +63,60 @@ fn has_controller(list: &Path, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Why pocketdev cannot create groups under `mount`, if it cannot: a read-only mount (an LXC or
+/// nspawn container's) or no write access.
+fn unwritable(mount: &Path) -> Option<String> {
+    let read_only = rustix::fs::statvfs(mount)
+        .is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+    let denied = rustix::fs::access(mount, rustix::fs::Access::WRITE_OK).is_err();
+    (read_only || denied).then(|| {
+        format!(
+            "{} is {}, as in some containers",
+            mount.display(),
+            if read_only {
+                "mounted read-only"
+            } else {
+                "not writable"
+            }
+        )
+    })
+}
+
 impl Cgroups {
-    /// Finds the backend; `name` is the folder that holds every account's group.
+    /// Finds the backend; `name` is the folder that holds every account's group. Controllers
+    /// that cannot be written count as none, so accounts still get their process limit.
     pub fn detect(name: &str) -> Self {
+        let found = Self::find(name);
+        let blocked = found
+            .parents
+            .iter()
+            .find_map(|(_, parent)| unwritable(parent.parent().unwrap_or(parent)));
+        match blocked {
+            Some(why) => Self {
+                backend: Backend::Rlimit,
+                parents: Vec::new(),
+                unusable: Some(format!(
+                    "the cgroup controllers cannot be used ({why}): only each account's process \
+                     count is limited"
+                )),
+            },
+            None => found,
+        }
+    }
+
+    /// Why the host's controllers are not used, when it has some that cannot be written.
+    pub fn unusable(&self) -> Option<&str> {
+        self.unusable.as_deref()
+    }
+
+    fn find(name: &str) -> Self {
         let root = Path::new(ROOT);
         let v2 = root.join("cgroup.controllers");
         if has_controller(&v2, "memory") && has_controller(&v2, "pids") {
             return Self {
                 backend: Backend::V2,
                 parents: vec![("unified", root.join(name))],
+                unusable: None,
             };
         }
         let mut parents = Vec::new();
@@ -76,11 +135,13 @@ impl Cgroups {
             return Self {
                 backend: Backend::V1,
                 parents,
+                unusable: None,
             };
         }
         Self {
             backend: Backend::Rlimit,
             parents: Vec::new(),
+            unusable: None,
         }
     }
 
@@ -100,6 +161,7 @@ impl Cgroups {
             } else {
                 create(parent)?;
             }
+            write_all_accounts_cap(self.backend, controller, parent, limits)?;
             let dir = parent.join(account);
             create(&dir)?;
             write_limits(self.backend, controller, &dir, limits)?;
@@ -148,6 +210,29 @@ fn enable_controllers(dir: &Path) -> anyhow::Result<()> {
 fn write(dir: &Path, file: &str, value: &str) -> anyhow::Result<()> {
     std::fs::write(dir.join(file), value)
         .with_context(|| format!("cannot write {value} to {}", dir.join(file).display()))
+}
+
+/// The parent group holds every account: its memory cap covers all agents together.
+fn write_all_accounts_cap(
+    backend: Backend,
+    controller: &str,
+    parent: &Path,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let cap = (limits.all_accounts_memory_bytes > 0).then_some(limits.all_accounts_memory_bytes);
+    match (backend, controller) {
+        (Backend::V2, _) => write(
+            parent,
+            "memory.max",
+            &cap.map_or_else(|| "max".to_owned(), |c| c.to_string()),
+        ),
+        (Backend::V1, "memory") => write(
+            parent,
+            "memory.limit_in_bytes",
+            &cap.map_or_else(|| "-1".to_owned(), |c| c.to_string()),
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn write_limits(

@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod cgroups;
+pub mod confine;
 pub mod fsid;
 pub mod sandbox;
 pub mod server;
@@ -46,6 +47,8 @@ pub struct ServerStart {
     pub nproc: Option<u32>,
     /// bubblewrap's arguments (before `--`), in `bwrap` mode.
     pub bwrap: Option<Vec<String>>,
+    /// The Landlock ruleset the server applies to itself (outside bubblewrap).
+    pub landlock: Option<sandbox::Allowed>,
 }
 
 /// The Unix identity an account's processes and file accesses run with.
@@ -56,7 +59,7 @@ pub struct Identity {
 }
 
 /// The isolation in force, as found at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     None,
@@ -65,8 +68,19 @@ pub enum Mode {
     Bwrap,
 }
 
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Users => "users",
+            Self::Landlock => "landlock",
+            Self::Bwrap => "bwrap",
+        }
+    }
+}
+
 /// What `doctor` and admins are shown.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct Report {
     pub mode: Mode,
     /// Why this mode, in words.
@@ -76,6 +90,39 @@ pub struct Report {
     pub landlock_abi: u32,
     /// How each account's memory, process and CPU limits are enforced.
     pub cgroups: cgroups::Backend,
+    /// Accounts that cannot be used until an admin repairs them.
+    #[serde(default)]
+    pub unavailable: Vec<UnavailableAccount>,
+}
+
+/// An account whose Unix user or folders could not be prepared.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct UnavailableAccount {
+    pub user_id: i64,
+    pub reason: String,
+}
+
+impl Report {
+    fn file(layout: &Layout) -> PathBuf {
+        layout.server_dir().join("isolation.json")
+    }
+
+    /// Kept at every start, so `doctor` can tell what the running server decided.
+    fn keep(&self, layout: &Layout) {
+        let saved = serde_json::to_vec_pretty(self)
+            .map_err(anyhow::Error::from)
+            .and_then(|json| {
+                crate::layout::write_file_atomically(&Self::file(layout), &json, 0o600)
+            });
+        if let Err(err) = saved {
+            tracing::warn!(error = %format!("{err:#}"), "cannot keep the isolation report");
+        }
+    }
+
+    /// What the server decided when it last started, if it ever did.
+    pub fn last_decided(layout: &Layout) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(Self::file(layout)).ok()?).ok()
+    }
 }
 
 /// The newest Landlock ABI the kernel offers, 0 without Landlock.
@@ -108,6 +155,7 @@ pub fn decide(
         running_as_root: root,
         landlock_abi: abi,
         cgroups: limits,
+        unavailable: Vec::new(),
     };
     let needs_root = |mode: &str| {
         anyhow::anyhow!(
@@ -169,13 +217,26 @@ pub struct Isolation {
     config: IsolationConfig,
     layout: Arc<Layout>,
     db: Db,
-    known: Mutex<HashMap<i64, Identity>>,
+    /// Accounts with a Unix user, and how their processes are confined.
+    known: Mutex<HashMap<i64, Arc<confine::Confinement>>>,
+    /// The agents' program folders, which accounts' sandboxes let them read and run.
+    programs: Vec<PathBuf>,
+    /// This install's id, marking the Unix users and the runtime folder it owns.
+    install: String,
     creating: tokio::sync::Mutex<()>,
+    machine_memory_bytes: u64,
+    /// Accounts that could not be provisioned, with why.
+    unavailable: Mutex<std::collections::BTreeMap<i64, String>>,
 }
 
 impl Isolation {
     /// Finds the mode and prepares the runtime directory; refuses what cannot be enforced.
-    pub fn start(config: &IsolationConfig, layout: Arc<Layout>, db: Db) -> anyhow::Result<Self> {
+    pub fn start(
+        config: &IsolationConfig,
+        layout: Arc<Layout>,
+        db: Db,
+        programs: Vec<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let root = rustix::process::geteuid().is_root();
         let cgroups = cgroups::Cgroups::detect(&config.cgroup);
         let mut report = decide(config, root, landlock_abi(), cgroups.backend())?;
@@ -193,6 +254,7 @@ impl Isolation {
                 Err(err) => return Err(err),
             }
         }
+        let install = install_id(&layout)?;
         let isolation = Self {
             report,
             cgroups,
@@ -200,8 +262,20 @@ impl Isolation {
             layout,
             db,
             known: Mutex::new(HashMap::new()),
+            programs,
+            install,
             creating: tokio::sync::Mutex::new(()),
+            unavailable: Mutex::new(std::collections::BTreeMap::new()),
+            machine_memory_bytes: {
+                let mut system = sysinfo::System::new();
+                system.refresh_memory();
+                system.total_memory()
+            },
         };
+        if let Some(why) = isolation.cgroups.unusable() {
+            tracing::warn!(reason = why, "no cgroup limits for accounts");
+        }
+        isolation.report.keep(&isolation.layout);
         if isolation.bwrap() {
             sandbox::probe_bwrap()?;
         }
@@ -214,8 +288,20 @@ impl Isolation {
         Ok(isolation)
     }
 
-    pub fn report(&self) -> &Report {
-        &self.report
+    /// The mode in force and the accounts that cannot be used, with why.
+    pub fn report(&self) -> Report {
+        let mut report = self.report.clone();
+        report.unavailable = self
+            .unavailable
+            .lock()
+            .expect("unavailable")
+            .iter()
+            .map(|(&user_id, reason)| UnavailableAccount {
+                user_id,
+                reason: reason.clone(),
+            })
+            .collect();
+        report
     }
 
     pub fn enabled(&self) -> bool {
@@ -243,28 +329,82 @@ impl Isolation {
 
     /// The account's identity if it has one already (no database access).
     pub fn identity(&self, user_id: i64) -> Option<Identity> {
+        self.confinement(user_id).map(|c| c.identity)
+    }
+
+    /// How the account's processes are confined, once it has its Unix user.
+    pub fn confinement(&self, user_id: i64) -> Option<Arc<confine::Confinement>> {
         self.known
             .lock()
             .expect("known accounts")
             .get(&user_id)
-            .copied()
+            .cloned()
     }
 
     /// Accounts with a Unix user, for reconciliation across their tmux servers.
-    pub fn known(&self) -> Vec<(i64, Identity)> {
+    pub fn known(&self) -> Vec<(i64, Arc<confine::Confinement>)> {
         let mut all: Vec<_> = self
             .known
             .lock()
             .expect("known accounts")
             .iter()
-            .map(|(&id, &identity)| (id, identity))
+            .map(|(&id, confinement)| (id, confinement.clone()))
             .collect();
         all.sort_unstable_by_key(|&(id, _)| id);
         all
     }
 
+    /// What an account's tmux server, its clients and so its agents may reach: its workspace,
+    /// home and socket folder to write; the system, the launcher and the agents' programs to
+    /// read and run.
+    fn account_allowed(&self, user_id: i64) -> sandbox::Allowed {
+        sandbox::Allowed {
+            write: vec![
+                self.layout.workspace(user_id),
+                self.layout.home(user_id),
+                self.socket_dir(user_id),
+            ],
+            read: [self.layout.bin_dir(), self.config.run_dir.join("tmux.conf")]
+                .into_iter()
+                .chain(self.programs.iter().cloned())
+                .collect(),
+        }
+    }
+
+    /// The account's cgroups (created with its limits) and Landlock ruleset.
+    fn confine(&self, user_id: i64, identity: Identity) -> anyhow::Result<confine::Confinement> {
+        let procs = if self.cgroups.backend() == cgroups::Backend::Rlimit {
+            Vec::new()
+        } else {
+            self.cgroups
+                .prepare(&self.unix_name(user_id), self.limits())
+                .context("cannot set up the account's cgroups")?
+                .dirs()
+                .iter()
+                .map(|d| d.join("cgroup.procs"))
+                .collect()
+        };
+        let ruleset = if self.landlock() {
+            Some(sandbox::ruleset(&self.account_allowed(user_id))?)
+        } else {
+            None
+        };
+        Ok(confine::Confinement::new(identity, procs, ruleset))
+    }
+
     fn prepare_run_dir(&self) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        // Two servers sharing a runtime folder would share the accounts' tmux sockets.
+        let marker = self.config.run_dir.join("install-id");
+        match std::fs::read_to_string(&marker) {
+            Ok(owner) if owner.trim() != self.install => anyhow::bail!(
+                "isolation.run_dir {} belongs to another pocketdev server on this host (install {}); \
+                 give this server a runtime folder of its own",
+                self.config.run_dir.display(),
+                owner.trim()
+            ),
+            _ => {}
+        }
         for dir in [
             self.config.run_dir.clone(),
             self.config.run_dir.join("tmux"),
@@ -274,6 +414,7 @@ impl Isolation {
             std::os::unix::fs::lchown(&dir, Some(0), Some(0))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
         }
+        crate::layout::write_file_atomically(&marker, self.install.as_bytes(), 0o644)?;
         Ok(())
     }
 
@@ -299,11 +440,44 @@ impl Isolation {
         let socket_dir = self.socket_dir(user_id);
         let max = self.config.uid_max;
         let wanted = recorded.as_ref().map(|a| a.identity.uid);
-        let (identity, created) = tokio::task::spawn_blocking(move || {
-            provision(&layout, user_id, &name, wanted, next, max, &socket_dir)
+        let install = self.install.clone();
+        let provisioned = tokio::task::spawn_blocking(move || {
+            provision(
+                &install,
+                &layout,
+                user_id,
+                &name,
+                wanted,
+                next,
+                max,
+                &socket_dir,
+            )
         })
         .await
-        .map_err(anyhow::Error::from)??;
+        .map_err(anyhow::Error::from)?;
+        let (identity, created) = match provisioned {
+            Ok(done) => {
+                self.unavailable
+                    .lock()
+                    .expect("unavailable")
+                    .remove(&user_id);
+                done
+            }
+            Err(err) => {
+                let reason = format!("{err:#}");
+                self.unavailable
+                    .lock()
+                    .expect("unavailable")
+                    .insert(user_id, reason.clone());
+                tracing::error!(user_id, error = %reason, "cannot provision the account");
+                return Err(AppError::Unavailable(
+                    "this account cannot be used right now: the server could not prepare its \
+                     Unix user or folders; an admin finds the reason in the admin stats and \
+                     with `pocketdev doctor`"
+                        .into(),
+                ));
+            }
+        };
         if recorded.is_none() {
             let name = self.unix_name(user_id);
             accounts::record(&self.db, user_id, &accounts::UnixAccount { name, identity }).await?;
@@ -315,10 +489,27 @@ impl Isolation {
                 "created the account's Unix user"
             );
         }
+        let confinement = match self.confine(user_id, identity) {
+            Ok(confinement) => confinement,
+            Err(err) => {
+                let reason = format!("{err:#}");
+                tracing::error!(user_id, error = %reason, "cannot confine the account");
+                self.unavailable
+                    .lock()
+                    .expect("unavailable")
+                    .insert(user_id, reason);
+                return Err(AppError::Unavailable(
+                    "this account cannot be used right now: the server could not set up its \
+                     limits and sandbox; an admin finds the reason in the admin stats and with \
+                     `pocketdev doctor`"
+                        .into(),
+                ));
+            }
+        };
         self.known
             .lock()
             .expect("known accounts")
-            .insert(user_id, identity);
+            .insert(user_id, Arc::new(confinement));
         Ok(Some(identity))
     }
 
@@ -330,12 +521,14 @@ impl Isolation {
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id")
             .fetch_all(&self.db)
             .await?;
+        // One account's broken folders or user must not keep the server (and everyone else)
+        // down: that account is unavailable, with the reason, until it can be provisioned.
         for id in ids {
-            self.ensure(id)
-                .await
-                .map_err(AppError::into_anyhow)
-                .with_context(|| format!("cannot isolate account {id}"))?;
+            if let Err(err) = self.ensure(id).await {
+                tracing::error!(user_id = id, error = %err.logged(), "account unavailable: cannot isolate it");
+            }
         }
+        self.report().keep(&self.layout);
         Ok(())
     }
 
@@ -348,13 +541,15 @@ impl Isolation {
             memory_bytes: self.config.memory_mb * 1024 * 1024,
             tasks: self.config.tasks_max,
             cpu_percent: self.config.cpu_percent,
+            all_accounts_memory_bytes: self.machine_memory_bytes / 100
+                * u64::from(self.config.all_accounts_memory_percent),
         }
     }
 
     /// How an account's tmux server is started: in its cgroup (joined before it execs, so
     /// nothing of it ever runs outside), with its process limit where there are no cgroups,
     /// and inside its bubblewrap sandbox in `bwrap` mode.
-    pub fn server_start(&self, user_id: i64, programs: &[PathBuf]) -> anyhow::Result<ServerStart> {
+    pub fn server_start(&self, user_id: i64) -> anyhow::Result<ServerStart> {
         let mut start = ServerStart::default();
         if self.cgroups.backend() == cgroups::Backend::Rlimit {
             start.nproc = (self.config.tasks_max > 0).then_some(self.config.tasks_max);
@@ -368,16 +563,28 @@ impl Isolation {
                 .map(|d| d.join("cgroup.procs"))
                 .collect();
         }
+        if self.landlock() && !self.bwrap() {
+            start.landlock = Some(self.account_allowed(user_id));
+        }
         if self.bwrap() {
             start.bwrap = Some(sandbox::bwrap_args(&sandbox::Account {
                 socket_dir: self.socket_dir(user_id),
                 workspace: self.layout.workspace(user_id),
                 home: self.layout.home(user_id),
-                run_dir: self.config.run_dir.clone(),
-                programs: programs.to_vec(),
+                launcher_dir: self.layout.bin_dir(),
+                tmux_config: self.config.run_dir.join("tmux.conf"),
+                programs: self.programs.clone(),
             }));
         }
         Ok(start)
+    }
+
+    /// Copies the launcher where every account can run it (`<data>/bin`, root-owned, 0755):
+    /// the server's own binary may sit in a folder accounts cannot reach. Refuses a folder on a
+    /// file system mounted `noexec` (Debian's and Ubuntu's /run), where no account could start
+    /// anything.
+    pub fn install_launcher(&self, source: &Path) -> anyhow::Result<PathBuf> {
+        install_launcher(source, &self.layout.bin_dir())
     }
 
     /// Ends every process of the account at once, its tmux server included.
@@ -425,6 +632,53 @@ impl Isolation {
     }
 }
 
+fn install_launcher(source: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let installed = dir.join("pocketdev");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    executable_here(dir)?;
+    let bytes = std::fs::read(source)
+        .with_context(|| format!("cannot read the launcher {}", source.display()))?;
+    let current = std::fs::read(&installed).ok();
+    if current.as_deref() != Some(bytes.as_slice()) {
+        crate::layout::write_file_atomically(&installed, &bytes, 0o755)?;
+    }
+    Ok(installed)
+}
+
+/// Fails, naming the cause and the fix, when programs in `dir` cannot be run because its file
+/// system is mounted `noexec`.
+pub fn executable_here(dir: &Path) -> anyhow::Result<()> {
+    let stat =
+        rustix::fs::statvfs(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    if stat.f_flag.contains(rustix::fs::StatVfsMountFlags::NOEXEC) {
+        anyhow::bail!(
+            "{} is on a file system mounted noexec, so no account could run the agent launcher \
+             there; put the data dir on a file system that allows programs (such as /var/lib/pocketdev)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// This install's id (`<data>/server/install-id`), made at its first start.
+fn install_id(layout: &Layout) -> anyhow::Result<String> {
+    let file = layout.server_dir().join("install-id");
+    if let Ok(id) = std::fs::read_to_string(&file)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_owned());
+    }
+    let id = crate::auth::tokens::random_token(16)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect::<String>();
+    crate::layout::write_private_file(&file, id.as_bytes())?;
+    Ok(id)
+}
+
 /// Accounts reach their own folders by path, so every folder above `dir` must let others pass
 /// (o+x): a data dir under a private home would leave agents outside their workspace.
 pub fn reachable_by_accounts(dir: &Path) -> anyhow::Result<()> {
@@ -451,7 +705,9 @@ pub fn reachable_by_accounts(dir: &Path) -> anyhow::Result<()> {
 
 /// Creates (or re-creates, after a restore on a new machine) the Unix user and hands the
 /// account its folders. Answers the identity and whether the user was created now.
+#[allow(clippy::too_many_arguments)]
 fn provision(
+    install: &str,
     layout: &Layout,
     user_id: i64,
     name: &str,
@@ -464,6 +720,16 @@ fn provision(
     let _lock = accounts::AccountsLock::acquire()?;
     let system = accounts::SystemIds::read()?;
     let (identity, created) = match system.user(name) {
+        // A user this server never recorded is adopted only when this install made it (its
+        // record lost with a restore of an older backup); another install's is refused.
+        Some(_)
+            if wanted.is_none() && system.comment(name) != Some(&accounts::comment(install)) =>
+        {
+            anyhow::bail!(
+                "the Unix user {name} exists but this pocketdev server did not create it (another \
+                 install on this host?); give this server its own isolation.user_prefix and uid range"
+            )
+        }
         Some(identity) if wanted.is_none_or(|uid| uid == identity.uid) => (identity, false),
         Some(identity) => anyhow::bail!(
             "the Unix user {name} exists with uid {} but the account was given uid {}",
@@ -477,7 +743,7 @@ fn provision(
                     format!("no free uid left in isolation.uid_min..uid_max ({next}..{max})")
                 })?,
             };
-            accounts::create_user(name, uid, &layout.home(user_id))?;
+            accounts::create_user(name, uid, &layout.home(user_id), install)?;
             (Identity { uid, gid: uid }, true)
         }
     };
@@ -489,12 +755,19 @@ fn provision(
             std::os::unix::fs::lchown(&dir, Some(identity.uid), Some(identity.gid))?;
         }
     }
-    // The agent's own temporary folder (TMPDIR), private to it.
+    // The agent's own temporary folder (TMPDIR), made as the account in the home it owns:
+    // whatever the account put there instead (a link, a file) is its own business, and root
+    // never follows it.
     let tmp = layout.home(user_id).join("tmp");
-    if !tmp.exists() {
-        std::fs::create_dir(&tmp)?;
-        std::os::unix::fs::lchown(&tmp, Some(identity.uid), Some(identity.gid))?;
-    }
+    run_as(Some(identity), move || {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                tracing::warn!(user_id, error = %e, "cannot create the account's TMPDIR");
+            }
+            _ => {}
+        }
+    })?;
     std::fs::create_dir_all(socket_dir)?;
     std::os::unix::fs::lchown(socket_dir, Some(identity.uid), Some(identity.gid))?;
     std::fs::set_permissions(socket_dir, std::fs::Permissions::from_mode(0o700))?;

@@ -54,16 +54,14 @@ pub fn program_root(program: &Path) -> PathBuf {
         .map_or(dir.clone(), Path::to_path_buf)
 }
 
-/// Restricts this process (and what it execs) to `allowed`. Fails unless the kernel enforces
-/// it at least partly; an agent never runs believed-sandboxed when it is not.
-pub fn confine(allowed: &Allowed) -> anyhow::Result<()> {
+fn ruleset_for(allowed: &Allowed) -> anyhow::Result<landlock::RulesetCreated> {
     let abi = ABI::V5;
     let read = SYSTEM_READ
         .iter()
         .map(PathBuf::from)
         .chain(allowed.read.iter().cloned());
     let write = std::iter::once(PathBuf::from(DEVICES)).chain(allowed.write.iter().cloned());
-    let status = Ruleset::default()
+    Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .context("Landlock")?
         .create()
@@ -71,13 +69,26 @@ pub fn confine(allowed: &Allowed) -> anyhow::Result<()> {
         .add_rules(path_beneath_rules(read, AccessFs::from_read(abi)))
         .context("Landlock read rules")?
         .add_rules(path_beneath_rules(write, AccessFs::from_all(abi)))
-        .context("Landlock write rules")?
+        .context("Landlock write rules")
+}
+
+/// Restricts this process (and what it execs) to `allowed`. Fails unless the kernel enforces
+/// it at least partly; an agent never runs believed-sandboxed when it is not.
+pub fn confine(allowed: &Allowed) -> anyhow::Result<()> {
+    let status = ruleset_for(allowed)?
         .restrict_self()
         .context("cannot apply Landlock")?;
     if status.ruleset == RulesetStatus::NotEnforced {
         bail!("the kernel does not enforce Landlock; refusing to start the agent unconfined");
     }
     Ok(())
+}
+
+/// The ruleset for `allowed` as a descriptor, for processes that restrict themselves to it
+/// between fork and exec (see `confine.rs`).
+pub fn ruleset(allowed: &Allowed) -> anyhow::Result<std::os::fd::OwnedFd> {
+    Option::<std::os::fd::OwnedFd>::from(ruleset_for(allowed)?)
+        .context("the kernel offers no Landlock ruleset")
 }
 
 /// Checks that bubblewrap is installed and can build a sandbox here (as root, so no user
@@ -127,7 +138,9 @@ pub struct Account {
     pub socket_dir: PathBuf,
     pub workspace: PathBuf,
     pub home: PathBuf,
-    pub run_dir: PathBuf,
+    /// The folder of the launcher accounts run (`<data>/bin`).
+    pub launcher_dir: PathBuf,
+    pub tmux_config: PathBuf,
     /// The agents' program folders (bound read-only unless the system's folders hold them).
     pub programs: Vec<PathBuf>,
 }
@@ -165,8 +178,8 @@ pub fn bwrap_args(account: &Account) -> Vec<String> {
         ("--bind", account.socket_dir.clone()),
         ("--bind", account.workspace.clone()),
         ("--bind", account.home.clone()),
-        ("--ro-bind", account.run_dir.join("bin")),
-        ("--ro-bind", account.run_dir.join("tmux.conf")),
+        ("--ro-bind", account.launcher_dir.clone()),
+        ("--ro-bind", account.tmux_config.clone()),
     ]
     .into_iter()
     .chain(

@@ -63,11 +63,17 @@ use status::{Debounced, Reading, Signals};
 /// A hook's word is trusted this long without a newer one (the screen still overrides it).
 const HOOK_TRUST: Duration = Duration::from_secs(600);
 
-/// Per running instance: the published status and the last hook reading.
+/// How often a running instance's screen is kept in its record at most, so what it showed
+/// survives a machine that goes down with it.
+const KEEP_SCREEN_EVERY: Duration = Duration::from_secs(30);
+
+/// Per running instance: the published status, the last hook reading, and when its screen was
+/// last kept (with a digest of what was kept).
 #[derive(Default)]
 struct Tracked {
     status: Debounced,
     hook: Option<(Reading, std::time::Instant)>,
+    screen_kept: Option<(std::time::Instant, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -193,12 +199,38 @@ impl Monitor {
             });
             entry.status.offer(reading, std::time::Instant::now())
         };
+        if let Some(screen) = screen.as_deref() {
+            self.keep_screen(instance, screen).await;
+        }
         if let Some(reading) = changed {
             self.manager.publish_activity(
                 &instance.id,
                 reading.status.as_str(),
                 reading.reason.as_deref(),
             );
+        }
+    }
+
+    /// Keeps the screen in the record now and then (only when it changed), for an instance
+    /// whose machine goes down with it: the record of a `lost` instance still shows it.
+    async fn keep_screen(&self, instance: &Instance, screen: &str) {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        screen.hash(&mut hasher);
+        let digest = hasher.finish();
+        let due = {
+            let mut tracked = self.tracked.lock().expect("tracked");
+            let entry = tracked.entry(instance.id.clone()).or_default();
+            let due = entry
+                .screen_kept
+                .is_none_or(|(at, kept)| kept != digest && at.elapsed() >= KEEP_SCREEN_EVERY);
+            if due {
+                entry.screen_kept = Some((std::time::Instant::now(), digest));
+            }
+            due
+        };
+        if due && let Err(err) = store::keep_screen(&self.db, &instance.id, screen).await {
+            tracing::warn!(instance = %instance.id, error = %err.logged(), "cannot keep the screen");
         }
     }
 

@@ -107,7 +107,7 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Js
         instances,
         users: users.into_values().collect(),
         alerts: alerts::active(&state.db).await?,
-        isolation: state.isolation.report().clone(),
+        isolation: state.isolation.report(),
     }))
 }
 

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -154,19 +154,10 @@ async fn authenticate_socket(
 /// Browsers send `Origin` on WebSocket requests; one from another site is refused, so a page
 /// elsewhere cannot open a socket with the user's cookie.
 fn same_origin(headers: &HeaderMap) -> AppResult<()> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match (origin_host, host) {
-        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err(AppError::Forbidden(
+    match crate::http::origin::from_this_site(headers) {
+        Some(false) => Err(AppError::Forbidden(
             "a page from another site may not open this terminal".into(),
         )),
+        _ => Ok(()),
     }
 }

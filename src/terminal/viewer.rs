@@ -127,6 +127,7 @@ pub async fn serve(
     };
 
     let heartbeat = Duration::from_secs(terminals.config().heartbeat_secs.max(1));
+    let mut signouts = state.signouts.subscribe();
     let reader = async {
         let mut last_seen = Instant::now();
         let mut session_checked = Instant::now();
@@ -169,6 +170,21 @@ pub async fn serve(
                         }
                         Message::Close(_) => return,
                         Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                signout = signouts.recv() => {
+                    let ended = match signout {
+                        Ok(signout) => signout.ends(watcher.user_id, &watcher.session_id),
+                        // Missed some: ask the database.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            !still_signed_in(&state, &watcher).await
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                    };
+                    if ended {
+                        // The writer sends the close; nothing more is read meanwhile.
+                        let _ = closer.try_send((close::POLICY, "signed out".into()));
+                        std::future::pending::<()>().await;
                     }
                 }
                 _ = tick.tick() => {

@@ -167,6 +167,22 @@ async fn update_user(
     }
     if disables || new_hash.is_some() {
         crate::auth::store::revoke_user_sessions(&state.db, id, None).await?;
+        state
+            .signouts
+            .announce(crate::auth::signouts::SignOut::Account {
+                user_id: id,
+                except: None,
+            });
+    }
+    if disables {
+        // Its agents hold its secrets and act for it: they stop with the account.
+        for instance in crate::instances::store::list(&state.db, Some(id)).await? {
+            if instance.state.is_live()
+                && let Err(err) = state.instances.stop(&instance, "disabled").await
+            {
+                tracing::warn!(instance = %instance.id, error = %err.logged(), "cannot stop an agent of a disabled account");
+            }
+        }
     }
     let detail = serde_json::json!({ "role": req.role, "disabled": req.disabled, "password_reset": new_hash.is_some() });
     audit_admin(&state, &admin, client, "user.update", &target, detail).await;

@@ -107,9 +107,12 @@ async fn browser_session_uses_httponly_strict_cookies() {
         .await
         .unwrap();
     assert_eq!(me.status(), StatusCode::OK);
+    // The browser says which page sent it (a cookie alone changes nothing: see hardening.rs).
+    let origin = format!("http://{}", app.addr);
     let refreshed = app
         .browser
         .post(app.url("/api/auth/refresh"))
+        .header("origin", &origin)
         .send()
         .await
         .unwrap();
@@ -119,6 +122,7 @@ async fn browser_session_uses_httponly_strict_cookies() {
     let logout = app
         .browser
         .post(app.url("/api/auth/logout"))
+        .header("origin", &origin)
         .send()
         .await
         .unwrap();
@@ -135,30 +139,38 @@ async fn browser_session_uses_httponly_strict_cookies() {
 
 #[tokio::test]
 async fn secure_cookies_and_hsts_behind_a_trusted_tls_proxy() {
-    let app = spawn_app_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
-    let response = reqwest::Client::new()
-        .post(app.url("/api/auth/login"))
-        .header("x-forwarded-for", "198.51.100.20")
-        .header("x-forwarded-proto", "https")
-        .json(&json!({ "username": ADMIN, "password": app.admin_password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response
-            .headers()
-            .get("strict-transport-security")
-            .is_some()
-    );
-    for cookie in response.headers().get_all("set-cookie") {
-        assert!(cookie.to_str().unwrap().contains("Secure"), "{cookie:?}");
+    // The proxy (nginx) comes in through its own socket, which agents cannot open.
+    let app = spawn_app_with(|c| {
+        c.proxy_socket = Some(c.isolation.run_dir.join("http.sock"));
+        c.proxy_socket_group = "root".into();
+    })
+    .await;
+    let (status, head, body) = app
+        .call_via_proxy_socket(
+            "POST",
+            "/api/auth/login",
+            &[
+                ("x-forwarded-for", "198.51.100.20"),
+                ("x-forwarded-proto", "https"),
+            ],
+            Some(json!({ "username": ADMIN, "password": app.admin_password })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("strict-transport-security"), "{head}");
+    let cookies: Vec<&str> = head
+        .lines()
+        .filter(|l| l.starts_with("set-cookie"))
+        .collect();
+    assert_eq!(cookies.len(), 2, "{head}");
+    for cookie in cookies {
+        assert!(cookie.contains("secure"), "{cookie}");
     }
     let success = app.audit("login.success").await;
     // Newest first: [0] is the helper's own sign-in to read the log, [1] the proxied one.
     assert_eq!(
         success[1]["ip"], "198.51.100.20",
-        "client IP comes from X-Forwarded-For of a trusted proxy"
+        "client IP comes from X-Forwarded-For of the proxy"
     );
 }
 

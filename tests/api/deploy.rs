@@ -47,7 +47,7 @@ async fn the_dry_run_prints_every_step_and_changes_nothing() {
     assert!(ok, "{plan}");
     for expected in [
         "dry run: nothing is changed",
-        "install tmux, nginx, certbot and the account tools (passwd) from the distribution (skipped: dry run)",
+        "install what is missing of tmux nginx passwd certbot from the distribution (skipped: dry run)",
         &format!("{prefix}/usr/local/bin/pocketdev"),
         "creates a Unix user per account",
         &format!("write {prefix}/etc/pocketdev/pocketdev.toml (0640)"),
@@ -58,7 +58,7 @@ async fn the_dry_run_prints_every_step_and_changes_nothing() {
         "enable and (re)start pocketdev (skipped: dry run)",
         "/etc/letsencrypt/live/dev.example.com/fullchain.pem",
         "write the HTTPS site",
-        "check and reload nginx (skipped: dry run)",
+        "start or reload nginx (skipped: dry run)",
         &format!("install scripts/start.sh as {prefix}/usr/local/bin/pocketdev-ctl"),
         &format!("install DEPLOYMENT.md and README.md in {prefix}/usr/local/share/doc/pocketdev"),
         &format!(
@@ -94,7 +94,7 @@ async fn the_dry_run_prints_every_step_and_changes_nothing() {
         &format!("install {binary} as /usr/local/bin/pocketdev"),
         "/etc/pocketdev/pocketdev.toml",
         "get a certificate for dev.example.com from Let's Encrypt (skipped: dry run)",
-        "write the HTTPS site /etc/nginx/sites-available/pocketdev",
+        "write the HTTPS site for dev.example.com",
         "9. done",
     ] {
         assert!(
@@ -131,7 +131,8 @@ async fn a_run_under_a_prefix_lays_out_the_files() {
     assert!(r.join("etc/systemd/system/pocketdev.service").is_file());
     let config = std::fs::read_to_string(r.join("etc/pocketdev/pocketdev.toml")).unwrap();
     assert!(
-        config.contains("trusted_proxies = [\"127.0.0.1/32\"]"),
+        config.contains("proxy_socket = \"/run/pocketdev/http.sock\"")
+            && !config.contains("trusted_proxies"),
         "{config}"
     );
     let link = std::fs::read_link(r.join("etc/nginx/sites-enabled/pocketdev")).unwrap();
@@ -169,15 +170,69 @@ async fn a_run_under_a_prefix_lays_out_the_files() {
     let kept = std::fs::read_to_string(r.join("etc/pocketdev/pocketdev.toml")).unwrap();
     assert!(kept.starts_with("# edited"));
 
-    // Without TLS: a loud warning and a plain HTTP site.
+    // A config from an earlier deploy let nginx in over loopback, which agents share: the
+    // upgrade moves nginx to the proxy socket and keeps the rest.
+    std::fs::write(
+        r.join("etc/pocketdev/pocketdev.toml"),
+        "# edited\ntrusted_proxies = [\"127.0.0.1/32\"]\n[limits]\nmax_total = 3\n",
+    )
+    .unwrap();
+    let (ok, log) = deploy(&args).await;
+    assert!(ok && log.contains("instead of loopback"), "{log}");
+    let moved = std::fs::read_to_string(r.join("etc/pocketdev/pocketdev.toml")).unwrap();
+    assert_eq!(
+        moved,
+        "# edited\nproxy_socket = \"/run/pocketdev/http.sock\"\n[limits]\nmax_total = 3\n"
+    );
+
+    // Without TLS: a loud warning and a plain HTTP site, which takes port 80 from the
+    // distribution's default site (both claim default_server).
     let plain = tempfile::tempdir().unwrap();
+    let enabled = plain.path().join("etc/nginx/sites-enabled");
+    std::fs::create_dir_all(&enabled).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/nginx/sites-available/default",
+        enabled.join("default"),
+    )
+    .unwrap();
     let plain_prefix = plain.path().display().to_string();
     let (ok, log) = deploy(&["--prefix", &plain_prefix, "--binary", binary, "--no-tls"]).await;
     assert!(ok && log.contains("WARNING: --no-tls"), "{log}");
+    assert!(
+        log.contains("disabled the distribution's default site"),
+        "{log}"
+    );
+    assert!(!enabled.join("default").exists());
     let site =
         std::fs::read_to_string(plain.path().join("etc/nginx/sites-available/pocketdev")).unwrap();
+    let websocket = site.split("location /ws/").nth(1).unwrap_or_default();
     assert!(
-        site.contains("listen 80 default_server;") && site.contains("location /ws/"),
+        site.contains("listen 80 default_server;")
+            && site.contains("access_log /var/log/nginx/pocketdev.access.log pocketdev;")
+            && websocket.contains("proxy_set_header Host $http_host;")
+            && websocket.contains("proxy_set_header X-Forwarded-For $remote_addr;"),
         "{site}"
+    );
+
+    // Your own certificate instead of Let's Encrypt's.
+    let own = tempfile::tempdir().unwrap();
+    let own_prefix = own.path().display().to_string();
+    let (ok, log) = deploy(&[
+        "--dry-run",
+        "--prefix",
+        &own_prefix,
+        "--binary",
+        binary,
+        "--domain",
+        "dev.example.com",
+        "--cert",
+        "/etc/ssl/mine/fullchain.pem",
+        "--key",
+        "/etc/ssl/mine/key.pem",
+    ])
+    .await;
+    assert!(
+        ok && log.contains("/etc/ssl/mine/fullchain.pem (yours") && !log.contains("certbot"),
+        "{log}"
     );
 }

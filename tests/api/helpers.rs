@@ -220,6 +220,49 @@ impl TestApp {
         request.send().await.expect("request reaches the server")
     }
 
+    /// A request through the proxy socket (`config.proxy_socket`), as nginx sends it, with
+    /// `curl --unix-socket`: (status, response headers in lower case, body).
+    pub async fn call_via_proxy_socket(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, String, String) {
+        let socket = self.config.proxy_socket.as_ref().expect("a proxy socket");
+        let mut command = tokio::process::Command::new("curl");
+        command
+            .args(["-sS", "-i", "-X", method, "--unix-socket"])
+            .arg(socket);
+        for (name, value) in headers {
+            command.arg("-H").arg(format!("{name}: {value}"));
+        }
+        if let Some(body) = body {
+            command
+                .args(["-H", "content-type: application/json", "--data"])
+                .arg(body.to_string());
+        }
+        let base = self.config.base_path.trim_end_matches('/');
+        let output = command
+            .arg(format!("http://localhost{base}{path}"))
+            .output()
+            .await
+            .expect("curl runs");
+        assert!(
+            output.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_lowercase(), body.to_owned())
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
         self.call(Method::GET, path, token, None).await
     }

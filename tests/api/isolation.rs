@@ -399,6 +399,125 @@ async fn tmux_tricks_from_an_agent_leave_no_root_owned_trace() {
     }
 }
 
+#[tokio::test]
+async fn nothing_an_agent_makes_its_tmux_server_or_pocketdevs_clients_do_leaves_its_sandbox() {
+    if skip_unless_root() || pocketdev::isolation::landlock_abi() < 2 {
+        eprintln!("skipped: needs root and Landlock ABI 2");
+        return;
+    }
+    let app = spawn_app().await;
+    let (ann_id, ann) = account(&app, "ann").await;
+    let instance = shell(&app, &ann).await;
+    // Anyone may write here: only a sandbox keeps a process out.
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        open.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let o = open.path().display().to_string();
+    let ws = app.data_dir().join(format!("users/{ann_id}/workspace"));
+
+    // A viewer attaches, so a control client runs for the account.
+    let ticket: Value = app
+        .post(
+            &format!("/api/instances/{instance}/ticket"),
+            Some(&ann),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "ws://{}/ws/instance/{instance}?ticket={}",
+        app.addr,
+        ticket["ticket"].as_str().unwrap()
+    );
+    let (_socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("terminal opens");
+
+    // The account's own tmux server runs commands for the agent; hooks make pocketdev's
+    // routine clients (listings, captures, input) save files. (A failing hook also fails the
+    // client's own command, so from here on the test reads files, not the API's output.)
+    let armed = ws.join("armed");
+    let script = format!(
+        "tmux run-shell 'touch {o}/run-shell 2>/dev/null; true'; \
+         tmux run-shell 'cat /proc/self/cgroup > {w}/run-shell.cgroup'; \
+         tmux new-window -d 'touch {o}/new-window'; \
+         tmux new-window -d -n spare 'sleep 60'; tmux respawn-pane -k -t :spare 'touch {o}/respawn-pane 2>/dev/null'; \
+         tmux set-buffer from-a-hook; \
+         tmux set-hook -g after-capture-pane[0] 'save-buffer {w}/hook-in-workspace'; \
+         tmux set-hook -g after-capture-pane[1] 'save-buffer {o}/hook-capture-pane'; \
+         for c in list-panes send-keys display-message; do tmux set-hook -g after-$c 'save-buffer {o}/hook-'$c; done; \
+         echo armed > {a}",
+        w = ws.display(),
+        a = armed.display(),
+    );
+    app.command(&ann, &instance, json!({ "text": script }))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !armed.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never armed its hooks"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Reconciliation and the monitor run their clients every second; input and output too.
+    let _ = app
+        .command(&ann, &instance, json!({ "text": "true" }))
+        .await;
+    let _ = app
+        .get(&format!("/api/instances/{instance}/output"), Some(&ann))
+        .await;
+    while !ws.join("hook-in-workspace").exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pocketdev's capture never ran the hook (so the test proves nothing)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The new windows ran their commands by now; give the listings a second more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let written: Vec<_> = std::fs::read_dir(open.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "the account's tmux server or a client wrote outside its sandbox: {written:?}"
+    );
+
+    // Everything that ran for the account ran in its cgroup: what the server ran, and
+    // pocketdev's control client.
+    let group = format!(
+        "/{}/{}{ann_id}",
+        app.config.isolation.cgroup, app.config.isolation.user_prefix
+    );
+    let server_side = std::fs::read_to_string(ws.join("run-shell.cgroup")).unwrap();
+    assert!(server_side.contains(&group), "{server_side}");
+    let uid = passwd_entry(&format!("{}{ann_id}", app.config.isolation.user_prefix))
+        .unwrap()
+        .0;
+    let clients: Vec<i32> = pocketdev::isolation::accounts::processes_of(uid)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("attach-session"))
+        })
+        .collect();
+    assert!(
+        !clients.is_empty(),
+        "the control client runs as the account"
+    );
+    for pid in clients {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(cgroup.contains(&group), "control client {pid}: {cgroup}");
+    }
+}
+
 fn signal(pid: u32, signal: rustix::process::Signal) -> rustix::io::Result<()> {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
     rustix::process::kill_process(pid, signal)
@@ -455,6 +574,52 @@ async fn an_account_whose_tmux_server_stops_answering_holds_up_no_one_else() {
         run(&app, &ann, &ann_shell, "echo ann-$((40+2))").await,
         "ann-42"
     );
+}
+
+#[tokio::test]
+async fn agents_started_while_another_accounts_server_is_silent_are_never_given_up_for_lost() {
+    if skip_unless_root() {
+        return;
+    }
+    // Every listing of all servers waits for the silent one (up to its timeout), so agents
+    // other accounts start meanwhile are missing from listings that began before them.
+    let app = spawn_app_with(|c| {
+        c.tmux.command_timeout_secs = 2;
+        c.limits.max_per_user = 10;
+        c.limits.max_total = 10;
+    })
+    .await;
+    let (_, ann) = account(&app, "ann").await;
+    let (_, bob) = account(&app, "bob").await;
+    let ann_shell = shell(&app, &ann).await;
+    let server: u32 = run(&app, &ann, &ann_shell, "tmux display -p '#{pid}'")
+        .await
+        .parse()
+        .expect("the server's pid");
+    signal(server, rustix::process::Signal::STOP).expect("the server is stopped");
+    let stopped = Stopped(server);
+
+    let mut shells = Vec::new();
+    for n in 0..5 {
+        let id = shell(&app, &bob).await;
+        assert_eq!(
+            run(&app, &bob, &id, &format!("echo bob{n}-$((40+2))")).await,
+            format!("bob{n}-42")
+        );
+        shells.push(id);
+    }
+    // Several listings later (each waits about 2 s for ann's server), all five still run and
+    // answer.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    for (n, id) in shells.iter().enumerate() {
+        let instance = app.instance(&bob, id).await;
+        assert_eq!(instance["state"], "running", "bob's shell {n}: {instance}");
+        assert_eq!(
+            run(&app, &bob, id, &format!("echo again{n}-$((40+2))")).await,
+            format!("again{n}-42")
+        );
+    }
+    drop(stopped);
 }
 
 #[tokio::test]
@@ -768,4 +933,324 @@ async fn a_data_dir_accounts_cannot_reach_turns_auto_off_loudly_and_refuses_a_ch
     assert!(err.contains("cannot reach"), "{err}");
     let _ = std::fs::remove_dir_all(&config.isolation.run_dir);
     crate::helpers::remove_test_accounts(&config.isolation.user_prefix);
+}
+
+/// A tmpfs mounted `noexec` at `dir` for the test's life, as Debian's and Ubuntu's initramfs
+/// mount /run.
+struct NoexecMount(std::path::PathBuf);
+
+impl NoexecMount {
+    #[allow(clippy::disallowed_methods)] // set-up before the server starts
+    fn at(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "noexec,nosuid,nodev,mode=0755",
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs at {}", dir.display());
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for NoexecMount {
+    #[allow(clippy::disallowed_methods)] // Drop cannot wait for a task
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn agents_start_when_the_runtime_folder_is_noexec_and_a_noexec_data_dir_is_refused_in_words()
+{
+    if skip_unless_root() {
+        return;
+    }
+    // The sockets' folder on a noexec /run, as on a stock Debian 12 server: the launcher runs
+    // from the data dir instead, so agents start.
+    let base = tempfile::tempdir().unwrap();
+    let run = NoexecMount::at(&base.path().join("run"));
+    let app = spawn_app_with(|config| {
+        config.isolation.run_dir = run.0.join("pocketdev");
+    })
+    .await;
+    let token = app.admin_token().await;
+    let id = shell(&app, &token).await;
+    let printed = run_in(&app, &token, &id).await;
+    assert!(printed.contains("ran-42"), "{printed}");
+    drop(app);
+
+    // A data dir on a noexec file system: the server does not start, and says why.
+    let data = NoexecMount::at(&base.path().join("data"));
+    let mut config = crate::helpers::test_config(&data.0.join("pocketdev"));
+    crate::helpers::isolate_for_tests(&mut config, base.path());
+    config.isolation.mode = pocketdev::config::IsolationMode::Landlock;
+    std::fs::set_permissions(
+        base.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let refused = match pocketdev::App::build(config.clone()).await {
+        Ok(_) => panic!("a server whose launcher cannot run started"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(refused.contains("noexec"), "{refused}");
+    pocketdev::isolation::cgroups::Cgroups::detect(&config.isolation.cgroup).remove_parents();
+}
+
+async fn run_in(app: &TestApp, token: &str, id: &str) -> String {
+    run(app, token, id, "echo ran-$((40+2))").await
+}
+
+#[tokio::test]
+async fn one_broken_account_never_keeps_the_server_from_starting() {
+    if skip_unless_root() {
+        return;
+    }
+    let app = spawn_app_with(|c| c.tmux.command_timeout_secs = 2).await;
+    let prefix = app.config.isolation.user_prefix.clone();
+    let (ann_id, ann) = account(&app, "ann").await;
+    let (cat_id, cat) = account(&app, "cat").await;
+    let (_, bob) = account(&app, "bob").await;
+    // Ann's agent breaks what it owns: a dangling link where its TMPDIR was, and its stopped
+    // tmux server.
+    let ann_shell = shell(&app, &ann).await;
+    run(
+        &app,
+        &ann,
+        &ann_shell,
+        "rm -rf ~/tmp; ln -s /nonexistent/x ~/tmp; echo done",
+    )
+    .await;
+    let server: u32 = run(&app, &ann, &ann_shell, "tmux display -p '#{pid}'")
+        .await
+        .parse()
+        .unwrap();
+    // Cat's Unix user disappears and someone else takes its uid (a careless admin, another
+    // install).
+    let cat_name = format!("{prefix}{cat_id}");
+    let (cat_uid, _) = passwd_entry(&cat_name).unwrap();
+    let squatter = format!("{prefix}squat");
+    let status = tokio::process::Command::new("userdel")
+        .arg(&cat_name)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let status = tokio::process::Command::new("useradd")
+        .args(["--no-create-home", "--uid", &cat_uid.to_string(), &squatter])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    struct Removed(String);
+    impl Drop for Removed {
+        #[allow(clippy::disallowed_methods)] // Drop cannot wait for a task
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("userdel").arg(&self.0).status();
+        }
+    }
+    let _squatter = Removed(squatter);
+    signal(server, rustix::process::Signal::STOP).unwrap();
+    let stopped = Stopped(server);
+
+    // The server starts all the same.
+    let app = app.restart().await;
+    let bob_shell = shell(&app, &bob).await;
+    assert_eq!(
+        run(&app, &bob, &bob_shell, "echo bob-$((40+2))").await,
+        "bob-42"
+    );
+    let report = isolation_report(&app).await;
+    let unavailable = report["unavailable"].as_array().unwrap();
+    assert_eq!(unavailable.len(), 1, "{report}");
+    assert_eq!(unavailable[0]["user_id"], cat_id);
+    assert!(
+        unavailable[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&cat_name),
+        "{report}"
+    );
+    // Cat hears why in words; ann's account answers once its server goes on.
+    let refused = app
+        .call(
+            Method::POST,
+            "/api/instances",
+            Some(&app.token("cat", "cat-password-1").await),
+            Some(json!({ "profile": "shell" })),
+        )
+        .await;
+    expect_error_saying(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cannot be used right now",
+    )
+    .await;
+    let _ = cat;
+    drop(stopped);
+    assert_eq!(
+        run(&app, &ann, &ann_shell, "echo ann-$((40+2))").await,
+        "ann-42"
+    );
+    let _ = ann_id;
+}
+
+#[tokio::test]
+async fn an_agent_cannot_speak_for_another_client_address_on_any_listener_it_reaches() {
+    if skip_unless_root() {
+        return;
+    }
+    // What earlier deploys wrote (loopback trusted), and the proxy socket of today's.
+    let app = spawn_app_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.proxy_socket = Some(c.isolation.run_dir.join("http.sock"));
+        c.proxy_socket_group = "root".into();
+        c.rate_limits.login_per_minute = 5;
+        c.metrics.allow_from = vec!["198.51.100.0/24".parse().unwrap()];
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let (_, ann) = account(&app, "ann").await;
+    let agent = shell(&app, &ann).await;
+    let port = app.addr.port();
+    let socket = app.config.proxy_socket.clone().unwrap();
+
+    // Password guesses, each claiming another address, and a claim to a metrics address.
+    let script = format!(
+        "for n in 1 2 3 4 5 6 7 8; do curl -s -o /dev/null -w '%{{http_code}} ' \
+           -H \"x-forwarded-for: 203.0.113.$n\" -H 'content-type: application/json' \
+           --data '{{\"username\":\"admin\",\"password\":\"guess-number-'$n'\"}}' \
+           http://127.0.0.1:{port}/api/auth/login; done; \
+         curl -s -o /dev/null -w 'metrics:%{{http_code}} ' -H 'x-forwarded-for: 198.51.100.7' \
+           http://127.0.0.1:{port}/metrics; \
+         curl -s -o /dev/null -w 'socket:%{{http_code}}' --unix-socket {s} http://localhost/api/health",
+        s = socket.display(),
+    );
+    let answers = run(&app, &ann, &agent, &script).await;
+    let codes: Vec<&str> = answers.split_whitespace().collect();
+    // One address, one limit (the test's own sign-ins from loopback counted too): the guesses
+    // are refused before the eight are through, and from then on.
+    let guesses = &codes[..8];
+    let refused_from = guesses
+        .iter()
+        .position(|c| *c == "429")
+        .unwrap_or_else(|| panic!("never rate limited: {answers}"));
+    assert!(refused_from <= 5, "{answers}");
+    assert!(
+        guesses[..refused_from].iter().all(|c| *c == "401")
+            && guesses[refused_from..].iter().all(|c| *c == "429"),
+        "{answers}"
+    );
+    assert!(
+        ["metrics:401", "metrics:403"].contains(&codes[8]),
+        "the claim to a metrics address is not believed: {answers}"
+    );
+    assert_eq!(
+        codes[9], "socket:000",
+        "the agent cannot open the proxy socket: {answers}"
+    );
+
+    // The audit log names the agent's own address, not the ones it claimed. (Signing in again
+    // from loopback would meet the same limit: the admin's token is from before.)
+    let failures: Vec<Value> = app
+        .get("/api/admin/audit?action=login.failure", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), refused_from, "{failures:?}");
+    assert!(
+        failures.iter().all(|f| f["ip"] == "127.0.0.1"),
+        "{failures:?}"
+    );
+
+    // The proxy's socket is believed (what nginx says is true).
+    let (status, _, _) = app
+        .call_via_proxy_socket(
+            "GET",
+            "/metrics",
+            &[("x-forwarded-for", "198.51.100.7")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_host_never_takes_the_first_ones_accounts_or_sockets() {
+    if skip_unless_root() {
+        return;
+    }
+    let first = spawn_app().await;
+    let (_, amy) = account(&first, "amy").await;
+    let amy_shell = shell(&first, &amy).await;
+    let shared = first.config.isolation.clone();
+
+    // Another install told to use the same runtime folder would share the accounts' tmux
+    // sockets: it does not start, and says why.
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        base.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let mut config = crate::helpers::test_config(&base.path().join("data"));
+    config.isolation = shared.clone();
+    let refused = match pocketdev::App::build(config).await {
+        Ok(_) => panic!("a second server started on the first one's runtime folder"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(
+        refused.contains("belongs to another pocketdev server"),
+        "{refused}"
+    );
+
+    // With a runtime folder of its own but the same user names, its accounts never adopt the
+    // first server's Unix users: its admin (account 1, like the first's) is unavailable, with
+    // the reason, and starts nothing.
+    let second = spawn_app_with(|c| {
+        c.isolation.user_prefix = shared.user_prefix.clone();
+        c.isolation.cgroup = shared.cgroup.clone();
+    })
+    .await;
+    let report = isolation_report(&second).await;
+    let unavailable = report["unavailable"].as_array().unwrap();
+    assert!(
+        unavailable
+            .iter()
+            .any(|a| a["user_id"] == 1
+                && a["reason"].as_str().unwrap().contains("did not create it")),
+        "{report}"
+    );
+    let refused = second
+        .post(
+            "/api/instances",
+            Some(&second.admin_token().await),
+            json!({ "profile": "shell" }),
+        )
+        .await;
+    expect_error_saying(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cannot be used right now",
+    )
+    .await;
+    // The first server's agent never noticed.
+    assert_eq!(
+        run(&first, &amy, &amy_shell, "echo amy-$((40+2))").await,
+        "amy-42"
+    );
+    // Both go at the end of the test, the second first: its clean-up removes the shared prefix's
+    // users, the first server's included, which is what the first's own clean-up would do.
+    drop(second);
 }

@@ -1,8 +1,9 @@
 //! The deploy path: the distribution's nginx, configured from `config/nginx.conf` by the same
 //! shell function `scripts/deploy.sh` uses, with a self-signed certificate on loopback, in front
-//! of a running pocketdev. Sign-in and an API call over HTTPS (from 127.0.0.2, so the client
-//! address pocketdev records must come from X-Forwarded-For), a terminal WebSocket through
-//! nginx, and the sign-in rate limit answering 429.
+//! of a running pocketdev, reached through its proxy socket as deployed. Sign-in and an API call
+//! over HTTPS (from 127.0.0.2, so the client address pocketdev records must come from
+//! X-Forwarded-For), a terminal WebSocket through nginx, and the sign-in rate limit answering
+//! 429.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -55,6 +56,10 @@ impl Nginx {
         for sub in ["logs", "tmp", "acme"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
+        // The workers (www-data) keep request bodies in tmp/.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(d.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
         let made = run(
             "openssl",
@@ -119,7 +124,7 @@ impl Nginx {
         );
         let tmp = d.join("tmp").display().to_string();
         let main = format!(
-            "pid {pid};\nerror_log {err};\nevents {{}}\nhttp {{\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  include {site};\n}}\n",
+            "user www-data;\npid {pid};\nerror_log {err};\nevents {{}}\nhttp {{\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  include {site};\n}}\n",
             pid = d.join("nginx.pid").display(),
             err = d.join("logs/error.log").display(),
             site = site.display(),
@@ -210,8 +215,11 @@ impl Drop for Nginx {
 
 #[tokio::test]
 async fn pocketdev_behind_the_distributions_nginx() {
+    // nginx reaches pocketdev through the proxy socket, as deployed; its workers run as
+    // www-data, the socket's group.
     let app = spawn_app_with(|config| {
-        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        config.proxy_socket = Some(config.isolation.run_dir.join("http.sock"));
+        config.proxy_socket_group = "www-data".into();
         config.rate_limits.login_per_minute = 1000;
         config.profiles.insert(
             "bash".into(),
@@ -225,7 +233,8 @@ async fn pocketdev_behind_the_distributions_nginx() {
         );
     })
     .await;
-    let nginx = Nginx::start(&app.addr.to_string()).await;
+    let socket = app.config.proxy_socket.clone().unwrap();
+    let nginx = Nginx::start(&format!("unix:{}", socket.display())).await;
 
     // Sign-in and an API call over HTTPS.
     let (status, body) = nginx
@@ -289,18 +298,39 @@ async fn pocketdev_behind_the_distributions_nginx() {
         "wss://localhost:{}/ws/instance/{id}?ticket={ticket}&cols=80&rows=24",
         nginx.https
     );
-    let request = url.into_client_request().unwrap();
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", nginx.https))
+    let tls = Arc::new(tls);
+    // Browsers always send the page's Origin; pocketdev compares it with the Host nginx passes.
+    let open = |origin: String| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        let tls = tls.clone();
+        async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", nginx.https))
+                .await
+                .unwrap();
+            tokio_tungstenite::client_async_tls_with_config(
+                request,
+                stream,
+                None,
+                Some(tokio_tungstenite::Connector::Rustls(tls)),
+            )
+            .await
+        }
+    };
+    match open("https://elsewhere.example".into()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!(
+            "a foreign page opened the terminal: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let (mut ws, _) = open(format!("https://localhost:{}", nginx.https))
         .await
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
-        request,
-        stream,
-        None,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
-    )
-    .await
-    .expect("the terminal opens through nginx");
+        .expect("the terminal opens through nginx from the site's own page");
     ws.send(Message::Binary(
         b"echo through-$((20+22))\r".to_vec().into(),
     ))

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -46,12 +45,13 @@ impl Install {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n{extra_config}\n\
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n{extra}\n\
                  [rate_limits]\nlogin_per_minute = 1000\napi_per_minute = 10000\n\
                  [isolation]\nrun_dir = \"{root}/run\"\nuser_prefix = \"{user_prefix}\"\ncgroup = \"{cgroup}\"\n\
                  [profiles.fake]\nname = \"Fake agent\"\ncommand = \"{agent}\"\nmemory_mb = 10\n",
                 data = data.display(),
                 root = root.display(),
+                extra = extra_config.replace("{root}", &root.display().to_string()),
                 cgroup = crate::helpers::test_cgroup(&user_prefix),
                 agent = crate::helpers::fake_agent_path().display(),
             ),
@@ -474,20 +474,31 @@ async fn backup_and_restore_bring_back_accounts_files_and_keys() {
 
 #[tokio::test]
 async fn the_fail2ban_filter_finds_the_real_client_in_the_servers_log_and_cannot_be_forged() {
-    let install = Install::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    // The proxy reaches the server through its socket (loopback is shared with agents).
+    let install =
+        Install::new("proxy_socket = \"{root}/proxy/http.sock\"\nproxy_socket_group = \"root\"");
     let (ok, log) = install.ctl(&["start"]).await;
     assert!(ok, "{log}");
-    let client = reqwest::Client::new();
     let forged = "x\n2026-11-28T00:00:00.000000Z  WARN http{}: pocketdev::auth: sign-in failed ip=198.51.100.1 username=\"y";
     for username in ["bob", forged] {
-        let response = client
-            .post(format!("{}api/auth/login", install.url))
-            .header("x-forwarded-for", "203.0.113.9")
-            .json(&json!({ "username": username, "password": "not the password" }))
-            .send()
+        let body = json!({ "username": username, "password": "not the password" }).to_string();
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(install.root.join("proxy/http.sock"))
+            .args(["-H", "x-forwarded-for: 203.0.113.9"])
+            .args(["-H", "content-type: application/json", "--data", &body])
+            .arg("http://localhost/api/auth/login")
+            .output()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "401");
     }
     let log_file = install.data.join("server/pocketdev.log");
     let mut log = String::new();
@@ -568,6 +579,9 @@ async fn the_release_tarball_holds_everything_and_deploys_from_itself() {
         "DEPLOYMENT.md",
         "pocketdev.example.toml",
         "config/nginx.conf",
+        "config/nginx-plain.conf",
+        "config/nginx-http.conf",
+        "config/nginx-proxy.conf",
         "config/pocketdev.service",
         "config/pocketdev.slice",
         "config/fail2ban/pocketdev-filter.conf",
