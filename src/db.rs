@@ -22,6 +22,15 @@ fn options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
 }
 
 /// Opens (creating if needed) the database and applies pending migrations.
+/// The row an `INSERT … RETURNING` gave, read with `fetch_all`: only a statement run to its end
+/// has committed (a failed commit, such as on a full disk, surfaces there), so a write is never
+/// acknowledged before it is stored.
+pub fn the_returned_row<T>(rows: Vec<T>) -> Result<T, crate::error::AppError> {
+    rows.into_iter().next().ok_or_else(|| {
+        crate::error::AppError::Internal(anyhow::anyhow!("the statement returned no row"))
+    })
+}
+
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<Db> {
     let options = options(url)?;
     create_private(options.get_filename())?;

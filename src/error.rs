@@ -34,6 +34,9 @@ pub enum AppError {
     Unavailable(String),
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The server's disk is full: nothing was stored.
+    #[error("{0}")]
+    DiskFull(String),
     /// An agent could not start for a reason of the server's, said in words.
     #[error("{0}")]
     StartFailed(String),
@@ -71,6 +74,7 @@ impl AppError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +94,7 @@ impl AppError {
             Self::Unavailable(_) => "unavailable",
             Self::InsufficientStorage(_) => "quota_exceeded",
             Self::StartFailed(_) => "start_failed",
+            Self::DiskFull(_) => "disk_full",
             Self::Internal(_) => "internal",
         }
     }
@@ -149,10 +154,18 @@ impl IntoResponse for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err
-            && db.is_unique_violation()
-        {
-            return Self::Conflict("that already exists".into());
+        if let sqlx::Error::Database(db) = &err {
+            if db.is_unique_violation() {
+                return Self::Conflict("that already exists".into());
+            }
+            // SQLITE_FULL: nothing was stored; say so rather than "internal error".
+            if db.code().as_deref() == Some("13") || db.message().contains("disk is full") {
+                tracing::error!(error = %db, "the database cannot write: the disk is full");
+                return Self::DiskFull(
+                    "the server's disk is full, so nothing was saved; an admin must free space first"
+                        .into(),
+                );
+            }
         }
         Self::Internal(err.into())
     }

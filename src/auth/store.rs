@@ -150,8 +150,10 @@ pub async fn insert_invite(
         .bind(created_by)
         .bind(OffsetDateTime::now_utc())
         .bind(expires_at)
-        .fetch_one(db)
-        .await?)
+        .fetch_all(db)
+        .await
+        .map_err(AppError::from)
+        .and_then(crate::db::the_returned_row)?)
 }
 
 /// Whether an invite can still be redeemed.
@@ -227,8 +229,10 @@ pub async fn claim_invite(db: &Db, code_hash: &str) -> Result<Option<Role>, AppE
     )
     .bind(OffsetDateTime::now_utc())
     .bind(code_hash)
-    .fetch_optional(db)
-    .await?)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .next())
 }
 
 /// Gives an invite back when the registration it was claimed for failed (say, a taken name).

@@ -99,8 +99,10 @@ pub async fn insert(db: &Db, new: &NewInstance<'_>) -> Result<Instance, AppError
     .bind(new.workdir)
     .bind(OffsetDateTime::now_utc())
     .bind(new.agent_session_id)
-    .fetch_one(db)
-    .await?)
+    .fetch_all(db)
+    .await
+    .map_err(AppError::from)
+    .and_then(crate::db::the_returned_row)?)
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Instance>, AppError> {

@@ -61,8 +61,10 @@ pub async fn upsert(
     .bind(ciphertext)
     .bind(hint)
     .bind(OffsetDateTime::now_utc())
-    .fetch_one(db)
-    .await?)
+    .fetch_all(db)
+    .await
+    .map_err(AppError::from)
+    .and_then(crate::db::the_returned_row)?)
 }
 
 pub async fn delete(db: &Db, user_id: i64, name: &str) -> Result<bool, AppError> {

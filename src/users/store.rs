@@ -21,9 +21,9 @@ pub async fn insert(
     .bind(password_hash)
     .bind(role)
     .bind(OffsetDateTime::now_utc())
-    .fetch_one(db)
+    .fetch_all(db)
     .await?;
-    Ok(user)
+    crate::db::the_returned_row(user)
 }
 
 pub async fn by_id(db: &Db, id: i64) -> Result<Option<User>, AppError> {

@@ -239,3 +239,190 @@ async fn signing_out_closes_that_devices_terminals_at_once_and_a_password_change
         started.elapsed()
     );
 }
+
+/// A small ext4 file system of the test's own, mounted for its life (needs root).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    async fn mount(megabytes: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        let run = |program: &str, args: Vec<String>| {
+            let program = program.to_owned();
+            async move {
+                let output = tokio::process::Command::new(&program)
+                    .args(&args)
+                    .output()
+                    .await
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "{program} {args:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        };
+        run(
+            "truncate",
+            vec![
+                "-s".into(),
+                format!("{megabytes}M"),
+                image.display().to_string(),
+            ],
+        )
+        .await;
+        run("mkfs.ext4", vec!["-q".into(), image.display().to_string()]).await;
+        run(
+            "mount",
+            vec![
+                "-o".into(),
+                "loop".into(),
+                image.display().to_string(),
+                mount.display().to_string(),
+            ],
+        )
+        .await;
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// Takes every free block (root's reserve too).
+    async fn fill(&self) {
+        let _ = tokio::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M", "status=none"])
+            .arg(format!("of={}", self.path().join("fill").display()))
+            .status()
+            .await;
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("fill")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    #[allow(clippy::disallowed_methods)] // Drop cannot wait for a task
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn on_a_full_disk_writes_are_refused_in_words_reads_go_on_and_nothing_acknowledged_is_lost() {
+    if !crate::helpers::running_as_root() {
+        eprintln!("skipped: mounting a small file system needs root (CI runs the tests as root)");
+        return;
+    }
+    let disk = SmallDisk::mount(48).await;
+    let data = disk.path().join("data");
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.data_dir = data.clone();
+        // No launcher copy (the debug binary is larger than this disk): no agents here.
+        c.isolation.mode = pocketdev::config::IsolationMode::None;
+    })
+    .await;
+    let token = app.admin_token().await;
+    disk.fill().await;
+
+    let mut acknowledged = Vec::new();
+    let mut refused = Vec::new();
+    for n in 0..40 {
+        let name = format!("KEY_{n}");
+        let response = app
+            .call(
+                Method::PUT,
+                &format!("/api/secrets/{name}"),
+                Some(&token),
+                Some(json!({ "value": "x".repeat(4000) })),
+            )
+            .await;
+        match response.status() {
+            StatusCode::OK | StatusCode::CREATED | StatusCode::NO_CONTENT => {
+                acknowledged.push(name)
+            }
+            StatusCode::INSUFFICIENT_STORAGE => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "disk_full", "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("disk is full"),
+                    "{body}"
+                );
+                refused.push(name);
+            }
+            other => panic!("{name}: {other} {}", response.text().await.unwrap()),
+        }
+    }
+    let invite = app
+        .post(
+            "/api/admin/invites",
+            Some(&token),
+            json!({ "role": "user" }),
+        )
+        .await;
+    assert!(
+        [StatusCode::CREATED, StatusCode::INSUFFICIENT_STORAGE].contains(&invite.status()),
+        "{}",
+        invite.status()
+    );
+    let invite_acknowledged = invite.status() == StatusCode::CREATED;
+    // Reading goes on with a full disk.
+    assert_eq!(
+        app.get("/api/secrets", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/api/instances", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
+    // Space again, and a fresh start: what was acknowledged is there, what was refused is not.
+    disk.free();
+    let app = app.restart().await;
+    let token = app.admin_token().await;
+    let stored: Vec<Value> = app
+        .get("/api/secrets", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = stored.iter().filter_map(|s| s["name"].as_str()).collect();
+    for name in &acknowledged {
+        assert!(
+            names.contains(&name.as_str()),
+            "{name} was acknowledged but lost: {names:?}"
+        );
+    }
+    for name in &refused {
+        assert!(
+            !names.contains(&name.as_str()),
+            "{name} was refused but stored"
+        );
+    }
+    let invites: Vec<Value> = app
+        .get("/api/admin/invites", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        invites.len(),
+        usize::from(invite_acknowledged),
+        "{invites:?}"
+    );
+    // And the full disk was met (writes that only reuse space already taken may succeed).
+    assert!(!refused.is_empty(), "no write was refused on the full disk");
+    drop(app);
+}
