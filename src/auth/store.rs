@@ -144,7 +144,7 @@ pub async fn insert_invite(
     created_by: i64,
     expires_at: OffsetDateTime,
 ) -> Result<i64, AppError> {
-    Ok(sqlx::query_scalar("INSERT INTO invites (code_hash, role, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id")
+    sqlx::query_scalar("INSERT INTO invites (code_hash, role, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id")
         .bind(code_hash)
         .bind(role)
         .bind(created_by)
@@ -153,7 +153,7 @@ pub async fn insert_invite(
         .fetch_all(db)
         .await
         .map_err(AppError::from)
-        .and_then(crate::db::the_returned_row)?)
+        .and_then(crate::db::the_returned_row)
 }
 
 /// Whether an invite can still be redeemed.

@@ -88,7 +88,7 @@ pub struct NewInstance<'a> {
 }
 
 pub async fn insert(db: &Db, new: &NewInstance<'_>) -> Result<Instance, AppError> {
-    Ok(sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "INSERT INTO instances (id, user_id, name, profile, workdir, state, created_at, agent_session_id)
          VALUES (?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING {COLUMNS}"
     ))
@@ -102,7 +102,7 @@ pub async fn insert(db: &Db, new: &NewInstance<'_>) -> Result<Instance, AppError
     .fetch_all(db)
     .await
     .map_err(AppError::from)
-    .and_then(crate::db::the_returned_row)?)
+    .and_then(crate::db::the_returned_row)
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Instance>, AppError> {

@@ -49,7 +49,7 @@ pub async fn upsert(
     ciphertext: &[u8],
     hint: &str,
 ) -> Result<SecretInfo, AppError> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "INSERT INTO secrets (user_id, name, nonce, ciphertext, hint, updated_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (user_id, name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext,
              hint = excluded.hint, updated_at = excluded.updated_at
@@ -64,7 +64,7 @@ pub async fn upsert(
     .fetch_all(db)
     .await
     .map_err(AppError::from)
-    .and_then(crate::db::the_returned_row)?)
+    .and_then(crate::db::the_returned_row)
 }
 
 pub async fn delete(db: &Db, user_id: i64, name: &str) -> Result<bool, AppError> {
