@@ -597,8 +597,17 @@ async fn main() {
     memory(&server, &sizes, idle_kb).await;
     soak(&server, &sizes, &echo_id).await;
     shared(&server, &sizes).await;
-    let _ = server.child.start_kill();
-    let _ = server.child.wait().await;
+    // A graceful stop ends pocketdev's own tmux clients with it; a kill would orphan them.
+    if let Some(pid) = rustix::process::Pid::from_raw(server.pid as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = server.child.start_kill();
+        let _ = server.child.wait().await;
+    }
     let _ = Command::new("tmux")
         .arg("-S")
         .arg(&server.socket)

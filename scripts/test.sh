@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/common.sh
 source scripts/lib/common.sh
+# shellcheck source=scripts/lib/leftovers.sh
+source scripts/lib/leftovers.sh
 
 # nginx lives in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -15,6 +17,7 @@ require_rust
 ensure_package tmux tmux
 # The deploy path's end-to-end test runs the distribution's nginx with a self-signed certificate.
 ensure_package nginx nginx
+keep_service_off nginx nginx
 ensure_package openssl openssl
 ensure_package curl curl
 ensure_package shellcheck shellcheck
@@ -24,6 +27,7 @@ if [ "${POCKETDEV_SKIP_E2E:-0}" != 1 ]; then
 fi
 # The fail2ban filter is checked against the server's real log with fail2ban-regex.
 ensure_package fail2ban-regex fail2ban
+keep_service_off fail2ban fail2ban
 # Isolation's strict mode runs each account in a bubblewrap sandbox.
 ensure_package bwrap bubblewrap
 # The deploy test boots a Debian 12 guest (debootstrap, qemu) and drives it over SSH.
@@ -86,6 +90,7 @@ fi
 
 say "unit and integration tests"
 status=0
+leftovers_begin
 # The deploy test boots a whole machine (emulated where KVM is not usable): it runs alone,
 # after the others, so it neither slows them nor is slowed by them.
 VM_TEST=deploy_vm::
@@ -117,4 +122,7 @@ else
     npm_install e2e
     (cd e2e && npx tsc --noEmit -p . && npx playwright test) || status=1
 fi
+
+say "what the tests left behind"
+leftovers_check || status=1
 exit "$status"

@@ -16,6 +16,8 @@ as_root() {
 }
 
 APT_UPDATED=0
+# Packages ensure_package installed in this run (space-separated).
+JUST_INSTALLED=""
 # ensure_package COMMAND PACKAGE: installs PACKAGE from the distribution when COMMAND is missing.
 ensure_package() {
     local cmd=$1 pkg=$2
@@ -31,6 +33,7 @@ ensure_package() {
     fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null \
         || die "installing $pkg failed; install it yourself (sudo apt-get install $pkg) and run this again"
+    JUST_INSTALLED="${JUST_INSTALLED:-} $pkg"
     command -v "$cmd" >/dev/null 2>&1 || die "$pkg was installed but $cmd is still not on PATH"
 }
 
@@ -84,4 +87,15 @@ ensure_chromium() {
         return 0
     fi
     ensure_package chromium chromium
+}
+
+# keep_service_off PACKAGE SERVICE: a service the tests run by hand (nginx, fail2ban) that its
+# package just enabled and started on a systemd machine is stopped and disabled again, so
+# running the tests leaves no service behind.
+keep_service_off() {
+    local pkg=$1 service=$2
+    case " $JUST_INSTALLED " in *" $pkg "*) ;; *) return 0 ;; esac
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now --quiet "$service" 2>/dev/null || true
+    fi
 }
