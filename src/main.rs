@@ -78,6 +78,10 @@ enum Command {
         write: Vec<PathBuf>,
         #[arg(long)]
         read: Vec<PathBuf>,
+        /// Wait until pocketdev has moved this process into the instance's cgroup (its path
+        /// as /proc/self/cgroup shows it), so nothing the agent starts escapes a stop.
+        #[arg(long)]
+        cgroup: Option<String>,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
         landlock,
         write,
         read,
+        cgroup,
         argv,
     }) = &cli.command
     {
@@ -189,7 +194,12 @@ fn main() -> ExitCode {
             write: write.clone(),
             read: read.clone(),
         });
-        let err = pocketdev::instances::launcher::exec(env_file, argv, sandbox.as_ref());
+        let err = pocketdev::instances::launcher::exec(
+            env_file,
+            argv,
+            sandbox.as_ref(),
+            cgroup.as_deref(),
+        );
         eprintln!("pocketdev: {err:#}");
         return ExitCode::from(127);
     }

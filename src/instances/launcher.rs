@@ -17,7 +17,13 @@ pub fn exec(
     env_file: &Path,
     argv: &[String],
     sandbox: Option<&crate::isolation::sandbox::Allowed>,
+    cgroup: Option<&str>,
 ) -> anyhow::Error {
+    if let Some(group) = cgroup
+        && let Err(err) = wait_to_be_in(group)
+    {
+        return err;
+    }
     let prepared = prepare(env_file, argv).and_then(|command| {
         if let Some(allowed) = sandbox {
             crate::isolation::sandbox::confine(allowed)?;
@@ -30,6 +36,26 @@ pub fn exec(
             anyhow::anyhow!("cannot start `{}`: {err}", argv[0])
         }
         Err(err) => err,
+    }
+}
+
+/// Waits (at most 10 s) until pocketdev has moved this process into `group`, before anything of
+/// the agent runs.
+#[allow(clippy::disallowed_methods)] // before exec: there is no async runtime here
+fn wait_to_be_in(group: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let inside = std::fs::read_to_string("/proc/self/cgroup")
+            .is_ok_and(|text| text.lines().any(|l| l.strip_prefix("0::") == Some(group)));
+        if inside {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "pocketdev did not place the agent in its cgroup {group}; not starting it"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

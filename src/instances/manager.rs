@@ -567,6 +567,20 @@ impl Manager {
             "--env-file".into(),
             String::new(),
         ];
+        // A group of its own, so that everything the agent starts goes with it at a stop. A
+        // leftover from an earlier run of this instance goes first.
+        if let Some(old) = self
+            .isolation
+            .existing_instance_group(user.id, &instance.id)
+        {
+            tokio::task::spawn_blocking(move || crate::isolation::cgroups::kill_and_remove(&old))
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        let group = self.isolation.instance_group(user.id, &instance.id);
+        if let Some((_, seen)) = &group {
+            argv.extend(["--cgroup".into(), seen.clone()]);
+        }
         if self.isolation.landlock() {
             let launcher_dir = self.launcher.parent().unwrap_or(Path::new("/"));
             let allowed = crate::isolation::sandbox::Allowed {
@@ -666,9 +680,23 @@ impl Manager {
         };
         let started = tmux.new_session(&spec).await;
         if started.is_err() {
+            let env_file = env_file.clone();
             let _ = blocking_as(identity, move || std::fs::remove_file(&env_file)).await;
         }
-        started.map_err(start_error)
+        started.map_err(start_error)?;
+        // The launcher waits in the pane until it is in its group.
+        if let Some((dir, _)) = group {
+            let placed = self.isolation.move_into(&dir, &env_file, user.id).await;
+            if let Err(err) = placed {
+                let _ = tmux.kill_session(&session).await;
+                tracing::error!(instance = %instance.id, error = %format!("{err:#}"), "cannot place the agent in its cgroup");
+                return Err(AppError::StartFailed(
+                    "the agent could not start: the server could not place it in its own group"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Stops a live instance: SIGHUP to the agent, SIGKILL after the grace period, then the
@@ -689,6 +717,12 @@ impl Manager {
         let session = instance.tmux_session();
         let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
         let pane = self.pane(instance).await?;
+        let group = self
+            .isolation
+            .existing_instance_group(instance.owner, &instance.id);
+        // Signals go only to processes the kernel says are the account's: the pane's pid comes
+        // from the account's own tmux server, which could name any process.
+        let owned = |pid: u32| self.isolation.owns_process(instance.owner, pid);
         let mut exit_code = None;
         if let Some(PaneInfo {
             dead: false,
@@ -696,7 +730,18 @@ impl Manager {
             ..
         }) = pane
         {
-            signal(pid, rustix::process::Signal::HUP);
+            match &group {
+                Some(dir) => {
+                    for member in crate::isolation::cgroups::members(dir) {
+                        let member = member.unsigned_abs();
+                        if owned(member) {
+                            signal(member, rustix::process::Signal::HUP);
+                        }
+                    }
+                }
+                None if owned(pid) => signal(pid, rustix::process::Signal::HUP),
+                None => {}
+            }
             let deadline =
                 tokio::time::Instant::now() + Duration::from_secs(self.config.tmux.stop_grace_secs);
             loop {
@@ -707,7 +752,10 @@ impl Manager {
                     }
                     None => break,
                     Some(_) if tokio::time::Instant::now() >= deadline => {
-                        signal(pid, rustix::process::Signal::KILL);
+                        // With a group, cgroup.kill below ends everything at once.
+                        if group.is_none() && owned(pid) {
+                            signal(pid, rustix::process::Signal::KILL);
+                        }
                         break;
                     }
                     Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -715,6 +763,8 @@ impl Manager {
             }
         }
         tmux.kill_session(&session).await.map_err(tmux_error)?;
+        // Whatever the agent left running (nohup, setsid, a dev server) goes with it.
+        self.remove_group(instance).await;
         store::mark_ended(
             &self.db,
             &instance.id,
@@ -725,6 +775,24 @@ impl Manager {
         )
         .await?;
         self.publish(&instance.id).await
+    }
+
+    /// Whether `pid` is one of the account's processes, as the kernel says.
+    pub fn owns_process(&self, owner: i64, pid: u32) -> bool {
+        self.isolation.owns_process(owner, pid)
+    }
+
+    /// Ends everything left in an instance's group and removes the group.
+    async fn remove_group(&self, instance: &Instance) {
+        if let Some(dir) = self
+            .isolation
+            .existing_instance_group(instance.owner, &instance.id)
+        {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::isolation::cgroups::kill_and_remove(&dir);
+            })
+            .await;
+        }
     }
 
     /// Starts an ended instance again (stopping it first if it runs), resuming the agent's
@@ -893,6 +961,7 @@ impl Manager {
                     if !self.missed_twice(instance, began) {
                         continue;
                     }
+                    self.remove_group(instance).await;
                     if store::mark_ended(&self.db, &instance.id, State::Exited, None, "lost", None)
                         .await?
                     {
@@ -919,6 +988,7 @@ impl Manager {
                     if let Err(err) = tmux.kill_session(&session).await {
                         tracing::warn!(instance = %instance.id, error = %err, "cannot remove an ended agent's session");
                     }
+                    self.remove_group(instance).await;
                 }
                 Some(_) => {}
             }

@@ -313,6 +313,21 @@ pub fn remove_user(name: &str) -> anyhow::Result<()> {
 }
 
 /// Live processes whose real or effective uid is `uid`.
+/// Whether `pid` is a live process whose real and effective uid are `uid` (read from the kernel,
+/// never from what an account's tmux server says).
+pub fn process_is_of(pid: u32, uid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            let mut ids = line.split_whitespace().skip(1);
+            let real: u32 = ids.next()?.parse().ok()?;
+            let effective: u32 = ids.next()?.parse().ok()?;
+            Some(real == uid && effective == uid)
+        })
+        .unwrap_or(false)
+}
+
 pub fn processes_of(uid: u32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

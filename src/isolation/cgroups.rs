@@ -170,10 +170,37 @@ impl Cgroups {
         Ok(Group { dirs })
     }
 
-    /// Removes the account's (empty) group folders.
+    /// Where an instance's own group goes: under the account's group in the cgroup v2
+    /// hierarchy (the host's only one, or the one mounted beside v1's controllers), which can
+    /// kill a whole group at once. `None`: no such hierarchy here.
+    pub fn instance_dir(&self, account: &str, instance: &str) -> Option<PathBuf> {
+        self.parents
+            .iter()
+            .find(|(controller, _)| *controller == "unified")
+            .map(|(_, parent)| parent.join(account).join(format!("i-{instance}")))
+    }
+
+    /// The path of `dir` as `/proc/<pid>/cgroup` names it on its `0::` line.
+    pub fn as_seen_by_processes(&self, dir: &Path) -> Option<String> {
+        let mount = match self.backend {
+            Backend::V2 => Path::new(ROOT).to_path_buf(),
+            _ => Path::new(ROOT).join("unified"),
+        };
+        dir.strip_prefix(mount)
+            .ok()
+            .map(|rel| format!("/{}", rel.display()))
+    }
+
+    /// Removes the account's (empty) group folders, its instances' groups first.
     pub fn remove(&self, account: &str) {
         for (_, parent) in &self.parents {
-            let _ = std::fs::remove_dir(parent.join(account));
+            let group = parent.join(account);
+            if let Ok(children) = std::fs::read_dir(&group) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(group);
         }
     }
 
@@ -289,6 +316,30 @@ impl Group {
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }
+}
+
+/// The processes in a group, as the kernel lists them.
+pub fn members(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills everything in an instance's group at once (`cgroup.kill`), waits for the group to
+/// empty, and removes it; a missing group is fine. Call it on a blocking thread.
+#[allow(clippy::disallowed_methods)] // on a blocking thread, for at most two seconds
+pub fn kill_and_remove(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    for _ in 0..200 {
+        if members(dir).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Kills every process of a group at once where the kernel can (`cgroup.kill`).

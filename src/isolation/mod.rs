@@ -17,6 +17,7 @@ pub mod server;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -577,6 +578,83 @@ impl Isolation {
             }));
         }
         Ok(start)
+    }
+
+    /// An instance's own group (created empty) and its path as processes see it, so that its
+    /// agent and everything the agent starts (`nohup`, `setsid`, a dev server) are stopped
+    /// together. `None` without isolation or where the host has no cgroup v2 hierarchy.
+    pub fn instance_group(&self, user_id: i64, instance_id: &str) -> Option<(PathBuf, String)> {
+        if !self.enabled() {
+            return None;
+        }
+        let dir = self
+            .cgroups
+            .instance_dir(&self.unix_name(user_id), instance_id)?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create an instance's cgroup");
+                return None;
+            }
+        }
+        let seen = self.cgroups.as_seen_by_processes(&dir)?;
+        Some((dir, seen))
+    }
+
+    /// An instance's group, if it has one now.
+    pub fn existing_instance_group(&self, user_id: i64, instance_id: &str) -> Option<PathBuf> {
+        self.cgroups
+            .instance_dir(&self.unix_name(user_id), instance_id)
+            .filter(|dir| dir.exists())
+    }
+
+    /// Moves an instance's launcher into the instance's group. The launcher is found by the
+    /// kernel, not by what the account's tmux server says (which could name any pid, and in a
+    /// bubblewrap sandbox names pids of another namespace): the account's process whose
+    /// command line carries this start's environment file, waiting in the pane.
+    pub async fn move_into(
+        &self,
+        group: &Path,
+        env_file: &Path,
+        user_id: i64,
+    ) -> anyhow::Result<()> {
+        let identity = self
+            .identity(user_id)
+            .context("the account has no Unix user")?;
+        let wanted = env_file.as_os_str().as_encoded_bytes().to_vec();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let wanted = wanted.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                accounts::processes_of(identity.uid)
+                    .into_iter()
+                    .find(|pid| {
+                        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                            let mut args = cmdline.split(|&b| b == 0);
+                            args.any(|a| a == b"launch") && args.any(|a| a == wanted.as_slice())
+                        })
+                    })
+            })
+            .await?;
+            if let Some(pid) = found {
+                return std::fs::write(group.join("cgroup.procs"), pid.to_string())
+                    .with_context(|| format!("cannot move {pid} into {}", group.display()));
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the agent's launcher never showed up");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether `pid` is one of the account's processes (checked with the kernel).
+    pub fn owns_process(&self, user_id: i64, pid: u32) -> bool {
+        match self.identity(user_id) {
+            Some(identity) => accounts::process_is_of(pid, identity.uid),
+            // Without isolation every agent runs as the server's user.
+            None => !self.enabled(),
+        }
     }
 
     /// Copies the launcher where every account can run it (`<data>/bin`, root-owned, 0755):

@@ -271,7 +271,12 @@ impl Monitor {
             .iter()
             .filter_map(|i| {
                 let pane = pane_of(&panes, i)?;
-                Some((i.id.clone(), pane.pid?))
+                // The pid comes from the account's tmux server: measured only if the kernel
+                // says it is the account's (never pid 1, the server, another account's agent).
+                let pid = pane
+                    .pid
+                    .filter(|&pid| self.manager.owns_process(i.owner, pid))?;
+                Some((i.id.clone(), pid))
             })
             .collect();
         let sampler = self.sampler.clone();

@@ -211,8 +211,12 @@ async fn delete_user(
     }
     keep_an_admin(&state, &target).await?;
     for instance in crate::instances::store::list(&state.db, Some(id)).await? {
-        if instance.state.is_live() {
-            state.instances.stop(&instance, "admin").await?;
+        // A silent tmux server (the account may have stopped it) must not keep the account
+        // alive: whatever is left is killed with the account below.
+        if instance.state.is_live()
+            && let Err(err) = state.instances.stop(&instance, "admin").await
+        {
+            tracing::warn!(instance = %instance.id, error = %err.logged(), "stopping an agent of a deleted account failed; its processes are killed with the account");
         }
     }
     // Everything of the account at once (agents, their children, its tmux server), then its

@@ -370,6 +370,12 @@ fn remove_test_cgroups(prefix: &str) {
             }
             if let Ok(groups) = std::fs::read_dir(entry.path()) {
                 for group in groups.flatten().filter(|g| g.path().is_dir()) {
+                    // Instances' groups inside accounts' groups first.
+                    if let Ok(instances) = std::fs::read_dir(group.path()) {
+                        for instance in instances.flatten().filter(|i| i.path().is_dir()) {
+                            let _ = std::fs::remove_dir(instance.path());
+                        }
+                    }
                     let _ = std::fs::remove_dir(group.path());
                 }
             }

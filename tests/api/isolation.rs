@@ -1254,3 +1254,134 @@ async fn a_second_server_on_the_host_never_takes_the_first_ones_accounts_or_sock
     // users, the first server's included, which is what the first's own clean-up would do.
     drop(second);
 }
+
+/// Whether any process of `uid` runs `sleep <seconds>` (the marker a test started).
+fn sleeping(uid: u32, seconds: &str) -> Vec<i32> {
+    pocketdev::isolation::accounts::processes_of(uid)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split('\0').any(|arg| arg == seconds))
+        })
+        .collect()
+}
+
+async fn wait_until_gone(uid: u32, seconds: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !sleeping(uid, seconds).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "processes survived: {:?}",
+            sleeping(uid, seconds)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_agent_is_gone_whole_with_everything_it_started() {
+    if skip_unless_root() {
+        return;
+    }
+    let app = spawn_app_with(|c| c.tmux.command_timeout_secs = 2).await;
+    let admin = app.admin_token().await;
+    let (ann_id, ann) = account(&app, "ann").await;
+    let uid = passwd_entry(&format!("{}{ann_id}", app.config.isolation.user_prefix))
+        .unwrap()
+        .0;
+    // What agents leave running: nohup, setsid, a background server.
+    let leave_behind = |marker: &str| {
+        format!(
+            "nohup sleep {marker}1 >/dev/null 2>&1 & setsid sleep {marker}2 >/dev/null 2>&1 < /dev/null & \
+             (python3 -m http.server 0 >/dev/null 2>&1 &) ; (sleep {marker}3 &) ; echo left"
+        )
+    };
+
+    // Stop.
+    let first = shell(&app, &ann).await;
+    run(&app, &ann, &first, &leave_behind("100")).await;
+    assert_eq!(
+        sleeping(uid, "1001").len(),
+        1,
+        "the test's own processes run"
+    );
+    let stopped = app
+        .post(
+            &format!("/api/instances/{first}/stop"),
+            Some(&ann),
+            json!({}),
+        )
+        .await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    for marker in ["1001", "1002", "1003"] {
+        wait_until_gone(uid, marker).await;
+    }
+
+    // Delete.
+    let second = shell(&app, &ann).await;
+    run(&app, &ann, &second, &leave_behind("200")).await;
+    let deleted = app
+        .call(
+            Method::DELETE,
+            &format!("/api/instances/{second}"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    for marker in ["2001", "2002", "2003"] {
+        wait_until_gone(uid, marker).await;
+    }
+
+    // Disabling the account.
+    let third = shell(&app, &ann).await;
+    run(&app, &ann, &third, &leave_behind("300")).await;
+    let disabled = app
+        .call(
+            Method::PATCH,
+            &format!("/api/admin/users/{ann_id}"),
+            Some(&admin),
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    for marker in ["3001", "3002", "3003"] {
+        wait_until_gone(uid, marker).await;
+    }
+
+    // Deleting an account whose tmux server it stopped itself.
+    let (bob_id, bob) = account(&app, "bob").await;
+    let bob_uid = passwd_entry(&format!("{}{bob_id}", app.config.isolation.user_prefix))
+        .unwrap()
+        .0;
+    let fourth = shell(&app, &bob).await;
+    run(&app, &bob, &fourth, &leave_behind("400")).await;
+    // (The shell may also report its background jobs as done.)
+    let server: u32 = run(&app, &bob, &fourth, "tmux display -p '#{pid}'")
+        .await
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .expect("the server's pid");
+    signal(server, rustix::process::Signal::STOP).unwrap();
+    let _stopped = Stopped(server);
+    let started = std::time::Instant::now();
+    let removed = app
+        .call(
+            Method::DELETE,
+            &format!("/api/admin/users/{bob_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        removed.status(),
+        StatusCode::NO_CONTENT,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        pocketdev::isolation::accounts::processes_of(bob_uid).is_empty(),
+        "nothing of the deleted account survives"
+    );
+}

@@ -214,7 +214,13 @@ async fn admission_counts_what_running_agents_really_use() {
     let response = app
         .post("/api/instances", Some(&token), json!({ "profile": "fake" }))
         .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let status = response.status();
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        response.text().await.unwrap()
+    );
 }
 
 #[tokio::test]
