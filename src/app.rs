@@ -215,10 +215,15 @@ async fn housekeeping(state: AppState) {
             _ = tick.tick() => {}
         }
         state.rate_limits.prune();
-        if rounds.is_multiple_of(60)
-            && let Err(err) = crate::auth::store::purge_expired(&state.db).await
-        {
-            tracing::warn!(error = %err.logged(), "cannot purge expired sessions");
+        if rounds.is_multiple_of(60) {
+            if let Err(err) = crate::auth::store::purge_expired(&state.db).await {
+                tracing::warn!(error = %err.logged(), "cannot purge expired sessions");
+            }
+            if let Err(err) =
+                crate::audit::prune(&state.db, state.config.audit.retention_days).await
+            {
+                tracing::warn!(error = %err, "cannot prune the audit log");
+            }
         }
         rounds += 1;
     }

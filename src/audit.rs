@@ -42,6 +42,19 @@ pub async fn record(db: &Db, event: Event<'_>) {
     }
 }
 
+/// Forgets entries older than `days` (0 keeps everything); answers how many went.
+pub async fn prune(db: &Db, days: u32) -> Result<u64, sqlx::Error> {
+    if days == 0 {
+        return Ok(0);
+    }
+    let before = OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
+    Ok(sqlx::query("DELETE FROM audit_log WHERE at < ?")
+        .bind(before)
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,

@@ -48,6 +48,7 @@ pub struct Config {
     pub files: FilesConfig,
     pub monitor: MonitorConfig,
     pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
     pub isolation: IsolationConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
@@ -142,6 +143,19 @@ impl Default for IsolationConfig {
             all_accounts_memory_percent: 85,
             cgroup: "pocketdev".into(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days the audit log keeps an entry; 0 keeps them all.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
     }
 }
 
@@ -295,6 +309,7 @@ impl Default for Config {
             files: FilesConfig::default(),
             monitor: MonitorConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
             isolation: IsolationConfig::default(),
             profiles: crate::instances::profiles::defaults(),
         }

@@ -198,7 +198,9 @@ async fn sign_in(
 /// Sign-in style attempts are limited per client IP; a refusal is audited.
 async fn check_login_rate(state: &AppState, client: ClientInfo, attempted: &str) -> AppResult<()> {
     let limited = rate_limit::check(&state.rate_limits.login, &client.ip);
-    if limited.is_err() {
+    if limited.is_err()
+        && rate_limit::check(&state.rate_limits.refusals_audited, &client.ip).is_ok()
+    {
         tracing::warn!(target: "pocketdev::auth", ip = %client.ip, username = %attempted, "sign-in rate limited");
         audit::record(
             &state.db,

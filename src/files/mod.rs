@@ -27,6 +27,14 @@ impl From<FileError> for AppError {
             FileError::Denied(_) => AppError::Forbidden(message),
             FileError::NoSpace(_) => AppError::InsufficientStorage(message),
             FileError::TooDeep(_) => AppError::Unprocessable(message),
+            FileError::Io(io)
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+            {
+                AppError::InsufficientStorage(
+                    "there is no space left for this (the disk or the account's quota is full); nothing was changed"
+                        .into(),
+                )
+            }
             FileError::Io(io) => AppError::Internal(io.into()),
         }
     }

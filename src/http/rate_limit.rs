@@ -25,6 +25,9 @@ pub enum ApiKey {
 pub struct RateLimits {
     pub login: DefaultKeyedRateLimiter<IpAddr>,
     pub api: DefaultKeyedRateLimiter<ApiKey>,
+    /// Refused sign-ins are audited once a minute per address, so a flood of them cannot fill
+    /// the audit log.
+    pub refusals_audited: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl RateLimits {
@@ -33,6 +36,7 @@ impl RateLimits {
         Self {
             login: RateLimiter::keyed(per_minute(config.login_per_minute)),
             api: RateLimiter::keyed(per_minute(config.api_per_minute)),
+            refusals_audited: RateLimiter::keyed(per_minute(1)),
         }
     }
 
@@ -40,6 +44,7 @@ impl RateLimits {
     pub fn prune(&self) {
         self.login.retain_recent();
         self.api.retain_recent();
+        self.refusals_audited.retain_recent();
     }
 }
 

@@ -234,9 +234,6 @@ pub struct Tmux {
 /// How long reconciliation and sampling wait for every server's list of panes.
 const LISTING_WAIT: Duration = Duration::from_secs(3);
 
-/// tmux's own limit on one command message is 16 KiB; text is sent in smaller pieces.
-const SEND_CHUNK: usize = 4096;
-
 impl Tmux {
     pub fn socket(&self) -> &Path {
         &self.socket
@@ -274,24 +271,47 @@ impl Tmux {
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
+        self.run_with_input(args, None).await
+    }
+
+    /// Runs a client with `input` on its standard input (text that must never travel in a
+    /// command line, which every local user can read in /proc).
+    async fn run_with_input(
+        &self,
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> Result<String, TmuxError> {
         let command = || args.first().unwrap_or(&"").to_string();
+        let run = async {
+            let mut command = self.command()?;
+            command.args(args).kill_on_drop(true);
+            let Some(input) = input else {
+                return Ok(command.output().await);
+            };
+            let mut child = match command.stdin(Stdio::piped()).spawn() {
+                Ok(child) => child,
+                Err(err) => return Ok(Err(err)),
+            };
+            if let Some(mut stdin) = child.stdin.take() {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(input).await;
+            }
+            Ok(child.wait_with_output().await)
+        };
         // A client of a stopped server waits forever; dropping the future kills it.
-        let output = tokio::time::timeout(
-            self.timeout,
-            self.command()?.args(args).kill_on_drop(true).output(),
-        )
-        .await
-        .map_err(|_| TmuxError::Timeout {
-            command: command(),
-            after: self.timeout,
-        })?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => TmuxError::Missing,
-            _ => TmuxError::Failed {
+        let output = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| TmuxError::Timeout {
                 command: command(),
-                stderr: e.to_string(),
-            },
-        })?;
+                after: self.timeout,
+            })??
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => TmuxError::Missing,
+                _ => TmuxError::Failed {
+                    command: command(),
+                    stderr: e.to_string(),
+                },
+            })?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -475,13 +495,20 @@ impl Tmux {
     }
 
     /// Types `text` literally, as if pasted key by key.
+    /// Types `text` into the session: through a paste buffer loaded from the client's standard
+    /// input, so what people type (prompts, passwords for a login) never sits in a command line.
     pub async fn send_text(&self, session: &str, text: &str) -> Result<(), TmuxError> {
-        let target = format!("={session}:");
-        for chunk in chunks(text, SEND_CHUNK) {
-            self.run(&["send-keys", "-t", &target, "-l", "--", chunk])
-                .await?;
+        if text.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let target = format!("={session}:");
+        let buffer = format!("pd-input-{}", crate::auth::tokens::random_token(8));
+        self.run_with_input(&["load-buffer", "-b", &buffer, "-"], Some(text.as_bytes()))
+            .await?;
+        // -r: line feeds as typed; -d: the buffer goes once pasted.
+        self.run(&["paste-buffer", "-d", "-r", "-b", &buffer, "-t", &target])
+            .await
+            .map(drop)
     }
 
     /// Sends named keys (`Enter`, `C-c`, `Escape`, `BTab`…).
@@ -630,23 +657,6 @@ fn trim_trailing_blank_lines(text: &str) -> String {
     }
 }
 
-/// Splits on character boundaries into pieces of at most `max` bytes.
-fn chunks(text: &str, max: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = rest.len().min(max);
-        while !rest.is_char_boundary(end) {
-            end -= 1;
-        }
-        let (head, tail) = rest.split_at(end);
-        rest = tail;
-        Some(head)
-    })
-}
-
 /// tmux's version (`3.3a`), or `None` when tmux is not installed.
 pub async fn version() -> Option<String> {
     let output = Command::new("tmux").arg("-V").output().await.ok()?;
@@ -707,13 +717,5 @@ mod tests {
             None,
             "no pid, nothing to read"
         );
-    }
-
-    #[test]
-    fn chunks_respect_char_boundaries() {
-        let text = "é".repeat(5000);
-        let pieces: Vec<&str> = chunks(&text, SEND_CHUNK).collect();
-        assert!(pieces.iter().all(|p| p.len() <= SEND_CHUNK));
-        assert_eq!(pieces.concat(), text);
     }
 }

@@ -5,6 +5,12 @@
 //!
 //! Only this thread changes: `setfsuid`/`setfsgid` are per thread, and groups are set with the
 //! raw per-thread syscall (glibc's `setgroups` would change every thread of the server).
+//! Leaving fsuid 0 clears only the filesystem capabilities, so the thread also drops
+//! `CAP_SYS_RESOURCE` (also per thread): with it, the account's writes would pass disk quotas and
+//! the blocks a file system keeps for root.
+//!
+//! A thread created inside the guard would keep the account's identity for good: nothing
+//! inside spawns threads, and nothing may.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -19,6 +25,7 @@ pub struct AsAccount {
     previous_uid: u32,
     previous_gid: u32,
     previous_groups: Vec<Gid>,
+    previous_caps: rustix::thread::CapabilitySets,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -38,6 +45,7 @@ fn current_fsgid() -> u32 {
 impl AsAccount {
     pub fn enter(identity: Identity) -> io::Result<Self> {
         let previous_groups = rustix::process::getgroups()?;
+        let previous_caps = rustix::thread::capabilities(None)?;
         let previous_uid = current_fsuid();
         let previous_gid = current_fsgid();
         rustix::thread::set_thread_groups(&[])?;
@@ -50,8 +58,13 @@ impl AsAccount {
             previous_uid,
             previous_gid,
             previous_groups,
+            previous_caps,
             _not_send: std::marker::PhantomData,
         };
+        let mut caps = rustix::thread::capabilities(None)?;
+        caps.effective
+            .remove(rustix::thread::CapabilitySet::SYS_RESOURCE);
+        rustix::thread::set_capabilities(None, caps)?;
         if current_fsuid() != identity.uid || current_fsgid() != identity.gid {
             // Dropping the guard restores what was there.
             return Err(io::Error::new(
@@ -75,7 +88,10 @@ impl Drop for AsAccount {
         }
         let restored = rustix::thread::set_thread_groups(&self.previous_groups).is_ok()
             && current_fsuid() == self.previous_uid
-            && current_fsgid() == self.previous_gid;
+            && current_fsgid() == self.previous_gid
+            && rustix::thread::set_capabilities(None, self.previous_caps).is_ok()
+            && rustix::thread::capabilities(None)
+                .is_ok_and(|caps| caps.effective == self.previous_caps.effective);
         if !restored {
             // A pool thread left with an account's identity would serve the next request with
             // the wrong rights; nothing is safe to do but stop.
@@ -119,6 +135,22 @@ mod tests {
                 inside.2.is_empty(),
                 "no supplementary groups as the account"
             );
+            // Nor root's way past quotas and reserved blocks, and it comes back after.
+            let caps_before = rustix::thread::capabilities(None).unwrap();
+            let caps_inside = run_as(
+                Some(Identity {
+                    uid: 65_534,
+                    gid: 65_534,
+                }),
+                || rustix::thread::capabilities(None).unwrap(),
+            )
+            .unwrap();
+            assert!(
+                !caps_inside
+                    .effective
+                    .contains(rustix::thread::CapabilitySet::SYS_RESOURCE)
+            );
+            assert_eq!(rustix::thread::capabilities(None).unwrap(), caps_before);
         } else {
             // Not root: the switch is refused and nothing changes.
             assert!(

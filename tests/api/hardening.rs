@@ -426,3 +426,110 @@ async fn on_a_full_disk_writes_are_refused_in_words_reads_go_on_and_nothing_ackn
     assert!(!refused.is_empty(), "no write was refused on the full disk");
     drop(app);
 }
+
+#[tokio::test]
+async fn the_file_api_writes_as_the_account_without_roots_reserved_blocks() {
+    if !crate::helpers::running_as_root() {
+        eprintln!("skipped: needs root (CI runs the tests as root)");
+        return;
+    }
+    // Big enough for the launcher's copy; ext4 keeps 5 % of it for root.
+    let disk = SmallDisk::mount(400).await;
+    std::fs::set_permissions(
+        disk.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let data = disk.path().join("data");
+    let app = crate::helpers::spawn_app_with(|c| c.data_dir = data.clone()).await;
+    let ann_id = app.create_user("ann", "ann-password-1").await;
+    let ann = app.token("ann", "ann-password-1").await;
+    let uid = pocketdev::isolation::accounts::SystemIds::read()
+        .unwrap()
+        .user(&format!("{}{ann_id}", app.config.isolation.user_prefix))
+        .expect("ann's Unix user")
+        .uid;
+    // The account fills the disk as far as it may: up to root's reserve.
+    let workspace = app.data_dir().join(format!("users/{ann_id}/workspace"));
+    let _ = tokio::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ])
+        .args(["dd", "if=/dev/zero", "bs=1M", "status=none"])
+        .arg(format!("of={}", workspace.join("fill").display()))
+        .status()
+        .await;
+    // The file API writes with the account's rights, so the reserve stays root's.
+    let saved = app
+        .post(
+            "/api/files/save",
+            Some(&ann),
+            json!({ "path": "more.txt", "content": "y".repeat(512 * 1024) }),
+        )
+        .await;
+    let status = saved.status();
+    let body: Value = saved.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    let left: Vec<String> = std::fs::read_dir(&workspace)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("more.txt"))
+        .collect();
+    assert!(left.is_empty(), "no half-written file: {left:?}");
+    drop(app);
+}
+
+#[tokio::test]
+async fn refused_sign_ins_cost_one_audit_row_a_minute_and_old_entries_go() {
+    let app = crate::helpers::spawn_app_with(|c| c.rate_limits.login_per_minute = 2).await;
+    let admin = app.admin_token().await;
+    for _ in 0..30 {
+        let _ = app.login("admin", "a-wrong-password").await;
+    }
+    let refusals: Vec<Value> = app
+        .get("/api/admin/audit?action=login.rate_limited", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+
+    // An entry older than audit.retention_days (90) goes at the next housekeeping round.
+    let db_file = app.data_dir().join("server/pocketdev.db");
+    let app = {
+        let mut app = app;
+        app.stop().await;
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_file.display()))
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO audit_log (at, action) VALUES (?, 'ancient.test')")
+            .bind(time::OffsetDateTime::now_utc() - time::Duration::days(200))
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+        app.restart().await
+    };
+    let admin = app.admin_token().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ancient: Vec<Value> = app
+            .get("/api/admin/audit?action=ancient.test", Some(&admin))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if ancient.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old entry stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1385,3 +1385,58 @@ async fn a_stopped_agent_is_gone_whole_with_everything_it_started() {
         "nothing of the deleted account survives"
     );
 }
+
+#[tokio::test]
+async fn what_one_account_types_never_shows_in_another_accounts_process_list() {
+    if skip_unless_root() {
+        return;
+    }
+    let app = spawn_app().await;
+    let (_, ann) = account(&app, "ann").await;
+    let (bob_id, bob) = account(&app, "bob").await;
+    let ann_shell = shell(&app, &ann).await;
+    let bob_shell = shell(&app, &bob).await;
+    // Bob's agent watches every command line on the machine for ten seconds.
+    let seen = app
+        .data_dir()
+        .join(format!("users/{bob_id}/workspace/seen"));
+    let watcher = "import glob,time\\n\
+        end=time.time()+10\\n\
+        found=set()\\n\
+        while time.time()<end:\\n\
+        \\x20for f in glob.glob(\"/proc/[0-9]*/cmdline\"):\\n\
+        \\x20\\x20try: c=open(f,\"rb\").read()\\n\
+        \\x20\\x20except OSError: continue\\n\
+        \\x20\\x20if b\"sekrit-\" in c: found.add(c)\\n\
+        open(\"seen\",\"w\").write(repr(found))\\n";
+    run(
+        &app,
+        &bob,
+        &bob_shell,
+        &format!("printf '{watcher}' > watch.py; (python3 watch.py &) ; echo watching"),
+    )
+    .await;
+    // Meanwhile ann types (through the API) what must stay hers.
+    for n in 0..40 {
+        app.command(
+            &ann,
+            &ann_shell,
+            json!({ "text": format!(": sekrit-{n}"), "enter": true }),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watcher never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let found = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        found.trim(),
+        "set()",
+        "typed text showed in a command line: {found}"
+    );
+}
