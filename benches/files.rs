@@ -126,8 +126,9 @@ async fn main() {
     let (api, direct) = (median(api), median(direct));
     println!("list a folder of {entries} entries (median of {runs})");
     println!(
-        "  GET /api/files     {:.2} ms   (target: under 50 ms)",
-        api.as_secs_f64() * 1000.0
+        "  GET /api/files     {:.2} ms   (target: under 50 ms: {})",
+        api.as_secs_f64() * 1000.0,
+        common::verdict(api.as_secs_f64() < 0.050)
     );
     println!(
         "  std::fs directly   {:.2} ms",
@@ -194,11 +195,13 @@ async fn main() {
 
     let rate = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;
     println!("upload and download {size_mb} MiB (this process holds client and server)");
+    let share = 100.0 * disk_write.as_secs_f64() / upload.as_secs_f64();
     println!(
-        "  upload      {:>8.0} MB/s   disk write with fsync {:>8.0} MB/s   {:.0} %  (target: at least 50 %)",
+        "  upload      {:>8.0} MB/s   disk write with fsync {:>8.0} MB/s   {:.0} %  (target: at least 50 %: {})",
         rate(upload),
         rate(disk_write),
-        100.0 * disk_write.as_secs_f64() / upload.as_secs_f64()
+        share,
+        common::verdict(share >= 50.0)
     );
     println!(
         "  download    {:>8.0} MB/s   disk read {:>8.0} MB/s",
@@ -206,7 +209,8 @@ async fn main() {
         rate(disk_read)
     );
     println!(
-        "  memory growth: upload {upload_growth:.1} MB, download {download_growth:.1} MB   (target: under 20 MB)"
+        "  memory growth: upload {upload_growth:.1} MB, download {download_growth:.1} MB   (target: under 20 MB: {})",
+        common::verdict(upload_growth < 20.0 && download_growth < 20.0)
     );
 
     running.stop().await;

@@ -367,9 +367,11 @@ async fn throughput(server: &Server, sizes: &Sizes) {
         mb(bridge),
         received as f64 / 1e6
     );
+    let ratio = 100.0 * baseline.as_secs_f64() / bridge.as_secs_f64();
     println!(
-        "  ratio                  {:>8.0} %   (target: at least 85 %)",
-        100.0 * baseline.as_secs_f64() / bridge.as_secs_f64()
+        "  ratio                  {:>8.0} %   (target: at least 85 %: {})",
+        ratio,
+        common::verdict(ratio >= 85.0)
     );
 }
 
@@ -427,8 +429,9 @@ async fn echo_latency(server: &Server, sizes: &Sizes) -> String {
     println!("  tmux client in a PTY   p50 {}  p99 {}", ms(b50), ms(b99));
     println!("  pocketdev WebSocket    p50 {}  p99 {}", ms(w50), ms(w99));
     println!(
-        "  p99 difference         {}   (target: at most 0.3 ms more)",
-        ms(w99.saturating_sub(b99))
+        "  p99 difference         {}   (target: at most 0.3 ms more: {})",
+        ms(w99.saturating_sub(b99)),
+        common::verdict(w99.saturating_sub(b99) <= Duration::from_micros(300))
     );
     id
 }
@@ -449,12 +452,14 @@ async fn memory(server: &Server, sizes: &Sizes, idle_kb: u64) {
     let (clients, clients_kb) = tmux_children_kb(server.pid);
     println!("memory");
     println!(
-        "  server idle (signed in, no instances)   {:.1} MB   (target: under 20 MB)",
-        idle_kb as f64 / 1024.0
+        "  server idle (signed in, no instances)   {:.1} MB   (target: under 20 MB: {})",
+        idle_kb as f64 / 1024.0,
+        common::verdict(idle_kb < 20 * 1024)
     );
     println!(
-        "  per idle viewer ({} viewers)            {per_viewer:.0} KB   (target: under 200 KB)",
-        sizes.idle_viewers
+        "  per idle viewer ({} viewers)            {per_viewer:.0} KB   (target: under 200 KB: {})",
+        sizes.idle_viewers,
+        common::verdict(per_viewer < 200.0)
     );
     println!(
         "  tmux control clients (one per watched instance): {clients} using {:.1} MB in all",
@@ -520,10 +525,12 @@ async fn soak(server: &Server, sizes: &Sizes, echo_id: &str) {
         "{} viewers, each on its own instance printing 10 lines a second",
         sizes.streaming_instances
     );
+    let p99 = percentile(&mut echo, 0.99);
     println!(
-        "  echo meanwhile         p50 {}  p99 {}   (target: p99 under 100 ms)",
+        "  echo meanwhile         p50 {}  p99 {}   (target: p99 under 100 ms: {})",
         ms(percentile(&mut echo, 0.5)),
-        ms(percentile(&mut echo, 0.99))
+        ms(p99),
+        common::verdict(p99 < Duration::from_millis(100))
     );
     println!(
         "  errors {}   viewers that received nothing {silent}   ({:.1} MB delivered)",

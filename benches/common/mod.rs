@@ -81,3 +81,12 @@ pub fn resident_kb(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Said beside every figure that has a target, so a reader knows what the number means.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "within target"
+    } else {
+        "MISSES target"
+    }
+}
