@@ -5,6 +5,7 @@ pub mod client;
 pub mod health;
 pub mod origin;
 pub mod rate_limit;
+pub mod slow_body;
 
 use std::sync::Arc;
 
@@ -92,7 +93,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             rate_limit::api_middleware,
         ))
-        .layer(middleware::from_fn(origin::middleware));
+        .layer(middleware::from_fn(origin::middleware))
+        .layer(middleware::from_fn(slow_body::middleware));
 
     let app = Router::new()
         .merge(api)

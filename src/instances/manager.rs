@@ -782,6 +782,14 @@ impl Manager {
         self.isolation.owns_process(owner, pid)
     }
 
+    /// For reconciliation: `remove_group`, but not while someone acts on the instance (a
+    /// restart makes its new group under the same name and clears the old one itself).
+    async fn remove_group_unless_busy(&self, instance: &Instance) {
+        if !self.busy.lock().expect("busy set").contains(&instance.id) {
+            self.remove_group(instance).await;
+        }
+    }
+
     /// Ends everything left in an instance's group and removes the group.
     async fn remove_group(&self, instance: &Instance) {
         if let Some(dir) = self
@@ -961,7 +969,7 @@ impl Manager {
                     if !self.missed_twice(instance, began) {
                         continue;
                     }
-                    self.remove_group(instance).await;
+                    self.remove_group_unless_busy(instance).await;
                     if store::mark_ended(&self.db, &instance.id, State::Exited, None, "lost", None)
                         .await?
                     {
@@ -972,6 +980,8 @@ impl Manager {
                 Some((tmux, pane)) if pane.dead && self.status_settled(&instance.id, pane) => {
                     let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
                     let code = pane.exit_code();
+                    // What it left running goes before anyone sees it ended (and restarts it).
+                    self.remove_group_unless_busy(instance).await;
                     if store::mark_ended(
                         &self.db,
                         &instance.id,
@@ -988,7 +998,6 @@ impl Manager {
                     if let Err(err) = tmux.kill_session(&session).await {
                         tracing::warn!(instance = %instance.id, error = %err, "cannot remove an ended agent's session");
                     }
-                    self.remove_group(instance).await;
                 }
                 Some(_) => {}
             }
