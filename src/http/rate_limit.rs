@@ -16,6 +16,14 @@ use crate::error::AppError;
 use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
+/// Claude Code reports before and after every tool call: a busy agent sends a few a second.
+pub const HOOK_REPORTS_PER_MINUTE: u32 = 600;
+
+/// A hook report (`/api/instances/{id}/hooks`): limited per instance by its handler instead.
+fn is_hook_report(path: &str) -> bool {
+    path.ends_with("/hooks") && path.contains("/api/instances/")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ApiKey {
     User(i64),
@@ -28,6 +36,9 @@ pub struct RateLimits {
     /// Refused sign-ins are audited once a minute per address, so a flood of them cannot fill
     /// the audit log.
     pub refusals_audited: DefaultKeyedRateLimiter<IpAddr>,
+    /// Hook reports per instance: agents share loopback, so an address says nothing of who
+    /// reports, and one agent must not spend the others' allowance.
+    pub hooks: DefaultKeyedRateLimiter<String>,
 }
 
 impl RateLimits {
@@ -37,6 +48,7 @@ impl RateLimits {
             login: RateLimiter::keyed(per_minute(config.login_per_minute)),
             api: RateLimiter::keyed(per_minute(config.api_per_minute)),
             refusals_audited: RateLimiter::keyed(per_minute(1)),
+            hooks: RateLimiter::keyed(per_minute(HOOK_REPORTS_PER_MINUTE)),
         }
     }
 
@@ -45,6 +57,7 @@ impl RateLimits {
         self.login.retain_recent();
         self.api.retain_recent();
         self.refusals_audited.retain_recent();
+        self.hooks.retain_recent();
     }
 }
 
@@ -65,6 +78,9 @@ pub async fn api_middleware(
     request: Request,
     next: Next,
 ) -> Response {
+    if is_hook_report(request.uri().path()) {
+        return next.run(request).await;
+    }
     let user = bearer_or_cookie(request.headers())
         .and_then(|token| state.tokens.verify(&token))
         .and_then(|claims| claims.user_id());

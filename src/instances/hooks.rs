@@ -37,10 +37,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn report(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    client: crate::http::client::ClientInfo,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> AppResult<StatusCode> {
-    let invalid = || AppError::Unauthorized("not a valid hook token for this instance".into());
+    use crate::http::rate_limit::{ApiKey, check};
+    // Wrong tokens count against the caller's address; good ones against their instance.
+    let invalid = || {
+        check(&state.rate_limits.api, &ApiKey::Ip(client.ip))
+            .err()
+            .unwrap_or_else(|| {
+                AppError::Unauthorized("not a valid hook token for this instance".into())
+            })
+    };
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -49,6 +58,7 @@ async fn report(
     let instance = store::by_hook_token(&state.db, &id, &hash_token(token))
         .await?
         .ok_or_else(invalid)?;
+    check(&state.rate_limits.hooks, &instance.id)?;
     if body.len() > REPORT_MAX {
         return Err(AppError::PayloadTooLarge(format!(
             "a hook report is at most {REPORT_MAX} bytes"

@@ -1007,18 +1007,38 @@ impl Manager {
             .expect("missed")
             .retain(|id, _| live.iter().any(|i| &i.id == id));
         let known: HashSet<String> = live.iter().map(Instance::tmux_session).collect();
-        for (_, tmux, pane) in panes
+        // Sessions without a live record; an agent can make any number of them in its own
+        // server, so they cost one query a pass, whatever their number.
+        let orphans: Vec<_> = panes
             .iter()
             .filter(|(_, _, p)| p.session.starts_with(SESSION_PREFIX))
+            .filter(|(_, _, p)| !known.contains(&p.session))
+            .filter(|(_, _, p)| {
+                let id = p.session.trim_start_matches(SESSION_PREFIX);
+                !self.busy.lock().expect("busy set").contains(id)
+            })
+            .collect();
+        let ids: Vec<&str> = orphans
+            .iter()
+            .map(|(_, _, p)| p.session.trim_start_matches(SESSION_PREFIX))
+            .collect();
+        let owners = store::owners(&self.db, &ids).await?;
         {
-            if known.contains(&pane.session) {
-                continue;
-            }
+            // Forget sessions that are gone, so the set stays as small as what runs.
+            let present: HashSet<&str> =
+                orphans.iter().map(|(_, _, p)| p.session.as_str()).collect();
+            self.reported_orphans
+                .lock()
+                .expect("orphans")
+                .retain(|s| present.contains(s.as_str()));
+        }
+        for (owner, tmux, pane) in orphans {
             let id = pane.session.trim_start_matches(SESSION_PREFIX);
-            if self.busy.lock().expect("busy set").contains(id) {
-                continue;
-            }
-            let has_record = store::get(&self.db, id).await?.is_some();
+            // An ended instance's leftover, in its owner's own server (another account may name
+            // a session after someone else's instance: that one is only its own orphan).
+            let has_record = owners
+                .get(id)
+                .is_some_and(|&o| owner.is_none_or(|owner| owner == o));
             if has_record || self.config.tmux.kill_orphans {
                 // An ended instance's leftover session, or an orphan we were told to clean.
                 if let Err(err) = tmux.kill_session(&pane.session).await {

@@ -1,5 +1,7 @@
 //! SQL for instances.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -112,6 +114,21 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<Instance>, AppError> {
             .fetch_optional(db)
             .await?,
     )
+}
+
+/// The owners of those of `ids` that have a record, in one query (`ids` as a JSON array).
+pub async fn owners(db: &Db, ids: &[&str]) -> Result<HashMap<String, i64>, AppError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids = serde_json::to_string(ids).map_err(anyhow::Error::from)?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, user_id FROM instances WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Instances of `user_id`, or everyone's when `None`; newest first.

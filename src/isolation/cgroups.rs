@@ -191,16 +191,26 @@ impl Cgroups {
             .map(|rel| format!("/{}", rel.display()))
     }
 
-    /// Removes the account's (empty) group folders, its instances' groups first.
+    /// Removes the account's group folders, its instances' groups first, once they are empty
+    /// (a killed process leaves its group only when it is reaped: up to two seconds). Call it
+    /// on a blocking thread.
+    #[allow(clippy::disallowed_methods)] // on a blocking thread
     pub fn remove(&self, account: &str) {
-        for (_, parent) in &self.parents {
-            let group = parent.join(account);
-            if let Ok(children) = std::fs::read_dir(&group) {
-                for child in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(child.path());
+        for _ in 0..20 {
+            let mut left = false;
+            for (_, parent) in &self.parents {
+                let group = parent.join(account);
+                if let Ok(children) = std::fs::read_dir(&group) {
+                    for child in children.flatten().filter(|c| c.path().is_dir()) {
+                        let _ = std::fs::remove_dir(child.path());
+                    }
                 }
+                left |= std::fs::remove_dir(&group).is_err() && group.exists();
             }
-            let _ = std::fs::remove_dir(group);
+            if !left {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 

@@ -74,6 +74,9 @@ struct Tracked {
     status: Debounced,
     hook: Option<(Reading, std::time::Instant)>,
     screen_kept: Option<(std::time::Instant, u64)>,
+    /// A second look after a hook report is already on its way: more reports meanwhile add
+    /// no more.
+    settle_pending: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -247,10 +250,26 @@ impl Monitor {
             .or_default()
             .hook = Some((reading, std::time::Instant::now()));
         self.evaluate(instance).await;
+        let first = {
+            let mut tracked = self.tracked.lock().expect("tracked");
+            let entry = tracked.entry(instance.id.clone()).or_default();
+            !std::mem::replace(&mut entry.settle_pending, true)
+        };
+        if !first {
+            return;
+        }
         let monitor = self.clone();
         let instance = instance.clone();
         tokio::spawn(async move {
             tokio::time::sleep(status::SETTLE + Duration::from_millis(100)).await;
+            if let Some(entry) = monitor
+                .tracked
+                .lock()
+                .expect("tracked")
+                .get_mut(&instance.id)
+            {
+                entry.settle_pending = false;
+            }
             monitor.evaluate(&instance).await;
         });
     }

@@ -578,3 +578,79 @@ async fn a_request_body_that_trickles_in_is_cut_off() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
 }
+
+/// The hook token an instance's agent was given (its shell prints its environment).
+async fn hook_token_of(app: &crate::helpers::TestApp, token: &str, id: &str) -> String {
+    app.wait_for_output(token, id, "$").await;
+    app.command(
+        token,
+        id,
+        json!({ "text": "echo token=$POCKETDEV_HOOK_TOKEN=" }),
+    )
+    .await;
+    let screen = app.wait_for_output(token, id, "token=").await;
+    screen
+        .rsplit("token=")
+        .find_map(|part| part.split_once('=').map(|(t, _)| t.to_owned()))
+        .filter(|t| t.len() > 10 && !t.contains('$'))
+        .unwrap_or_else(|| panic!("no hook token on screen: {screen}"))
+}
+
+#[tokio::test]
+async fn one_agents_hook_reports_never_spend_another_agents_allowance() {
+    // A small shared allowance per address (all agents are on loopback).
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.rate_limits.api_per_minute = 300;
+        c.limits.max_per_user = 5;
+    })
+    .await;
+    app.create_user("ann", "ann-password-1").await;
+    app.create_user("bob", "bob-password-1").await;
+    let ann = app.token("ann", "ann-password-1").await;
+    let bob = app.token("bob", "bob-password-1").await;
+    let ann_id = app
+        .create_instance(&ann, json!({ "profile": "shell" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob_id = app
+        .create_instance(&bob, json!({ "profile": "shell" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ann_hook = hook_token_of(&app, &ann, &ann_id).await;
+    let bob_hook = hook_token_of(&app, &bob, &bob_id).await;
+
+    let client = reqwest::Client::new();
+    let report = |id: String, token: String| {
+        let client = client.clone();
+        let url = app.url(&format!("/api/instances/{id}/hooks"));
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "hook_event_name": "Notification", "message": "hi" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Ann's agent floods.
+    let flood: Vec<StatusCode> =
+        futures::future::join_all((0..700).map(|_| report(ann_id.clone(), ann_hook.clone()))).await;
+    let limited = flood
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited > 0, "the flood was never limited");
+    // Bob's agent reports as usual.
+    for _ in 0..5 {
+        assert_eq!(
+            report(bob_id.clone(), bob_hook.clone()).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+}

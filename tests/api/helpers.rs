@@ -359,6 +359,19 @@ pub fn test_cgroup(prefix: &str) -> String {
 
 /// Removes cgroup folders whose name starts with `prefix`, in every hierarchy.
 fn remove_test_cgroups(prefix: &str) {
+    // A killed agent's process leaves its group only once it is reaped, a moment later.
+    for _ in 0..50 {
+        if remove_test_cgroups_once(prefix) {
+            return;
+        }
+        #[allow(clippy::disallowed_methods)] // Drop cannot wait for a task
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Answers whether nothing of the prefix is left.
+fn remove_test_cgroups_once(prefix: &str) -> bool {
+    let mut all_gone = true;
     for hierarchy in ["", "memory", "pids", "cpu", "unified"] {
         let root = Path::new("/sys/fs/cgroup").join(hierarchy);
         let Ok(entries) = std::fs::read_dir(&root) else {
@@ -379,9 +392,10 @@ fn remove_test_cgroups(prefix: &str) {
                     let _ = std::fs::remove_dir(group.path());
                 }
             }
-            let _ = std::fs::remove_dir(entry.path());
+            all_gone &= std::fs::remove_dir(entry.path()).is_ok();
         }
     }
+    all_gone
 }
 
 /// A Unix user prefix of its own for one test server: `pdt<pid>x<n>-`.
