@@ -65,6 +65,10 @@ build_web
 say "web app: type check (tsc --noEmit) and checks of the build"
 (cd web && npm run --silent check && npm test --silent)
 
+say "Markdown (markdownlint-cli2: README, DEPLOYMENT.md, docs/)"
+(cd web && npx --no-install markdownlint-cli2 --config ../.markdownlint-cli2.jsonc \
+    ../README.md ../DEPLOYMENT.md "../docs/*.md")
+
 say "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 

@@ -63,7 +63,7 @@ pub struct TmuxConfig {
     pub history_limit: u32,
     /// Kill tmux sessions that look like pocketdev's but have no record (otherwise only reported).
     pub kill_orphans: bool,
-    /// Seconds an agent gets to exit after SIGTERM before it is killed.
+    /// Seconds an agent gets to exit after SIGHUP (a closed terminal) before it is killed.
     pub stop_grace_secs: u64,
     /// Seconds one tmux command may take; a server that does not answer (stopped, say) then
     /// holds up only its own account.

@@ -1208,15 +1208,37 @@ fn normalize_workdir(raw: &str) -> Result<String, AppError> {
     Ok(parts.join("/"))
 }
 
-/// Instance names: 1 to 64 characters, no control characters; stored as given otherwise.
+/// Instance names: 1 to 64 characters, no control characters and no invisible formatting
+/// (bidirectional overrides, zero-width characters: a name must read as what it is); stored as
+/// given otherwise.
 pub fn check_name(raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > 64
+        || name.chars().any(|c| c.is_control() || is_format(c))
+    {
         return Err(AppError::Unprocessable(
-            "a name is 1 to 64 characters, without control characters".into(),
+            "a name is 1 to 64 characters, without control or invisible formatting characters"
+                .into(),
         ));
     }
     Ok(name.to_owned())
+}
+
+/// Unicode's format characters (category Cf) that can hide or reorder what a name shows.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 fn new_instance_id() -> String {
@@ -1290,6 +1312,20 @@ mod tests {
         assert_eq!(tmux_key("Ctrl-C").unwrap(), "C-c");
         assert_eq!(tmux_key("shift-tab").unwrap(), "BTab");
         assert!(tmux_key("C-c; rm -rf /").is_err());
+    }
+
+    #[test]
+    fn names_refuse_invisible_formatting() {
+        assert_eq!(check_name("  my agent ").unwrap(), "my agent");
+        for bad in [
+            "evil\u{202E}txt.exe",
+            "zero\u{200B}width",
+            "bom\u{FEFF}",
+            "bell\u{7}",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("café ✓ 日本").is_ok());
     }
 
     #[test]
