@@ -52,13 +52,8 @@ enum Command {
         procs: Vec<PathBuf>,
         #[arg(long)]
         nproc: Option<u32>,
-        /// Confine the server with Landlock to the `--write` and `--read` folders and the system.
-        #[arg(long)]
-        landlock: bool,
-        #[arg(long)]
-        write: Vec<PathBuf>,
-        #[arg(long)]
-        read: Vec<PathBuf>,
+        #[command(flatten)]
+        sandbox: LandlockArgs,
         #[arg(long)]
         uid: Option<u32>,
         #[arg(long)]
@@ -71,13 +66,8 @@ enum Command {
     Launch {
         #[arg(long)]
         env_file: PathBuf,
-        /// Confine the agent with Landlock to the `--write` and `--read` folders and the system.
-        #[arg(long)]
-        landlock: bool,
-        #[arg(long)]
-        write: Vec<PathBuf>,
-        #[arg(long)]
-        read: Vec<PathBuf>,
+        #[command(flatten)]
+        sandbox: LandlockArgs,
         /// Wait until pocketdev has moved this process into the instance's cgroup (its path
         /// as /proc/self/cgroup shows it), so nothing the agent starts escapes a stop.
         #[arg(long)]
@@ -85,6 +75,27 @@ enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+}
+
+/// Confinement with Landlock to the `--write` and `--read` folders and the system.
+#[derive(Args)]
+struct LandlockArgs {
+    #[arg(long)]
+    landlock: bool,
+    #[arg(long)]
+    write: Vec<PathBuf>,
+    #[arg(long)]
+    read: Vec<PathBuf>,
+}
+
+impl LandlockArgs {
+    fn allowed(&self) -> Option<pocketdev::isolation::sandbox::Allowed> {
+        self.landlock
+            .then(|| pocketdev::isolation::sandbox::Allowed {
+                write: self.write.clone(),
+                read: self.read.clone(),
+            })
+    }
 }
 
 #[derive(Args, Default)]
@@ -157,9 +168,7 @@ fn main() -> ExitCode {
     if let Some(Command::StartAccountServer {
         procs,
         nproc,
-        landlock,
-        write,
-        read,
+        sandbox,
         uid,
         gid,
         argv,
@@ -168,10 +177,7 @@ fn main() -> ExitCode {
         let start = pocketdev::isolation::server::Start {
             procs: procs.clone(),
             nproc: *nproc,
-            landlock: landlock.then(|| pocketdev::isolation::sandbox::Allowed {
-                write: write.clone(),
-                read: read.clone(),
-            }),
+            landlock: sandbox.allowed(),
             identity: uid
                 .zip(*gid)
                 .map(|(uid, gid)| pocketdev::isolation::Identity { uid, gid }),
@@ -183,17 +189,12 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Launch {
         env_file,
-        landlock,
-        write,
-        read,
+        sandbox,
         cgroup,
         argv,
     }) = &cli.command
     {
-        let sandbox = landlock.then(|| pocketdev::isolation::sandbox::Allowed {
-            write: write.clone(),
-            read: read.clone(),
-        });
+        let sandbox = sandbox.allowed();
         let err = pocketdev::instances::launcher::exec(
             env_file,
             argv,

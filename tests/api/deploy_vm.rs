@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -361,20 +360,7 @@ impl Site {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .unwrap();
-        let connector = self.tls.as_ref().map(|cert| {
-            let mut roots = rustls::RootCertStore::empty();
-            let pem = std::fs::read(cert).unwrap();
-            let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
-            roots.add(der).unwrap();
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            tokio_tungstenite::Connector::Rustls(Arc::new(config))
-        });
+        let connector = self.tls.as_deref().map(crate::helpers::trusting);
         let (mut ws, _) =
             tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
                 .await

@@ -122,23 +122,7 @@ async fn disabling_an_account_stops_its_agents_closes_its_terminals_and_kills_it
         .create_instance(&ann, json!({ "profile": "shell" }))
         .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    app.wait_for_output(&ann, &id, "$").await;
-    app.command(
-        &ann,
-        &id,
-        json!({ "text": "echo token=$POCKETDEV_HOOK_TOKEN" }),
-    )
-    .await;
-    let screen = app.wait_for_output(&ann, &id, "token=").await;
-    let hook_token = screen
-        .rsplit("token=")
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(hook_token.len() > 10, "{screen}");
+    let hook_token = hook_token_of(&app, &ann, &id).await;
 
     // An open terminal, typing all the time.
     let mut term = app.term(&ann, &id).await;

@@ -648,3 +648,19 @@ async fn error_body(response: Response, status: StatusCode, context: &str) -> Va
     );
     body
 }
+
+/// A TLS connector for WebSockets that trusts exactly the certificate in `cert` (PEM).
+pub fn trusting(cert: &Path) -> tokio_tungstenite::Connector {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(cert).expect("the certificate");
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).expect("a PEM certificate");
+    roots.add(der).expect("a usable certificate");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config))
+}

@@ -419,24 +419,7 @@ async fn nothing_an_agent_makes_its_tmux_server_or_pocketdevs_clients_do_leaves_
     let ws = app.data_dir().join(format!("users/{ann_id}/workspace"));
 
     // A viewer attaches, so a control client runs for the account.
-    let ticket: Value = app
-        .post(
-            &format!("/api/instances/{instance}/ticket"),
-            Some(&ann),
-            json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = format!(
-        "ws://{}/ws/instance/{instance}?ticket={}",
-        app.addr,
-        ticket["ticket"].as_str().unwrap()
-    );
-    let (_socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("terminal opens");
+    let _viewer = app.term(&ann, &instance).await;
 
     // The account's own tmux server runs commands for the agent; hooks make pocketdev's
     // routine clients (listings, captures, input) save files. (A failing hook also fails the

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -283,22 +282,11 @@ async fn pocketdev_behind_the_distributions_nginx() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(nginx.cert()).unwrap();
-    let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
-    roots.add(der).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = crate::helpers::trusting(&nginx.cert());
     let url = format!(
         "wss://localhost:{}/ws/instance/{id}?ticket={ticket}&cols=80&rows=24",
         nginx.https
     );
-    let tls = Arc::new(tls);
     // Browsers always send the page's Origin; pocketdev compares it with the Host nginx passes.
     let open = |origin: String| {
         let mut request = url.as_str().into_client_request().unwrap();
@@ -310,13 +298,7 @@ async fn pocketdev_behind_the_distributions_nginx() {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", nginx.https))
                 .await
                 .unwrap();
-            tokio_tungstenite::client_async_tls_with_config(
-                request,
-                stream,
-                None,
-                Some(tokio_tungstenite::Connector::Rustls(tls)),
-            )
-            .await
+            tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(tls)).await
         }
     };
     match open("https://elsewhere.example".into()).await {
