@@ -107,7 +107,7 @@ fi
 if [ "${POCKETDEV_SKIP_VM:-0}" = 1 ]; then
     say "deploy test on a booted Debian 12 skipped (POCKETDEV_SKIP_VM=1)"
 else
-    say "deploy test on a booted Debian 12 (about 6 minutes; the guest is built once and cached)"
+    say "deploy test on a booted Debian 12 (about 3 minutes under emulation; the guest is built once and cached)"
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --locked --no-fail-fast -E "test($VM_TEST)" || status=$?
     else
