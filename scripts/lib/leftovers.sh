@@ -9,6 +9,7 @@ leftovers_begin() {
     LEFTOVERS_HAD_LOCKS=0
     [ -e /run/pocketdev-locks ] && LEFTOVERS_HAD_LOCKS=1
     LEFTOVERS_TMP_BEFORE=$(find /tmp -maxdepth 1 -name '.tmp*' 2>/dev/null | sort)
+    LEFTOVERS_PIDS_BEFORE=" $(ps -eo pid= | tr -s ' \n' ' ') "
 }
 
 # leftovers_check: prints what the tests left and fails when there is anything.
@@ -22,8 +23,13 @@ leftovers_check() {
     local groups
     groups=$(find /sys/fs/cgroup -maxdepth 2 -name 'pdt*' 2>/dev/null || true)
     [ -n "$groups" ] && found+=$'\n'"cgroups: $(echo "$groups" | tr '\n' ' ')"
+    # Processes of test accounts or test folders, and what the tests start by name (nginx,
+    # tmux, qemu, pocketdev) that was not running before them; not zombies, which are dead
+    # already (where PID 1 does not reap, they stay listed).
     local procs
-    procs=$(ps -eo pid=,uid=,args= | awk '$2 >= 70000 && $2 <= 99999 || /\/tmp\/\.tmp/ || /qemu-system/' \
+    procs=$(ps -eo pid=,uid=,stat=,args= | awk -v before="$LEFTOVERS_PIDS_BEFORE" '
+        $3 !~ /^Z/ && (($2 >= 70000 && $2 <= 99999) || /\/tmp\/\.tmp/ \
+            || (/nginx: |tmux|qemu-system|pocketdev/ && index(before, " " $1 " ") == 0))' \
         | grep -v -e ' awk ' -e 'ps -eo' || true)
     [ -n "$procs" ] && found+=$'\n'"processes:"$'\n'"$procs"
     local tmp

@@ -207,7 +207,23 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// nginx's own fast stop (SIGTERM to the master ends its workers too); killing the master
+    /// would leave its workers running for ever.
+    #[allow(clippy::disallowed_methods)] // Drop cannot wait for a task
     fn drop(&mut self) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            for _ in 0..50 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.start_kill();
     }
 }
