@@ -312,22 +312,27 @@ pub fn remove_user(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Live processes whose real or effective uid is `uid`.
-/// Whether `pid` is a live process whose real and effective uid are `uid` (read from the kernel,
-/// never from what an account's tmux server says).
-pub fn process_is_of(pid: u32, uid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-            let mut ids = line.split_whitespace().skip(1);
-            let real: u32 = ids.next()?.parse().ok()?;
-            let effective: u32 = ids.next()?.parse().ok()?;
-            Some(real == uid && effective == uid)
-        })
-        .unwrap_or(false)
+/// A process's real and effective uid and whether it is a zombie, from the kernel.
+fn status_of(pid: impl std::fmt::Display) -> Option<(u32, u32, bool)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let zombie = status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"));
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let mut ids = line.split_whitespace().skip(1);
+    let real = ids.next()?.parse().ok()?;
+    let effective = ids.next()?.parse().ok()?;
+    Some((real, effective, zombie))
 }
 
+/// Whether `pid` is a process whose real and effective uid are `uid` (read from the kernel,
+/// never from what an account's tmux server says).
+pub fn process_is_of(pid: u32, uid: u32) -> bool {
+    status_of(pid).is_some_and(|(real, effective, _)| real == uid && effective == uid)
+}
+
+/// The live processes of `uid` (real or effective). A zombie is dead already; only its parent
+/// can make it go.
 pub fn processes_of(uid: u32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -335,23 +340,9 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|status| {
-                    // A zombie is dead already; only its parent can make it go.
-                    if status
-                        .lines()
-                        .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
-                    {
-                        return Some(false);
-                    }
-                    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-                    let mut ids = line.split_whitespace().skip(1);
-                    let real: u32 = ids.next()?.parse().ok()?;
-                    let effective: u32 = ids.next()?.parse().ok()?;
-                    Some(real == uid || effective == uid)
-                })
-                .unwrap_or(false)
+            status_of(pid).is_some_and(|(real, effective, zombie)| {
+                !zombie && (real == uid || effective == uid)
+            })
         })
         .collect()
 }

@@ -145,15 +145,7 @@ async fn disabling_an_account_stops_its_agents_closes_its_terminals_and_kills_it
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let disabled_at = std::time::Instant::now();
-    let response = app
-        .call(
-            Method::PATCH,
-            &format!("/api/admin/users/{ann_id}"),
-            Some(&admin),
-            Some(json!({ "disabled": true })),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    app.set_disabled(&admin, ann_id, true).await;
     let (_, closed) = tokio::time::timeout(Duration::from_secs(5), typing)
         .await
         .expect("the terminal closed")

@@ -322,6 +322,19 @@ impl TestApp {
     }
 
     /// The newest audit entries with this action.
+    /// Disables (or enables) an account as the admin; panics unless it worked.
+    pub async fn set_disabled(&self, admin: &str, user_id: i64, disabled: bool) {
+        let response = self
+            .call(
+                Method::PATCH,
+                &format!("/api/admin/users/{user_id}"),
+                Some(admin),
+                Some(serde_json::json!({ "disabled": disabled })),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
     pub async fn audit(&self, action: &str) -> Vec<Value> {
         let admin = self.admin_token().await;
         let response = self

@@ -1319,15 +1319,7 @@ async fn a_stopped_agent_is_gone_whole_with_everything_it_started() {
     // Disabling the account.
     let third = shell(&app, &ann).await;
     run(&app, &ann, &third, &leave_behind("300")).await;
-    let disabled = app
-        .call(
-            Method::PATCH,
-            &format!("/api/admin/users/{ann_id}"),
-            Some(&admin),
-            Some(json!({ "disabled": true })),
-        )
-        .await;
-    assert_eq!(disabled.status(), StatusCode::OK);
+    app.set_disabled(&admin, ann_id, true).await;
     for marker in ["3001", "3002", "3003"] {
         wait_until_gone(uid, marker).await;
     }
