@@ -61,18 +61,20 @@ impl App {
             Some(path) => Some(bind_proxy_socket(path, &config.proxy_socket_group)?),
             None => None,
         };
-        let isolation = Arc::new(crate::isolation::Isolation::start(
+        let mut isolation = crate::isolation::Isolation::start(
             &config.isolation,
             layout.clone(),
             db.clone(),
             crate::instances::profiles::program_roots(&config.profiles),
-        )?);
+        )?;
         // Where accounts can run it, checked before any account is touched.
         let launcher = if isolation.enabled() {
             isolation.install_launcher(&launcher)?
         } else {
             launcher
         };
+        isolation.check_private_namespaces(&launcher);
+        let isolation = Arc::new(isolation);
         isolation.ensure_all().await?;
         let instances = Arc::new(Manager::new(
             db.clone(),

@@ -161,6 +161,55 @@ pub struct Check {
     pub detail: String,
 }
 
+/// The measures the running server put around each account, one line each.
+fn doctor_measures(
+    running: &crate::isolation::Report,
+    check: &mut impl FnMut(&'static str, CheckLevel, String),
+) {
+    use crate::isolation::Mode;
+    match running.mode {
+        Mode::Landlock | Mode::Bwrap if running.landlock_abi >= 2 => check(
+            "sandbox",
+            CheckLevel::Ok,
+            "each account's tmux server, its agents and pocketdev's tmux clients for it run inside \
+             the account's Landlock ruleset"
+                .into(),
+        ),
+        Mode::Bwrap => check(
+            "sandbox",
+            CheckLevel::Ok,
+            "each account's tmux server runs in its bubblewrap sandbox (no Landlock inside)".into(),
+        ),
+        _ => check(
+            "sandbox",
+            CheckLevel::Warn,
+            "agents run as their account's Unix user without Landlock: they can read what the \
+             system leaves world-readable"
+                .into(),
+        ),
+    }
+    if running.private_namespaces {
+        check(
+            "namespaces",
+            CheckLevel::Ok,
+            "each account has its own /dev/shm, IPC and a /proc that lists only its processes"
+                .into(),
+        );
+    } else {
+        check(
+            "namespaces",
+            CheckLevel::Warn,
+            format!(
+                "accounts share /dev/shm and IPC and see each other's processes: {}",
+                running
+                    .namespaces_reason
+                    .as_deref()
+                    .unwrap_or("the server could not create namespaces")
+            ),
+        );
+    }
+}
+
 /// Agent CLIs that profiles commonly use; reported, not required.
 const AGENT_CLIS: &[&str] = &["claude", "codex", "gemini", "aider", "opencode"];
 
@@ -301,6 +350,9 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
                 ),
             );
         }
+        if running.mode != crate::isolation::Mode::None {
+            doctor_measures(&running, &mut check);
+        }
         if running.mode == mine.mode {
             check(
                 "service",
@@ -323,6 +375,31 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
                 ),
             );
         }
+    }
+
+    match (&config.proxy_socket, config.trusted_proxies.is_empty()) {
+        (Some(path), _) => check(
+            "proxy",
+            CheckLevel::Ok,
+            format!(
+                "the reverse proxy reaches pocketdev over {} (group {}), the one listener whose \
+                 forwarded client addresses are believed",
+                path.display(),
+                config.proxy_socket_group
+            ),
+        ),
+        (None, true) => check(
+            "proxy",
+            CheckLevel::Ok,
+            "no proxy socket and no trusted proxies: clients are known by their own address".into(),
+        ),
+        (None, false) => check(
+            "proxy",
+            CheckLevel::Warn,
+            "trusted_proxies is set but proxy_socket is not: a reverse proxy on this machine should \
+             reach pocketdev over proxy_socket, since agents can reach loopback"
+                .into(),
+        ),
     }
 
     if let Some(layout) = &layout {

@@ -52,6 +52,10 @@ enum Command {
         procs: Vec<PathBuf>,
         #[arg(long)]
         nproc: Option<u32>,
+        /// Its own mount and IPC namespaces: a private /dev/shm, message queues and a /proc
+        /// that shows only the account's processes.
+        #[arg(long)]
+        private_namespaces: bool,
         #[command(flatten)]
         sandbox: LandlockArgs,
         #[arg(long)]
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
     if let Some(Command::StartAccountServer {
         procs,
         nproc,
+        private_namespaces,
         sandbox,
         uid,
         gid,
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
         let start = pocketdev::isolation::server::Start {
             procs: procs.clone(),
             nproc: *nproc,
+            private_namespaces: *private_namespaces,
             landlock: sandbox.allowed(),
             identity: uid
                 .zip(*gid)

@@ -353,6 +353,9 @@ impl Tmux {
         if let Some(nproc) = start.nproc {
             args.extend(["--nproc".into(), nproc.to_string()]);
         }
+        if start.private_namespaces {
+            args.push("--private-namespaces".into());
+        }
         if let Some(allowed) = &start.landlock {
             args.extend(allowed.to_args());
         }

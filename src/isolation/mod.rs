@@ -46,6 +46,8 @@ pub struct ServerStart {
     pub procs: Vec<PathBuf>,
     /// RLIMIT_NPROC for the account, where there are no cgroups.
     pub nproc: Option<u32>,
+    /// Its own /dev/shm, IPC and a /proc of its own processes (`server::enter_private_namespaces`).
+    pub private_namespaces: bool,
     /// bubblewrap's arguments (before `--`), in `bwrap` mode.
     pub bwrap: Option<Vec<String>>,
     /// The Landlock ruleset the server applies to itself (outside bubblewrap).
@@ -91,6 +93,13 @@ pub struct Report {
     pub landlock_abi: u32,
     /// How each account's memory, process and CPU limits are enforced.
     pub cgroups: cgroups::Backend,
+    /// Whether each account's tmux server gets its own /dev/shm, IPC and a /proc that shows
+    /// only its processes (bubblewrap gives its own in `bwrap` mode).
+    #[serde(default)]
+    pub private_namespaces: bool,
+    /// Why not, when not.
+    #[serde(default)]
+    pub namespaces_reason: Option<String>,
     /// Accounts that cannot be used until an admin repairs them.
     #[serde(default)]
     pub unavailable: Vec<UnavailableAccount>,
@@ -126,6 +135,23 @@ impl Report {
     }
 }
 
+/// Runs `launcher start-account-server --private-namespaces -- true`.
+#[allow(clippy::disallowed_methods)] // once, at start-up, before the server serves
+fn probe_private_namespaces(launcher: &Path) -> anyhow::Result<()> {
+    let output = std::process::Command::new(launcher)
+        .args(["start-account-server", "--private-namespaces", "--", "true"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", launcher.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", String::from_utf8_lossy(&output.stderr).trim())
+    }
+}
+
 /// The newest Landlock ABI the kernel offers, 0 without Landlock.
 #[allow(unsafe_code)]
 pub fn landlock_abi() -> u32 {
@@ -156,6 +182,8 @@ pub fn decide(
         running_as_root: root,
         landlock_abi: abi,
         cgroups: limits,
+        private_namespaces: false,
+        namespaces_reason: None,
         unavailable: Vec::new(),
     };
     let needs_root = |mode: &str| {
@@ -567,6 +595,7 @@ impl Isolation {
         if self.landlock() && !self.bwrap() {
             start.landlock = Some(self.account_allowed(user_id));
         }
+        start.private_namespaces = self.report.private_namespaces && !self.bwrap();
         if self.bwrap() {
             start.bwrap = Some(sandbox::bwrap_args(&sandbox::Account {
                 socket_dir: self.socket_dir(user_id),
@@ -655,6 +684,26 @@ impl Isolation {
             // Without isolation every agent runs as the server's user.
             None => !self.enabled(),
         }
+    }
+
+    /// Finds whether each account's tmux server can have its own namespaces here, by running
+    /// the real start-up code once with the launcher accounts will run (a container or the
+    /// service's sandbox may forbid it); without them accounts still run, and admins and
+    /// `doctor` are told.
+    pub fn check_private_namespaces(&mut self, launcher: &Path) {
+        if self.bwrap() {
+            self.report.private_namespaces = true;
+        } else if self.enabled() {
+            match probe_private_namespaces(launcher) {
+                Ok(()) => self.report.private_namespaces = true,
+                Err(err) => {
+                    let why = format!("{err:#}");
+                    tracing::warn!(reason = %why, "accounts share /dev/shm, IPC and the process list");
+                    self.report.namespaces_reason = Some(why);
+                }
+            }
+        }
+        self.report.keep(&self.layout);
     }
 
     /// Copies the launcher where every account can run it (`<data>/bin`, root-owned, 0755):

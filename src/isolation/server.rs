@@ -1,7 +1,8 @@
 //! `pocketdev start-account-server`: the first program of an account's tmux server. Still root,
 //! it joins the account's cgroups (so the server and everything it will start are inside from
-//! the first instruction), sets the account's process limit where there are no cgroups, drops
-//! to the account (or leaves that to the sandbox's own `setpriv`), and execs.
+//! the first instruction), enters its own mount and IPC namespaces, sets the account's process
+//! limit where there are no cgroups, drops to the account (or leaves that to the sandbox's own
+//! `setpriv`), and execs.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use anyhow::Context;
 pub struct Start {
     pub procs: Vec<PathBuf>,
     pub nproc: Option<u32>,
+    /// Enter [`enter_private_namespaces`] first.
+    pub private_namespaces: bool,
     /// The account's Landlock ruleset, applied before the drop: the server and everything it
     /// runs (panes, `run-shell`, hooks) stay inside it.
     pub landlock: Option<super::sandbox::Allowed>,
@@ -46,6 +49,46 @@ fn close_on_exec_from(first: u32) {
     }
 }
 
+/// Gives this process (the account's tmux server, so every agent of the account) its own
+/// System V IPC and POSIX message queues, its own `/dev/shm`, and a `/proc` that lists only the
+/// account's own processes (`hidepid`): a new mount and IPC namespace whose mounts never
+/// propagate back to the host. Must run as root, before Landlock (which forbids mounting).
+#[allow(unsafe_code)]
+pub fn enter_private_namespaces() -> anyhow::Result<()> {
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
+    use rustix::thread::UnshareFlags;
+    // SAFETY: neither flag touches the descriptor table, and no other thread exists.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::NEWIPC) }
+        .context("cannot create the account's mount and IPC namespaces")?;
+    // Slave: the host's later mounts still show here; nothing mounted here shows there.
+    mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .context("cannot make the account's mounts private")?;
+    let quiet = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if std::path::Path::new("/dev/shm").is_dir() {
+        mount(
+            "tmpfs",
+            "/dev/shm",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            c"mode=1777",
+        )
+        .context("cannot give the account its own /dev/shm")?;
+    }
+    // The new IPC namespace already makes the queues private; this makes their listing so.
+    if std::path::Path::new("/dev/mqueue").is_dir() {
+        mount("mqueue", "/dev/mqueue", "mqueue", quiet, None)
+            .context("cannot give the account its own /dev/mqueue")?;
+    }
+    // `invisible` since Linux 5.8; `2` is the same for older kernels.
+    mount("proc", "/proc", "proc", quiet, c"hidepid=invisible")
+        .or_else(|_| mount("proc", "/proc", "proc", quiet, c"hidepid=2"))
+        .context("cannot give the account a /proc of its own processes")?;
+    Ok(())
+}
+
 /// Replaces this process with the server; returns only on failure. Runs before any thread
 /// exists, so the credential calls change the whole process.
 #[allow(clippy::disallowed_methods)] // exec replaces this process: there is no async runtime here
@@ -55,6 +98,9 @@ pub fn exec(start: &Start) -> anyhow::Error {
         for procs in &start.procs {
             std::fs::write(procs, &pid)
                 .with_context(|| format!("cannot join the cgroup {}", procs.display()))?;
+        }
+        if start.private_namespaces {
+            enter_private_namespaces()?;
         }
         if let Some(limit) = start.nproc {
             let limit = rustix::process::Rlimit {

@@ -427,18 +427,21 @@ async fn the_file_api_writes_as_the_account_without_roots_reserved_blocks() {
         .uid;
     // The account fills the disk as far as it may: up to root's reserve.
     let workspace = app.data_dir().join(format!("users/{ann_id}/workspace"));
-    let _ = tokio::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            &uid.to_string(),
-            "--regid",
-            &uid.to_string(),
-            "--clear-groups",
-        ])
-        .args(["dd", "if=/dev/zero", "bs=1M", "status=none"])
-        .arg(format!("of={}", workspace.join("fill").display()))
-        .status()
-        .await;
+    // Big blocks first, then small ones for what an allocation of a big one leaves over.
+    for (file, block) in [("fill", "bs=1M"), ("fill-rest", "bs=4k")] {
+        let _ = tokio::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                &uid.to_string(),
+                "--regid",
+                &uid.to_string(),
+                "--clear-groups",
+            ])
+            .args(["dd", "if=/dev/zero", block, "status=none"])
+            .arg(format!("of={}", workspace.join(file).display()))
+            .status()
+            .await;
+    }
     // The file API writes with the account's rights, so the reserve stays root's.
     let saved = app
         .post(

@@ -135,17 +135,10 @@ async fn accounts_get_their_own_unix_user_and_folders_and_deletion_keeps_the_uid
         run(&app, &amy_token, &instance, "id -u; id -G").await,
         format!("{uid}\n{gid}")
     );
-    let server = run(
-        &app,
-        &amy_token,
-        &instance,
-        "ps -o user= -p $(tmux display -p '#{pid}')",
-    )
-    .await;
-    assert!(
-        server.starts_with(&prefix) || server == uid.to_string(),
-        "tmux server runs as amy: {server}"
-    );
+    // (Its /proc hides the server from the agent: Landlock lets a sandbox look only inward.)
+    let server = run(&app, &amy_token, &instance, "tmux display -p '#{pid}'").await;
+    let server_uid = std::fs::metadata(format!("/proc/{server}")).unwrap().uid();
+    assert_eq!(server_uid, uid, "tmux server {server} runs as amy");
 
     // Deleting the account kills everything of it and removes the user; the uid is never reused.
     let admin = app.admin_token().await;
@@ -643,10 +636,28 @@ async fn isolation_is_reported_to_admins_and_by_doctor() {
         .lines()
         .find(|l| l.contains("isolation"))
         .expect("an isolation line");
+    let line_of = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line in {text}"))
+    };
+    assert!(line_of("proxy").starts_with("ok"), "{text}");
     if running_as_root() {
         assert!(
             line.starts_with("ok") && line.contains("Landlock ABI"),
             "{line}"
+        );
+        // Each measure the running server put in force has its own line.
+        assert_eq!(report["private_namespaces"], true, "{report}");
+        let namespaces = line_of("namespaces");
+        assert!(
+            namespaces.starts_with("ok") && namespaces.contains("/proc"),
+            "{namespaces}"
+        );
+        let sandbox = line_of("sandbox");
+        assert!(
+            sandbox.starts_with("ok") && sandbox.contains("tmux server"),
+            "{sandbox}"
         );
     } else {
         assert!(line.starts_with("warn") && line.contains("NONE"), "{line}");
@@ -1414,4 +1425,98 @@ async fn what_one_account_types_never_shows_in_another_accounts_process_list() {
         "set()",
         "typed text showed in a command line: {found}"
     );
+}
+
+#[tokio::test]
+async fn accounts_share_no_shared_memory_ipc_or_process_list() {
+    if skip_unless_root() {
+        return;
+    }
+    let app = spawn_app().await;
+    let (_, ann) = account(&app, "ann").await;
+    let (_, bob) = account(&app, "bob").await;
+    let ann_shell = shell(&app, &ann).await;
+    let bob_shell = shell(&app, &bob).await;
+    let report = isolation_report(&app).await;
+    assert_eq!(report["private_namespaces"], true, "{report}");
+
+    // Ann leaves a file in /dev/shm, a System V segment and a process with a telling command line.
+    let ann_sees = run(
+        &app,
+        &ann,
+        &ann_shell,
+        "echo ann-only > /dev/shm/ann-shm; ipcmk -M 4096 >/dev/null; (sleep 4242 &); \
+         sleep 0.2; ls /dev/shm; ipcs -m | grep -c '^0x'; \
+         cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -o 'sleep 424[2]' | head -1",
+    )
+    .await;
+    assert!(ann_sees.contains("ann-shm"), "{ann_sees}");
+    assert!(ann_sees.contains("sleep 4242"), "{ann_sees}");
+
+    let bob_sees = run(
+        &app,
+        &bob,
+        &bob_shell,
+        "ls -A /dev/shm | wc -l; ipcs -m | grep -c '^0x'; \
+         cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'sleep 424[2]'; \
+         ps -eo uid= | sort -u | tr '\\n' ' '; echo; id -u",
+    )
+    .await;
+    let lines: Vec<&str> = bob_sees.lines().map(str::trim).collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"0"),
+        "bob sees /dev/shm files: {bob_sees}"
+    );
+    assert_eq!(
+        lines.get(1),
+        Some(&"0"),
+        "bob sees IPC segments: {bob_sees}"
+    );
+    assert_eq!(
+        lines.get(2),
+        Some(&"0"),
+        "bob sees ann's process: {bob_sees}"
+    );
+    let uids: Vec<&str> = lines.get(3).unwrap_or(&"").split_whitespace().collect();
+    assert_eq!(
+        uids,
+        [lines[4]],
+        "bob's process list shows other users' processes: {bob_sees}"
+    );
+    // Nothing of it reached the host's own /dev/shm.
+    assert!(!Path::new("/dev/shm/ann-shm").exists());
+}
+
+#[tokio::test]
+async fn no_descriptor_of_whoever_started_the_server_reaches_an_account() {
+    if skip_unless_root() {
+        return;
+    }
+    // A root-only file held open (as a lock or a log would be) by the process that starts
+    // pocketdev, without close-on-exec.
+    let held = tempfile::tempdir().unwrap();
+    let secret = held.path().join("root-only-held-open");
+    std::fs::write(&secret, "root's\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = std::fs::File::open(&secret).unwrap();
+    rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::empty()).unwrap();
+
+    // Under Landlock an agent cannot look into its tmux server's descriptors at all; with Unix
+    // users alone it can, so only closing them keeps the file out of reach.
+    let app = spawn_app_with(|c| c.isolation.mode = pocketdev::config::IsolationMode::Users).await;
+    let (_, ann) = account(&app, "ann").await;
+    let ann_shell = shell(&app, &ann).await;
+    let found = run(
+        &app,
+        &ann,
+        &ann_shell,
+        "ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -c root-only-held-open",
+    )
+    .await;
+    assert_eq!(
+        found, "0",
+        "an account process holds the server's parent's file"
+    );
+    drop(file);
 }
