@@ -160,9 +160,18 @@ impl App {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let token = state.shutdown.clone();
-        let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        let watcher = tokio::spawn(state.instances.clone().watch(token.clone()));
-        let monitor = tokio::spawn(state.monitor.clone().run(token.clone()));
+        let housekeeping = tokio::spawn(supervise("housekeeping", token.clone(), {
+            let state = state.clone();
+            move || housekeeping(state.clone())
+        }));
+        let watcher = tokio::spawn(supervise("reconciliation", token.clone(), {
+            let (instances, token) = (state.instances.clone(), token.clone());
+            move || instances.clone().watch(token.clone())
+        }));
+        let monitor = tokio::spawn(supervise("monitor", token.clone(), {
+            let (monitor, token) = (state.monitor.clone(), token.clone());
+            move || monitor.clone().run(token.clone())
+        }));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
         let proxied = self.proxy_listener.map(|listener| {
@@ -204,6 +213,29 @@ impl App {
         state.instances.keep_screens().await;
         state.db.close().await;
         Ok(())
+    }
+}
+
+/// Runs a background task until shutdown, starting it again (after a pause that grows to a
+/// minute) if it panics: one bad round must not end reconciliation or monitoring for good.
+async fn supervise<F>(name: &'static str, shutdown: CancellationToken, task: impl Fn() -> F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match tokio::spawn(task()).await {
+            Ok(()) => return,
+            Err(err) if err.is_panic() => {
+                tracing::error!(task = name, "a background task panicked; starting it again");
+            }
+            Err(_) => return,
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(60));
     }
 }
 
@@ -353,4 +385,27 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_background_task_that_panics_is_started_again() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        supervise("test", CancellationToken::new(), move || {
+            let runs = counted.clone();
+            async move {
+                // Panics on its first run only, then ends as at shutdown.
+                assert!(runs.fetch_add(1, Ordering::SeqCst) > 0, "first run fails");
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
 }

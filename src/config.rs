@@ -538,6 +538,17 @@ impl Config {
                     &format!("profile id `{id}` must be 1-64 letters, digits, `-`, `_` or `.`"),
                 ));
             }
+            if profile
+                .idle_timeout_minutes
+                .is_some_and(|m| !valid_idle_minutes(m))
+            {
+                return Err(invalid(
+                    "profiles",
+                    &format!(
+                        "profile `{id}`: idle_timeout_minutes must be 0 (never) or up to {MAX_IDLE_MINUTES} minutes"
+                    ),
+                ));
+            }
             if profile.enabled && (profile.command.is_empty() || profile.name.is_empty()) {
                 return Err(invalid(
                     "profiles",
@@ -571,10 +582,10 @@ impl Config {
                 "must be an http:// or https:// URL",
             ));
         }
-        if !self.limits.idle_timeout_minutes.is_finite() || self.limits.idle_timeout_minutes < 0.0 {
+        if !valid_idle_minutes(self.limits.idle_timeout_minutes) {
             return Err(invalid(
                 "limits.idle_timeout_minutes",
-                "must be 0 (never) or a positive number of minutes",
+                &format!("must be 0 (never) or up to {MAX_IDLE_MINUTES} minutes (a year)"),
             ));
         }
         Ok(())
@@ -595,6 +606,13 @@ impl Config {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+/// A year: longer idle timeouts are surely a slip (and would overflow a timer).
+const MAX_IDLE_MINUTES: f64 = 525_600.0;
+
+fn valid_idle_minutes(minutes: f64) -> bool {
+    (0.0..=MAX_IDLE_MINUTES).contains(&minutes)
 }
 
 /// One line per problem, naming the dotted key and where its value came from.
@@ -759,6 +777,11 @@ mod tests {
                 "auth.min_password_length",
             ),
             ("[auth]\nregistration = \"sometimes\"", "registration"),
+            (
+                "[limits]\nidle_timeout_minutes = 1e300",
+                "limits.idle_timeout_minutes",
+            ),
+            ("[profiles.shell]\nidle_timeout_minutes = inf", "profiles"),
             ("[alerts]\ncpu_percent = 150.0", "alerts.cpu_percent"),
             ("[limits]\nmax_total = 0", "limits.max_total"),
         ];

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -84,7 +86,7 @@ struct BusyGuard<'a> {
 
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
-        self.manager.busy.lock().expect("busy set").remove(&self.id);
+        self.manager.busy.lock().remove(&self.id);
     }
 }
 
@@ -182,17 +184,16 @@ impl Manager {
     pub fn note_input(&self, id: &str) {
         self.last_input
             .lock()
-            .expect("last input")
             .insert(id.to_owned(), time::OffsetDateTime::now_utc());
     }
 
     pub fn last_input(&self, id: &str) -> Option<time::OffsetDateTime> {
-        self.last_input.lock().expect("last input").get(id).copied()
+        self.last_input.lock().get(id).copied()
     }
 
     /// The monitor's latest measurement of each live instance's memory, in bytes.
     pub fn record_memory(&self, measured: HashMap<String, u64>) {
-        *self.measured.lock().expect("measured") = measured;
+        *self.measured.lock() = measured;
     }
 
     /// How long `profile` may sit without input or output before it is stopped.
@@ -203,7 +204,9 @@ impl Manager {
             .get(profile)
             .and_then(|p| p.idle_timeout_minutes)
             .unwrap_or(self.config.limits.idle_timeout_minutes);
-        (minutes > 0.0).then(|| Duration::from_secs_f64(minutes * 60.0))
+        Duration::try_from_secs_f64(minutes * 60.0)
+            .ok()
+            .filter(|d| !d.is_zero())
     }
 
     /// State changes of every instance from now on.
@@ -238,7 +241,7 @@ impl Manager {
     }
 
     fn busy(&self, id: &str) -> Result<BusyGuard<'_>, AppError> {
-        if !self.busy.lock().expect("busy set").insert(id.to_owned()) {
+        if !self.busy.lock().insert(id.to_owned()) {
             return Err(AppError::Conflict(
                 "another operation on this instance is in progress; try again".into(),
             ));
@@ -386,7 +389,7 @@ impl Manager {
     async fn admit_memory(&self, user: &User, profile: &Profile) -> Result<(), AppError> {
         const MB: u64 = 1024 * 1024;
         let limits = &self.config.limits;
-        let measured = self.measured.lock().expect("measured").clone();
+        let measured = self.measured.lock().clone();
         let mut running = Vec::new();
         for instance in store::live(&self.db).await? {
             let estimate = self
@@ -722,7 +725,7 @@ impl Manager {
             .existing_instance_group(instance.owner, &instance.id);
         // Signals go only to processes the kernel says are the account's: the pane's pid comes
         // from the account's own tmux server, which could name any process.
-        let owned = |pid: u32| self.isolation.owns_process(instance.owner, pid);
+        let signal = |pid: u32, signal| self.isolation.signal_owned(instance.owner, pid, signal);
         let mut exit_code = None;
         if let Some(PaneInfo {
             dead: false,
@@ -733,14 +736,12 @@ impl Manager {
             match &group {
                 Some(dir) => {
                     for member in crate::isolation::cgroups::members(dir) {
-                        let member = member.unsigned_abs();
-                        if owned(member) {
-                            signal(member, rustix::process::Signal::HUP);
-                        }
+                        signal(member.unsigned_abs(), rustix::process::Signal::HUP);
                     }
                 }
-                None if owned(pid) => signal(pid, rustix::process::Signal::HUP),
-                None => {}
+                None => {
+                    signal(pid, rustix::process::Signal::HUP);
+                }
             }
             let deadline =
                 tokio::time::Instant::now() + Duration::from_secs(self.config.tmux.stop_grace_secs);
@@ -753,7 +754,7 @@ impl Manager {
                     None => break,
                     Some(_) if tokio::time::Instant::now() >= deadline => {
                         // With a group, cgroup.kill below ends everything at once.
-                        if group.is_none() && owned(pid) {
+                        if group.is_none() {
                             signal(pid, rustix::process::Signal::KILL);
                         }
                         break;
@@ -777,6 +778,12 @@ impl Manager {
         self.publish(&instance.id).await
     }
 
+    /// The instance's own cgroup, where it has one.
+    pub fn instance_group(&self, instance: &Instance) -> Option<std::path::PathBuf> {
+        self.isolation
+            .existing_instance_group(instance.owner, &instance.id)
+    }
+
     /// Whether `pid` is one of the account's processes, as the kernel says.
     pub fn owns_process(&self, owner: i64, pid: u32) -> bool {
         self.isolation.owns_process(owner, pid)
@@ -785,7 +792,7 @@ impl Manager {
     /// For reconciliation: `remove_group`, but not while someone acts on the instance (a
     /// restart makes its new group under the same name and clears the old one itself).
     async fn remove_group_unless_busy(&self, instance: &Instance) {
-        if !self.busy.lock().expect("busy set").contains(&instance.id) {
+        if !self.busy.lock().contains(&instance.id) {
             self.remove_group(instance).await;
         }
     }
@@ -849,12 +856,12 @@ impl Manager {
     }
 
     pub async fn send(&self, instance: &Instance, input: &Input<'_>) -> Result<(), AppError> {
-        self.note_input(&instance.id);
         if instance.state != State::Running {
             return Err(AppError::Conflict(
                 "this instance is not running; restart it first".into(),
             ));
         }
+        self.note_input(&instance.id);
         let keys = input
             .keys
             .iter()
@@ -950,9 +957,7 @@ impl Manager {
         let live = store::live(&self.db).await?;
         for instance in &live {
             // An account whose server did not answer is left as it is until it does.
-            if self.busy.lock().expect("busy set").contains(&instance.id)
-                || !listing.answered(instance.owner)
-            {
+            if self.busy.lock().contains(&instance.id) || !listing.answered(instance.owner) {
                 continue;
             }
             let session = instance.tmux_session();
@@ -962,7 +967,7 @@ impl Manager {
                 p.session == session && owner.is_none_or(|o| o == instance.owner)
             });
             if found.is_some() {
-                self.missed.lock().expect("missed").remove(&instance.id);
+                self.missed.lock().remove(&instance.id);
             }
             match found.map(|(_, tmux, pane)| (tmux, pane)) {
                 None => {
@@ -1002,10 +1007,17 @@ impl Manager {
                 Some(_) => {}
             }
         }
+        // Per-instance state lasts only as long as the instance.
+        let live_ids: HashSet<&str> = live.iter().map(|i| i.id.as_str()).collect();
         self.missed
             .lock()
-            .expect("missed")
-            .retain(|id, _| live.iter().any(|i| &i.id == id));
+            .retain(|id, _| live_ids.contains(id.as_str()));
+        self.last_input
+            .lock()
+            .retain(|id, _| live_ids.contains(id.as_str()));
+        self.awaiting_status
+            .lock()
+            .retain(|id, _| live_ids.contains(id.as_str()));
         let known: HashSet<String> = live.iter().map(Instance::tmux_session).collect();
         // Sessions without a live record; an agent can make any number of them in its own
         // server, so they cost one query a pass, whatever their number.
@@ -1015,7 +1027,7 @@ impl Manager {
             .filter(|(_, _, p)| !known.contains(&p.session))
             .filter(|(_, _, p)| {
                 let id = p.session.trim_start_matches(SESSION_PREFIX);
-                !self.busy.lock().expect("busy set").contains(id)
+                !self.busy.lock().contains(id)
             })
             .collect();
         let ids: Vec<&str> = orphans
@@ -1029,7 +1041,6 @@ impl Manager {
                 orphans.iter().map(|(_, _, p)| p.session.as_str()).collect();
             self.reported_orphans
                 .lock()
-                .expect("orphans")
                 .retain(|s| present.contains(s.as_str()));
         }
         for (owner, tmux, pane) in orphans {
@@ -1044,12 +1055,7 @@ impl Manager {
                 if let Err(err) = tmux.kill_session(&pane.session).await {
                     tracing::warn!(session = %pane.session, error = %err, "cannot remove a leftover session");
                 }
-            } else if self
-                .reported_orphans
-                .lock()
-                .expect("orphans")
-                .insert(pane.session.clone())
-            {
+            } else if self.reported_orphans.lock().insert(pane.session.clone()) {
                 tracing::warn!(session = %pane.session, socket = %tmux.socket().display(), "tmux session without a record left running");
             }
         }
@@ -1065,7 +1071,7 @@ impl Manager {
         {
             return false;
         }
-        let mut missed = self.missed.lock().expect("missed");
+        let mut missed = self.missed.lock();
         let count = missed.entry(instance.id.clone()).or_insert(0);
         *count += 1;
         if *count < 2 {
@@ -1078,7 +1084,7 @@ impl Manager {
     /// tmux marks a pane dead when its terminal closes, a moment before it collects the exit
     /// status; give it a few passes so the recorded exit code is the real one.
     fn status_settled(&self, id: &str, pane: &PaneInfo) -> bool {
-        let mut waiting = self.awaiting_status.lock().expect("awaiting status");
+        let mut waiting = self.awaiting_status.lock();
         if pane.exit_code().is_some() {
             waiting.remove(id);
             return true;
@@ -1134,15 +1140,6 @@ fn start_error(err: TmuxError) -> AppError {
             })
         }
         other => tmux_error(other),
-    }
-}
-
-fn signal(pid: u32, signal: rustix::process::Signal) {
-    if let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, signal);
     }
 }
 

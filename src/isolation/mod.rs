@@ -16,7 +16,9 @@ pub mod server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -323,7 +325,6 @@ impl Isolation {
         report.unavailable = self
             .unavailable
             .lock()
-            .expect("unavailable")
             .iter()
             .map(|(&user_id, reason)| UnavailableAccount {
                 user_id,
@@ -363,11 +364,7 @@ impl Isolation {
 
     /// How the account's processes are confined, once it has its Unix user.
     pub fn confinement(&self, user_id: i64) -> Option<Arc<confine::Confinement>> {
-        self.known
-            .lock()
-            .expect("known accounts")
-            .get(&user_id)
-            .cloned()
+        self.known.lock().get(&user_id).cloned()
     }
 
     /// Accounts with a Unix user, for reconciliation across their tmux servers.
@@ -375,7 +372,6 @@ impl Isolation {
         let mut all: Vec<_> = self
             .known
             .lock()
-            .expect("known accounts")
             .iter()
             .map(|(&id, confinement)| (id, confinement.clone()))
             .collect();
@@ -486,18 +482,12 @@ impl Isolation {
         .map_err(anyhow::Error::from)?;
         let (identity, created) = match provisioned {
             Ok(done) => {
-                self.unavailable
-                    .lock()
-                    .expect("unavailable")
-                    .remove(&user_id);
+                self.unavailable.lock().remove(&user_id);
                 done
             }
             Err(err) => {
                 let reason = format!("{err:#}");
-                self.unavailable
-                    .lock()
-                    .expect("unavailable")
-                    .insert(user_id, reason.clone());
+                self.unavailable.lock().insert(user_id, reason.clone());
                 tracing::error!(user_id, error = %reason, "cannot provision the account");
                 return Err(AppError::Unavailable(
                     "this account cannot be used right now: the server could not prepare its \
@@ -523,10 +513,7 @@ impl Isolation {
             Err(err) => {
                 let reason = format!("{err:#}");
                 tracing::error!(user_id, error = %reason, "cannot confine the account");
-                self.unavailable
-                    .lock()
-                    .expect("unavailable")
-                    .insert(user_id, reason);
+                self.unavailable.lock().insert(user_id, reason);
                 return Err(AppError::Unavailable(
                     "this account cannot be used right now: the server could not set up its \
                      limits and sandbox; an admin finds the reason in the admin stats and with \
@@ -535,10 +522,7 @@ impl Isolation {
                 ));
             }
         };
-        self.known
-            .lock()
-            .expect("known accounts")
-            .insert(user_id, Arc::new(confinement));
+        self.known.lock().insert(user_id, Arc::new(confinement));
         Ok(Some(identity))
     }
 
@@ -706,6 +690,19 @@ impl Isolation {
         self.report.keep(&self.layout);
     }
 
+    /// Sends `signal` to `pid` only if the kernel says it is the account's process. The process
+    /// is pinned by a pidfd before the check, so a pid reused in between is never hit.
+    pub fn signal_owned(&self, user_id: i64, pid: u32, signal: rustix::process::Signal) -> bool {
+        use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
+        let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+            return false;
+        };
+        let Ok(pinned) = pidfd_open(raw, PidfdFlags::empty()) else {
+            return false;
+        };
+        self.owns_process(user_id, pid) && pidfd_send_signal(&pinned, signal).is_ok()
+    }
+
     /// Copies the launcher where every account can run it (`<data>/bin`, root-owned, 0755):
     /// the server's own binary may sit in a folder accounts cannot reach. Refuses a folder on a
     /// file system mounted `noexec` (Debian's and Ubuntu's /run), where no account could start
@@ -753,7 +750,7 @@ impl Isolation {
         })
         .await??;
         accounts::mark_removed(&self.db, uid).await?;
-        self.known.lock().expect("known accounts").remove(&user_id);
+        self.known.lock().remove(&user_id);
         tracing::info!(user_id, uid, "removed the account's Unix user");
         Ok(())
     }

@@ -10,7 +10,9 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -120,7 +122,6 @@ impl Monitor {
         let since = OffsetDateTime::now_utc().unix_timestamp() - (minutes * 60) as i64;
         self.history
             .lock()
-            .expect("history")
             .iter()
             .filter(|p| p.at >= since)
             .cloned()
@@ -142,7 +143,7 @@ impl Monitor {
                 .collect(),
         };
         let capacity = (HISTORY.as_secs() / self.interval.as_secs().max(1)) as usize;
-        let mut history = self.history.lock().expect("history");
+        let mut history = self.history.lock();
         history.push_back(point);
         while history.len() > capacity {
             history.pop_front();
@@ -150,7 +151,7 @@ impl Monitor {
     }
 
     pub fn latest(&self) -> Arc<Snapshot> {
-        self.latest.read().expect("latest sample").clone()
+        self.latest.read().clone()
     }
 
     pub fn usage(&self, id: &str) -> Option<InstanceUsage> {
@@ -162,7 +163,7 @@ impl Monitor {
         if instance.state != State::Running {
             return None;
         }
-        let tracked = self.tracked.lock().expect("tracked");
+        let tracked = self.tracked.lock();
         let reading = tracked.get(&instance.id)?.status.published.clone()?;
         Some((reading.status, reading.reason))
     }
@@ -187,7 +188,7 @@ impl Monitor {
         };
         let flowing = self.output_flowing(&instance.id);
         let changed = {
-            let mut tracked = self.tracked.lock().expect("tracked");
+            let mut tracked = self.tracked.lock();
             let entry = tracked.entry(instance.id.clone()).or_default();
             let hook = entry
                 .hook
@@ -222,7 +223,7 @@ impl Monitor {
         screen.hash(&mut hasher);
         let digest = hasher.finish();
         let due = {
-            let mut tracked = self.tracked.lock().expect("tracked");
+            let mut tracked = self.tracked.lock();
             let entry = tracked.entry(instance.id.clone()).or_default();
             let due = entry
                 .screen_kept
@@ -245,13 +246,12 @@ impl Monitor {
         };
         self.tracked
             .lock()
-            .expect("tracked")
             .entry(instance.id.clone())
             .or_default()
             .hook = Some((reading, std::time::Instant::now()));
         self.evaluate(instance).await;
         let first = {
-            let mut tracked = self.tracked.lock().expect("tracked");
+            let mut tracked = self.tracked.lock();
             let entry = tracked.entry(instance.id.clone()).or_default();
             !std::mem::replace(&mut entry.settle_pending, true)
         };
@@ -262,12 +262,7 @@ impl Monitor {
         let instance = instance.clone();
         tokio::spawn(async move {
             tokio::time::sleep(status::SETTLE + Duration::from_millis(100)).await;
-            if let Some(entry) = monitor
-                .tracked
-                .lock()
-                .expect("tracked")
-                .get_mut(&instance.id)
-            {
+            if let Some(entry) = monitor.tracked.lock().get_mut(&instance.id) {
                 entry.settle_pending = false;
             }
             monitor.evaluate(&instance).await;
@@ -286,22 +281,39 @@ impl Monitor {
             .collect();
         let live = store::live(&self.db).await?;
         let answered = |i: &Instance| listing.answered(i.owner);
-        let roots: Vec<(String, u32)> = live
+        // Where the instance has its own cgroup, the kernel's list of its members is what
+        // counts (nothing the account's tmux server says, and right inside bubblewrap's pid
+        // namespace too); else the pane's pid, only if the kernel says it is the account's
+        // (never pid 1, the server or another account's agent).
+        let sources: Vec<(String, Result<PathBuf, u32>)> = live
             .iter()
             .filter_map(|i| {
-                let pane = pane_of(&panes, i)?;
-                // The pid comes from the account's tmux server: measured only if the kernel
-                // says it is the account's (never pid 1, the server, another account's agent).
-                let pid = pane
+                if let Some(group) = self.manager.instance_group(i) {
+                    return Some((i.id.clone(), Ok(group)));
+                }
+                let pid = pane_of(&panes, i)?
                     .pid
                     .filter(|&pid| self.manager.owns_process(i.owner, pid))?;
-                Some((i.id.clone(), pid))
+                Some((i.id.clone(), Err(pid)))
             })
             .collect();
         let sampler = self.sampler.clone();
         let data_dir = self.data_dir.clone();
         let (host, trees) = tokio::task::spawn_blocking(move || {
-            sampler.lock().expect("sampler").sample(&data_dir, &roots)
+            let roots: Vec<(String, Vec<u32>)> = sources
+                .into_iter()
+                .map(|(id, source)| match source {
+                    Ok(group) => (
+                        id,
+                        crate::isolation::cgroups::members(&group)
+                            .into_iter()
+                            .map(i32::unsigned_abs)
+                            .collect(),
+                    ),
+                    Err(pid) => (id, vec![pid]),
+                })
+                .collect();
+            sampler.lock().sample(&data_dir, &roots)
         })
         .await?;
         // An account whose server did not answer keeps its last figures rather than zeros.
@@ -338,7 +350,7 @@ impl Monitor {
         );
         let now = OffsetDateTime::now_utc();
         let changes = {
-            let mut alerts = self.alerts.lock().expect("alerts");
+            let mut alerts = self.alerts.lock();
             let percent = |used: u64, total: u64| {
                 if total == 0 {
                     0.0
@@ -372,8 +384,8 @@ impl Monitor {
             instances,
         });
         self.remember(&snapshot);
-        *self.latest.write().expect("latest sample") = snapshot;
-        self.tracked.lock().expect("tracked").retain(|id, _| {
+        *self.latest.write() = snapshot;
+        self.tracked.lock().retain(|id, _| {
             live.iter()
                 .any(|i| &i.id == id && i.state == State::Running)
         });

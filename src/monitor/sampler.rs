@@ -26,7 +26,7 @@ pub struct HostUsage {
     pub disk_used: u64,
 }
 
-/// One instance's process tree: the agent and everything it started.
+/// One instance's processes: the agent and everything it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Tree {
     pub memory_bytes: u64,
@@ -52,11 +52,12 @@ impl Sampler {
         }
     }
 
-    /// The host, and the tree under each `(key, root pid)`.
+    /// The host, and for each `(key, pids)` those processes and everything under them, each
+    /// counted once.
     pub fn sample(
         &mut self,
         data_dir: &Path,
-        roots: &[(String, u32)],
+        roots: &[(String, Vec<u32>)],
     ) -> (HostUsage, HashMap<String, Tree>) {
         self.system.refresh_memory();
         self.system.refresh_cpu_usage();
@@ -77,7 +78,10 @@ impl Sampler {
         }
         let trees = roots
             .iter()
-            .map(|(key, root)| (key.clone(), self.tree(Pid::from_u32(*root), &children)))
+            .map(|(key, pids)| {
+                let pids = pids.iter().map(|&pid| Pid::from_u32(pid)).collect();
+                (key.clone(), self.tree(pids, &children))
+            })
             .collect();
         let load = System::load_average();
         let (disk_total, disk_used) = disk_usage(data_dir);
@@ -96,10 +100,14 @@ impl Sampler {
         (host, trees)
     }
 
-    fn tree(&self, root: Pid, children: &HashMap<Pid, Vec<Pid>>) -> Tree {
+    fn tree(&self, roots: Vec<Pid>, children: &HashMap<Pid, Vec<Pid>>) -> Tree {
         let mut tree = Tree::default();
-        let mut stack = vec![root];
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = roots;
         while let Some(pid) = stack.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
             let Some(process) = self.system.process(pid) else {
                 continue;
             };
@@ -134,12 +142,15 @@ mod tests {
     fn a_process_tree_counts_its_children() {
         let mut sampler = Sampler::new();
         let me = std::process::id();
-        let (host, trees) = sampler.sample(Path::new("."), &[("me".into(), me)]);
+        // Named twice (as a cgroup's members can be parent and child): counted once.
+        let (host, trees) = sampler.sample(Path::new("."), &[("me".into(), vec![me, me])]);
         assert!(host.memory_total > 0 && host.cpus > 0 && host.disk_total > 0);
         let tree = trees["me"];
         assert!(tree.processes >= 1);
         assert!(tree.memory_bytes > 1024 * 1024, "{tree:?}");
-        let (_, missing) = sampler.sample(Path::new("."), &[("gone".into(), u32::MAX - 1)]);
+        let (_, again) = sampler.sample(Path::new("."), &[("me".into(), vec![me])]);
+        assert_eq!(again["me"].processes, tree.processes);
+        let (_, missing) = sampler.sample(Path::new("."), &[("gone".into(), vec![u32::MAX - 1])]);
         assert_eq!(missing["gone"], Tree::default());
     }
 }

@@ -11,8 +11,10 @@ pub mod tickets;
 mod viewer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,7 +120,7 @@ impl Terminals {
             .tmux()
             .for_account(instance.owner)
             .ok_or(JoinError::Unavailable)?;
-        let mut hubs = self.hubs.lock().expect("hub registry");
+        let mut hubs = self.hubs.lock();
         if let Some(hub) = hubs.get(&instance.id)
             && !hub.commands.is_closed()
         {
@@ -143,7 +145,7 @@ impl Terminals {
         let registry = self.hubs.clone();
         let id = instance.id.clone();
         let may_stop = move |queue: &mpsc::Receiver<Command>| {
-            let mut hubs = registry.lock().expect("hub registry");
+            let mut hubs = registry.lock();
             if !queue.is_empty() {
                 return false;
             }
@@ -163,7 +165,7 @@ impl Terminals {
         tokio::spawn(async move {
             let id = instance.id.clone();
             Hub::run(instance, tmux, settings, queue, events, may_stop, db).await;
-            let mut hubs = registry.lock().expect("hub registry");
+            let mut hubs = registry.lock();
             if hubs.get(&id).is_some_and(|h| h.generation == generation) {
                 hubs.remove(&id);
             }
@@ -173,14 +175,13 @@ impl Terminals {
 
     /// Instances with a hub running now.
     pub fn watched(&self) -> usize {
-        self.hubs.lock().expect("hub registry").len()
+        self.hubs.lock().len()
     }
 
     /// Open terminal sockets on every instance.
     pub fn viewers(&self) -> usize {
         self.hubs
             .lock()
-            .expect("hub registry")
             .values()
             .map(|h| h.viewers.load(Ordering::Relaxed))
             .sum()

@@ -1,8 +1,8 @@
 //! Single-use tickets that open one instance's terminal socket for a short while, so the
 //! browser app never puts its long-lived credential in a URL.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::tokens::{hash_token, random_token};
@@ -44,7 +44,7 @@ impl Tickets {
 
     pub fn issue(&self, user_id: i64, session_id: &str, instance_id: &str) -> String {
         let ticket = random_token(24);
-        let mut issued = self.issued.lock().expect("tickets");
+        let mut issued = self.issued.lock();
         let now = Instant::now();
         issued.retain(|_, t| t.expires > now);
         issued.insert(
@@ -61,11 +61,7 @@ impl Tickets {
 
     /// The holder of an unexpired ticket for `instance_id`; the ticket is spent either way.
     pub fn redeem(&self, ticket: &str, instance_id: &str) -> Option<Holder> {
-        let found = self
-            .issued
-            .lock()
-            .expect("tickets")
-            .remove(&hash_token(ticket))?;
+        let found = self.issued.lock().remove(&hash_token(ticket))?;
         (found.expires > Instant::now() && found.instance_id == instance_id).then_some(Holder {
             user_id: found.user_id,
             session_id: found.session_id,

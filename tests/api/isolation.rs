@@ -845,6 +845,7 @@ async fn bwrap_mode_gives_each_account_a_sandbox_that_outlives_the_server() {
     }
     let app = crate::helpers::spawn_app_with(|c| {
         c.isolation.mode = pocketdev::config::IsolationMode::Bwrap;
+        c.monitor.interval_secs = 1;
     })
     .await;
     let report = isolation_report(&app).await;
@@ -860,6 +861,33 @@ async fn bwrap_mode_gives_each_account_a_sandbox_that_outlives_the_server() {
         .parse()
         .unwrap();
     assert!(processes < 10, "{processes} processes visible");
+    // Its agent is measured although tmux names it by a pid of the sandbox's own numbering:
+    // the kernel's list of the instance's group is what counts.
+    let admin = app.admin_token().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stats: Value = app
+            .get("/api/system/stats", Some(&admin))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let usage = stats["instances"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["id"] == instance.as_str()))
+            .map(|i| i["usage"].clone())
+            .unwrap_or_default();
+        if usage["memory_bytes"].as_u64().unwrap_or(0) > 0
+            && usage["processes"].as_u64().unwrap_or(0) > 0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sandboxed agent is never measured: {usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let tmp = run(&app, &ann, &instance, "ls -A /tmp; echo listed").await;
     assert!(!tmp.contains("pocketdev-host-marker"), "{tmp}");
     for hidden in [

@@ -18,6 +18,7 @@ mod nginx;
 mod operations;
 mod registration;
 mod restart;
+mod standin_tmux;
 mod term;
 mod terminal;
 mod web_assets;

@@ -164,6 +164,12 @@ async fn assets_are_cached_for_a_year_and_precompressed() {
     let sw = reqwest::get(app.url("/sw.js")).await.unwrap();
     assert_eq!(sw.status(), StatusCode::OK);
     assert_eq!(sw.headers()[header::CACHE_CONTROL], "no-cache");
+    // Its cache is named after this build, so the next deploy's worker drops this one's files.
+    let worker = sw.text().await.unwrap();
+    assert!(
+        !worker.contains("'pocketdev-shell-v1'") && worker.contains("'pocketdev-shell-"),
+        "the service worker's cache is not named after the build"
+    );
     let manifest = reqwest::get(app.url("/manifest.webmanifest"))
         .await
         .unwrap();

@@ -1,5 +1,6 @@
 // pocketdev's service worker: keeps the app shell (index, hashed assets, icons) so the app opens
 // at once and can say it is offline. It never touches the API or the terminal sockets.
+// Renamed per build (scripts/postbuild.mjs) so each deploy's worker drops the previous cache.
 const CACHE = 'pocketdev-shell-v1';
 const SCOPE = new URL(self.registration.scope);
 const SHELL = ['./', './manifest.webmanifest', './icon.svg'];

@@ -1,10 +1,11 @@
-// After `vite build`: draws the PNG icons, writes .br and .gz beside every compressible file in
+// After `vite build`: draws the PNG icons, names the service worker's cache after the build, writes .br and .gz beside every compressible file in
 // dist/ (the server picks one by Accept-Encoding; it never compresses at run time), reports the
 // first-load size, and touches src/http/assets.rs so cargo re-embeds the new file names.
 import { readFileSync, writeFileSync, readdirSync, statSync, utimesSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
+import { createHash } from 'node:crypto';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = join(here, '..', 'dist');
@@ -59,6 +60,14 @@ writeFileSync(join(dist, 'icon-192.png'), icon(192, { rounded: true }));
 // Maskable and Apple icons are full-bleed: the platform rounds them itself.
 writeFileSync(join(dist, 'icon-512.png'), icon(512, { rounded: false }));
 writeFileSync(join(dist, 'apple-touch-icon.png'), icon(180, { rounded: false }));
+
+// --- the service worker's cache, named after this build's assets -----------------------------
+// A deploy's new worker then deletes the previous deploy's cache instead of keeping every
+// build's hashed files for ever.
+const assetNames = readdirSync(join(dist, 'assets')).sort().join('\n');
+const build = createHash('sha256').update(assetNames).digest('hex').slice(0, 12);
+const swPath = join(dist, 'sw.js');
+writeFileSync(swPath, readFileSync(swPath, 'utf8').replace("'pocketdev-shell-v1'", `'pocketdev-shell-${build}'`));
 
 // --- precompression --------------------------------------------------------------------------
 const compressible = /\.(html|js|mjs|css|svg|json|webmanifest|txt|map)$/;
