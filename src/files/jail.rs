@@ -186,6 +186,14 @@ impl Jail {
         Ok(Self { root })
     }
 
+    /// The real path of the folder `path`, resolved beneath the workspace (symlinks followed
+    /// only while they stay inside).
+    pub fn real_dir(&self, path: &RelPath) -> Result<std::path::PathBuf, FileError> {
+        let dir = self.resolve(path, OFlags::PATH | OFlags::DIRECTORY)?;
+        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+        Ok(std::fs::read_link(link)?)
+    }
+
     /// Opens `path` beneath the workspace; symlinks are followed only while they stay inside.
     fn resolve(&self, path: &RelPath, flags: OFlags) -> Result<OwnedFd, FileError> {
         rustix::fs::openat2(
@@ -372,6 +380,7 @@ impl Jail {
             return Err(err.into());
         }
         let _ = rustix::fs::fsync(&dir);
+        sweep_stale_temps(&dir);
         let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| errno(e, path))?;
         Ok(Saved {
@@ -432,14 +441,24 @@ impl Jail {
     }
 }
 
-/// A file being uploaded: written to a temporary name beside its destination, renamed into
-/// place by `commit`. Dropped without a commit, it removes what was written.
+/// A file being uploaded: written to a temporary name beside its destination, moved into
+/// place by [`commit_uploads`]. Dropped without a commit, it removes what was written, with the
+/// file identity it was begun with (never the server's own, whatever thread drops it).
 pub struct PendingUpload {
     dir: OwnedFd,
     temp: String,
     name: String,
     shown: String,
+    identity: Option<crate::isolation::Identity>,
     committed: bool,
+}
+
+/// How an upload went into place, so that it can be undone.
+enum Placed {
+    /// Swapped with the file that was there, which now has the temporary name.
+    Exchanged,
+    /// Nothing was there.
+    New,
 }
 
 impl PendingUpload {
@@ -448,37 +467,115 @@ impl PendingUpload {
         &self.shown
     }
 
-    /// Moves the finished file into place; never replaces an existing one unless `replace`.
-    pub fn commit(mut self, replace: bool) -> Result<(), FileError> {
-        let result = if replace {
-            rustix::fs::renameat(&self.dir, &self.temp, &self.dir, &self.name)
-        } else {
-            rustix::fs::renameat_with(
-                &self.dir,
-                &self.temp,
-                &self.dir,
-                &self.name,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )
-        };
-        result.map_err(|e| match e {
+    fn error(&self, e: Errno) -> FileError {
+        match e {
             Errno::EXIST => FileError::Exists(self.shown.clone()),
             Errno::ISDIR | Errno::NOTEMPTY => FileError::IsDirectory(self.shown.clone()),
             e => errno(
                 e,
                 &RelPath::parse(&self.shown).unwrap_or(RelPath { parts: Vec::new() }),
             ),
-        })?;
+        }
+    }
+
+    fn place(&self, replace: bool) -> Result<Placed, FileError> {
+        use rustix::fs::RenameFlags;
+        if replace {
+            match rustix::fs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) if kind_of(&stat) == Kind::Dir => {
+                    return Err(FileError::IsDirectory(self.shown.clone()));
+                }
+                Ok(_) => {
+                    let swapped = rustix::fs::renameat_with(
+                        &self.dir,
+                        &self.temp,
+                        &self.dir,
+                        &self.name,
+                        RenameFlags::EXCHANGE,
+                    );
+                    match swapped {
+                        Ok(()) => return Ok(Placed::Exchanged),
+                        // Gone meanwhile: placed as new below.
+                        Err(Errno::NOENT) => {}
+                        // A file system without exchange: replaced, not undoable.
+                        Err(Errno::INVAL) => {
+                            return rustix::fs::renameat(
+                                &self.dir, &self.temp, &self.dir, &self.name,
+                            )
+                            .map(|()| Placed::New)
+                            .map_err(|e| self.error(e));
+                        }
+                        Err(e) => return Err(self.error(e)),
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        rustix::fs::renameat_with(
+            &self.dir,
+            &self.temp,
+            &self.dir,
+            &self.name,
+            RenameFlags::NOREPLACE,
+        )
+        .map(|()| Placed::New)
+        .map_err(|e| self.error(e))
+    }
+
+    /// Puts back what was there before `place`; what was uploaded is at the temporary name
+    /// again, for the drop to remove.
+    fn undo(&self, placed: &Placed) {
+        let _ = match placed {
+            Placed::Exchanged => rustix::fs::renameat_with(
+                &self.dir,
+                &self.temp,
+                &self.dir,
+                &self.name,
+                rustix::fs::RenameFlags::EXCHANGE,
+            ),
+            Placed::New => rustix::fs::renameat(&self.dir, &self.name, &self.dir, &self.temp),
+        };
+    }
+
+    fn finish(mut self, placed: &Placed) {
+        if matches!(placed, Placed::Exchanged) {
+            // The replaced file, now under the temporary name.
+            let _ = rustix::fs::unlinkat(&self.dir, &self.temp, AtFlags::empty());
+        }
         self.committed = true;
         let _ = rustix::fs::fsync(&self.dir);
-        Ok(())
+        sweep_stale_temps(&self.dir);
     }
+}
+
+/// Moves every finished upload into place, all or none: when one cannot go (it exists and
+/// `replace` is false, a folder took its name), those already placed are put back as they were,
+/// replaced files included, and nothing uploaded is left.
+pub fn commit_uploads(uploads: Vec<PendingUpload>, replace: bool) -> Result<(), FileError> {
+    let mut placed = Vec::with_capacity(uploads.len());
+    for upload in uploads {
+        match upload.place(replace) {
+            Ok(how) => placed.push((upload, how)),
+            Err(err) => {
+                for (done, how) in placed.iter().rev() {
+                    done.undo(how);
+                }
+                return Err(err);
+            }
+        }
+    }
+    for (upload, how) in placed {
+        upload.finish(&how);
+    }
+    Ok(())
 }
 
 impl Drop for PendingUpload {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = rustix::fs::unlinkat(&self.dir, &self.temp, AtFlags::empty());
+            let _ = crate::isolation::run_as(self.identity, || {
+                rustix::fs::unlinkat(&self.dir, &self.temp, AtFlags::empty())
+            });
         }
     }
 }
@@ -531,6 +628,7 @@ impl Jail {
                 temp,
                 name: name.to_owned(),
                 shown: path.display(),
+                identity: crate::isolation::fsid::current(),
                 committed: false,
             },
         ))
@@ -714,6 +812,58 @@ fn decode(bytes: &[u8]) -> Option<(String, &'static str)> {
         .map(|s| (s.to_owned(), "utf-8"))
 }
 
+/// How old a temporary file of a save or an upload must be before the next write into its
+/// folder removes it: one left by a crash or a kill; an upload in progress writes all along.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Whether `name` is one of [`temp_name`]'s.
+fn is_temp_name(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_suffix(b".tmp") else {
+        return false;
+    };
+    let Some(at) = rest.windows(11).rposition(|w| w == b".pocketdev-") else {
+        return false;
+    };
+    let suffix = &rest[at + 11..];
+    name.first() == Some(&b'.')
+        && at > 0
+        && !suffix.is_empty()
+        && suffix
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Removes temporary files of saves and uploads that were interrupted (the server killed
+/// between write and rename) from the folder `dir`, once they are stale.
+fn sweep_stale_temps(dir: &OwnedFd) {
+    let Ok(own) = rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(mut entries) = Dir::new(own) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let stale_before = now - STALE_TEMP.as_secs() as i64;
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.file_name();
+        if !is_temp_name(name.to_bytes()) {
+            continue;
+        }
+        let old = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|stat| kind_of(&stat) == Kind::File && stat.st_mtime < stale_before);
+        if old {
+            let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+        }
+    }
+}
+
 fn temp_name(name: &str) -> String {
     let suffix = crate::auth::tokens::random_token(6);
     // Keep the whole temporary name within NAME_MAX.
@@ -786,6 +936,92 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("ws/f.txt")).unwrap(), b"old");
         let names: Vec<_> = std::fs::read_dir(dir.path().join("ws")).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left");
+    }
+
+    fn upload(jail: &Jail, name: &str, content: &[u8], replace: bool) -> PendingUpload {
+        let (mut file, pending) = jail.begin_upload(&p(""), name, replace).unwrap();
+        file.write_all(content).unwrap();
+        pending
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn uploads_go_into_place_all_or_none() {
+        let (dir, jail) = jail();
+        let ws = dir.path().join("ws");
+        // Replacing: the second cannot go (a folder took its name), so the first file is put
+        // back as it was.
+        std::fs::write(ws.join("a.txt"), "old a").unwrap();
+        std::fs::write(ws.join("b.txt"), "old b").unwrap();
+        let a = upload(&jail, "a.txt", b"new a", true);
+        let b = upload(&jail, "b.txt", b"new b", true);
+        std::fs::remove_file(ws.join("b.txt")).unwrap();
+        std::fs::create_dir(ws.join("b.txt")).unwrap();
+        let err = commit_uploads(vec![a, b], true).unwrap_err();
+        assert!(matches!(err, FileError::IsDirectory(_)), "{err:?}");
+        assert_eq!(std::fs::read_to_string(ws.join("a.txt")).unwrap(), "old a");
+        assert_eq!(names(&ws), ["a.txt", "b.txt"], "nothing uploaded is left");
+        std::fs::remove_dir(ws.join("b.txt")).unwrap();
+
+        // New files: the second exists by the time of the commit, so neither stays.
+        let c = upload(&jail, "c.txt", b"c", false);
+        let d = upload(&jail, "d.txt", b"d", false);
+        std::fs::write(ws.join("d.txt"), "someone else's d").unwrap();
+        let err = commit_uploads(vec![c, d], false).unwrap_err();
+        assert!(matches!(err, FileError::Exists(_)), "{err:?}");
+        assert_eq!(names(&ws), ["a.txt", "d.txt"]);
+        assert_eq!(
+            std::fs::read_to_string(ws.join("d.txt")).unwrap(),
+            "someone else's d"
+        );
+
+        // And when all can go, they do, the replaced file's old content gone with its name.
+        let a = upload(&jail, "a.txt", b"newer a", true);
+        let e = upload(&jail, "e.txt", b"e", true);
+        commit_uploads(vec![a, e], true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ws.join("a.txt")).unwrap(),
+            "newer a"
+        );
+        assert_eq!(names(&ws), ["a.txt", "d.txt", "e.txt"]);
+    }
+
+    #[test]
+    fn the_next_write_sweeps_temporary_files_a_crash_left() {
+        let (dir, jail) = jail();
+        let ws = dir.path().join("ws");
+        let stale = ws.join(".f0.txt.pocketdev-Ab3_x-.tmp");
+        let fresh = ws.join(".f1.txt.pocketdev-Zz9aaa.tmp");
+        let lookalike = ws.join(".notes.pocketdev-draft.tmp.txt");
+        for path in [&stale, &fresh, &lookalike] {
+            std::fs::write(path, "partial").unwrap();
+        }
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        for path in [&stale, &lookalike] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(day_ago)
+                .unwrap();
+        }
+        jail.save(&p("other.txt"), b"x", None).unwrap();
+        assert!(!stale.exists(), "a stale temporary file stays");
+        assert!(fresh.exists(), "a save in progress lost its file");
+        assert!(
+            lookalike.exists(),
+            "a file of the user's was taken for a temporary one"
+        );
+        assert!(is_temp_name(temp_name("f.txt").as_bytes()));
+        assert!(!is_temp_name(b"f.pocketdev-abc.tmp"));
     }
 
     #[test]

@@ -476,9 +476,7 @@ async fn upload(
     }
     let identity = state.isolation.ensure(auth.user.id).await?;
     crate::isolation::blocking_as(identity, move || {
-        pending_all
-            .into_iter()
-            .try_for_each(|pending| pending.commit(replace))
+        crate::files::jail::commit_uploads(pending_all, replace)
     })
     .await??;
     if uploaded.is_empty() {

@@ -332,7 +332,7 @@ impl Manager {
             None => profile.name.clone(),
         };
         let workdir = normalize_workdir(workdir.unwrap_or(""))?;
-        self.resolve_workdir(user.id, &workdir)?;
+        self.resolve_workdir(user.id, &workdir).await?;
         let secrets = self.secrets_of(user.id).await?;
         if let Some(missing) = profile.secrets.values().find(|s| !secrets.contains_key(*s)) {
             return Err(AppError::Unprocessable(format!(
@@ -464,29 +464,22 @@ impl Manager {
         )))
     }
 
-    fn resolve_workdir(&self, user_id: i64, workdir: &str) -> Result<PathBuf, AppError> {
+    /// The real path of `workdir` in the account's workspace, resolved by the kernel beneath
+    /// it, as the account: one answer for "missing" and "outside", so nothing learns what
+    /// exists where the account cannot look.
+    async fn resolve_workdir(&self, user_id: i64, workdir: &str) -> Result<PathBuf, AppError> {
+        let identity = self.isolation.ensure(user_id).await?;
         self.layout.prepare_user(user_id)?;
-        let workspace = self
-            .layout
-            .workspace(user_id)
-            .canonicalize()
-            .context("workspace is missing")?;
-        let not_found = || {
-            AppError::Unprocessable(format!(
-                "the folder `{workdir}` does not exist in your workspace"
-            ))
-        };
-        let resolved = workspace
-            .join(workdir)
-            .canonicalize()
-            .map_err(|_| not_found())?;
-        // Symlinks inside the workspace may point anywhere; the resolved folder must stay inside.
-        if !resolved.starts_with(&workspace) || !resolved.is_dir() {
-            return Err(AppError::Unprocessable(format!(
-                "`{workdir}` is not a folder inside your workspace"
-            )));
-        }
-        Ok(resolved)
+        let workspace = self.layout.workspace(user_id);
+        let relative = workdir.to_owned();
+        let found = crate::isolation::blocking_as(identity, move || {
+            let path = crate::files::jail::RelPath::parse(&relative)?;
+            crate::files::jail::Jail::open(&workspace)?.real_dir(&path)
+        })
+        .await?;
+        found.map_err(|_| {
+            AppError::Unprocessable(format!("`{workdir}` is not a folder in your workspace"))
+        })
     }
 
     /// Builds the agent's environment and command, and starts its tmux session.
@@ -526,7 +519,7 @@ impl Manager {
         profile: &Profile,
         secrets: &BTreeMap<String, String>,
     ) -> Result<(), AppError> {
-        let cwd = self.resolve_workdir(user.id, &instance.workdir)?;
+        let cwd = self.resolve_workdir(user.id, &instance.workdir).await?;
         let home = self.layout.home(user.id);
         let path = search_path();
         let command = resolve_command(&profile.command, &path).ok_or_else(|| {

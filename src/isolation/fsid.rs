@@ -101,6 +101,12 @@ impl Drop for AsAccount {
     }
 }
 
+/// The account this thread acts as right now, if any (`None`: the server's own identity).
+pub fn current() -> Option<Identity> {
+    let (uid, gid) = (current_fsuid(), current_fsgid());
+    (uid != rustix::process::geteuid().as_raw()).then_some(Identity { uid, gid })
+}
+
 /// Runs `work` on this thread as `identity`, or as the server itself when there is none
 /// (isolation off).
 pub fn run_as<T>(identity: Option<Identity>, work: impl FnOnce() -> T) -> io::Result<T> {

@@ -633,3 +633,81 @@ async fn one_agents_hook_reports_never_spend_another_agents_allowance() {
         );
     }
 }
+
+#[tokio::test]
+async fn temporary_files_of_interrupted_saves_are_swept_by_the_next_write() {
+    let app = spawn_app().await;
+    let ann_id = app.create_user("ann", "ann-password-1").await;
+    let ann = app.token("ann", "ann-password-1").await;
+    let saved = app
+        .post(
+            "/api/files/save",
+            Some(&ann),
+            json!({ "path": "f0.txt", "content": "first\n" }),
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+    // What a server killed between write and rename leaves (a day ago), and a save in progress.
+    let folder = app.data_dir().join(format!("users/{ann_id}/workspace"));
+    let owner = std::fs::metadata(&folder).unwrap();
+    let left = folder.join(".f0.txt.pocketdev-q7Rk2z.tmp");
+    let writing = folder.join(".f2.txt.pocketdev-Lm4pQ0.tmp");
+    for path in [&left, &writing] {
+        std::fs::write(path, "half a file").unwrap();
+        std::os::unix::fs::chown(
+            path,
+            Some(std::os::unix::fs::MetadataExt::uid(&owner)),
+            Some(std::os::unix::fs::MetadataExt::gid(&owner)),
+        )
+        .unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&left)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
+        .unwrap();
+
+    let saved = app
+        .post(
+            "/api/files/save",
+            Some(&ann),
+            json!({ "path": "f1.txt", "content": "second\n" }),
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+    assert!(!left.exists(), "the interrupted save's file is still there");
+    assert!(writing.exists(), "a save in progress lost its file");
+}
+
+#[tokio::test]
+async fn a_workdir_tells_nothing_of_what_exists_outside_the_workspace() {
+    let app = spawn_app().await;
+    let ann_id = app.create_user("ann", "ann-password-1").await;
+    let ann = app.token("ann", "ann-password-1").await;
+    // Links an agent could plant: to a folder of the server's that exists, and to one that
+    // does not.
+    let workspace = app.data_dir().join(format!("users/{ann_id}/workspace"));
+    let server = app.data_dir().join("server");
+    std::os::unix::fs::symlink(&server, workspace.join("there")).unwrap();
+    std::os::unix::fs::symlink(server.join("nothing-here"), workspace.join("nowhere")).unwrap();
+    let mut answers = Vec::new();
+    for link in ["there", "nowhere"] {
+        let response = app
+            .post(
+                "/api/instances",
+                Some(&ann),
+                json!({ "profile": "fake", "workdir": link }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = response.json().await.unwrap();
+        answers.push(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace(link, "LINK"),
+        );
+    }
+    assert_eq!(answers[0], answers[1], "the answers differ: {answers:?}");
+}
