@@ -35,6 +35,9 @@ const RESIZE_WAIT: Duration = Duration::from_millis(500);
 const END_WAIT: Duration = Duration::from_secs(3);
 /// Commands queued for tmux's stdin before input is refused.
 const STDIN_QUEUE: usize = 256;
+/// Bytes of commands queued for tmux's stdin before input is refused: a client typing faster
+/// than tmux reads costs the server this much, not a queue's worth of 64 KiB messages.
+const STDIN_BYTES: usize = 1024 * 1024;
 
 /// Close codes (WebSocket) the hub and viewers use.
 pub mod close {
@@ -145,7 +148,7 @@ pub struct Hub {
     slots: Vec<Slot>,
     pending: VecDeque<Pending>,
     partial: Option<PartialSnapshot>,
-    stdin: mpsc::Sender<String>,
+    stdin: Stdin,
     /// The viewer whose size the pane follows.
     active: Option<u64>,
     /// The pane's size as tmux last reported it.
@@ -177,6 +180,7 @@ impl Hub {
         db: crate::db::Db,
     ) -> End {
         let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
+        let stdin_queued = Arc::new(AtomicUsize::new(0));
         let mut hub = Hub {
             target: format!("={}:", instance.tmux_session()),
             instance,
@@ -184,7 +188,10 @@ impl Hub {
             slots: Vec::new(),
             pending: VecDeque::new(),
             partial: None,
-            stdin: stdin_tx,
+            stdin: Stdin {
+                queue: stdin_tx,
+                queued: stdin_queued.clone(),
+            },
             active: None,
             size: None,
             requested: None,
@@ -213,12 +220,16 @@ impl Hub {
             let _ = child.wait().await;
             return End::Ended;
         }
-        let writer = tokio::spawn(write_commands(stdin, stdin_rx));
+        let writer = tokio::spawn(write_commands(stdin, stdin_rx, stdin_queued));
         let ask_size = format!("display-message -p -t {} '{SIZE_FORMAT}'\n", hub.target);
         hub.send_commands(ask_size, vec![Pending::Size]);
         let end = hub
             .serve(reader, parser, &mut commands, &mut events, may_stop, &db)
             .await;
+        // Whoever joins from now on starts a fresh hub at once, rather than waiting out this
+        // one's last seconds: the queue closes, and joins already in it are turned away.
+        commands.close();
+        while commands.try_recv().is_ok() {}
         // Input typed just before the last viewer left still reaches the agent: the writer
         // finishes its queue, then closes tmux's stdin, which detaches the client.
         drop(hub);
@@ -593,7 +604,7 @@ impl Hub {
     /// When tmux is not keeping up they are dropped; false then.
     fn send_commands(&mut self, commands: String, mut replies: Vec<Pending>) -> bool {
         let lines = commands.lines().count();
-        if self.stdin.try_send(commands).is_err() {
+        if !self.stdin.try_send(commands) {
             self.broadcast_text(&ServerMessage::error(
                 "busy",
                 "the terminal is not keeping up; input was dropped",
@@ -812,10 +823,38 @@ async fn attached(reader: &mut BufReader<ChildStdout>, parser: &mut control::Rea
         .unwrap_or(false)
 }
 
-async fn write_commands(mut stdin: ChildStdin, mut queue: mpsc::Receiver<String>) {
+async fn write_commands(
+    mut stdin: ChildStdin,
+    mut queue: mpsc::Receiver<String>,
+    queued: Arc<AtomicUsize>,
+) {
     while let Some(commands) = queue.recv().await {
-        if stdin.write_all(commands.as_bytes()).await.is_err() {
+        let written = stdin.write_all(commands.as_bytes()).await;
+        queued.fetch_sub(commands.len(), Ordering::Relaxed);
+        if written.is_err() {
             return;
         }
+    }
+}
+
+/// The queue of commands for tmux's stdin, bounded in commands and in bytes.
+struct Stdin {
+    queue: mpsc::Sender<String>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Stdin {
+    /// Queues `commands` unless that would go over either bound; false then.
+    fn try_send(&self, commands: String) -> bool {
+        let len = commands.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > STDIN_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        if self.queue.try_send(commands).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 }

@@ -26,8 +26,9 @@ use hub::{Command, Hub, Settings, Viewer};
 
 pub use routes::router;
 
-/// Commands a hub has queued before viewers wait to send more.
-const HUB_QUEUE: usize = 1024;
+/// Commands a hub has queued before viewers wait to send more (each at most one message of a
+/// viewer, 64 KiB of input: a few MiB per watched instance at worst).
+const HUB_QUEUE: usize = 64;
 
 /// The hubs of the instances being watched, and the tickets that open sockets.
 pub struct Terminals {

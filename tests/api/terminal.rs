@@ -489,3 +489,39 @@ async fn the_arrow_keys_stand_in_for_the_wheel_without_mouse_reporting() {
         .await;
     term.wait_for_from(from, "1b.5b.42.").await;
 }
+
+#[tokio::test]
+async fn input_faster_than_tmux_reads_is_refused_in_words_not_queued_without_bound() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    let user_id = app.user_id(&token).await;
+    let out = app
+        .tmux_client(user_id)
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .await
+        .unwrap();
+    let server: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let server = rustix::process::Pid::from_raw(server).unwrap();
+    // tmux reads nothing more: every byte typed now waits in pocketdev.
+    rustix::process::kill_process(server, rustix::process::Signal::STOP).unwrap();
+    let chunk = vec![b' '; pocketdev::terminal::protocol::MAX_FRAME - 1024];
+    for _ in 0..24 {
+        term.send_bytes(&chunk).await;
+    }
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        term.wait_message(|m| m["type"] == "error" && m["code"] == "busy"),
+    )
+    .await;
+    rustix::process::kill_process(server, rustix::process::Signal::CONT).unwrap();
+    // About 1.4 MiB typed is more than the hub holds for tmux (1 MiB of commands).
+    let refused = refused.expect("1.4 MiB of input was all queued for a tmux that reads nothing");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not keeping up"),
+        "{refused}"
+    );
+}
