@@ -525,3 +525,41 @@ async fn input_faster_than_tmux_reads_is_refused_in_words_not_queued_without_bou
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn hooks_on_the_accounts_tmux_server_cannot_scramble_what_viewers_see() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let user_id = app.user_id(&token).await;
+    // What an agent can do to its own server: every command pocketdev's viewers send answers
+    // with an extra block of the hook's.
+    for hook in [
+        "after-display-message",
+        "after-capture-pane",
+        "after-refresh-client",
+        "after-send-keys",
+    ] {
+        let set = app
+            .tmux_client(user_id)
+            .args(["set-hook", "-g", hook, "display-message -p HOOKED-BLOCK"])
+            .status()
+            .await
+            .unwrap();
+        assert!(set.success(), "{hook}");
+    }
+    let mut term = app.term(&token, &id).await;
+    term.run("echo first-$((40+2))", "first-42").await;
+    let mut again = app.term(&token, &id).await;
+    let snapshot = again
+        .messages
+        .iter()
+        .find(|m| m["type"] == "snapshot")
+        .cloned()
+        .expect("a snapshot on connect");
+    assert_eq!(snapshot["rows"], 30, "{snapshot}");
+    assert!(again.text().contains("first-42"), "{}", again.text());
+    again.run("echo second-$((40+2))", "second-42").await;
+    term.wait_for("second-42").await;
+    for viewer in [&term, &again] {
+        assert!(!viewer.text().contains("HOOKED-BLOCK"), "{}", viewer.text());
+    }
+}
