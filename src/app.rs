@@ -47,6 +47,9 @@ impl App {
             tracing::warn!("tmux was not found on PATH; agents cannot start until it is installed");
         }
         let config = Arc::new(config);
+        // Every file operation on a workspace resolves beneath it with openat2.
+        crate::files::jail::Jail::probe(layout.root())
+            .map_err(|why| anyhow::anyhow!("the file API cannot work here: {why}"))?;
         let layout = Arc::new(layout);
         let secrets = Arc::new(SecretBox::load_or_create(&layout.server_dir())?);
         let launcher = match &config.tmux.launcher {

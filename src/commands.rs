@@ -188,6 +188,18 @@ fn doctor_measures(
                 .into(),
         ),
     }
+    match (&running.disk_quota, running.disk_quotas) {
+        (Some(words), true) => check("quotas", CheckLevel::Ok, words.clone()),
+        (Some(words), false) if words.starts_with("isolation.disk_mb") => {
+            check("quotas", CheckLevel::Warn, words.clone())
+        }
+        (Some(words), false) => check(
+            "quotas",
+            CheckLevel::Ok,
+            format!("{words}; an account can fill the disk up to the blocks kept for root"),
+        ),
+        (None, _) => {}
+    }
     if running.private_namespaces {
         check(
             "namespaces",

@@ -127,6 +127,9 @@ pub struct IsolationConfig {
     pub all_accounts_memory_percent: u32,
     /// The cgroup folder (under each hierarchy's root) holding every account's group.
     pub cgroup: String,
+    /// Disk each account's files may take on the data dir's file system, in MB, as a block
+    /// quota on its Unix user (where that file system keeps user quotas); 0: no limit.
+    pub disk_mb: u64,
 }
 
 impl Default for IsolationConfig {
@@ -141,6 +144,7 @@ impl Default for IsolationConfig {
             tasks_max: 512,
             cpu_percent: 150,
             all_accounts_memory_percent: 85,
+            disk_mb: 0,
             cgroup: "pocketdev".into(),
         }
     }

@@ -21,6 +21,8 @@ use anyhow::Context;
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// Accounts whose folders this process has prepared: once each, not at every request.
+    prepared: std::sync::Arc<parking_lot::Mutex<std::collections::HashSet<i64>>>,
 }
 
 impl Layout {
@@ -31,7 +33,10 @@ impl Layout {
         let root = data_dir
             .canonicalize()
             .with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
-        let layout = Self { root };
+        let layout = Self {
+            root,
+            prepared: Default::default(),
+        };
         ensure_dir(&layout.root, 0o711)?;
         ensure_dir(&layout.server_dir(), 0o700)?;
         ensure_dir(&layout.users_dir(), 0o711)?;
@@ -73,14 +78,19 @@ impl Layout {
 
     /// Creates an account's folders with the layout's modes; idempotent.
     pub fn prepare_user(&self, user_id: i64) -> anyhow::Result<()> {
+        if self.prepared.lock().contains(&user_id) {
+            return Ok(());
+        }
         ensure_dir(&self.user_dir(user_id), 0o711)?;
         ensure_dir(&self.workspace(user_id), 0o700)?;
         ensure_dir(&self.home(user_id), 0o700)?;
+        self.prepared.lock().insert(user_id);
         Ok(())
     }
 
     /// Moves an account's folder into the archive; returns where it went, if it existed.
     pub fn archive_user(&self, user_id: i64, label: &str) -> anyhow::Result<Option<PathBuf>> {
+        self.prepared.lock().remove(&user_id);
         let from = self.user_dir(user_id);
         if !from.exists() {
             return Ok(None);

@@ -186,12 +186,29 @@ impl Jail {
         Ok(Self { root })
     }
 
-    /// The real path of the folder `path`, resolved beneath the workspace (symlinks followed
-    /// only while they stay inside).
-    pub fn real_dir(&self, path: &RelPath) -> Result<std::path::PathBuf, FileError> {
-        let dir = self.resolve(path, OFlags::PATH | OFlags::DIRECTORY)?;
-        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
-        Ok(std::fs::read_link(link)?)
+    /// Checks that this kernel (and whatever filters system calls around the server) lets
+    /// paths be resolved beneath a folder: without `openat2` the file API cannot be safe.
+    pub fn probe(dir: &Path) -> Result<(), String> {
+        let jail = Self::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        match jail.resolve(
+            &RelPath { parts: Vec::new() },
+            OFlags::PATH | OFlags::DIRECTORY,
+        ) {
+            Ok(_) => Ok(()),
+            Err(FileError::Io(err)) if err.raw_os_error() == Some(libc::ENOSYS) => Err(
+                "the kernel refuses openat2 (Linux 5.6 or later is needed, and no seccomp \
+                 filter may hide it, such as systemd's RestrictSUIDSGID=yes)"
+                    .into(),
+            ),
+            Err(err) => Err(format!("cannot resolve beneath {}: {err}", dir.display())),
+        }
+    }
+
+    /// Checks that `path` is a folder beneath the workspace (symlinks followed only while they
+    /// stay inside).
+    pub fn check_dir(&self, path: &RelPath) -> Result<(), FileError> {
+        self.resolve(path, OFlags::PATH | OFlags::DIRECTORY)
+            .map(drop)
     }
 
     /// Opens `path` beneath the workspace; symlinks are followed only while they stay inside.

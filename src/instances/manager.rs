@@ -464,20 +464,29 @@ impl Manager {
         )))
     }
 
-    /// The real path of `workdir` in the account's workspace, resolved by the kernel beneath
-    /// it, as the account: one answer for "missing" and "outside", so nothing learns what
-    /// exists where the account cannot look.
+    /// The path of `workdir` in the account's workspace, once the kernel found it a folder
+    /// beneath it, as the account: one answer for "missing" and "outside", so nothing learns
+    /// what exists where the account cannot look. (The agent enters it as the account, so a
+    /// link swapped meanwhile takes it nowhere the account could not go.)
     async fn resolve_workdir(&self, user_id: i64, workdir: &str) -> Result<PathBuf, AppError> {
         let identity = self.isolation.ensure(user_id).await?;
         self.layout.prepare_user(user_id)?;
         let workspace = self.layout.workspace(user_id);
         let relative = workdir.to_owned();
         let found = crate::isolation::blocking_as(identity, move || {
-            let path = crate::files::jail::RelPath::parse(&relative)?;
-            crate::files::jail::Jail::open(&workspace)?.real_dir(&path)
+            let path = crate::files::jail::RelPath::parse(&relative).ok()?;
+            crate::files::jail::Jail::open(&workspace)
+                .ok()?
+                .check_dir(&path)
+                .ok()?;
+            // The real path, as programs see their working folder (Claude Code keys its
+            // trust of a folder by it); read with the account's rights, like the check.
+            let real = workspace.join(&relative).canonicalize().ok()?;
+            real.starts_with(workspace.canonicalize().ok()?)
+                .then_some(real)
         })
         .await?;
-        found.map_err(|_| {
+        found.ok_or_else(|| {
             AppError::Unprocessable(format!("`{workdir}` is not a folder in your workspace"))
         })
     }

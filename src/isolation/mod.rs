@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod cgroups;
 pub mod confine;
 pub mod fsid;
+pub mod quota;
 pub mod sandbox;
 pub mod server;
 
@@ -102,6 +103,12 @@ pub struct Report {
     /// Why not, when not.
     #[serde(default)]
     pub namespaces_reason: Option<String>,
+    /// Whether the data dir's file system enforces user quotas, so `isolation.disk_mb` holds.
+    #[serde(default)]
+    pub disk_quotas: bool,
+    /// The per-account disk limit in force, or why there is none, in words.
+    #[serde(default)]
+    pub disk_quota: Option<String>,
     /// Accounts that cannot be used until an admin repairs them.
     #[serde(default)]
     pub unavailable: Vec<UnavailableAccount>,
@@ -186,6 +193,8 @@ pub fn decide(
         cgroups: limits,
         private_namespaces: false,
         namespaces_reason: None,
+        disk_quotas: false,
+        disk_quota: None,
         unavailable: Vec::new(),
     };
     let needs_root = |mode: &str| {
@@ -283,6 +292,27 @@ impl Isolation {
                     report.reason = format!("{err:#}; every agent runs as the server's user");
                 }
                 Err(err) => return Err(err),
+            }
+        }
+        if report.mode != Mode::None {
+            let megabytes = config.disk_mb;
+            match quota::enforced(layout.root()) {
+                Ok(()) => {
+                    report.disk_quotas = true;
+                    report.disk_quota = Some(if megabytes > 0 {
+                        format!("each account may store {megabytes} MB (a user quota)")
+                    } else {
+                        "user quotas are on, but isolation.disk_mb is 0: no limit".into()
+                    });
+                }
+                Err(why) if megabytes > 0 => {
+                    tracing::warn!(reason = %why, "isolation.disk_mb cannot be enforced");
+                    report.disk_quota = Some(format!(
+                        "isolation.disk_mb is {megabytes}, but the data dir's file system cannot \
+                         enforce it: {why}"
+                    ));
+                }
+                Err(why) => report.disk_quota = Some(format!("no per-account disk limit: {why}")),
             }
         }
         let install = install_id(&layout)?;
@@ -522,6 +552,17 @@ impl Isolation {
                 ));
             }
         };
+        if self.report.disk_quotas {
+            // Set at every start, so a changed isolation.disk_mb (0 included) holds.
+            let (root, megabytes) = (self.layout.root().to_path_buf(), self.config.disk_mb);
+            let set =
+                tokio::task::spawn_blocking(move || quota::limit(&root, identity.uid, megabytes))
+                    .await
+                    .map_err(anyhow::Error::from)?;
+            if let Err(err) = set {
+                tracing::warn!(user_id, error = %err, "cannot set the account's disk quota");
+            }
+        }
         self.known.lock().insert(user_id, Arc::new(confinement));
         Ok(Some(identity))
     }

@@ -459,6 +459,21 @@ async fn the_file_api_writes_as_the_account_without_roots_reserved_blocks() {
         .filter(|name| name.contains("more.txt"))
         .collect();
     assert!(left.is_empty(), "no half-written file: {left:?}");
+    // The account filled what it may; the server (root) still has the blocks kept for it, so
+    // everyone can still sign in, and the server still keeps what it is told.
+    let again = app.token("ann", "ann-password-1").await;
+    let admin = app.admin_token().await;
+    let stored = app
+        .call(
+            Method::PUT,
+            "/api/secrets/AFTER_THE_FILL",
+            Some(&admin),
+            Some(json!({ "value": "kept" })),
+        )
+        .await;
+    assert!(stored.status().is_success(), "{}", stored.status());
+    let listing = app.get("/api/instances", Some(&again)).await;
+    assert_eq!(listing.status(), StatusCode::OK);
     drop(app);
 }
 
