@@ -73,6 +73,7 @@ pub struct AuditEntry {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AuditQuery {
     /// At most this many entries (default 100, at most 1000).
+    #[param(minimum = 0, maximum = 4294967295_u64, format = Int64)]
     pub limit: Option<u32>,
     /// Only entries older than this id, for paging back.
     pub before: Option<i64>,

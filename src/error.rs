@@ -58,6 +58,22 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// What the [`Json`] extractor answers for a body it cannot take, for the operations that read
+/// one: `responses(..., JsonRejections)` in their `#[utoipa::path]`.
+#[derive(utoipa::IntoResponses)]
+pub enum JsonRejections {
+    /// The body is not valid JSON.
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// The body is not sent as `Content-Type: application/json`.
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// The JSON does not have the documented shape (a missing field, a wrong type, an unknown
+    /// field) or a value is not valid.
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+}
+
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {

@@ -15,7 +15,7 @@ use super::extract::{ACCESS_COOKIE, AdminUser, AuthUser, MaybeAuthUser, REFRESH_
 use super::{password, store, tokens};
 use crate::audit::{self, Event};
 use crate::config::Registration;
-use crate::error::{AppError, AppResult, ErrorBody, Json, Path};
+use crate::error::{AppError, AppResult, ErrorBody, Json, JsonRejections, Path};
 use crate::http::client::ClientInfo;
 use crate::http::rate_limit;
 use crate::state::AppState;
@@ -42,7 +42,11 @@ pub struct LoginRequest {
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// 2 to 32 letters, digits, `-` and `_`, starting with a letter; stored in lower case.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{1,31}$", example = "kim")]
     pub username: String,
+    /// At least `auth.min_password_length` characters, at most 1024 bytes.
+    #[schema(max_length = 1024, example = "correct-horse-battery")]
     pub password: String,
     /// Required when the registration policy is `invite`.
     pub invite: Option<String>,
@@ -57,6 +61,8 @@ pub struct RefreshRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct PasswordChange {
     pub current_password: String,
+    /// At least `auth.min_password_length` characters, at most 1024 bytes.
+    #[schema(max_length = 1024, example = "correct-horse-battery")]
     pub new_password: String,
 }
 
@@ -83,6 +89,7 @@ pub struct InviteRequest {
     /// Role of the account the invite creates (default `user`).
     pub role: Option<Role>,
     /// Hours until the code expires (default from configuration, at most 720).
+    #[schema(minimum = 1, maximum = 720)]
     pub expires_in_hours: Option<u64>,
 }
 
@@ -100,6 +107,26 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
+}
+
+/// A body that may be left out: nothing, `null` or a JSON object (a client library that sends
+/// `null` for "no body" is as welcome as one that sends nothing). Anything else is refused with
+/// what `refuse` makes of the reason.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    refuse: impl Fn(String) -> AppError,
+) -> AppResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Null) => Ok(T::default()),
+        Ok(object @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(object).map_err(|e| refuse(e.to_string()))
+        }
+        Ok(_) => Err(refuse("expected a JSON object, `null` or no body".into())),
+        Err(e) => Err(refuse(e.to_string())),
+    }
 }
 
 fn cookie(
@@ -217,7 +244,7 @@ async fn check_login_rate(state: &AppState, client: ClientInfo, attempted: &str)
 }
 
 /// What the sign-in page needs to know.
-#[utoipa::path(get, path = "/api/auth/config", tag = "auth", responses((status = 200, body = AuthConfigResponse)))]
+#[utoipa::path(get, path = "/api/auth/config", tag = "auth", security(()), responses((status = 200, body = AuthConfigResponse)))]
 async fn auth_config(State(state): State<AppState>) -> Json<AuthConfigResponse> {
     Json(AuthConfigResponse {
         registration: state.config.auth.registration,
@@ -227,9 +254,14 @@ async fn auth_config(State(state): State<AppState>) -> Json<AuthConfigResponse> 
 }
 
 /// Creates an account when the registration policy allows it, and signs it in.
-#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = TokenResponse), (status = 403, description = "registration closed or invite invalid", body = ErrorBody),
-        (status = 409, description = "username taken", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest, security(()),
+    responses((status = 201, body = TokenResponse), JsonRejections,
+        (status = 403, description = "registration closed or invite invalid", body = ErrorBody),
+        (status = 409, description = "username taken", body = ErrorBody),
+        (status = 422, description = "the body's shape, or a username or password against the rules", body = ErrorBody),
+        (status = 429, description = "too many attempts from this address", body = ErrorBody),
+        (status = 503, description = "the account could not be provisioned", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -309,9 +341,11 @@ async fn register(
 /// Signs in with a username and password.
 ///
 /// Returns the tokens for API clients and sets the same session as HttpOnly cookies for the browser.
-#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, description = "wrong username or password", body = ErrorBody),
-        (status = 403, description = "account disabled", body = ErrorBody), (status = 429, description = "too many attempts", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest, security(()),
+    responses((status = 200, body = TokenResponse), JsonRejections,
+        (status = 401, description = "wrong username or password", body = ErrorBody),
+        (status = 403, description = "account disabled", body = ErrorBody), (status = 429, description = "too many attempts", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -367,20 +401,21 @@ async fn login(
 
 /// Exchanges a refresh token for new tokens (rotation). Presenting an already-exchanged token
 /// revokes the whole session, since it means the token was copied.
-#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body(content = Option<RefreshRequest>),
-    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", security(()),
+    request_body(content = Option<RefreshRequest>, description = "optional: without it (or with `null`), the refresh cookie"),
+    responses((status = 200, body = TokenResponse),
+        (status = 400, description = "the body is neither nothing, `null` nor a `RefreshRequest`", body = ErrorBody),
+        (status = 401, description = "no refresh token, or an expired, revoked or reused one", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
     jar: CookieJar,
     body: axum::body::Bytes,
 ) -> AppResult<(CookieJar, Json<TokenResponse>)> {
-    let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RefreshRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
+    let req: RefreshRequest = optional_body(&body, |e| {
+        AppError::BadRequest(format!("invalid JSON body: {e}"))
+    })?;
     let token = req
         .refresh_token
         .or_else(|| jar.get(REFRESH_COOKIE).map(|c| c.value().to_owned()))
@@ -426,7 +461,9 @@ async fn refresh(
 }
 
 /// Ends the current session and clears the cookies.
-#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", responses((status = 204)))]
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security((), ("bearer" = []), ("cookie" = [])),
+    responses((status = 204), (status = 401, description = "a credential was sent and is not valid", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn logout(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -472,8 +509,10 @@ async fn me(auth: AuthUser) -> Json<User> {
 
 /// Changes the caller's password and signs out their other devices.
 #[utoipa::path(post, path = "/api/auth/password", tag = "auth", request_body = PasswordChange,
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, description = "current password wrong", body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 204), JsonRejections, (status = 401, body = ErrorBody), (status = 403, description = "current password wrong", body = ErrorBody),
+        (status = 422, description = "the body's shape, or a new password against the rules", body = ErrorBody),
+        (status = 429, description = "too many attempts from this address", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn change_password(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -511,20 +550,20 @@ async fn change_password(
 }
 
 /// Creates a single-use invite code (admins).
-#[utoipa::path(post, path = "/api/admin/invites", tag = "admin", request_body(content = Option<InviteRequest>),
-    responses((status = 201, body = InviteResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/admin/invites", tag = "admin",
+    request_body(content = Option<InviteRequest>, description = "optional: without it (or with `null`), the defaults"),
+    responses((status = 201, body = InviteResponse), (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 422, description = "the body is neither nothing, `null` nor an `InviteRequest`", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn create_invite(
     State(state): State<AppState>,
     client: ClientInfo,
     AdminUser(admin): AdminUser,
     body: axum::body::Bytes,
 ) -> AppResult<(StatusCode, Json<InviteResponse>)> {
-    let req: InviteRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        InviteRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| AppError::Unprocessable(format!("invalid invite request: {e}")))?
-    };
+    let req: InviteRequest = optional_body(&body, |e| {
+        AppError::Unprocessable(format!("invalid invite request: {e}"))
+    })?;
     let hours = req
         .expires_in_hours
         .unwrap_or(state.config.auth.invite_ttl_hours);
@@ -569,7 +608,7 @@ async fn create_invite(
 
 /// Invites on record (admins): pending, used and expired, never their codes.
 #[utoipa::path(get, path = "/api/admin/invites", tag = "admin",
-    responses((status = 200, body = Vec<store::Invite>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<store::Invite>), (status = 401, body = ErrorBody), (status = 403, description = "not an admin", body = ErrorBody)))]
 async fn list_invites(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -579,7 +618,9 @@ async fn list_invites(
 
 /// Revokes an invite that was not redeemed yet (admins).
 #[utoipa::path(delete, path = "/api/admin/invites/{id}", tag = "admin", params(("id" = i64, Path, description = "invite id")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "already redeemed", body = ErrorBody)))]
+    responses((status = 204), (status = 403, description = "not an admin", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "already redeemed", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn revoke_invite(
     State(state): State<AppState>,
     client: ClientInfo,

@@ -5,13 +5,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::jail::{Entry, FileError, Jail, RelPath};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
-use crate::error::{AppError, AppResult, ErrorBody, Json, Multipart, Query};
+use crate::error::{
+    AppError, AppResult, ErrorBody, ErrorDetail, Json, JsonRejections, Multipart, Query,
+};
 use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
@@ -52,6 +56,89 @@ fn parse(raw: &str) -> AppResult<RelPath> {
     Ok(RelPath::parse(raw)?)
 }
 
+/// Patterns for what [`RelPath::parse`] takes: `/`-separated names of at most 255 characters
+/// (bytes, for the server) without a backslash or NUL, none of them `..`, not starting with `/`;
+/// at most 4095 bytes in all (the kernel's `PATH_MAX` counts the NUL at the end).
+/// `(any, entry)`: any such path (`""` and `.` are the workspace itself), and one that names
+/// something inside the workspace (the workspace itself cannot be saved, made, moved or deleted).
+fn path_patterns() -> (String, String) {
+    let c = r"[^/\\\x00]"; // a character of a name
+    let c1 = r"[^/\\\x00.]"; // one that is not a dot
+    // A name: not empty, not `..`; and one that is not `.` either.
+    let name = format!(r"(?:{c1}{c}{{0,254}}|\.(?:{c1}{c}{{0,253}}|\.{c}{{1,253}})?)");
+    let real = format!(r"(?:{c1}{c}{{0,254}}|\.{c1}{c}{{0,253}}|\.\.{c}{{1,253}})");
+    (
+        format!(r"^(?:{name}(?:/{name}?)*)?$"),
+        format!(r"^(?:\.(?:/\.?)*/)?{real}(?:/{name}?)*$"),
+    )
+}
+
+fn path_schema(pattern: String, example: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(4095))
+        .pattern(Some(pattern))
+        .examples([serde_json::json!(example)])
+        .into()
+}
+
+/// For the description only: a path in the workspace, relative to it (`""` is the workspace
+/// itself).
+pub struct AnyPath;
+
+impl PartialSchema for AnyPath {
+    fn schema() -> RefOr<Schema> {
+        path_schema(path_patterns().0, "notes")
+    }
+}
+
+impl ToSchema for AnyPath {}
+
+/// For the description only: a path naming a file or folder inside the workspace (not the
+/// workspace itself).
+pub struct EntryPath;
+
+impl PartialSchema for EntryPath {
+    fn schema() -> RefOr<Schema> {
+        path_schema(path_patterns().1, "notes.txt")
+    }
+}
+
+impl ToSchema for EntryPath {}
+
+/// A file's bytes, for the description of downloads.
+pub struct FileBytes;
+
+impl PartialSchema for FileBytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for FileBytes {}
+
+/// What every workspace operation can answer besides its own outcomes.
+#[derive(utoipa::IntoResponses)]
+pub enum WorkspaceErrors {
+    /// The path is not one inside the workspace (`..`, absolute, NUL, too long).
+    #[response(status = 400)]
+    BadPath(ErrorBody),
+    /// The path leads outside the workspace through a link, or the account may not access it.
+    #[response(status = 403)]
+    Denied(ErrorBody),
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// A folder where a file is needed or the other way round, or something already there.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// The account could not be provisioned (its Unix user or folders).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 async fn audit_change(
     state: &AppState,
     auth: &AuthUser,
@@ -78,6 +165,7 @@ async fn audit_change(
 pub struct ListQuery {
     /// A folder, relative to your workspace (default: the workspace).
     #[serde(default)]
+    #[param(value_type = AnyPath, inline)]
     path: String,
     /// Include names starting with a dot.
     #[serde(default)]
@@ -95,8 +183,7 @@ pub struct ListResponse {
 
 /// A folder of your workspace.
 #[utoipa::path(get, path = "/api/files", tag = "files", params(ListQuery),
-    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ListResponse), WorkspaceErrors))]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -120,6 +207,15 @@ async fn list(
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
     /// Relative to your workspace.
+    #[param(value_type = AnyPath, inline)]
+    path: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EntryQuery {
+    /// A file, link or folder in your workspace, relative to it.
+    #[param(value_type = EntryPath, inline)]
     path: String,
 }
 
@@ -138,7 +234,8 @@ pub struct ContentResponse {
 /// A text file's content. Binary files answer 415 and files over `files.max_read_kb` 413.
 #[utoipa::path(get, path = "/api/files/content", tag = "files", params(PathQuery),
     responses((status = 200, body = ContentResponse), (status = 304, description = "unchanged since `If-None-Match`"),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+        WorkspaceErrors, (status = 413, description = "over `files.max_read_kb`", body = ErrorBody),
+        (status = 415, description = "not a text file", body = ErrorBody)))]
 async fn content(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -180,10 +277,20 @@ async fn content(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaveRequest {
+    #[schema(value_type = EntryPath, inline)]
     pub path: String,
     pub content: String,
     /// The etag you read; if the file changed since, nothing is written and 409 says so.
     pub expected_etag: Option<String>,
+}
+
+/// A 409 from saving: the error, and the etag the file has now when it changed meanwhile.
+#[derive(Serialize, ToSchema)]
+pub struct SaveConflict {
+    pub error: ErrorDetail,
+    /// The file's etag now (when `expected_etag` was given and the file can be read), so an
+    /// editor can offer a merge.
+    pub current_etag: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -196,8 +303,10 @@ pub struct SaveResponse {
 
 /// Writes a text file atomically (a temporary file, flushed, then renamed over the old one).
 #[utoipa::path(post, path = "/api/files/save", tag = "files", request_body = SaveRequest,
-    responses((status = 200, body = SaveResponse), (status = 409, description = "changed meanwhile, or a folder", body = ErrorBody),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = SaveResponse), JsonRejections, WorkspaceErrors,
+        (status = 400, description = "the body is not valid JSON, or a path is not one inside the workspace", body = ErrorBody),
+        (status = 409, description = "changed since `expected_etag` (then with `current_etag`), or a folder", body = SaveConflict),
+        (status = 507, description = "over the storage quota, or the disk is full", body = ErrorBody)))]
 async fn save(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -237,11 +346,14 @@ async fn save(
             .await
             .ok()
             .map(|t| t.etag);
-            let body = serde_json::json!({
-                "error": { "code": "conflict", "message": message },
-                "current_etag": current,
-            });
-            return Ok((StatusCode::CONFLICT, axum::Json(body)).into_response());
+            let body = SaveConflict {
+                error: ErrorDetail {
+                    code: "conflict",
+                    message,
+                },
+                current_etag: current,
+            };
+            return Ok((StatusCode::CONFLICT, Json(body)).into_response());
         }
         Err(err) => return Err(err),
     };
@@ -265,6 +377,7 @@ async fn save(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MkdirRequest {
+    #[schema(value_type = EntryPath, inline)]
     pub path: String,
 }
 
@@ -277,7 +390,8 @@ pub struct UsageResponse {
 }
 
 /// How much of your storage quota the workspace uses.
-#[utoipa::path(get, path = "/api/files/usage", tag = "files", responses((status = 200, body = UsageResponse)))]
+#[utoipa::path(get, path = "/api/files/usage", tag = "files",
+    responses((status = 200, body = UsageResponse), (status = 503, description = "the account could not be provisioned", body = ErrorBody)))]
 async fn usage(State(state): State<AppState>, auth: AuthUser) -> AppResult<Json<UsageResponse>> {
     let used = in_jail(&state, auth.user.id, |jail| jail.usage()).await?;
     Ok(Json(UsageResponse {
@@ -313,7 +427,9 @@ fn quota_error(state: &AppState, used: u64) -> AppError {
 
 /// Makes a folder (its parent must exist).
 #[utoipa::path(post, path = "/api/files/mkdir", tag = "files", request_body = MkdirRequest,
-    responses((status = 201), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 201), JsonRejections, WorkspaceErrors,
+        (status = 400, description = "the body is not valid JSON, or a path is not one inside the workspace", body = ErrorBody),
+        (status = 507, description = "the disk is full", body = ErrorBody)))]
 async fn mkdir(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -337,13 +453,19 @@ async fn mkdir(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
+    /// What to move; not a folder into itself (400).
+    #[schema(value_type = EntryPath, inline)]
     pub from: String,
+    /// Where to; nothing may be there yet (409).
+    #[schema(value_type = EntryPath, inline)]
     pub to: String,
 }
 
 /// Moves or renames; never replaces an existing file or folder (409).
 #[utoipa::path(post, path = "/api/files/move", tag = "files", request_body = MoveRequest,
-    responses((status = 204), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), JsonRejections, WorkspaceErrors,
+        (status = 400, description = "the body is not valid JSON, or a path is not one inside the workspace", body = ErrorBody),
+        (status = 507, description = "the disk is full", body = ErrorBody)))]
 async fn rename(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -358,13 +480,15 @@ async fn rename(
 }
 
 /// Deletes a file, a symlink (not its target) or a folder with its content.
-#[utoipa::path(delete, path = "/api/files", tag = "files", params(PathQuery),
-    responses((status = 204), (status = 400, description = "the workspace itself", body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/files", tag = "files", params(EntryQuery),
+    responses((status = 204), WorkspaceErrors,
+        (status = 400, description = "not a path inside the workspace, or the workspace itself", body = ErrorBody),
+        (status = 507, description = "the disk is full", body = ErrorBody)))]
 async fn delete(
     State(state): State<AppState>,
     client: ClientInfo,
     auth: AuthUser,
-    Query(query): Query<PathQuery>,
+    Query(query): Query<EntryQuery>,
 ) -> AppResult<StatusCode> {
     let path = parse(&query.path)?;
     if path.is_root() {
@@ -390,10 +514,21 @@ async fn delete(
 pub struct UploadQuery {
     /// The folder to upload into (default: the workspace).
     #[serde(default)]
+    #[param(value_type = AnyPath, inline)]
     path: String,
     /// Replace files that already exist (default: refuse with 409).
     #[serde(default)]
     replace: bool,
+}
+
+/// The upload's form, as documented: `file` parts. The server takes every part that has a file
+/// name, whatever the part's name, and skips parts without one.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadForm {
+    /// One or more files.
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    pub file: Vec<Vec<u8>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -406,10 +541,12 @@ pub struct Uploaded {
 /// into place once all have arrived: nothing of an upload that fails or goes over
 /// `files.max_upload_mb` is left behind.
 #[utoipa::path(post, path = "/api/files/upload", tag = "files", params(UploadQuery),
-    request_body(content_type = "multipart/form-data", description = "one or more file parts"),
-    responses((status = 201, body = Vec<Uploaded>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "exists and `replace` is false", body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 507, description = "over the storage quota", body = ErrorBody)))]
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "one or more file parts"),
+    responses((status = 201, body = Vec<Uploaded>), WorkspaceErrors,
+        (status = 400, description = "not a path inside the workspace, not multipart, cut short, or no part with a file name", body = ErrorBody),
+        (status = 409, description = "exists and `replace` is false, or the folder is a file", body = ErrorBody),
+        (status = 413, description = "over `files.max_upload_mb`", body = ErrorBody),
+        (status = 507, description = "over the storage quota, or the disk is full", body = ErrorBody)))]
 async fn upload(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -499,8 +636,9 @@ async fn upload(
 
 /// A file's bytes, streamed, with `Range` support (one range) for resuming.
 #[utoipa::path(get, path = "/api/files/download", tag = "files", params(PathQuery),
-    responses((status = 200, description = "the whole file"), (status = 206, description = "the requested range"),
-        (status = 404, body = ErrorBody), (status = 416, description = "range outside the file", body = ErrorBody)))]
+    responses((status = 200, description = "the whole file", body = inline(FileBytes), content_type = "application/octet-stream"),
+        (status = 206, description = "the requested range", body = inline(FileBytes), content_type = "application/octet-stream"),
+        WorkspaceErrors, (status = 416, description = "range outside the file", body = ErrorBody)))]
 async fn download(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -3,6 +3,7 @@
 pub mod assets;
 pub mod client;
 pub mod health;
+pub mod openapi;
 pub mod origin;
 pub mod rate_limit;
 pub mod slow_body;
@@ -20,55 +21,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::AppError;
 use crate::state::AppState;
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "pocketdev", description = "Run AI coding agents in tmux on your own server and drive them from a phone."),
-    modifiers(&SecuritySchemes),
-    tags(
-        (name = "auth", description = "Sign-in, sessions and registration"),
-        (name = "admin", description = "Accounts, invites and the audit log (admins only)"),
-        (name = "instances", description = "Agent instances: profiles, lifecycle, input and output"),
-        (name = "terminal", description = "Live terminals over WebSocket (docs/terminal-protocol.md)"),
-        (name = "files", description = "Your workspace's files"),
-        (name = "secrets", description = "Per-user secrets such as API keys"),
-        (name = "system", description = "Health"),
-    )
-)]
-struct ApiDoc;
-
-struct SecuritySchemes;
-
-impl Modify for SecuritySchemes {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
-                crate::auth::extract::ACCESS_COOKIE,
-            ))),
-        );
-    }
-}
-
 /// The API routes with their OpenAPI description, as every feature module contributes them.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(crate::auth::router())
         .merge(crate::users::router())
@@ -82,12 +43,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = api();
-    let openapi = Arc::new(openapi);
+    let (api, described) = api();
+    let document = Arc::new(openapi::document(&described, &state.config));
     let api = api
         .route(
             "/api/openapi.json",
-            get(move || async move { axum::Json(openapi.as_ref().clone()) }),
+            get(move || async move { axum::Json(document.as_ref().clone()) }),
         )
         .layer(middleware::from_fn_with_state(
             state.clone(),

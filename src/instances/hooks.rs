@@ -30,10 +30,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Receives one hook event from an instance's agent (authenticated by the instance's hook token).
 #[utoipa::path(post, path = "/api/instances/{id}/hooks", tag = "instances",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "instance id")),
     request_body(content = Object, description = "the hook's JSON input, as Claude Code gives it"),
     responses((status = 204), (status = 401, description = "not this instance's current token", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 507, description = "the disk is full", body = ErrorBody)))]
 async fn report(
     State(state): State<AppState>,
     Path(id): Path<String>,

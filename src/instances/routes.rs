@@ -11,7 +11,7 @@ use super::manager::{Input, ModelInfo};
 use super::store::{self, Instance};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
-use crate::error::{AppError, AppResult, ErrorBody, Json, Path, Query};
+use crate::error::{AppError, AppResult, ErrorBody, Json, JsonRejections, Path, Query};
 use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
@@ -34,15 +34,33 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     /// Profile id from `GET /api/models`.
+    #[schema(example = "shell")]
     pub profile: String,
+    /// 1 to 64 characters (spaces around are trimmed), without control or invisible formatting
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        example = "my agent",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]*[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff][^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]*$"
+    )]
     pub name: Option<String>,
     /// A folder inside the workspace to work in (default: the workspace).
+    #[schema(pattern = r"^[^\\\x00]*$", example = "project")]
     pub workdir: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameInstance {
+    /// 1 to 64 characters (spaces around are trimmed), without control or invisible formatting
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        example = "my agent",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]*[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff][^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]*$"
+    )]
     pub name: String,
 }
 
@@ -53,15 +71,62 @@ pub struct Command {
     pub text: Option<String>,
     /// Press Enter afterwards (default true).
     pub enter: Option<bool>,
-    /// Named keys pressed after the text: `ctrl-c`, `esc`, `tab`, `shift-tab`, `up`, `down`,
-    /// `left`, `right`, `enter`, `backspace`, `pageup`, `pagedown`, …
+    /// Named keys pressed after the text (at most 64; names in any case).
     #[serde(default)]
+    #[schema(schema_with = key_names)]
     pub keys: Vec<String>,
+}
+
+/// The key names `Command.keys` takes (the manager's table, which the conformance test sends).
+const KEY_NAMES: &[&str] = &[
+    "enter",
+    "esc",
+    "escape",
+    "tab",
+    "shift-tab",
+    "up",
+    "down",
+    "left",
+    "right",
+    "backspace",
+    "delete",
+    "home",
+    "end",
+    "pageup",
+    "pagedown",
+    "space",
+    "ctrl-a",
+    "ctrl-b",
+    "ctrl-c",
+    "ctrl-d",
+    "ctrl-e",
+    "ctrl-k",
+    "ctrl-l",
+    "ctrl-r",
+    "ctrl-u",
+    "ctrl-w",
+    "ctrl-z",
+];
+
+fn key_names() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(KEY_NAMES.iter().copied())),
+        )
+        .max_items(Some(64))
+        .description(Some(
+            "Named keys pressed after the text (at most 64; names in any case).",
+        ))
+        .build()
 }
 
 #[derive(Deserialize, IntoParams)]
 pub struct OutputQuery {
-    /// Lines of history above the screen (default 200, at most 10000).
+    /// Lines of history above the screen (default 200; more than 10000 count as 10000).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4294967295_u64)]
     pub lines: Option<u32>,
     /// Keep colours and attributes as ANSI escapes.
     #[serde(default)]
@@ -119,7 +184,7 @@ async fn audit_instance(
 }
 
 /// Agent profiles, with whether the caller can start each now and why not.
-#[utoipa::path(get, path = "/api/models", tag = "instances", responses((status = 200, body = Vec<ModelInfo>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/models", tag = "instances", responses((status = 200, body = Vec<ModelInfo>)))]
 async fn list_models(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -129,7 +194,7 @@ async fn list_models(
 
 /// The caller's instances, newest first (admins may pass `all=true`).
 #[utoipa::path(get, path = "/api/instances", tag = "instances", params(ListQuery),
-    responses((status = 200, body = Vec<InstanceView>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<InstanceView>)))]
 async fn list_instances(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -187,10 +252,11 @@ impl InstanceView {
 
 /// Starts a new instance of a profile.
 #[utoipa::path(post, path = "/api/instances", tag = "instances", request_body = CreateInstance,
-    responses((status = 201, body = Instance),
+    responses((status = 201, body = Instance), JsonRejections,
         (status = 409, description = "over a limit or not enough memory", body = ErrorBody),
-        (status = 422, description = "unknown profile, missing secret, bad workdir or name", body = ErrorBody),
-        (status = 503, description = "tmux missing", body = ErrorBody)))]
+        (status = 422, description = "the body's shape, an unknown or unusable profile (its program missing, a secret missing), a bad workdir or name", body = ErrorBody),
+        (status = 503, description = "tmux is missing or does not answer, the agent could not start, or the account could not be provisioned", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn create_instance(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -225,7 +291,9 @@ async fn get_instance(
 /// Renames an instance.
 #[utoipa::path(patch, path = "/api/instances/{id}", tag = "instances", request_body = RenameInstance,
     params(("id" = String, Path, description = "instance id")),
-    responses((status = 200, body = Instance), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Instance), JsonRejections, (status = 404, body = ErrorBody),
+        (status = 422, description = "the body's shape, or a name against the rules", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn rename_instance(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -244,7 +312,10 @@ async fn rename_instance(
 
 /// Stops an instance: the agent may exit cleanly, then is killed. The record stays.
 #[utoipa::path(post, path = "/api/instances/{id}/stop", tag = "instances", params(("id" = String, Path, description = "instance id")),
-    responses((status = 200, body = Instance), (status = 404, body = ErrorBody), (status = 409, description = "not running", body = ErrorBody)))]
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody),
+        (status = 409, description = "not running, or another operation on it is in progress", body = ErrorBody),
+        (status = 503, description = "its tmux server does not answer", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn stop_instance(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -264,7 +335,11 @@ async fn stop_instance(
 
 /// Starts the instance again; a Claude Code conversation is resumed.
 #[utoipa::path(post, path = "/api/instances/{id}/restart", tag = "instances", params(("id" = String, Path, description = "instance id")),
-    responses((status = 200, body = Instance), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody),
+        (status = 409, description = "its profile is gone, over a limit, not enough memory, or another operation on it is in progress", body = ErrorBody),
+        (status = 422, description = "the profile needs a secret that is not set", body = ErrorBody),
+        (status = 503, description = "tmux does not answer, or the agent could not start", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn restart_instance(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -279,7 +354,10 @@ async fn restart_instance(
 
 /// Stops the instance if it runs and deletes its record.
 #[utoipa::path(delete, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 409, description = "another operation on it is in progress", body = ErrorBody),
+        (status = 503, description = "its tmux server does not answer", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn delete_instance(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -295,8 +373,10 @@ async fn delete_instance(
 /// Types into the instance: text (literally), named keys, then Enter.
 #[utoipa::path(post, path = "/api/instances/{id}/command", tag = "instances", request_body = Command,
     params(("id" = String, Path, description = "instance id")),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "not running", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, description = "unknown key", body = ErrorBody)))]
+    responses((status = 204), JsonRejections, (status = 404, body = ErrorBody), (status = 409, description = "not running", body = ErrorBody),
+        (status = 413, description = "the text is over 64 KiB", body = ErrorBody),
+        (status = 422, description = "the body's shape, an unknown key or over 64 keys", body = ErrorBody),
+        (status = 503, description = "its tmux server does not answer", body = ErrorBody)))]
 async fn send_command(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -325,7 +405,8 @@ async fn send_command(
 
 /// The current screen and history; for an ended instance, its last screen.
 #[utoipa::path(get, path = "/api/instances/{id}/output", tag = "instances", params(("id" = String, Path, description = "instance id"), OutputQuery),
-    responses((status = 200, body = Output), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Output), (status = 404, body = ErrorBody),
+        (status = 503, description = "its tmux server does not answer", body = ErrorBody)))]
 async fn read_output(
     State(state): State<AppState>,
     auth: AuthUser,

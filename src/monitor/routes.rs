@@ -60,7 +60,7 @@ pub struct SystemStats {
 
 /// The host, each live instance's usage and status with its owner, and per-user totals.
 #[utoipa::path(get, path = "/api/system/stats", tag = "system",
-    responses((status = 200, body = SystemStats), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = SystemStats), (status = 403, description = "not an admin", body = ErrorBody)))]
 async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Json<SystemStats>> {
     let latest = state.monitor.latest();
     let names: BTreeMap<i64, String> = crate::users::store::list(&state.db)
@@ -113,7 +113,7 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Js
 
 /// The last 100 alerts, newest first, cleared ones included.
 #[utoipa::path(get, path = "/api/system/alerts", tag = "system",
-    responses((status = 200, body = Vec<Alert>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<Alert>), (status = 403, description = "not an admin", body = ErrorBody)))]
 async fn list_alerts(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -125,12 +125,14 @@ async fn list_alerts(
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// How far back, 1 to 60 minutes (default 60).
+    #[param(minimum = 1, maximum = 60)]
     minutes: Option<u64>,
 }
 
 /// The host's and each instance's samples over the last hour at most, oldest first.
 #[utoipa::path(get, path = "/api/system/history", tag = "system", params(HistoryQuery),
-    responses((status = 200, body = Vec<super::HistoryPoint>), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Vec<super::HistoryPoint>), (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 422, description = "minutes outside 1 to 60", body = ErrorBody)))]
 async fn history(
     State(state): State<AppState>,
     _admin: AdminUser,

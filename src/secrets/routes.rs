@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::store::{self, SecretInfo};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
-use crate::error::{AppError, AppResult, ErrorBody, Json, Path};
+use crate::error::{AppError, AppResult, ErrorBody, Json, JsonRejections, Path};
 use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
@@ -21,6 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct SecretValue {
+    /// Not empty, without NUL characters, at most 16 KiB (larger: 413).
+    #[schema(min_length = 1, pattern = r"^[^\x00]+$", example = "sk-example")]
     pub value: String,
 }
 
@@ -35,8 +37,12 @@ async fn list_secrets(
 
 /// Sets a secret; the value is never returned again.
 #[utoipa::path(put, path = "/api/secrets/{name}", tag = "secrets", request_body = SecretValue,
-    params(("name" = String, Path, description = "an environment variable name, such as ANTHROPIC_API_KEY")),
-    responses((status = 200, body = SecretInfo), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("name" = String, Path, description = "an environment variable name, such as ANTHROPIC_API_KEY",
+        pattern = r"^[A-Z][A-Z0-9_]{0,63}$", example = "ANTHROPIC_API_KEY")),
+    responses((status = 200, body = SecretInfo), JsonRejections,
+        (status = 413, description = "the value is over 16 KiB", body = ErrorBody),
+        (status = 422, description = "the body's shape, or a name or value against the rules", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn put_secret(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -72,8 +78,8 @@ async fn put_secret(
 }
 
 /// Deletes a secret.
-#[utoipa::path(delete, path = "/api/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "secret name")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "secret name", example = "ANTHROPIC_API_KEY")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn delete_secret(
     State(state): State<AppState>,
     client: ClientInfo,

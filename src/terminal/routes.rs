@@ -38,7 +38,7 @@ pub struct TicketResponse {
 /// configured `terminal.ticket_ttl_secs`).
 #[utoipa::path(post, path = "/api/instances/{id}/ticket", tag = "terminal",
     params(("id" = String, Path, description = "instance id")),
-    responses((status = 201, body = TicketResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = TicketResponse), (status = 404, body = ErrorBody)))]
 async fn issue_ticket(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -65,15 +65,26 @@ pub struct SocketQuery {
     ticket: Option<String>,
     /// An access token, for API clients that cannot set headers on a WebSocket.
     token: Option<String>,
-    /// The viewer's terminal size: the pane takes it before the first snapshot.
+    /// The viewer's terminal size: the pane takes it before the first snapshot. Give both
+    /// `cols` and `rows`, or neither (422). Columns: 1 to 1000 (`protocol::MAX_COLS`).
+    #[param(minimum = 1, maximum = 1000)]
     cols: Option<i64>,
+    /// Rows, with `cols`: 1 to 500 (`protocol::MAX_ROWS`).
+    #[param(minimum = 1, maximum = 500)]
     rows: Option<i64>,
 }
 
 /// The instance's live terminal over a WebSocket; see docs/terminal-protocol.md. Signed in by
 /// the session cookie, a ticket, `?token=` or a bearer header.
 #[utoipa::path(get, path = "/ws/instance/{id}", tag = "terminal",
-    params(("id" = String, Path, description = "instance id"), SocketQuery),
+    params(("id" = String, Path, description = "instance id"), SocketQuery,
+        // The WebSocket handshake (RFC 6455): without it, 400.
+        ("Connection" = String, Header, description = "names `Upgrade`", example = "Upgrade",
+            pattern = "(^|[ ,])[Uu][Pp][Gg][Rr][Aa][Dd][Ee]($|[ ,])"),
+        ("Upgrade" = String, Header, example = "websocket", pattern = "^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$"),
+        ("Sec-WebSocket-Version" = String, Header, example = "13", pattern = "^13$"),
+        ("Sec-WebSocket-Key" = String, Header, description = "16 random bytes in base64",
+            example = "dGhlIHNhbXBsZSBub25jZQ==", pattern = "^[A-Za-z0-9+/]{22}==$")),
     responses((status = 101, description = "switching to the terminal protocol"),
         (status = 400, description = "not a WebSocket request", body = ErrorBody),
         (status = 401, description = "no valid credential, or a bad, expired or used ticket", body = ErrorBody),

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{Role, User, store};
 use crate::audit::{self, Event};
 use crate::auth::extract::{AdminUser, AuthUser};
-use crate::error::{AppError, AppResult, ErrorBody, Json, Path};
+use crate::error::{AppError, AppResult, ErrorBody, Json, JsonRejections, Path};
 use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
@@ -21,8 +21,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
+    /// 2 to 32 letters, digits, `-` and `_`, starting with a letter; stored in lower case.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{1,31}$", example = "lee")]
     pub username: String,
-    /// When omitted, a random password is generated and returned once.
+    /// When omitted, a random password is generated and returned once. At least
+    /// `auth.min_password_length` characters, at most 1024 bytes.
+    #[schema(max_length = 1024, example = "correct-horse-battery")]
     pub password: Option<String>,
     pub role: Option<Role>,
 }
@@ -39,7 +43,9 @@ pub struct CreatedUser {
 pub struct UpdateUser {
     pub role: Option<Role>,
     pub disabled: Option<bool>,
-    /// Sets a new password and signs the user out everywhere.
+    /// Sets a new password and signs the user out everywhere. At least
+    /// `auth.min_password_length` characters, at most 1024 bytes.
+    #[schema(max_length = 1024, example = "correct-horse-battery")]
     pub password: Option<String>,
 }
 
@@ -77,7 +83,7 @@ async fn keep_an_admin(state: &AppState, target: &User) -> AppResult<()> {
 
 /// All accounts.
 #[utoipa::path(get, path = "/api/admin/users", tag = "admin",
-    responses((status = 200, body = Vec<User>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<User>), (status = 401, body = ErrorBody), (status = 403, description = "not an admin", body = ErrorBody)))]
 async fn list_users(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -87,7 +93,11 @@ async fn list_users(
 
 /// Creates an account.
 #[utoipa::path(post, path = "/api/admin/users", tag = "admin", request_body = CreateUser,
-    responses((status = 201, body = CreatedUser), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CreatedUser), JsonRejections, (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 409, description = "username taken", body = ErrorBody),
+        (status = 422, description = "the body's shape, or a username or password against the rules", body = ErrorBody),
+        (status = 503, description = "the account could not be provisioned", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn create_user(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -132,8 +142,10 @@ async fn create_user(
 /// Changes an account's role, disables or enables it, or resets its password.
 #[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin", request_body = UpdateUser,
     params(("id" = i64, Path, description = "user id")),
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "would leave no enabled admin", body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = User), JsonRejections, (status = 403, description = "not an admin", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "would leave no enabled admin", body = ErrorBody),
+        (status = 422, description = "the body's shape, or a password against the rules", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn update_user(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -194,7 +206,9 @@ async fn update_user(
 
 /// Deletes an account; its workspace and home move to the data dir's archive.
 #[utoipa::path(delete, path = "/api/admin/users/{id}", tag = "admin", params(("id" = i64, Path, description = "user id")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 204), (status = 403, description = "not an admin", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "your own account, or the last enabled admin", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn delete_user(
     State(state): State<AppState>,
     client: ClientInfo,

@@ -15,6 +15,7 @@ mod isolation;
 mod mock_anthropic;
 mod monitor;
 mod nginx;
+mod openapi;
 mod operations;
 mod registration;
 mod restart;
