@@ -261,6 +261,14 @@ async fn housekeeping(state: AppState) {
             {
                 tracing::warn!(error = %err, "cannot prune the audit log");
             }
+            let keep = state.config.limits.ended_per_user;
+            match crate::instances::store::prune_ended(&state.db, keep).await {
+                Ok(0) => {}
+                Ok(gone) => tracing::info!(gone, keep, "forgot the oldest ended instances"),
+                Err(err) => {
+                    tracing::warn!(error = %err.logged(), "cannot prune ended instances");
+                }
+            }
         }
         rounds += 1;
     }

@@ -277,6 +277,8 @@ pub struct LimitsConfig {
     pub memory_budget_mb: u64,
     /// Largest request body accepted by JSON endpoints.
     pub max_body_bytes: usize,
+    /// Ended instances kept per user (the newest; each keeps its last screen); older ones go.
+    pub ended_per_user: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,6 +354,7 @@ impl Default for LimitsConfig {
             memory_budget_mb: 0,
             memory_reserve_mb: 256,
             max_body_bytes: 1024 * 1024,
+            ended_per_user: 100,
         }
     }
 }

@@ -141,6 +141,24 @@ pub async fn list(db: &Db, user_id: Option<i64>) -> Result<Vec<Instance>, AppErr
     .await?)
 }
 
+/// Deletes each user's ended instances beyond the `keep` most recently ended; how many went.
+pub async fn prune_ended(db: &Db, keep: u32) -> Result<u64, AppError> {
+    let done = sqlx::query(
+        "DELETE FROM instances WHERE id IN (
+            SELECT id FROM (
+                SELECT id, ROW_NUMBER() OVER (
+                    PARTITION BY user_id ORDER BY COALESCE(ended_at, created_at) DESC, id DESC
+                ) AS newest
+                FROM instances WHERE state NOT IN ('starting', 'running')
+            ) WHERE newest > ?
+        )",
+    )
+    .bind(keep)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn live(db: &Db) -> Result<Vec<Instance>, AppError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM instances WHERE state IN ('starting', 'running')"

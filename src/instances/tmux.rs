@@ -68,6 +68,8 @@ pub struct TmuxServers {
     shared: Tmux,
     isolation: Arc<Isolation>,
     layout: Arc<Layout>,
+    /// Each account server's [`Tmux::calm`] lock.
+    calm: Arc<parking_lot::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl TmuxServers {
@@ -84,9 +86,11 @@ impl TmuxServers {
                 config_file,
                 timeout,
                 account: None,
+                calm: Arc::default(),
             },
             isolation,
             layout,
+            calm: Arc::default(),
         }
     }
 
@@ -109,6 +113,7 @@ impl TmuxServers {
             socket: self.isolation.socket_dir(user_id).join("tmux.sock"),
             config_file: self.shared.config_file.clone(),
             timeout: self.shared.timeout,
+            calm: self.calm.lock().entry(user_id).or_default().clone(),
             account: Some(AccountClient {
                 identity: confinement.identity,
                 home: self.layout.home(user_id),
@@ -229,6 +234,8 @@ pub struct Tmux {
     /// How long one client command may take before it is killed.
     timeout: Duration,
     account: Option<AccountClient>,
+    /// See [`Tmux::calm`].
+    calm: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long reconciliation and sampling wait for every server's list of panes.
@@ -237,6 +244,15 @@ const LISTING_WAIT: Duration = Duration::from_secs(3);
 impl Tmux {
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Held while a control client connects (until it is attached) or goes (until it has
+    /// exited), and around every change tmux tells all control clients of (a session made or
+    /// killed, a paste buffer used). tmux up to 3.5a at least crashes, taking every agent of the
+    /// server with it, when such news reaches a control client that has said it is one but has
+    /// not finished connecting (a NULL control state; tmux/tmux#4980, not in any release yet).
+    pub async fn calm(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.calm.clone().lock_owned().await
     }
 
     /// The Unix user this server and its clients run as; `None`: the server's own.
@@ -451,6 +467,7 @@ impl Tmux {
             "--",
         ];
         args.extend(spec.argv.iter().map(String::as_str));
+        let _calm = self.calm().await;
         match self.run(&args).await {
             // The last session just went and the server is exiting; the next try starts a new one.
             Err(TmuxError::Failed { stderr, .. }) if server_exiting(&stderr) => {
@@ -506,6 +523,8 @@ impl Tmux {
         }
         let target = format!("={session}:");
         let buffer = format!("pd-input-{}", crate::auth::tokens::random_token(8));
+        // tmux 3.4 and later tell control clients of buffers made and deleted.
+        let _calm = self.calm().await;
         self.run_with_input(&["load-buffer", "-b", &buffer, "-"], Some(text.as_bytes()))
             .await?;
         // -r: line feeds as typed; -d: the buffer goes once pasted.
@@ -543,6 +562,7 @@ impl Tmux {
 
     pub async fn kill_session(&self, session: &str) -> Result<(), TmuxError> {
         let target = format!("={session}");
+        let _calm = self.calm().await;
         match self.run(&["kill-session", "-t", &target]).await {
             Err(TmuxError::Failed { stderr, .. })
                 if stderr.contains("can't find")

@@ -33,6 +33,8 @@ const ATTACH_WAIT: Duration = Duration::from_secs(10);
 const RESIZE_WAIT: Duration = Duration::from_millis(500);
 /// After tmux detaches, how long the hub waits to learn why before closing viewers.
 const END_WAIT: Duration = Duration::from_secs(3);
+/// How long a control client whose input has ended gets to go by itself.
+const DETACH_WAIT: Duration = Duration::from_millis(100);
 /// Commands queued for tmux's stdin before input is refused.
 const STDIN_QUEUE: usize = 256;
 /// Bytes of commands queued for tmux's stdin before input is refused: a client typing faster
@@ -197,6 +199,8 @@ impl Hub {
             requested: None,
             batch: Vec::with_capacity(BATCH),
         };
+        // A control client half connected must hear no news: see `Tmux::calm`.
+        let calm = tmux.calm().await;
         let mut child = match tmux.control_client(&hub.instance.tmux_session()) {
             Ok(child) => child,
             Err(err) => {
@@ -207,6 +211,8 @@ impl Hub {
             }
         };
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
             return End::Ended;
         };
         let mut reader = BufReader::with_capacity(64 * 1024, stdout);
@@ -220,6 +226,7 @@ impl Hub {
             let _ = child.wait().await;
             return End::Ended;
         }
+        drop(calm);
         let writer = tokio::spawn(write_commands(stdin, stdin_rx, stdin_queued));
         let ask_size = format!("display-message -p -t {} '{SIZE_FORMAT}'\n", hub.target);
         hub.send_commands(ask_size, vec![Pending::Size]);
@@ -231,14 +238,20 @@ impl Hub {
         commands.close();
         while commands.try_recv().is_ok() {}
         // Input typed just before the last viewer left still reaches the agent: the writer
-        // finishes its queue, then closes tmux's stdin, which detaches the client.
+        // finishes its queue and closes tmux's stdin, and tmux reads what is left. The client
+        // then goes, which is news for every other control client: calm until it is gone. (It
+        // is ended rather than waited for: while calm is held, a closed client lingers.)
+        let calm = tmux.calm().await;
         drop(hub);
-        if tokio::time::timeout(END_WAIT, writer).await.is_err()
-            || tokio::time::timeout(END_WAIT, child.wait()).await.is_err()
+        let _ = tokio::time::timeout(END_WAIT, writer).await;
+        if tokio::time::timeout(DETACH_WAIT, child.wait())
+            .await
+            .is_err()
         {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
+        drop(calm);
         end
     }
 

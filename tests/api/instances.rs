@@ -898,3 +898,58 @@ async fn sessions_without_a_record_are_left_alone_or_killed_as_configured() {
         }
     }
 }
+
+#[tokio::test]
+async fn only_the_newest_ended_instances_are_kept() {
+    let app = spawn_app_with(|c| c.limits.ended_per_user = 2).await;
+    let token = user(&app, "max").await;
+    let mut ended = Vec::new();
+    for _ in 0..3 {
+        let instance = app
+            .create_instance(&token, json!({ "profile": "fake" }))
+            .await;
+        let stopped = app
+            .post(
+                &format!("/api/instances/{}/stop", id(&instance)),
+                Some(&token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(stopped.status(), StatusCode::OK);
+        ended.push(id(&instance));
+        // Ended at distinct times.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let running = id(&app
+        .create_instance(&token, json!({ "profile": "fake" }))
+        .await);
+    // Housekeeping forgets the oldest at its first round after a start.
+    let app = app.restart().await;
+    let token = app.token("max", "max-password-1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed: Vec<Value> = app
+            .get("/api/instances", Some(&token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = listed.iter().filter_map(|i| i["id"].as_str()).collect();
+        if !ids.contains(&ended[0].as_str()) {
+            assert!(
+                ids.contains(&ended[1].as_str()) && ids.contains(&ended[2].as_str()),
+                "{ids:?}"
+            );
+            assert!(
+                ids.contains(&running.as_str()),
+                "a running instance is never forgotten"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the oldest ended instance stays: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -563,3 +563,71 @@ async fn hooks_on_the_accounts_tmux_server_cannot_scramble_what_viewers_see() {
         assert!(!viewer.text().contains("HOOKED-BLOCK"), "{}", viewer.text());
     }
 }
+
+/// The account's tmux server's pid, as tmux says.
+async fn tmux_server_pid(app: &TestApp, user_id: i64) -> String {
+    let out = app
+        .tmux_client(user_id)
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn terminals_opened_while_agents_start_and_stop_never_take_tmux_down() {
+    // What a dashboard does when it opens several terminals at once while agents start: on
+    // tmux 3.3a (and 3.5a) a control client told of a new session while still connecting
+    // crashed the account's whole tmux server.
+    const ROUNDS: usize = 10;
+    const AT_ONCE: usize = 10;
+    let app = spawn_app_with(|c| {
+        c.limits.max_per_user = AT_ONCE as u32;
+        c.limits.max_total = AT_ONCE as u32;
+        c.tmux.stop_grace_secs = 0;
+    })
+    .await;
+    let token = app.admin_token().await;
+    let (app, token) = (&app, token.as_str());
+    let user_id = app.user_id(token).await;
+    let first = app
+        .create_instance(token, json!({ "profile": "fake" }))
+        .await;
+    let keeper = first["id"].as_str().unwrap().to_owned();
+    let server = tmux_server_pid(app, user_id).await;
+    assert!(!server.is_empty());
+    for round in 0..ROUNDS {
+        let opened = futures::future::join_all((1..AT_ONCE).map(|_| async {
+            let created = app
+                .create_instance(token, json!({ "profile": "fake" }))
+                .await;
+            let id = created["id"].as_str().unwrap().to_owned();
+            let term = app.term(token, &id).await;
+            (id, term)
+        }))
+        .await;
+        // Some go while others still connect (their control clients leave at once).
+        let closing = futures::future::join_all(opened.into_iter().map(|(id, term)| async move {
+            drop(term);
+            let deleted = app
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/instances/{id}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            assert_eq!(deleted.status(), StatusCode::NO_CONTENT, "round {round}");
+        }));
+        let watching = app.term(token, &keeper);
+        let (_, watcher) = tokio::join!(closing, watching);
+        drop(watcher);
+        assert_eq!(
+            tmux_server_pid(app, user_id).await,
+            server,
+            "the account's tmux server went down in round {round}"
+        );
+    }
+    assert_eq!(app.instance(token, &keeper).await["state"], "running");
+}
