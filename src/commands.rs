@@ -222,6 +222,19 @@ fn doctor_measures(
     }
 }
 
+/// The oldest tmux the terminals work with (Ubuntu 22.04 has 3.2a, Debian 12 3.3a).
+const OLDEST_TMUX: &str = "3.2";
+
+/// Whether `version` as `tmux -V` prints it (`3.3a`, `next-3.6`, `3.5`) is at least
+/// [`OLDEST_TMUX`]; a version it cannot read is taken as new (builds from git say `master`).
+fn tmux_supported(version: &str) -> bool {
+    let digits = version.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let mut parts = digits.split(|c: char| !c.is_ascii_digit());
+    let major: Option<u32> = parts.next().and_then(|p| p.parse().ok());
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    major.is_none_or(|major| (major, minor) >= (3, 2))
+}
+
 /// Agent CLIs that profiles commonly use; reported, not required.
 const AGENT_CLIS: &[&str] = &["claude", "codex", "gemini", "aider", "opencode"];
 
@@ -237,6 +250,14 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
     };
 
     match crate::instances::tmux::version().await {
+        Some(version) if !tmux_supported(&version) => check(
+            "tmux",
+            CheckLevel::Fail,
+            format!(
+                "tmux {version} is older than {OLDEST_TMUX}, the oldest pocketdev supports (its \
+                 terminals use control-mode commands of 3.2); install a newer one"
+            ),
+        ),
         Some(version) => check("tmux", CheckLevel::Ok, format!("tmux {version}")),
         None => check(
             "tmux",
@@ -468,4 +489,19 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tmux_supported;
+
+    #[test]
+    fn tmux_versions_are_read_as_tmux_prints_them() {
+        for new_enough in ["3.2", "3.2a", "3.3a", "3.5a", "next-3.6", "4.0", "master"] {
+            assert!(tmux_supported(new_enough), "{new_enough}");
+        }
+        for too_old in ["3.1c", "3.0a", "2.9", "next-3.1"] {
+            assert!(!tmux_supported(too_old), "{too_old}");
+        }
+    }
 }

@@ -977,10 +977,16 @@ impl Manager {
                         continue;
                     }
                     self.remove_group_unless_busy(instance).await;
-                    if store::mark_ended(&self.db, &instance.id, State::Exited, None, "lost", None)
+                    // The server itself stopped (or crashed), not just this agent's session.
+                    let reason = if listing.server_stopped(instance.owner) {
+                        "server_gone"
+                    } else {
+                        "lost"
+                    };
+                    if store::mark_ended(&self.db, &instance.id, State::Exited, None, reason, None)
                         .await?
                     {
-                        tracing::warn!(instance = %instance.id, "tmux session vanished; instance marked exited");
+                        tracing::warn!(instance = %instance.id, reason, "tmux session vanished; instance marked exited");
                         self.publish(&instance.id).await?;
                     }
                 }
@@ -1123,6 +1129,13 @@ fn tmux_error(err: TmuxError) -> AppError {
         TmuxError::Timeout { .. } => AppError::Unavailable(
             "this account's tmux server does not answer (were its processes stopped?); what was asked may still happen once it answers again".into(),
         ),
+        TmuxError::Failed { stderr, .. } if super::tmux::server_gone(&stderr) => {
+            AppError::Unavailable(
+                "this account's tmux server stopped while it was asked (its agents went with it); \
+                 try again: it starts anew"
+                    .into(),
+            )
+        }
         other => AppError::Internal(other.into()),
     }
 }

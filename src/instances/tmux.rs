@@ -146,7 +146,7 @@ impl TmuxServers {
         let mut pending = HashMap::new();
         for (owner, server) in self.all() {
             let asked = server.clone();
-            let task = asking.spawn(async move { asked.list_panes().await });
+            let task = asking.spawn(async move { asked.panes_if_running().await });
             pending.insert(task.id(), (owner, server));
         }
         let mut listing = Listing::default();
@@ -191,14 +191,24 @@ pub struct Listing {
     /// Each pane with its server and the account the server belongs to (`None`: the shared one).
     pub panes: Vec<(Option<i64>, Tmux, PaneInfo)>,
     silent: HashSet<Option<i64>>,
+    /// Servers that are not running (stopped, or crashed).
+    stopped: HashSet<Option<i64>>,
     /// tmux itself is not installed.
     pub tmux_missing: bool,
 }
 
 impl Listing {
-    fn add(&mut self, owner: Option<i64>, server: Tmux, answer: Result<Vec<PaneInfo>, TmuxError>) {
+    fn add(
+        &mut self,
+        owner: Option<i64>,
+        server: Tmux,
+        answer: Result<Option<Vec<PaneInfo>>, TmuxError>,
+    ) {
         match answer {
-            Ok(panes) => self
+            Ok(None) => {
+                self.stopped.insert(owner);
+            }
+            Ok(Some(panes)) => self
                 .panes
                 .extend(panes.into_iter().map(|pane| (owner, server.clone(), pane))),
             Err(err) => {
@@ -215,6 +225,11 @@ impl Listing {
     /// Whether the server holding `owner`'s sessions answered.
     pub fn answered(&self, owner: i64) -> bool {
         !self.silent.contains(&None) && !self.silent.contains(&Some(owner))
+    }
+
+    /// Whether the server holding `owner`'s sessions is not running at all.
+    pub fn server_stopped(&self, owner: i64) -> bool {
+        self.stopped.contains(&None) || self.stopped.contains(&Some(owner))
     }
 }
 
@@ -480,18 +495,23 @@ impl Tmux {
 
     /// All panes of this server; empty when the server is not running.
     pub async fn list_panes(&self) -> Result<Vec<PaneInfo>, TmuxError> {
+        Ok(self.panes_if_running().await?.unwrap_or_default())
+    }
+
+    /// All panes of this server; `None` when the server is not running.
+    pub async fn panes_if_running(&self) -> Result<Option<Vec<PaneInfo>>, TmuxError> {
         let format = "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_dead_signal}\t#{window_activity}";
         match self.run(&["list-panes", "-a", "-F", format]).await {
-            Ok(out) => Ok(out
-                .lines()
-                .filter_map(parse_pane)
-                .map(with_zombie_status)
-                .collect()),
+            Ok(out) => Ok(Some(
+                out.lines()
+                    .filter_map(parse_pane)
+                    .map(with_zombie_status)
+                    .collect(),
+            )),
+            Err(TmuxError::Failed { stderr, .. }) if no_server(&stderr) => Ok(None),
             // A running server without sessions (exit-empty is off) has no current target.
-            Err(TmuxError::Failed { stderr, .. })
-                if no_server(&stderr) || stderr.contains("no current target") =>
-            {
-                Ok(Vec::new())
+            Err(TmuxError::Failed { stderr, .. }) if stderr.contains("no current target") => {
+                Ok(Some(Vec::new()))
             }
             Err(e) => Err(e),
         }
@@ -617,6 +637,11 @@ fn no_server(stderr: &str) -> bool {
     stderr.contains("no server running")
         || stderr.contains("error connecting")
         || stderr.contains("No such file")
+}
+
+/// The server went away while a client talked to it, or there is none any more.
+pub fn server_gone(stderr: &str) -> bool {
+    server_exiting(stderr) || no_server(stderr)
 }
 
 fn server_exiting(stderr: &str) -> bool {

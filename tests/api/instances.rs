@@ -953,3 +953,43 @@ async fn only_the_newest_ended_instances_are_kept() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_tmux_server_that_dies_is_said_so_and_started_anew() {
+    let app = spawn_app().await;
+    let token = user(&app, "ida").await;
+    let owner = app.user_id(&token).await;
+    let agents = [
+        id(&app
+            .create_instance(&token, json!({ "profile": "fake" }))
+            .await),
+        id(&app
+            .create_instance(&token, json!({ "profile": "shell" }))
+            .await),
+    ];
+    // As a crash would: the server gone at once, sessions and all.
+    let out = app
+        .tmux_client(owner)
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .await
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    for agent in &agents {
+        let ended = app.wait_for_state(&token, agent, "exited").await;
+        assert_eq!(ended["end_reason"], "server_gone", "{ended}");
+    }
+    // The next agent starts a new server.
+    let next = id(&app
+        .create_instance(&token, json!({ "profile": "fake" }))
+        .await);
+    app.command(&token, &next, json!({ "text": "still here" }))
+        .await;
+    app.wait_for_output(&token, &next, "you said: still here")
+        .await;
+}
