@@ -534,6 +534,65 @@ impl Tmux {
         Ok(trim_trailing_blank_lines(&text))
     }
 
+    /// The visible screen of each of `sessions` (as `capture` with no history), through one
+    /// client for all: at a few hundred agents, one process a pass instead of one each. A
+    /// session gone meanwhile makes tmux stop the sequence; then each is captured alone.
+    pub async fn capture_screens(
+        &self,
+        sessions: &[String],
+    ) -> Result<HashMap<String, String>, TmuxError> {
+        // tmux takes a command of at most 16 KiB, so at most so many screens each time.
+        const AT_ONCE: usize = 40;
+        if sessions.len() > AT_ONCE {
+            let mut screens = HashMap::new();
+            for chunk in sessions.chunks(AT_ONCE) {
+                screens.extend(Box::pin(self.capture_screens(chunk)).await?);
+            }
+            return Ok(screens);
+        }
+        if sessions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // After each screen, a line no pane can print (it cannot know this pass's token).
+        let end = format!(
+            "pocketdev-screen-end-{}",
+            crate::auth::tokens::random_token(12)
+        );
+        let targets: Vec<String> = sessions.iter().map(|s| format!("={s}:")).collect();
+        let mut args = Vec::with_capacity(sessions.len() * 9);
+        for target in &targets {
+            if !args.is_empty() {
+                args.push(";");
+            }
+            args.extend(["capture-pane", "-p", "-J", "-S", "-0", "-t", target]);
+            args.extend([";", "display-message", "-p", &end]);
+        }
+        match self.run(&args).await {
+            Ok(out) => {
+                let mut screens = HashMap::new();
+                let mut rest = out.as_str();
+                for session in sessions {
+                    let Some((screen, after)) = rest.split_once(&format!("{end}\n")) else {
+                        break;
+                    };
+                    screens.insert(session.clone(), trim_trailing_blank_lines(screen));
+                    rest = after;
+                }
+                Ok(screens)
+            }
+            Err(TmuxError::Failed { .. }) => {
+                let mut screens = HashMap::new();
+                for session in sessions {
+                    if let Ok(screen) = self.capture(session, 0, false).await {
+                        screens.insert(session.clone(), screen);
+                    }
+                }
+                Ok(screens)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Types `text` literally, as if pasted key by key.
     /// Types `text` into the session: through a paste buffer loaded from the client's standard
     /// input, so what people type (prompts, passwords for a login) never sits in a command line.
@@ -765,5 +824,61 @@ mod tests {
             None,
             "no pid, nothing to read"
         );
+    }
+
+    #[tokio::test]
+    async fn many_screens_are_read_by_one_client_and_a_missing_session_costs_nothing() {
+        if version().await.is_none() {
+            return eprintln!("skipped: tmux is not installed");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tmux = Tmux {
+            socket: dir.path().join("tmux.sock"),
+            config_file: PathBuf::from("/dev/null"),
+            timeout: Duration::from_secs(10),
+            account: None,
+            calm: Arc::default(),
+        };
+        let mut sessions = Vec::new();
+        for n in 0..45 {
+            let name = format!("pd-screens-{n}");
+            let shown = format!("printf 'screen %s\\n' {n}; exec sleep 60");
+            tmux.run(&[
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "80",
+                "-y",
+                "5",
+                "sh",
+                "-c",
+                &shown,
+            ])
+            .await
+            .unwrap();
+            sessions.push(name);
+        }
+        let wait = tokio::time::Instant::now() + Duration::from_secs(5);
+        let screens = loop {
+            let screens = tmux.capture_screens(&sessions).await.unwrap();
+            if screens.values().all(|s| s.starts_with("screen"))
+                || tokio::time::Instant::now() > wait
+            {
+                break screens;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for (n, session) in sessions.iter().enumerate() {
+            assert_eq!(screens[session], format!("screen {n}\n"), "{session}");
+        }
+        // One gone meanwhile: the others are still read.
+        let mut asked = sessions.clone();
+        asked.insert(3, "pd-screens-gone".to_owned());
+        let screens = tmux.capture_screens(&asked).await.unwrap();
+        assert_eq!(screens.len(), sessions.len());
+        assert_eq!(screens["pd-screens-44"], "screen 44\n");
+        let _ = tmux.run(&["kill-server"]).await;
     }
 }

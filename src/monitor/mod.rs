@@ -181,11 +181,46 @@ impl Monitor {
         if instance.state != State::Running {
             return;
         }
-        let kind = self.manager.profile_kind(&instance.profile);
         let screen = match self.manager.tmux().for_account(instance.owner) {
             Some(tmux) => tmux.capture(&instance.tmux_session(), 0, false).await.ok(),
             None => None,
         };
+        self.evaluate_with(instance, screen).await;
+    }
+
+    /// Every running instance in `live`, each account's screens read by one tmux client.
+    async fn evaluate_all(&self, live: &[Instance]) {
+        let mut by_owner: HashMap<i64, Vec<&Instance>> = HashMap::new();
+        for instance in live.iter().filter(|i| i.state == State::Running) {
+            by_owner.entry(instance.owner).or_default().push(instance);
+        }
+        let tmux = self.manager.tmux();
+        let reads = by_owner.iter().map(|(&owner, instances)| {
+            let sessions: Vec<String> = instances.iter().map(|i| i.tmux_session()).collect();
+            let server = tmux.for_account(owner);
+            async move {
+                match server {
+                    Some(server) => server.capture_screens(&sessions).await.unwrap_or_default(),
+                    None => HashMap::new(),
+                }
+            }
+        });
+        let mut screens: HashMap<String, String> = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        for instances in by_owner.values() {
+            for instance in instances {
+                let screen = screens.remove(&instance.tmux_session());
+                self.evaluate_with(instance, screen).await;
+            }
+        }
+    }
+
+    /// Offers what `screen` and the other signals say of the instance to its debounced status.
+    async fn evaluate_with(&self, instance: &Instance, screen: Option<String>) {
+        let kind = self.manager.profile_kind(&instance.profile);
         let flowing = self.output_flowing(&instance.id);
         let changed = {
             let mut tracked = self.tracked.lock();
@@ -390,9 +425,7 @@ impl Monitor {
                 .any(|i| &i.id == id && i.state == State::Running)
         });
         let answering: Vec<Instance> = live.into_iter().filter(|i| answered(i)).collect();
-        for instance in &answering {
-            self.evaluate(instance).await;
-        }
+        self.evaluate_all(&answering).await;
         self.stop_idle(&answering).await;
         Ok(())
     }
