@@ -516,6 +516,20 @@ impl TestApp {
     }
 
     /// The id of the account `token` belongs to.
+    /// The pid of the tmux server holding `user_id`'s sessions, as tmux says.
+    pub async fn tmux_server_pid(&self, user_id: i64) -> i32 {
+        let out = self
+            .tmux_client(user_id)
+            .args(["display-message", "-p", "#{pid}"])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no tmux server pid in {text:?}"))
+    }
+
     pub async fn user_id(&self, token: &str) -> i64 {
         let me: Value = self
             .get("/api/auth/me", Some(token))

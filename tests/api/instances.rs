@@ -968,15 +968,8 @@ async fn a_tmux_server_that_dies_is_said_so_and_started_anew() {
             .await),
     ];
     // As a crash would: the server gone at once, sessions and all.
-    let out = app
-        .tmux_client(owner)
-        .args(["display-message", "-p", "#{pid}"])
-        .output()
-        .await
-        .unwrap();
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Pid::from_raw(app.tmux_server_pid(owner).await).unwrap(),
         rustix::process::Signal::KILL,
     )
     .unwrap();

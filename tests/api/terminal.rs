@@ -495,14 +495,7 @@ async fn input_faster_than_tmux_reads_is_refused_in_words_not_queued_without_bou
     let (app, token, id) = app_with_bash(|_| {}).await;
     let mut term = app.term(&token, &id).await;
     let user_id = app.user_id(&token).await;
-    let out = app
-        .tmux_client(user_id)
-        .args(["display-message", "-p", "#{pid}"])
-        .output()
-        .await
-        .unwrap();
-    let server: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let server = rustix::process::Pid::from_raw(server).unwrap();
+    let server = rustix::process::Pid::from_raw(app.tmux_server_pid(user_id).await).unwrap();
     // tmux reads nothing more: every byte typed now waits in pocketdev.
     rustix::process::kill_process(server, rustix::process::Signal::STOP).unwrap();
     let chunk = vec![b' '; pocketdev::terminal::protocol::MAX_FRAME - 1024];
@@ -564,17 +557,6 @@ async fn hooks_on_the_accounts_tmux_server_cannot_scramble_what_viewers_see() {
     }
 }
 
-/// The account's tmux server's pid, as tmux says.
-async fn tmux_server_pid(app: &TestApp, user_id: i64) -> String {
-    let out = app
-        .tmux_client(user_id)
-        .args(["display-message", "-p", "#{pid}"])
-        .output()
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test]
 async fn terminals_opened_while_agents_start_and_stop_never_take_tmux_down() {
     // What a dashboard does when it opens several terminals at once while agents start: on
@@ -595,8 +577,7 @@ async fn terminals_opened_while_agents_start_and_stop_never_take_tmux_down() {
         .create_instance(token, json!({ "profile": "fake" }))
         .await;
     let keeper = first["id"].as_str().unwrap().to_owned();
-    let server = tmux_server_pid(app, user_id).await;
-    assert!(!server.is_empty());
+    let server = app.tmux_server_pid(user_id).await;
     for round in 0..ROUNDS {
         let opened = futures::future::join_all((1..AT_ONCE).map(|_| async {
             let created = app
@@ -624,7 +605,7 @@ async fn terminals_opened_while_agents_start_and_stop_never_take_tmux_down() {
         let (_, watcher) = tokio::join!(closing, watching);
         drop(watcher);
         assert_eq!(
-            tmux_server_pid(app, user_id).await,
+            app.tmux_server_pid(user_id).await,
             server,
             "the account's tmux server went down in round {round}"
         );
