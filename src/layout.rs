@@ -18,6 +18,27 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// A folder of an account's own (its workspace or home). What is inside belongs to the
+/// account, and only the account's identity may touch it: the path is shown to code acting as
+/// the account on its thread ([`AccountDir::path`] asks for the proof), or handed to a process
+/// that will run as the account ([`AccountDir::for_account_process`], which clippy allows only
+/// where a reason says so). Root-side code cannot open, stat or canonicalize inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDir(PathBuf);
+
+impl AccountDir {
+    /// The path, for code acting as the account (`run_as`, `blocking_as`).
+    pub fn path(&self, _acting: &crate::isolation::Acting) -> &Path {
+        &self.0
+    }
+
+    /// The path, for a process that runs as the account: its working folder, its `HOME`, its
+    /// sandbox's rules, `useradd`'s home. Never for the server's own file access.
+    pub fn for_account_process(&self) -> &Path {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
@@ -68,12 +89,12 @@ impl Layout {
         self.users_dir().join(user_id.to_string())
     }
 
-    pub fn workspace(&self, user_id: i64) -> PathBuf {
-        self.user_dir(user_id).join("workspace")
+    pub fn workspace(&self, user_id: i64) -> AccountDir {
+        AccountDir(self.user_dir(user_id).join("workspace"))
     }
 
-    pub fn home(&self, user_id: i64) -> PathBuf {
-        self.user_dir(user_id).join("home")
+    pub fn home(&self, user_id: i64) -> AccountDir {
+        AccountDir(self.user_dir(user_id).join("home"))
     }
 
     /// Creates an account's folders with the layout's modes; idempotent.
@@ -81,10 +102,31 @@ impl Layout {
         if self.prepared.lock().contains(&user_id) {
             return Ok(());
         }
+        // Root makes them in the root-owned 0711 folder no account can change, so nothing an
+        // account planted is followed; inside them, only the account acts.
         ensure_dir(&self.user_dir(user_id), 0o711)?;
-        ensure_dir(&self.workspace(user_id), 0o700)?;
-        ensure_dir(&self.home(user_id), 0o700)?;
+        ensure_dir(&self.workspace(user_id).0, 0o700)?;
+        ensure_dir(&self.home(user_id).0, 0o700)?;
         self.prepared.lock().insert(user_id);
+        Ok(())
+    }
+
+    /// Gives the account its folders (root makes them, in the root-owned folder above): the
+    /// folders themselves, or everything in them for a Unix user just made (files restored
+    /// from a backup keep the uid they had). `lchown` never follows a link.
+    pub fn hand_over(
+        &self,
+        user_id: i64,
+        identity: crate::isolation::Identity,
+        whole_tree: bool,
+    ) -> anyhow::Result<()> {
+        for dir in [self.workspace(user_id).0, self.home(user_id).0] {
+            if whole_tree {
+                crate::isolation::accounts::chown_tree(&dir, identity)?;
+            } else {
+                std::os::unix::fs::lchown(&dir, Some(identity.uid), Some(identity.gid))?;
+            }
+        }
         Ok(())
     }
 
@@ -161,9 +203,9 @@ mod tests {
         assert_eq!(mode(&layout.server_dir()), 0o700);
         assert_eq!(mode(&layout.users_dir()), 0o711);
         assert_eq!(mode(&layout.user_dir(7)), 0o711);
-        assert_eq!(mode(&layout.workspace(7)), 0o700);
-        assert_eq!(mode(&layout.home(7)), 0o700);
-        assert!(layout.workspace(7).ends_with("users/7/workspace"));
+        assert_eq!(mode(&layout.workspace(7).0), 0o700);
+        assert_eq!(mode(&layout.home(7).0), 0o700);
+        assert!(layout.workspace(7).0.ends_with("users/7/workspace"));
     }
 
     #[test]
@@ -186,7 +228,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let layout = Layout::prepare(tmp.path()).unwrap();
         layout.prepare_user(3).unwrap();
-        fs::write(layout.workspace(3).join("notes.txt"), "hi").unwrap();
+        fs::write(layout.workspace(3).0.join("notes.txt"), "hi").unwrap();
         let archived = layout.archive_user(3, "alice").unwrap().expect("archived");
         assert!(!layout.user_dir(3).exists());
         assert_eq!(

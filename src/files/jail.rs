@@ -590,7 +590,7 @@ pub fn commit_uploads(uploads: Vec<PendingUpload>, replace: bool) -> Result<(), 
 impl Drop for PendingUpload {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = crate::isolation::run_as(self.identity, || {
+            let _ = crate::isolation::run_as(self.identity, |_| {
                 rustix::fs::unlinkat(&self.dir, &self.temp, AtFlags::empty())
             });
         }

@@ -47,9 +47,11 @@ async fn in_jail<T: Send + 'static>(
     // rights, so nothing an agent planted leads further than the account itself could go.
     let identity = state.isolation.ensure(user_id).await?;
     let workspace = state.layout.workspace(user_id);
-    crate::isolation::blocking_as(identity, move || operation(&Jail::open(&workspace)?))
-        .await?
-        .map_err(AppError::from)
+    crate::isolation::blocking_as(identity, move |acting| {
+        operation(&Jail::open(workspace.path(acting))?)
+    })
+    .await?
+    .map_err(AppError::from)
 }
 
 fn parse(raw: &str) -> AppResult<RelPath> {
@@ -612,7 +614,7 @@ async fn upload(
         pending_all.push(pending);
     }
     let identity = state.isolation.ensure(auth.user.id).await?;
-    crate::isolation::blocking_as(identity, move || {
+    crate::isolation::blocking_as(identity, move |_| {
         crate::files::jail::commit_uploads(pending_all, replace)
     })
     .await??;

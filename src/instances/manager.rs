@@ -473,9 +473,10 @@ impl Manager {
         self.layout.prepare_user(user_id)?;
         let workspace = self.layout.workspace(user_id);
         let relative = workdir.to_owned();
-        let found = crate::isolation::blocking_as(identity, move || {
+        let found = crate::isolation::blocking_as(identity, move |acting| {
+            let workspace = workspace.path(acting);
             let path = crate::files::jail::RelPath::parse(&relative).ok()?;
-            crate::files::jail::Jail::open(&workspace)
+            crate::files::jail::Jail::open(workspace)
                 .ok()?
                 .check_dir(&path)
                 .ok()?;
@@ -530,6 +531,15 @@ impl Manager {
     ) -> Result<(), AppError> {
         let cwd = self.resolve_workdir(user.id, &instance.workdir).await?;
         let home = self.layout.home(user.id);
+        // The agent's HOME, TMPDIR and sandbox rules: for its processes, which run as it.
+        #[allow(clippy::disallowed_methods)]
+        let home_path = home.for_account_process().to_path_buf();
+        #[allow(clippy::disallowed_methods)]
+        let workspace_path = self
+            .layout
+            .workspace(user.id)
+            .for_account_process()
+            .to_path_buf();
         let path = search_path();
         let command = resolve_command(&profile.command, &path).ok_or_else(|| {
             AppError::Unprocessable(format!(
@@ -539,7 +549,7 @@ impl Manager {
         })?;
 
         let mut env: BTreeMap<String, String> = BTreeMap::from([
-            ("HOME".into(), home.to_string_lossy().into_owned()),
+            ("HOME".into(), home_path.to_string_lossy().into_owned()),
             ("USER".into(), user.username.clone()),
             ("LOGNAME".into(), user.username.clone()),
             ("SHELL".into(), "/bin/bash".into()),
@@ -556,7 +566,7 @@ impl Manager {
             // The account's own temporary folder: /tmp is shared by every account.
             env.insert(
                 "TMPDIR".into(),
-                home.join("tmp").to_string_lossy().into_owned(),
+                home_path.join("tmp").to_string_lossy().into_owned(),
             );
         }
         env.extend(profile.env.clone());
@@ -589,7 +599,7 @@ impl Manager {
         if self.isolation.landlock() {
             let launcher_dir = self.launcher.parent().unwrap_or(Path::new("/"));
             let allowed = crate::isolation::sandbox::Allowed {
-                write: vec![self.layout.workspace(user.id), home.clone()],
+                write: vec![workspace_path, home_path.clone()],
                 read: vec![
                     crate::isolation::sandbox::program_root(&command),
                     launcher_dir.to_path_buf(),
@@ -604,9 +614,9 @@ impl Manager {
             let cwd_for_prep = cwd.clone();
             let key = env.get("ANTHROPIC_API_KEY").cloned();
             let hook_command = format!("'{}' hook", self.launcher.display());
-            blocking_as(identity, move || {
+            blocking_as(identity, move |acting| {
                 super::claude::prepare_home(
-                    &home_for_prep,
+                    home_for_prep.path(acting),
                     &cwd_for_prep,
                     key.as_deref(),
                     &hook_command,
@@ -616,8 +626,8 @@ impl Manager {
             if let Some(session) = &instance.agent_session_id {
                 let home_for_check = home.clone();
                 let session_for_check = session.clone();
-                let resume = blocking_as(identity, move || {
-                    has_transcript(&home_for_check, &session_for_check)
+                let resume = blocking_as(identity, move |acting| {
+                    has_transcript(home_for_check.path(acting), &session_for_check)
                 })
                 .await
                 .unwrap_or(false);
@@ -640,12 +650,13 @@ impl Manager {
         // so its file is in the account's home, written with the account's identity.
         let env_file = match identity {
             None => self.layout.server_dir().join("run"),
-            Some(_) => home.join(".pocketdev").join("run"),
+            // Named for the launcher, which runs as the account; written below as the account.
+            Some(_) => home_path.join(".pocketdev").join("run"),
         }
         .join(format!("{}.env", instance.id));
         let env_text = serde_json::to_string(&env).context("environment")?;
         let env_path = env_file.clone();
-        blocking_as(identity, move || {
+        blocking_as(identity, move |_| {
             if identity.is_some() {
                 create_private_dirs(env_path.parent().expect("a folder"))?;
             }
@@ -686,7 +697,7 @@ impl Manager {
         let started = tmux.new_session(&spec).await;
         if started.is_err() {
             let env_file = env_file.clone();
-            let _ = blocking_as(identity, move || std::fs::remove_file(&env_file)).await;
+            let _ = blocking_as(identity, move |_| std::fs::remove_file(&env_file)).await;
         }
         started.map_err(start_error)?;
         // The launcher waits in the pane until it is in its group.

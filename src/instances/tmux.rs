@@ -116,7 +116,13 @@ impl TmuxServers {
             calm: self.calm.lock().entry(user_id).or_default().clone(),
             account: Some(AccountClient {
                 identity: confinement.identity,
-                home: self.layout.home(user_id),
+                // HOME of the account's tmux clients, which run as the account.
+                #[allow(clippy::disallowed_methods)]
+                home: self
+                    .layout
+                    .home(user_id)
+                    .for_account_process()
+                    .to_path_buf(),
                 confinement,
             }),
         }

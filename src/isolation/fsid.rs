@@ -107,11 +107,20 @@ pub fn current() -> Option<Identity> {
     (uid != rustix::process::geteuid().as_raw()).then_some(Identity { uid, gid })
 }
 
+/// Proof that this thread acts as an account (or, with isolation off, as the only user there
+/// is): what [`crate::layout::AccountDir`] asks before it shows the path of an account's folder.
+/// Made only by [`run_as`]; not `Send`, so it cannot leave the thread that acts.
+pub struct Acting {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
 /// Runs `work` on this thread as `identity`, or as the server itself when there is none
 /// (isolation off).
-pub fn run_as<T>(identity: Option<Identity>, work: impl FnOnce() -> T) -> io::Result<T> {
+pub fn run_as<T>(identity: Option<Identity>, work: impl FnOnce(&Acting) -> T) -> io::Result<T> {
     let _guard = identity.map(AsAccount::enter).transpose()?;
-    Ok(work())
+    Ok(work(&Acting {
+        _not_send: std::marker::PhantomData,
+    }))
 }
 
 #[cfg(test)]
@@ -127,7 +136,7 @@ mod tests {
                     uid: 65_534,
                     gid: 65_534,
                 }),
-                || {
+                |_| {
                     (
                         current_fsuid(),
                         current_fsgid(),
@@ -148,7 +157,7 @@ mod tests {
                     uid: 65_534,
                     gid: 65_534,
                 }),
-                || rustix::thread::capabilities(None).unwrap(),
+                |_| rustix::thread::capabilities(None).unwrap(),
             )
             .unwrap();
             assert!(

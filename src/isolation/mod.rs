@@ -31,13 +31,13 @@ use crate::db::Db;
 use crate::error::AppError;
 use crate::layout::Layout;
 
-pub use fsid::run_as;
+pub use fsid::{Acting, run_as};
 
 /// Runs blocking `work` on the blocking pool, as `identity` when there is one (see
 /// [`run_as`]); the one way file work for an account leaves the async handlers.
 pub async fn blocking_as<T: Send + 'static>(
     identity: Option<Identity>,
-    work: impl FnOnce() -> T + Send + 'static,
+    work: impl FnOnce(&Acting) -> T + Send + 'static,
 ) -> anyhow::Result<T> {
     Ok(tokio::task::spawn_blocking(move || run_as(identity, work)).await??)
 }
@@ -412,11 +412,18 @@ impl Isolation {
     /// What an account's tmux server, its clients and so its agents may reach: its workspace,
     /// home and socket folder to write; the system, the launcher and the agents' programs to
     /// read and run.
+    #[allow(clippy::disallowed_methods)] // rules for the account's own processes
     fn account_allowed(&self, user_id: i64) -> sandbox::Allowed {
         sandbox::Allowed {
             write: vec![
-                self.layout.workspace(user_id),
-                self.layout.home(user_id),
+                self.layout
+                    .workspace(user_id)
+                    .for_account_process()
+                    .to_path_buf(),
+                self.layout
+                    .home(user_id)
+                    .for_account_process()
+                    .to_path_buf(),
                 self.socket_dir(user_id),
             ],
             read: [self.layout.bin_dir(), self.config.run_dir.join("tmux.conf")]
@@ -622,10 +629,22 @@ impl Isolation {
         }
         start.private_namespaces = self.report.private_namespaces && !self.bwrap();
         if self.bwrap() {
+            // The account's sandbox binds them for the account's own processes.
+            #[allow(clippy::disallowed_methods)]
+            let (workspace, home) = (
+                self.layout
+                    .workspace(user_id)
+                    .for_account_process()
+                    .to_path_buf(),
+                self.layout
+                    .home(user_id)
+                    .for_account_process()
+                    .to_path_buf(),
+            );
             start.bwrap = Some(sandbox::bwrap_args(&sandbox::Account {
                 socket_dir: self.socket_dir(user_id),
-                workspace: self.layout.workspace(user_id),
-                home: self.layout.home(user_id),
+                workspace,
+                home,
                 launcher_dir: self.layout.bin_dir(),
                 tmux_config: self.config.run_dir.join("tmux.conf"),
                 programs: self.programs.clone(),
@@ -908,24 +927,21 @@ fn provision(
                     format!("no free uid left in isolation.uid_min..uid_max ({next}..{max})")
                 })?,
             };
-            accounts::create_user(name, uid, &layout.home(user_id), install)?;
+            #[allow(clippy::disallowed_methods)] // useradd records it as the account's home
+            let home = layout.home(user_id).for_account_process().to_path_buf();
+            accounts::create_user(name, uid, &home, install)?;
             (Identity { uid, gid: uid }, true)
         }
     };
     layout.prepare_user(user_id)?;
-    for dir in [layout.workspace(user_id), layout.home(user_id)] {
-        if created {
-            accounts::chown_tree(&dir, identity)?;
-        } else {
-            std::os::unix::fs::lchown(&dir, Some(identity.uid), Some(identity.gid))?;
-        }
-    }
+    layout.hand_over(user_id, identity, created)?;
     // The agent's own temporary folder (TMPDIR), made as the account in the home it owns:
     // whatever the account put there instead (a link, a file) is its own business, and root
     // never follows it.
-    let tmp = layout.home(user_id).join("tmp");
-    run_as(Some(identity), move || {
+    let home = layout.home(user_id);
+    run_as(Some(identity), move |acting| {
         use std::os::unix::fs::DirBuilderExt;
+        let tmp = home.path(acting).join("tmp");
         match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 tracing::warn!(user_id, error = %e, "cannot create the account's TMPDIR");
