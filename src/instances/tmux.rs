@@ -276,6 +276,11 @@ impl Tmux {
         self.calm.clone().lock_owned().await
     }
 
+    /// [`Tmux::calm`], if no one holds it now.
+    pub fn try_calm(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.calm.clone().try_lock_owned().ok()
+    }
+
     /// The Unix user this server and its clients run as; `None`: the server's own.
     pub fn uid(&self) -> Option<u32> {
         self.account.as_ref().map(|a| a.identity.uid)

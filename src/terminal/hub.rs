@@ -135,6 +135,11 @@ enum Pending {
     },
     /// `<cols>x<rows>` of the window, asked right after a resize.
     Size,
+    /// The end of commands that tmux tells every control client of (a paste buffer): the
+    /// server's calm lock is held until tmux has run them.
+    Release {
+        _calm: tokio::sync::OwnedMutexGuard<()>,
+    },
 }
 
 struct PartialSnapshot {
@@ -145,6 +150,8 @@ struct PartialSnapshot {
 
 pub struct Hub {
     instance: Instance,
+    /// The instance's tmux server, for its calm lock (see `Tmux::calm`).
+    tmux: Tmux,
     target: String,
     settings: Settings,
     slots: Vec<Slot>,
@@ -185,6 +192,7 @@ impl Hub {
         let stdin_queued = Arc::new(AtomicUsize::new(0));
         let mut hub = Hub {
             target: format!("={}:", instance.tmux_session()),
+            tmux: tmux.clone(),
             instance,
             settings,
             slots: Vec::new(),
@@ -373,7 +381,7 @@ impl Hub {
 
     fn on_reply(&mut self, pending: Pending, ok: bool, mut lines: Vec<Vec<u8>>) {
         match pending {
-            Pending::Ignore => {}
+            Pending::Ignore | Pending::Release { .. } => {}
             Pending::Size => {
                 if let Some((cols, rows)) = lines.first().filter(|_| ok).and_then(|l| parse_size(l))
                 {
@@ -520,7 +528,23 @@ impl Hub {
             Command::Paste { viewer, text } => {
                 self.settings.activity.note_input(&self.instance.id);
                 self.touch(viewer);
-                self.send_to_tmux(control::paste(&self.target, &text));
+                // tmux 3.4 and later tell every control client of paste buffers: not while
+                // one is still connecting. When one is, the text is typed instead (the same
+                // bytes, without the program's bracketed-paste markers).
+                match self.tmux.try_calm() {
+                    Some(calm) => {
+                        let commands = control::paste(&self.target, &text);
+                        let lines = commands.lines().count();
+                        let mut replies: Vec<Pending> =
+                            (1..lines).map(|_| Pending::Ignore).collect();
+                        replies.push(Pending::Release { _calm: calm });
+                        self.send_commands(commands, replies);
+                    }
+                    None => {
+                        let typed = text.replace("\r\n", "\r").replace('\n', "\r");
+                        self.send_to_tmux(control::send_bytes(&self.target, typed.as_bytes()));
+                    }
+                }
             }
         }
     }
