@@ -968,6 +968,8 @@ impl Manager {
         }
         let panes = &listing.panes;
         let live = store::live(&self.db).await?;
+        // Accounts whose tmux server stopped under their agents this pass, and how many went.
+        let mut servers_gone: std::collections::BTreeMap<i64, u32> = Default::default();
         for instance in &live {
             // An account whose server did not answer is left as it is until it does.
             if self.busy.lock().contains(&instance.id) || !listing.answered(instance.owner) {
@@ -997,6 +999,9 @@ impl Manager {
                     if store::mark_ended(&self.db, &instance.id, State::Exited, None, reason, None)
                         .await?
                     {
+                        if reason == "server_gone" {
+                            *servers_gone.entry(instance.owner).or_default() += 1;
+                        }
                         tracing::warn!(instance = %instance.id, reason, "tmux session vanished; instance marked exited");
                         self.publish(&instance.id).await?;
                     }
@@ -1024,6 +1029,24 @@ impl Manager {
                     }
                 }
                 Some(_) => {}
+            }
+        }
+        for (owner, agents) in servers_gone {
+            let detail = format!(
+                "the tmux server of account {owner} stopped, taking {agents} running agent(s) with it; \
+                 the account's next agent starts a new one"
+            );
+            let webhook = self.config.alerts.webhook_url.as_deref();
+            let raised = crate::monitor::alerts::event(
+                &self.db,
+                webhook,
+                "tmux_server",
+                f64::from(agents),
+                &detail,
+            )
+            .await;
+            if let Err(err) = raised {
+                tracing::warn!(error = %err.logged(), "cannot record the alert");
             }
         }
         // Per-instance state lasts only as long as the instance.

@@ -174,6 +174,40 @@ pub async fn record(
     Ok(())
 }
 
+/// An alert for something that happened rather than a level crossed (`kind`, with `value` of
+/// it and `detail` in words): stored raised and cleared at once, logged, and sent to the webhook.
+pub async fn event(
+    db: &Db,
+    webhook: Option<&str>,
+    kind: &'static str,
+    value: f64,
+    detail: &str,
+) -> Result<(), AppError> {
+    let now = OffsetDateTime::now_utc();
+    tracing::error!(kind, value, detail, "alert");
+    sqlx::query(
+        "INSERT INTO alerts (kind, value, threshold, raised_at, cleared_at) VALUES (?, ?, 0, ?, ?)",
+    )
+    .bind(kind)
+    .bind(value)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await?;
+    if let Some(url) = webhook {
+        let body = serde_json::json!({
+            "source": "pocketdev",
+            "event": "happened",
+            "kind": kind,
+            "value": value,
+            "detail": detail,
+            "at": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        });
+        tokio::spawn(deliver(url.to_owned(), body));
+    }
+    Ok(())
+}
+
 fn payload(change: Change, at: OffsetDateTime) -> serde_json::Value {
     let (event, kind, value, threshold) = match change {
         Change::Raised {

@@ -977,6 +977,20 @@ async fn a_tmux_server_that_dies_is_said_so_and_started_anew() {
         let ended = app.wait_for_state(&token, agent, "exited").await;
         assert_eq!(ended["end_reason"], "server_gone", "{ended}");
     }
+    // Admins are told, once for the server.
+    let admin = app.admin_token().await;
+    let alerts: Vec<Value> = app
+        .get("/api/system/alerts", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let told: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "tmux_server")
+        .collect();
+    assert_eq!(told.len(), 1, "{alerts:?}");
+    assert_eq!(told[0]["value"], 2.0, "{alerts:?}");
     // The next agent starts a new server.
     let next = id(&app
         .create_instance(&token, json!({ "profile": "fake" }))

@@ -80,7 +80,10 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
     }
     clear(alertsBox, h('h2', { id: 'alerts-h' }, 'Alerts'),
       recent.length ? h('ul', { class: 'alert-list' }, recent.slice(0, 20).map((a) => h('li', { class: a.cleared_at ? 'muted' : 'alert-active' },
-        `${a.kind}: ${a.value.toFixed(0)} % (threshold ${a.threshold.toFixed(0)} %) — raised ${when(a.raised_at)}${a.cleared_at ? `, cleared ${when(a.cleared_at)}` : ', active'}`)))
+        a.kind === 'tmux_server'
+          // An event, not a level: an account's tmux server stopped under its agents.
+          ? `an account's tmux server stopped, taking ${a.value.toFixed(0)} agent(s) with it — ${when(a.raised_at)}`
+          : `${a.kind}: ${a.value.toFixed(0)} % (threshold ${a.threshold.toFixed(0)} %) — raised ${when(a.raised_at)}${a.cleared_at ? `, cleared ${when(a.cleared_at)}` : ', active'}`)))
         : h('p', { class: 'muted' }, 'No alerts.'));
   };
 
