@@ -412,20 +412,26 @@ impl Isolation {
     /// What an account's tmux server, its clients and so its agents may reach: its workspace,
     /// home and socket folder to write; the system, the launcher and the agents' programs to
     /// read and run.
-    #[allow(clippy::disallowed_methods)] // rules for the account's own processes
+    /// The account's workspace and home, as its own processes (the tmux server, its sandbox's
+    /// rules and binds) are given them.
+    #[allow(clippy::disallowed_methods)] // for the account's own processes only
+    fn folders_for_account_processes(&self, user_id: i64) -> (PathBuf, PathBuf) {
+        (
+            self.layout
+                .workspace(user_id)
+                .for_account_process()
+                .to_path_buf(),
+            self.layout
+                .home(user_id)
+                .for_account_process()
+                .to_path_buf(),
+        )
+    }
+
     fn account_allowed(&self, user_id: i64) -> sandbox::Allowed {
+        let (workspace, home) = self.folders_for_account_processes(user_id);
         sandbox::Allowed {
-            write: vec![
-                self.layout
-                    .workspace(user_id)
-                    .for_account_process()
-                    .to_path_buf(),
-                self.layout
-                    .home(user_id)
-                    .for_account_process()
-                    .to_path_buf(),
-                self.socket_dir(user_id),
-            ],
+            write: vec![workspace, home, self.socket_dir(user_id)],
             read: [self.layout.bin_dir(), self.config.run_dir.join("tmux.conf")]
                 .into_iter()
                 .chain(self.programs.iter().cloned())
@@ -629,18 +635,7 @@ impl Isolation {
         }
         start.private_namespaces = self.report.private_namespaces && !self.bwrap();
         if self.bwrap() {
-            // The account's sandbox binds them for the account's own processes.
-            #[allow(clippy::disallowed_methods)]
-            let (workspace, home) = (
-                self.layout
-                    .workspace(user_id)
-                    .for_account_process()
-                    .to_path_buf(),
-                self.layout
-                    .home(user_id)
-                    .for_account_process()
-                    .to_path_buf(),
-            );
+            let (workspace, home) = self.folders_for_account_processes(user_id);
             start.bwrap = Some(sandbox::bwrap_args(&sandbox::Account {
                 socket_dir: self.socket_dir(user_id),
                 workspace,

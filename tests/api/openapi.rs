@@ -737,12 +737,7 @@ fn sample(doc: &Value, schema: &Value, at: &str) -> Value {
         }
         "object" | "" => {
             let mut fields = serde_json::Map::new();
-            for name in schema["required"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
+            for name in required(schema) {
                 let field = sample(doc, &schema["properties"][name], &format!("{at}.{name}"));
                 fields.insert(name.to_owned(), field);
             }
@@ -776,12 +771,7 @@ fn wrongly_typed(doc: &Value, schema: &Value) -> Value {
         .and_then(|v| v.iter().find(|v| type_of(doc, v) != "null"))
         .map_or(schema, |v| resolve(doc, v));
     let mut fields = serde_json::Map::new();
-    for name in schema["required"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    for name in required(schema) {
         let wrong = match type_of(doc, &schema["properties"][name]) {
             "string" => json!(42),
             _ => json!("a string"),
@@ -925,4 +915,13 @@ fn has_type(value: &Value, t: &str) -> bool {
         "object" => value.is_object(),
         _ => true,
     }
+}
+
+/// The names of an object schema's required fields.
+fn required(schema: &Value) -> impl Iterator<Item = &str> {
+    schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
 }
