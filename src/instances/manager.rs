@@ -791,10 +791,11 @@ impl Manager {
         self.publish(&instance.id).await
     }
 
-    /// The instance's own cgroup, where it has one.
-    pub fn instance_group(&self, instance: &Instance) -> Option<std::path::PathBuf> {
+    /// Where the instance's own cgroup is when it has one (it may not exist: check it on a
+    /// blocking thread).
+    pub fn instance_group_dir(&self, instance: &Instance) -> Option<std::path::PathBuf> {
         self.isolation
-            .existing_instance_group(instance.owner, &instance.id)
+            .instance_group_dir(instance.owner, &instance.id)
     }
 
     /// Whether `pid` is one of the account's processes, as the kernel says.

@@ -554,23 +554,25 @@ impl Tmux {
     ) -> Result<HashMap<String, String>, TmuxError> {
         // tmux takes a command of at most 16 KiB, so at most so many screens each time.
         const AT_ONCE: usize = 40;
-        if sessions.len() > AT_ONCE {
-            let mut screens = HashMap::new();
-            for chunk in sessions.chunks(AT_ONCE) {
-                screens.extend(Box::pin(self.capture_screens(chunk)).await?);
-            }
-            return Ok(screens);
+        let mut screens = HashMap::new();
+        for batch in sessions.chunks(AT_ONCE) {
+            self.capture_batch(batch, &mut screens).await?;
         }
-        if sessions.is_empty() {
-            return Ok(HashMap::new());
-        }
+        Ok(screens)
+    }
+
+    async fn capture_batch(
+        &self,
+        sessions: &[String],
+        screens: &mut HashMap<String, String>,
+    ) -> Result<(), TmuxError> {
         // After each screen, a line no pane can print (it cannot know this pass's token).
         let end = format!(
             "pocketdev-screen-end-{}",
             crate::auth::tokens::random_token(12)
         );
         let targets: Vec<String> = sessions.iter().map(|s| format!("={s}:")).collect();
-        let mut args = Vec::with_capacity(sessions.len() * 9);
+        let mut args = Vec::with_capacity(sessions.len() * 12);
         for target in &targets {
             if !args.is_empty() {
                 args.push(";");
@@ -580,31 +582,26 @@ impl Tmux {
         }
         match self.run(&args).await {
             Ok(out) => {
-                let mut screens = HashMap::new();
-                let mut rest = out.as_str();
-                for session in sessions {
-                    let Some((screen, after)) = rest.split_once(&format!("{end}\n")) else {
-                        break;
-                    };
+                let end = format!("{end}\n");
+                let ended = out
+                    .split_inclusive(&end)
+                    .filter_map(|piece| piece.strip_suffix(&end));
+                for (session, screen) in sessions.iter().zip(ended) {
                     screens.insert(session.clone(), trim_trailing_blank_lines(screen));
-                    rest = after;
                 }
-                Ok(screens)
             }
             Err(TmuxError::Failed { .. }) => {
-                let mut screens = HashMap::new();
                 for session in sessions {
                     if let Ok(screen) = self.capture(session, 0, false).await {
                         screens.insert(session.clone(), screen);
                     }
                 }
-                Ok(screens)
             }
-            Err(err) => Err(err),
+            Err(err) => return Err(err),
         }
+        Ok(())
     }
 
-    /// Types `text` literally, as if pasted key by key.
     /// Types `text` into the session: through a paste buffer loaded from the client's standard
     /// input, so what people type (prompts, passwords for a login) never sits in a command line.
     pub async fn send_text(&self, session: &str, text: &str) -> Result<(), TmuxError> {

@@ -672,9 +672,14 @@ impl Isolation {
 
     /// An instance's group, if it has one now.
     pub fn existing_instance_group(&self, user_id: i64, instance_id: &str) -> Option<PathBuf> {
+        self.instance_group_dir(user_id, instance_id)
+            .filter(|dir| dir.exists())
+    }
+
+    /// Where an instance's group is, or would be, where the host has cgroup v2.
+    pub fn instance_group_dir(&self, user_id: i64, instance_id: &str) -> Option<PathBuf> {
         self.cgroups
             .instance_dir(&self.unix_name(user_id), instance_id)
-            .filter(|dir| dir.exists())
     }
 
     /// Moves an instance's launcher into the instance's group. The launcher is found by the

@@ -320,32 +320,33 @@ impl Monitor {
         // counts (nothing the account's tmux server says, and right inside bubblewrap's pid
         // namespace too); else the pane's pid, only if the kernel says it is the account's
         // (never pid 1, the server or another account's agent).
-        let sources: Vec<(String, Result<PathBuf, u32>)> = live
+        // Both are read from the kernel's files, on the blocking pool.
+        let sources: Vec<(String, i64, Option<PathBuf>, Option<u32>)> = live
             .iter()
-            .filter_map(|i| {
-                if let Some(group) = self.manager.instance_group(i) {
-                    return Some((i.id.clone(), Ok(group)));
-                }
-                let pid = pane_of(&panes, i)?
-                    .pid
-                    .filter(|&pid| self.manager.owns_process(i.owner, pid))?;
-                Some((i.id.clone(), Err(pid)))
+            .map(|i| {
+                let pid = pane_of(&panes, i).and_then(|pane| pane.pid);
+                (
+                    i.id.clone(),
+                    i.owner,
+                    self.manager.instance_group_dir(i),
+                    pid,
+                )
             })
             .collect();
-        let sampler = self.sampler.clone();
+        let (sampler, manager) = (self.sampler.clone(), self.manager.clone());
         let data_dir = self.data_dir.clone();
         let (host, trees) = tokio::task::spawn_blocking(move || {
             let roots: Vec<(String, Vec<u32>)> = sources
                 .into_iter()
-                .map(|(id, source)| match source {
-                    Ok(group) => (
-                        id,
-                        crate::isolation::cgroups::members(&group)
-                            .into_iter()
-                            .map(i32::unsigned_abs)
-                            .collect(),
-                    ),
-                    Err(pid) => (id, vec![pid]),
+                .filter_map(|(id, owner, group, pid)| match group {
+                    Some(group) if group.exists() => {
+                        let members = crate::isolation::cgroups::members(&group);
+                        Some((id, members.into_iter().map(i32::unsigned_abs).collect()))
+                    }
+                    _ => {
+                        let pid = pid.filter(|&pid| manager.owns_process(owner, pid))?;
+                        Some((id, vec![pid]))
+                    }
                 })
                 .collect();
             sampler.lock().sample(&data_dir, &roots)

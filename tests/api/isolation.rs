@@ -56,6 +56,13 @@ async fn ann_and_bob_with_a_secret(
     (ann_id, ann, bob_id, bob, bob_file)
 }
 
+/// An account with a shell instance ready for commands: (id, token, instance).
+async fn account_with_shell(app: &TestApp, name: &str) -> (i64, String, String) {
+    let (id, token) = account(app, name).await;
+    let instance = shell(app, &token).await;
+    (id, token, instance)
+}
+
 /// A shell instance of the account, ready for commands (its prompt is on the screen, so
 /// nothing is typed while its login scripts still run).
 async fn shell(app: &TestApp, token: &str) -> String {
@@ -308,8 +315,7 @@ async fn tmux_tricks_from_an_agent_leave_no_root_owned_trace() {
         return;
     }
     let app = spawn_app().await;
-    let (_, ann) = account(&app, "ann").await;
-    let instance = shell(&app, &ann).await;
+    let (_, ann, instance) = account_with_shell(&app, "ann").await;
     // A folder only root may write to, and one anyone may: a root client would write in either.
     let root_only = tempfile::tempdir().unwrap();
     let open = tempfile::tempdir().unwrap();
@@ -399,8 +405,7 @@ async fn nothing_an_agent_makes_its_tmux_server_or_pocketdevs_clients_do_leaves_
         return;
     }
     let app = spawn_app().await;
-    let (ann_id, ann) = account(&app, "ann").await;
-    let instance = shell(&app, &ann).await;
+    let (ann_id, ann, instance) = account_with_shell(&app, "ann").await;
     // Anyone may write here: only a sandbox keeps a process out.
     let open = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -515,10 +520,8 @@ async fn an_account_whose_tmux_server_stops_answering_holds_up_no_one_else() {
         return;
     }
     let app = spawn_app_with(|c| c.tmux.command_timeout_secs = 2).await;
-    let (_, ann) = account(&app, "ann").await;
-    let (_, bob) = account(&app, "bob").await;
-    let ann_shell = shell(&app, &ann).await;
-    let bob_shell = shell(&app, &bob).await;
+    let (_, ann, ann_shell) = account_with_shell(&app, "ann").await;
+    let (_, bob, bob_shell) = account_with_shell(&app, "bob").await;
     // An agent may stop its own account's processes, its tmux server among them.
     let server: u32 = run(&app, &ann, &ann_shell, "tmux display -p '#{pid}'")
         .await
@@ -1142,8 +1145,7 @@ async fn an_agent_cannot_speak_for_another_client_address_on_any_listener_it_rea
     })
     .await;
     let admin = app.admin_token().await;
-    let (_, ann) = account(&app, "ann").await;
-    let agent = shell(&app, &ann).await;
+    let (_, ann, agent) = account_with_shell(&app, "ann").await;
     let port = app.addr.port();
     let socket = app.config.proxy_socket.clone().unwrap();
 
@@ -1406,10 +1408,8 @@ async fn what_one_account_types_never_shows_in_another_accounts_process_list() {
         return;
     }
     let app = spawn_app().await;
-    let (_, ann) = account(&app, "ann").await;
-    let (bob_id, bob) = account(&app, "bob").await;
-    let ann_shell = shell(&app, &ann).await;
-    let bob_shell = shell(&app, &bob).await;
+    let (_, ann, ann_shell) = account_with_shell(&app, "ann").await;
+    let (bob_id, bob, bob_shell) = account_with_shell(&app, "bob").await;
     // Bob's agent watches every command line on the machine for ten seconds.
     let seen = app
         .data_dir()
@@ -1461,10 +1461,8 @@ async fn accounts_share_no_shared_memory_ipc_or_process_list() {
         return;
     }
     let app = spawn_app().await;
-    let (_, ann) = account(&app, "ann").await;
-    let (_, bob) = account(&app, "bob").await;
-    let ann_shell = shell(&app, &ann).await;
-    let bob_shell = shell(&app, &bob).await;
+    let (_, ann, ann_shell) = account_with_shell(&app, "ann").await;
+    let (_, bob, bob_shell) = account_with_shell(&app, "bob").await;
     let report = isolation_report(&app).await;
     assert_eq!(report["private_namespaces"], true, "{report}");
 
@@ -1533,8 +1531,7 @@ async fn no_descriptor_of_whoever_started_the_server_reaches_an_account() {
     // Under Landlock an agent cannot look into its tmux server's descriptors at all; with Unix
     // users alone it can, so only closing them keeps the file out of reach.
     let app = spawn_app_with(|c| c.isolation.mode = pocketdev::config::IsolationMode::Users).await;
-    let (_, ann) = account(&app, "ann").await;
-    let ann_shell = shell(&app, &ann).await;
+    let (_, ann, ann_shell) = account_with_shell(&app, "ann").await;
     let found = run(
         &app,
         &ann,
