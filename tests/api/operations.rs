@@ -458,18 +458,27 @@ async fn backup_and_restore_bring_back_accounts_files_and_keys() {
         secrets.to_string().contains("ANTHROPIC_API_KEY"),
         "{secrets}"
     );
-    let instance = install
-        .call(
-            "GET",
-            &format!("api/instances/{}", created["id"].as_str().unwrap()),
-            &token,
-            None,
-        )
-        .await;
-    assert_ne!(
-        instance["state"], "running",
-        "restore stops the agents: {instance}"
-    );
+    // Reconciliation marks it within two passes of a second each (a session is given up only
+    // when two listings miss it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let instance = install
+            .call(
+                "GET",
+                &format!("api/instances/{}", created["id"].as_str().unwrap()),
+                &token,
+                None,
+            )
+            .await;
+        if instance["state"] != "running" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "restore stops the agents: {instance}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
