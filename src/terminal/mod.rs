@@ -38,6 +38,8 @@ pub struct Terminals {
     hubs: Arc<Mutex<HashMap<String, Registered>>>,
     next_id: AtomicU64,
     pub tickets: tickets::Tickets,
+    /// Deflate state for sockets while they compress or inflate a message.
+    pub deflate: yawc::DeflatePool,
 }
 
 struct Registered {
@@ -75,6 +77,8 @@ impl Terminals {
             config,
             hubs: Arc::default(),
             next_id: AtomicU64::new(1),
+            // About as many as messages compressed at once: one per runtime worker, and some.
+            deflate: yawc::DeflatePool::new(8),
         }
     }
 

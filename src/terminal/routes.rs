@@ -2,8 +2,6 @@
 //! terminal is settled before the WebSocket upgrade, so refusals are plain JSON errors.
 
 use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -20,6 +18,24 @@ use crate::state::AppState;
 /// Frames beyond this end the connection at once; between [`protocol::MAX_FRAME`] and this, a frame is
 /// refused with an error message and the socket stays open.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
+/// Messages shorter than this go uncompressed: a keystroke's echo gains nothing from deflate.
+const COMPRESS_FROM: usize = 256;
+
+/// permessage-deflate without context takeover either way: each message is compressed alone,
+/// with deflate state taken from `pool` for that message only, so an idle viewer costs a few
+/// KiB rather than the ~370 KiB of a compressor of its own. Terminal output arrives in batches
+/// of up to 32 KiB and snapshots whole, which compress well alone.
+fn socket_options(pool: &yawc::DeflatePool) -> yawc::Options {
+    yawc::Options::default()
+        .with_low_latency_compression()
+        .server_no_context_takeover()
+        .client_no_context_takeover()
+        .with_deflate_pool(pool.clone())
+        .with_compression_threshold(COMPRESS_FROM)
+        .with_limits(TRANSPORT_LIMIT, TRANSPORT_LIMIT)
+        .with_read_buffer_capacity(8 * 1024)
+        .with_utf8()
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -95,7 +111,7 @@ async fn connect(
     Path(id): Path<String>,
     Query(query): Query<SocketQuery>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<yawc::IncomingUpgrade, StatusCode>,
 ) -> AppResult<Response> {
     same_origin(&headers)?;
     let auth = authenticate_socket(&state, &query, &headers, &id).await?;
@@ -122,12 +138,16 @@ async fn connect(
         user_id: auth.user.id,
         session_id: auth.session_id,
     };
-    Ok(upgrade
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(TRANSPORT_LIMIT)
-        .max_frame_size(TRANSPORT_LIMIT)
-        .on_upgrade(move |socket| viewer::serve(socket, state, instance, watcher, size)))
+    let (response, socket) = upgrade
+        .upgrade(socket_options(&state.terminals.deflate))
+        .map_err(|err| AppError::BadRequest(format!("cannot open a WebSocket: {err}")))?;
+    tokio::spawn(async move {
+        match socket.await {
+            Ok(socket) => viewer::serve(socket, state, instance, watcher, size).await,
+            Err(err) => tracing::debug!(error = %err, "a terminal socket failed to upgrade"),
+        }
+    });
+    Ok(response.map(axum::body::Body::new))
 }
 
 /// A ticket, then `?token=`, then the bearer header or session cookie.

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use yawc::close::CloseCode;
+use yawc::{Frame, HttpWebSocket, OpCode};
 
 use super::hub::{Command, Outgoing, Viewer, close, ended_reason};
 use super::protocol::{self, ClientMessage, MAX_FRAME, ServerMessage};
@@ -28,7 +29,7 @@ pub struct Watcher {
 }
 
 pub async fn serve(
-    socket: WebSocket,
+    socket: HttpWebSocket,
     state: AppState,
     instance: Instance,
     watcher: Watcher,
@@ -43,16 +44,16 @@ pub async fn serve(
             .flatten()
             .unwrap_or_default();
         let messages = [
-            Message::Text(text(&ServerMessage::Hello {
+            text(&ServerMessage::Hello {
                 instance: instance.id.clone(),
                 state: instance.state.as_str().to_owned(),
-            })),
-            Message::Binary(Bytes::from(kept.replace('\n', "\r\n"))),
-            Message::Text(text(&ServerMessage::Exit {
+            }),
+            Frame::binary(Bytes::from(kept.replace('\n', "\r\n"))),
+            text(&ServerMessage::Exit {
                 state: instance.state.as_str().to_owned(),
                 exit_code: instance.exit_code,
                 reason: instance.end_reason.clone(),
-            })),
+            }),
             close_message(close::ENDED, &ended_reason(&instance)),
         ];
         for message in messages {
@@ -102,23 +103,23 @@ pub async fn serve(
             };
             let Some(item) = item else { return };
             let sent = match item {
-                Outgoing::Text(json) => sink.send(Message::Text(json.into())).await,
+                Outgoing::Text(json) => sink.send(Frame::text(json)).await,
                 Outgoing::Binary(bytes) => {
                     let len = bytes.len();
-                    let sent = sink.send(Message::Binary(bytes)).await;
+                    let sent = sink.send(Frame::binary(bytes)).await;
                     queued.fetch_sub(len, Ordering::Relaxed);
                     sent
                 }
                 Outgoing::Snapshot(header, bytes) => {
                     let len = bytes.len();
-                    let sent = match sink.send(Message::Text(header.into())).await {
-                        Ok(()) => sink.send(Message::Binary(bytes)).await,
+                    let sent = match sink.send(Frame::text(header)).await {
+                        Ok(()) => sink.send(Frame::binary(bytes)).await,
                         err => err,
                     };
                     queued.fetch_sub(len, Ordering::Relaxed);
                     sent
                 }
-                Outgoing::Ping => sink.send(Message::Ping(Bytes::new())).await,
+                Outgoing::Ping => sink.send(Frame::ping(Bytes::new())).await,
             };
             if sent.is_err() {
                 return;
@@ -137,21 +138,24 @@ pub async fn serve(
             tokio::select! {
                 frame = stream.next() => {
                     last_seen = Instant::now();
-                    let Some(Ok(frame)) = frame else { return };
-                    match frame {
-                        Message::Binary(bytes) => {
+                    let Some(frame) = frame else { return };
+                    match frame.opcode() {
+                        OpCode::Binary => {
+                            let bytes = frame.into_payload();
                             if bytes.len() > MAX_FRAME {
                                 refuse_large(&outbox, bytes.len());
                             } else if !bytes.is_empty() && hub.send(Command::Input { viewer: id, bytes }).await.is_err() {
                                 return;
                             }
                         }
-                        Message::Text(json) => {
+                        OpCode::Text => {
+                            // The socket has checked that text frames are UTF-8.
+                            let json = frame.as_str();
                             if json.len() > MAX_FRAME {
                                 refuse_large(&outbox, json.len());
                                 continue;
                             }
-                            let command = match protocol::parse(json.as_str()) {
+                            let command = match protocol::parse(json) {
                                 Ok(ClientMessage::Resize { cols, rows }) => Command::Resize { viewer: id, cols: cols as u16, rows: rows as u16 },
                                 Ok(ClientMessage::Scroll { lines, col, row }) => Command::Scroll { viewer: id, lines, col, row },
                                 Ok(ClientMessage::Paste { data }) => Command::Paste { viewer: id, text: data },
@@ -168,8 +172,8 @@ pub async fn serve(
                                 return;
                             }
                         }
-                        Message::Close(_) => return,
-                        Message::Ping(_) | Message::Pong(_) => {}
+                        OpCode::Close => return,
+                        OpCode::Ping | OpCode::Pong | OpCode::Continuation => {}
                     }
                 }
                 signout = signouts.recv() => {
@@ -234,18 +238,15 @@ async fn still_signed_in(state: &AppState, watcher: &Watcher) -> bool {
     )
 }
 
-fn text(message: &ServerMessage) -> Utf8Bytes {
-    message.to_json().into()
+fn text(message: &ServerMessage) -> Frame {
+    Frame::text(message.to_json())
 }
 
-fn close_message(code: u16, reason: &str) -> Message {
+fn close_message(code: u16, reason: &str) -> Frame {
     // A close frame's reason holds at most 123 bytes.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason[..end].into(),
-    }))
+    Frame::close(CloseCode::from(code), &reason[..end])
 }

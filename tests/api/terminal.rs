@@ -167,6 +167,84 @@ async fn reconnecting_shows_history_and_what_happened_meanwhile() {
     term.run("echo back-$((3+3))", "back-6").await;
 }
 
+/// Browsers offer permessage-deflate: a snapshot with its history and a flood of output travel
+/// compressed and arrive intact.
+#[tokio::test]
+async fn a_client_offering_deflate_gets_snapshots_and_output_compressed() {
+    use futures::{SinkExt, StreamExt};
+    use std::sync::atomic::Ordering;
+
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    // Lines like an agent's transcript: words repeat, whole lines do not.
+    let transcript = r#"for i in $(seq 1 2500); do echo "step $i: read src/module_$((i % 37)).rs, edited fn_$((i * 7 % 101)) ($((i * 13 % 997)) lines)"; done; echo DONE-$((1+1))"#;
+    term.run(transcript, "DONE-2").await;
+    drop(term);
+
+    let ticket = app.ticket(&token, &id).await;
+    let url = app.ws_url(&format!(
+        "/ws/instance/{id}?ticket={ticket}&cols=100&rows=30"
+    ));
+    let stream =
+        crate::term::CountingStream::new(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    let received = stream.received.clone();
+    let options = yawc::Options::default().with_low_latency_compression();
+    let mut ws = yawc::WebSocket::handshake(url.parse().unwrap(), stream, options)
+        .await
+        .expect("the socket opens with deflate offered");
+    let before = received.load(Ordering::Relaxed);
+    let mut snapshot = None;
+    let mut header_seen = false;
+    while snapshot.is_none() {
+        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a snapshot in time")
+            .expect("the socket stays open");
+        match frame.opcode() {
+            yawc::OpCode::Text => header_seen |= frame.as_str().contains(r#""snapshot""#),
+            yawc::OpCode::Binary if header_seen => snapshot = Some(frame.into_payload()),
+            _ => {}
+        }
+    }
+    let snapshot = String::from_utf8_lossy(&snapshot.unwrap()).into_owned();
+    let on_the_wire = received.load(Ordering::Relaxed) - before;
+    assert!(
+        snapshot.contains("step 2500: read src/module_21.rs, edited fn_27 (596 lines)")
+            && snapshot.contains("step 600: read src/module_8.rs, edited fn_59 (821 lines)"),
+        "the snapshot arrives whole: {:?}",
+        &snapshot[snapshot.len().saturating_sub(400)..]
+    );
+    assert!(
+        on_the_wire * 3 < snapshot.len(),
+        "a {} byte snapshot took {on_the_wire} bytes on the wire",
+        snapshot.len()
+    );
+
+    // Live output is compressed too, and a typed key still echoes.
+    let before = received.load(Ordering::Relaxed);
+    ws.send(yawc::Frame::binary(
+        &b"seq 1 30000; echo END-$((5*5))\r"[..],
+    ))
+    .await
+    .unwrap();
+    let mut output = Vec::new();
+    while !String::from_utf8_lossy(&output).contains("END-25") {
+        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("output in time")
+            .expect("the socket stays open");
+        if frame.opcode() == yawc::OpCode::Binary {
+            output.extend_from_slice(frame.payload());
+        }
+    }
+    let on_the_wire = received.load(Ordering::Relaxed) - before;
+    assert!(
+        on_the_wire * 2 < output.len(),
+        "{} bytes of output took {on_the_wire} bytes on the wire",
+        output.len()
+    );
+}
+
 #[tokio::test]
 async fn an_agent_that_exits_closes_the_socket_with_its_status() {
     let app = spawn_app_with(|_| {}).await;
