@@ -1,16 +1,22 @@
 //! Terminal bridge benchmark, beside its baseline in the same run, against a real `pocketdev
 //! serve` process and real tmux:
-//! - throughput of a large output (`seq`), through a tmux client in a local PTY (baseline) and
-//!   through pocketdev's WebSocket bridge;
+//! - throughput of two large outputs (long lines of `yes`, and `seq`), through a tmux client in
+//!   a local PTY (baseline) and through pocketdev's WebSocket bridge to a client that offers
+//!   permessage-deflate as browsers do, with the bytes that crossed the socket;
+//! - the snapshot a viewer gets on connect with 2,000 lines of history, raw and on the wire;
 //! - keystroke echo latency, the same two ways;
 //! - the server's memory idle and per idle viewer (tmux's processes counted separately);
-//! - many viewers, each on its own instance printing 10 lines a second, with echo latency
-//!   measured meanwhile; and many viewers on a handful of instances. Errors are counted.
+//! - many instances printing 10 lines a second, each watched by a tmux client in a PTY
+//!   (baseline, as ttyd runs one per viewer) and then by a pocketdev viewer, with echo latency
+//!   measured meanwhile each way; and many viewers on a handful of instances. Errors are counted.
 //!
 //! Run: `cargo bench --bench terminal`. `-- --smoke` runs small sizes only (the test command
-//! does that so the benchmark cannot rot).
+//! does that so the benchmark cannot rot); `-- soak echo` runs the sections named
+//! (throughput, snapshot, echo, memory, soak, shared).
 
 mod common;
+#[path = "../tests/api/counting_stream.rs"]
+mod counting_stream;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,12 +33,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Compressed = yawc::WebSocket<counting_stream::CountingStream>;
 
 const COLS: u16 = 120;
 const ROWS: u16 = 40;
 
 struct Sizes {
     seq_lines: u64,
+    yes_bytes: u64,
     keystrokes: usize,
     idle_viewers: usize,
     streaming_instances: usize,
@@ -172,6 +180,40 @@ memory_mb = 1
             }
         }
         ws
+    }
+
+    /// Connects as a browser does, offering permessage-deflate, through a stream that counts
+    /// the bytes received; returns the socket (after its first snapshot) and the count.
+    async fn connect_compressed(
+        &self,
+        id: &str,
+        cols: u16,
+        rows: u16,
+    ) -> (Compressed, Arc<AtomicUsize>, Vec<u8>) {
+        let url = format!(
+            "{}/ws/instance/{id}?token={}&cols={cols}&rows={rows}",
+            self.ws_base, self.token
+        );
+        let address = self.base.trim_start_matches("http://").to_owned();
+        let stream =
+            counting_stream::CountingStream::new(TcpStream::connect(address).await.unwrap());
+        let received = stream.received.clone();
+        let options = yawc::Options::default().with_low_latency_compression();
+        let mut ws = yawc::WebSocket::handshake(url.parse().unwrap(), stream, options)
+            .await
+            .expect("socket opens");
+        let mut seen_snapshot = false;
+        let snapshot = loop {
+            let frame = ws.next().await.expect("the socket stays open");
+            match frame.opcode() {
+                yawc::OpCode::Text if frame.as_str().contains("\"snapshot\"") => {
+                    seen_snapshot = true
+                }
+                yawc::OpCode::Binary if seen_snapshot => break frame.into_payload().to_vec(),
+                _ => {}
+            }
+        };
+        (ws, received, snapshot)
     }
 
     fn rss_kb(&self) -> u64 {
@@ -334,12 +376,27 @@ fn seq_bytes(n: u64) -> u64 {
     (1..=n).map(|i| i.to_string().len() as u64 + 2).sum()
 }
 
-async fn throughput(server: &Server, sizes: &Sizes) {
+async fn compressed_wait_for(ws: &mut Compressed, needle: &[u8]) {
+    let mut window = Vec::new();
+    loop {
+        let frame = ws.next().await.expect("the socket stays open");
+        if frame.opcode() == yawc::OpCode::Binary {
+            window.extend_from_slice(frame.payload());
+            if window.windows(needle.len()).any(|w| w == needle) {
+                return;
+            }
+            let keep = window.len().saturating_sub(needle.len());
+            window.drain(..keep);
+        }
+    }
+}
+
+/// One workload printed through a tmux client in a PTY, then through pocketdev to a client
+/// that offers permessage-deflate.
+async fn throughput(server: &Server, what: &str, printed: u64, program: &str) {
     let id = server.create("bash").await;
     let session = format!("pd-{id}");
-    let n = sizes.seq_lines;
-    let bytes = seq_bytes(n) as f64;
-    let command = format!("clear; seq 1 {n}; echo TH$((6*7))RU\r");
+    let command = format!("clear; {program}; echo TH$((6*7))RU\r");
 
     let mut pty = Pty::attach(&server.socket, &session).await;
     let started = Instant::now();
@@ -349,30 +406,56 @@ async fn throughput(server: &Server, sizes: &Sizes) {
     drop(pty);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut ws = server.connect(&id).await;
+    let (mut ws, received, _) = server.connect_compressed(&id, COLS, ROWS).await;
+    let before = received.load(Ordering::Relaxed);
     let started = Instant::now();
-    ws.send(Message::Binary(command.into_bytes().into()))
+    ws.send(yawc::Frame::binary(command.into_bytes()))
         .await
         .unwrap();
-    let received = ws_wait_for(&mut ws, b"TH42RU").await;
+    compressed_wait_for(&mut ws, b"TH42RU").await;
     let bridge = started.elapsed();
-    let mb = |d: Duration| bytes / d.as_secs_f64() / 1e6;
-    println!(
-        "throughput: seq 1 {n} ({:.1} MB of terminal output)",
-        bytes / 1e6
-    );
+    let on_wire = (received.load(Ordering::Relaxed) - before) as f64;
+    let printed = printed as f64;
+    let mb = |d: Duration| printed / d.as_secs_f64() / 1e6;
+    println!("throughput: {what} ({:.1} MB printed)", printed / 1e6);
     println!("  tmux client in a PTY   {:>8.1} MB/s", mb(baseline));
     println!(
-        "  pocketdev WebSocket    {:>8.1} MB/s   ({:.1} MB received)",
+        "  pocketdev WebSocket    {:>8.1} MB/s   ({:.2} MB on the socket, {:.2} MB per 100 MB printed)",
         mb(bridge),
-        received as f64 / 1e6
+        on_wire / 1e6,
+        on_wire / printed * 100.0
     );
-    let ratio = 100.0 * baseline.as_secs_f64() / bridge.as_secs_f64();
+    let ratio = baseline.as_secs_f64() / bridge.as_secs_f64();
     println!(
-        "  ratio                  {:>8.0} %   (target: at least 85 %: {})",
-        ratio,
-        common::verdict(ratio >= 85.0)
+        "  ratio                  {ratio:>8.2} x  (target: at least 1.30 x, i.e. 1.15 x ttyd -> tmux: {})",
+        common::verdict(ratio >= 1.3)
     );
+}
+
+/// What a viewer gets on connect when the pane has 2,000 lines of history behind its screen.
+async fn snapshot_size(server: &Server) {
+    let id = server.create("bash").await;
+    let mut ws = server.connect(&id).await;
+    // Lines like an agent's transcript: words repeat, whole lines do not.
+    let transcript = r#"clear; for i in $(seq 1 2100); do echo "step $i: read src/module_$((i % 37)).rs, edited fn_$((i * 7 % 101)) ($((i * 13 % 997)) lines)"; done; echo SN$((6*7))AP"#;
+    ws.send(Message::Binary(
+        format!("{transcript}\r").into_bytes().into(),
+    ))
+    .await
+    .unwrap();
+    ws_wait_for(&mut ws, b"SN42AP").await;
+    drop(ws);
+    println!("snapshot on connect, 2,000 lines of history");
+    for (cols, rows) in [(80, 24), (45, 30)] {
+        let (_ws, received, snapshot) = server.connect_compressed(&id, cols, rows).await;
+        let on_wire = received.load(Ordering::Relaxed);
+        println!(
+            "  {cols}x{rows}: {:>6.1} KB, {:>5.1} KB on the socket with the handshake   (target: at most 30 KB: {})",
+            snapshot.len() as f64 / 1024.0,
+            on_wire as f64 / 1024.0,
+            common::verdict(on_wire <= 30 * 1024)
+        );
+    }
 }
 
 /// Keys typed in the echo test: letters that the escape sequences of a redraw never contain.
@@ -428,6 +511,11 @@ async fn echo_latency(server: &Server, sizes: &Sizes) -> String {
     println!("keystroke echo ({} keystrokes)", sizes.keystrokes);
     println!("  tmux client in a PTY   p50 {}  p99 {}", ms(b50), ms(b99));
     println!("  pocketdev WebSocket    p50 {}  p99 {}", ms(w50), ms(w99));
+    println!(
+        "  p50 difference         {}   (target: at most 0.2 ms more: {})",
+        ms(w50.saturating_sub(b50)),
+        common::verdict(w50.saturating_sub(b50) <= Duration::from_micros(200))
+    );
     println!(
         "  p99 difference         {}   (target: at most 0.3 ms more: {})",
         ms(w99.saturating_sub(b99)),
@@ -500,19 +588,85 @@ fn watch(
     })
 }
 
+/// CPU time (user and system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which sits in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// The pid of the tmux server behind `socket`.
+async fn tmux_server_pid(socket: &Path) -> u32 {
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+async fn pty_echo(pty: &mut Pty, keystrokes: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(keystrokes);
+    for i in 0..keystrokes {
+        let key = KEYS[i % KEYS.len()];
+        let started = Instant::now();
+        pty.send(&[key]);
+        pty.wait_for(&[key]).await;
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
 async fn soak(server: &Server, sizes: &Sizes, echo_id: &str) {
+    let mut tickers = Vec::new();
+    for _ in 0..sizes.streaming_instances {
+        tickers.push(server.create("ticker").await);
+    }
+    let echo_session = format!("pd-{echo_id}");
+
+    // Baseline: a tmux client in a PTY on each instance, drained as it prints.
+    let mut drains = Vec::new();
+    for id in &tickers {
+        let mut pty = Pty::attach(&server.socket, &format!("pd-{id}")).await;
+        drains.push(tokio::spawn(async move {
+            while pty.output.recv().await.is_some() {}
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tmux_pid = tmux_server_pid(&server.socket).await;
+    let cpu = || (cpu_time(server.pid), cpu_time(tmux_pid), Instant::now());
+    let mut pty = Pty::attach(&server.socket, &echo_session).await;
+    let start = cpu();
+    let mut baseline = pty_echo(&mut pty, sizes.keystrokes).await;
+    let baseline_cpu = (cpu(), start);
+    drop(pty);
+    for drain in drains {
+        drain.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     let stop = tokio_util::sync::CancellationToken::new();
     let bytes = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let mut watchers = Vec::new();
-    for _ in 0..sizes.streaming_instances {
-        let id = server.create("ticker").await;
-        let ws = server.connect(&id).await;
+    for id in &tickers {
+        let ws = server.connect(id).await;
         watchers.push(watch(ws, bytes.clone(), errors.clone(), stop.clone()));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut ws = server.connect(echo_id).await;
+    let start = cpu();
     let mut echo = ws_echo(&mut ws, sizes.keystrokes).await;
+    let bridge_cpu = (cpu(), start);
     tokio::time::sleep(sizes.soak).await;
     stop.cancel();
     let mut silent = 0;
@@ -522,15 +676,44 @@ async fn soak(server: &Server, sizes: &Sizes, echo_id: &str) {
         }
     }
     println!(
-        "{} viewers, each on its own instance printing 10 lines a second",
+        "{} instances printing 10 lines a second, each watched; echo meanwhile",
         sizes.streaming_instances
     );
-    let p99 = percentile(&mut echo, 0.99);
+    let (b50, b99) = (
+        percentile(&mut baseline, 0.5),
+        percentile(&mut baseline, 0.99),
+    );
+    let (w50, w99) = (percentile(&mut echo, 0.5), percentile(&mut echo, 0.99));
+    // Share of one core each process used while echo was measured.
+    let load = |((server_end, tmux_end, end), (server_start, tmux_start, start)): (
+        (Duration, Duration, Instant),
+        (Duration, Duration, Instant),
+    )| {
+        let wall = end.duration_since(start).as_secs_f64();
+        format!(
+            "pocketdev {:.0} % CPU, tmux server {:.0} %",
+            100.0 * (server_end - server_start).as_secs_f64() / wall,
+            100.0 * (tmux_end - tmux_start).as_secs_f64() / wall
+        )
+    };
     println!(
-        "  echo meanwhile         p50 {}  p99 {}   (target: p99 under 100 ms: {})",
-        ms(percentile(&mut echo, 0.5)),
-        ms(p99),
-        common::verdict(p99 < Duration::from_millis(100))
+        "  tmux clients in PTYs   p50 {}  p99 {}   ({})",
+        ms(b50),
+        ms(b99),
+        load(baseline_cpu)
+    );
+    println!(
+        "  pocketdev viewers      p50 {}  p99 {}   ({})",
+        ms(w50),
+        ms(w99),
+        load(bridge_cpu)
+    );
+    // ttyd -> tmux ran at 2.0 x tmux-in-a-PTY's p99 under this load (10.7 ms against 5.4 ms);
+    // the target is 1.5 x ttyd's, so 3.0 x the baseline measured here.
+    let ratio = w99.as_secs_f64() / b99.as_secs_f64();
+    println!(
+        "  p99 ratio              {ratio:>6.2} x   (target: at most 3.0 x, i.e. 1.5 x ttyd -> tmux: {})",
+        common::verdict(ratio <= 3.0)
     );
     println!(
         "  errors {}   viewers that received nothing {silent}   ({:.1} MB delivered)",
@@ -575,9 +758,16 @@ async fn shared(server: &Server, sizes: &Sizes) {
 #[tokio::main]
 async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
+    // Sections named after `--` run alone: `cargo bench --bench terminal -- soak echo`.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |section: &str| only.is_empty() || only.iter().any(|a| a == section);
     let sizes = if smoke {
         Sizes {
             seq_lines: 100_000,
+            yes_bytes: 5_000_000,
             keystrokes: 100,
             idle_viewers: 20,
             streaming_instances: 10,
@@ -588,6 +778,7 @@ async fn main() {
     } else {
         Sizes {
             seq_lines: 2_000_000,
+            yes_bytes: 100_000_000,
             keystrokes: 1000,
             idle_viewers: 200,
             streaming_instances: 200,
@@ -599,11 +790,32 @@ async fn main() {
     let mut server = Server::start().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kb = server.rss_kb();
-    throughput(&server, &sizes).await;
-    let echo_id = echo_latency(&server, &sizes).await;
-    memory(&server, &sizes, idle_kb).await;
-    soak(&server, &sizes, &echo_id).await;
-    shared(&server, &sizes).await;
+    // 80-byte lines, as in an agent's or a build's long output.
+    if wanted("throughput") {
+        let line = "0123456789".repeat(8);
+        let yes = format!("yes {} | head -c {}", &line[..79], sizes.yes_bytes);
+        throughput(&server, "long lines of `yes`", sizes.yes_bytes, &yes).await;
+        let seq = format!("seq 1 {}", sizes.seq_lines);
+        let what = format!("`seq 1 {}`", sizes.seq_lines);
+        throughput(&server, &what, seq_bytes(sizes.seq_lines), &seq).await;
+    }
+    if wanted("snapshot") {
+        snapshot_size(&server).await;
+    }
+    let echo_id = if wanted("echo") {
+        echo_latency(&server, &sizes).await
+    } else {
+        echo_instance(&server).await
+    };
+    if wanted("memory") {
+        memory(&server, &sizes, idle_kb).await;
+    }
+    if wanted("soak") {
+        soak(&server, &sizes, &echo_id).await;
+    }
+    if wanted("shared") {
+        shared(&server, &sizes).await;
+    }
     // A graceful stop ends pocketdev's own tmux clients with it; a kill would orphan them.
     if let Some(pid) = rustix::process::Pid::from_raw(server.pid as i32) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);

@@ -40,6 +40,15 @@ const STDIN_QUEUE: usize = 256;
 /// Bytes of commands queued for tmux's stdin before input is refused: a client typing faster
 /// than tmux reads costs the server this much, not a queue's worth of 64 KiB messages.
 const STDIN_BYTES: usize = 1024 * 1024;
+/// Output beyond this much within [`FLOOD_WINDOW`] is a flood: nobody reads 2.5 MB a second,
+/// so viewers get the screen every [`LAG_CHECK`] instead of every byte (see [`Flood`]).
+const FLOOD_BYTES: usize = 256 * 1024;
+const FLOOD_WINDOW: Duration = Duration::from_millis(100);
+/// Captures of an unchanged screen after which a flood is taken to be over.
+const FLOOD_CALM: u32 = 2;
+/// A flood that comes back this soon after its end doubles the calm the next one needs.
+const FLOOD_RELAPSE: Duration = Duration::from_secs(1);
+const FLOOD_MAX_STRIKES: u32 = 3;
 
 /// Close codes (WebSocket) the hub and viewers use.
 pub mod close {
@@ -135,6 +144,11 @@ enum Pending {
     },
     /// `<cols>x<rows>` of the window, asked right after a resize.
     Size,
+    /// The pane's id (`%3`), which flow control names.
+    PaneId,
+    /// The pane's modes and visible screen while its output is paused.
+    FloodModes,
+    FloodScreen,
     /// The end of commands that tmux tells every control client of (a paste buffer): the
     /// server's calm lock is held until tmux has run them.
     Release {
@@ -165,6 +179,84 @@ pub struct Hub {
     /// The size last asked of tmux.
     requested: Option<(u16, u16)>,
     batch: Vec<u8>,
+    /// The pane's id, once tmux has said it.
+    pane: Option<String>,
+    flood: Flood,
+}
+
+/// Flow control for output faster than anyone reads. tmux spends most of a flood escaping
+/// every byte for its control client, and the hub then passes each one on; a terminal in a
+/// PTY gets tmux's redraws instead, a few a second. So once output passes [`FLOOD_BYTES`] in
+/// [`FLOOD_WINDOW`], the hub pauses the pane for its control client (`refresh-client -A
+/// %<pane>:pause`, tmux 3.2 and later: tmux keeps reading the pane, so the program is never
+/// slowed, but sends this client nothing) and sends viewers the visible screen every tick.
+/// Once the screen has stayed the same for [`FLOOD_CALM`] ticks, the pane is continued and
+/// every live viewer gets a fresh snapshot (history included) in the same breath, after which
+/// output flows byte for byte again.
+#[derive(Default)]
+struct Flood {
+    window: Option<Instant>,
+    bytes: usize,
+    paused: bool,
+    /// A screen capture is on its way.
+    asked: bool,
+    modes: Option<Modes>,
+    last: Option<(Modes, Vec<Vec<u8>>)>,
+    unchanged: u32,
+    /// Floods that came back soon after the last one ended.
+    strikes: u32,
+    resumed: Option<Instant>,
+}
+
+impl Flood {
+    /// Counts output; true when it has become a flood.
+    fn count(&mut self, len: usize, now: Instant) -> bool {
+        if self.paused {
+            return false;
+        }
+        match self.window {
+            Some(start) if now.duration_since(start) < FLOOD_WINDOW => self.bytes += len,
+            _ => {
+                self.window = Some(now);
+                self.bytes = len;
+            }
+        }
+        self.bytes > FLOOD_BYTES
+    }
+
+    fn pause(&mut self, now: Instant) {
+        let relapse = self
+            .resumed
+            .is_some_and(|at| now.duration_since(at) < FLOOD_RELAPSE);
+        self.strikes = if relapse {
+            (self.strikes + 1).min(FLOOD_MAX_STRIKES)
+        } else {
+            0
+        };
+        self.paused = true;
+        self.asked = false;
+        self.modes = None;
+        self.last = None;
+        self.unchanged = 0;
+    }
+
+    /// A capture of the screen while paused; true when the flood has settled.
+    fn settled(&mut self, modes: Modes, screen: Vec<Vec<u8>>) -> bool {
+        let same = self
+            .last
+            .as_ref()
+            .is_some_and(|(m, s)| *m == modes && *s == screen);
+        self.unchanged = if same { self.unchanged + 1 } else { 0 };
+        self.last = Some((modes, screen));
+        self.unchanged >= FLOOD_CALM << self.strikes
+    }
+
+    fn resume(&mut self, now: Instant) {
+        self.paused = false;
+        self.window = None;
+        self.last = None;
+        self.resumed = Some(now);
+    }
 }
 
 /// Why the hub stopped.
@@ -206,6 +298,8 @@ impl Hub {
             size: None,
             requested: None,
             batch: Vec::with_capacity(BATCH),
+            pane: None,
+            flood: Flood::default(),
         };
         // A control client half connected must hear no news: see `Tmux::calm`.
         let calm = tmux.calm().await;
@@ -236,8 +330,11 @@ impl Hub {
         }
         drop(calm);
         let writer = tokio::spawn(write_commands(stdin, stdin_rx, stdin_queued));
-        let ask_size = format!("display-message -p -t {} '{SIZE_FORMAT}'\n", hub.target);
-        hub.send_commands(ask_size, vec![Pending::Size]);
+        let ask = format!(
+            "display-message -p -t {target} '{SIZE_FORMAT}'\ndisplay-message -p -t {target} '#{{pane_id}}'\n",
+            target = hub.target
+        );
+        hub.send_commands(ask, vec![Pending::Size, Pending::PaneId]);
         let end = hub
             .serve(reader, parser, &mut commands, &mut events, may_stop, &db)
             .await;
@@ -351,7 +448,12 @@ impl Hub {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Output(bytes) => self.batch.extend_from_slice(&bytes),
+            Event::Output(bytes) => {
+                self.batch.extend_from_slice(&bytes);
+                if self.flood.count(bytes.len(), Instant::now()) {
+                    self.pause_output();
+                }
+            }
             Event::Reply { ok, lines } => {
                 // Output before this reply belongs before any snapshot it completes.
                 self.flush();
@@ -382,6 +484,30 @@ impl Hub {
     fn on_reply(&mut self, pending: Pending, ok: bool, mut lines: Vec<Vec<u8>>) {
         match pending {
             Pending::Ignore | Pending::Release { .. } => {}
+            Pending::PaneId => {
+                self.pane = lines
+                    .first()
+                    .filter(|_| ok)
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .map(|id| id.trim().to_owned())
+                    .filter(|id| {
+                        id.starts_with('%') && id[1..].bytes().all(|b| b.is_ascii_digit())
+                    });
+            }
+            Pending::FloodModes => {
+                self.flood.modes = ok
+                    .then(|| lines.first().and_then(|l| Modes::parse(l)))
+                    .flatten();
+            }
+            Pending::FloodScreen => {
+                self.flood.asked = false;
+                if let Some(modes) = self.flood.modes.take()
+                    && ok
+                    && self.flood.paused
+                {
+                    self.flood_screen(modes, lines);
+                }
+            }
             Pending::Size => {
                 if let Some((cols, rows)) = lines.first().filter(|_| ok).and_then(|l| parse_size(l))
                 {
@@ -686,8 +812,66 @@ impl Hub {
         });
     }
 
+    /// Stops tmux sending the pane's output to this client (see [`Flood`]).
+    fn pause_output(&mut self) {
+        let Some(pane) = self.pane.clone() else {
+            return;
+        };
+        if self.send_commands(format!("refresh-client -A '{pane}:pause'\n"), Vec::new()) {
+            self.flood.pause(Instant::now());
+        }
+    }
+
+    /// While paused, asks tmux for the pane's visible screen.
+    fn ask_flood_screen(&mut self) {
+        if !self.flood.paused || self.flood.asked {
+            return;
+        }
+        let target = &self.target;
+        let commands = format!(
+            "display-message -p -t {target} '{}'\ncapture-pane -p -e -t {target}\n",
+            screen::MODES_FORMAT
+        );
+        self.flood.asked =
+            self.send_commands(commands, vec![Pending::FloodModes, Pending::FloodScreen]);
+    }
+
+    /// The screen during a flood: drawn over what viewers show, or, once it has settled, the
+    /// pane's output continued with a fresh snapshot for everyone.
+    fn flood_screen(&mut self, modes: Modes, lines: Vec<Vec<u8>>) {
+        let update = screen::redraw(&modes, &lines);
+        if self.flood.settled(modes, lines) {
+            self.resume_output();
+        } else if self.flood.unchanged == 0 {
+            self.batch.extend_from_slice(&update);
+            self.flush();
+        }
+    }
+
+    /// Continues the pane's output and resyncs every live viewer from that very point.
+    fn resume_output(&mut self) {
+        let Some(pane) = self.pane.clone() else {
+            return;
+        };
+        if !self.send_commands(format!("refresh-client -A '{pane}:continue'\n"), Vec::new()) {
+            return;
+        }
+        self.flood.resume(Instant::now());
+        let mut viewers = Vec::new();
+        for slot in &mut self.slots {
+            if slot.flow == Flow::Live {
+                slot.flow = Flow::AwaitingSnapshot("resync");
+                viewers.push((slot.viewer.id, "resync"));
+            }
+        }
+        if !viewers.is_empty() {
+            self.request_snapshot(viewers);
+        }
+    }
+
     /// Lagging viewers that have caught up get a fresh snapshot; those that never do go.
     fn check_lagging(&mut self) {
+        self.ask_flood_screen();
         let now = Instant::now();
         self.snapshot_resized(|deadline| deadline <= now);
         let low_water = self.settings.viewer_buffer / 4;

@@ -96,6 +96,29 @@ pub fn snapshot(modes: &Modes, pane_lines: &[Vec<u8>], saved_lines: &[Vec<u8>]) 
 }
 
 /// Lines one after another, scrolling the terminal so earlier ones end up in its scrollback.
+/// The visible screen drawn over whatever a viewer shows, row by row in place, then the cursor.
+/// Used while a flood's output is paused; history is left alone (the snapshot that ends the
+/// flood brings it).
+pub fn redraw(modes: &Modes, rows: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.iter().map(|r| r.len() + 16).sum::<usize>() + 32);
+    for (row, line) in rows.iter().take(usize::from(modes.rows.max(1))).enumerate() {
+        // The row is cleared first: after a full-width row the cursor sits on its last cell,
+        // which a clear to the end of the line would erase.
+        out.extend_from_slice(format!("\x1b[{};1H\x1b[0m\x1b[2K", row + 1).as_bytes());
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b"\x1b[0m");
+    out.extend_from_slice(
+        format!("\x1b[{};{}H", modes.cursor_y + 1, modes.cursor_x + 1).as_bytes(),
+    );
+    out.extend_from_slice(if modes.cursor_visible {
+        b"\x1b[?25h"
+    } else {
+        b"\x1b[?25l"
+    });
+    out
+}
+
 fn join_lines(out: &mut Vec<u8>, lines: &[&Vec<u8>]) {
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod claude;
 mod cli;
+mod counting_stream;
 mod deploy;
 mod deploy_vm;
 mod files;

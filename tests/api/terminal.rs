@@ -185,8 +185,9 @@ async fn a_client_offering_deflate_gets_snapshots_and_output_compressed() {
     let url = app.ws_url(&format!(
         "/ws/instance/{id}?ticket={ticket}&cols=100&rows=30"
     ));
-    let stream =
-        crate::term::CountingStream::new(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    let stream = crate::counting_stream::CountingStream::new(
+        tokio::net::TcpStream::connect(app.addr).await.unwrap(),
+    );
     let received = stream.received.clone();
     let options = yawc::Options::default().with_low_latency_compression();
     let mut ws = yawc::WebSocket::handshake(url.parse().unwrap(), stream, options)
@@ -318,7 +319,7 @@ async fn a_viewer_that_stops_reading_is_skipped_ahead_while_another_keeps_up() {
         .send_bytes(b"seq 1 4000000; echo FLOOD-$((5*5))\r")
         .await;
     reader.wait_for_from(from, "FLOOD-25").await;
-    let total = reader.bytes.len() - from;
+    let printed = seq_bytes(4_000_000);
 
     // The stalled viewer now reads what was kept for it: its socket's buffers, at most its
     // queue, then a fresh snapshot instead of everything it missed.
@@ -328,11 +329,55 @@ async fn a_viewer_that_stops_reading_is_skipped_ahead_while_another_keeps_up() {
     assert_eq!(resync["cols"], 100);
     stalled.wait_for("FLOOD-25").await;
     assert!(
-        stalled.bytes.len() < total / 2,
-        "the stalled viewer got {} bytes of {total}: it was not skipped ahead",
+        stalled.bytes.len() < printed / 2,
+        "the stalled viewer got {} bytes of {printed}: it was not skipped ahead",
         stalled.bytes.len()
     );
     stalled.run("echo still-$((9+9))", "still-18").await;
+}
+
+/// Bytes `seq 1 n` prints on a terminal (each line ends in CR LF).
+fn seq_bytes(n: usize) -> usize {
+    (1..=n).map(|i| i.to_string().len() + 2).sum()
+}
+
+/// A flood of output reaches viewers as the screen a few times a second rather than byte for
+/// byte; once it settles, a fresh snapshot brings its last lines as history, and output flows
+/// byte for byte again.
+#[tokio::test]
+async fn a_flood_reaches_viewers_as_screens_then_as_history() {
+    let (app, token, id) = app_with_bash(|_| {}).await;
+    let mut term = app.term(&token, &id).await;
+    let from = term.bytes.len();
+    term.send_bytes(b"seq 1 3000000; echo FLOOD-$((5*5))\r")
+        .await;
+    term.wait_for_from(from, "FLOOD-25").await;
+    let received = term.bytes.len() - from;
+    let printed = seq_bytes(3_000_000);
+    assert!(
+        received < printed / 10,
+        "{received} bytes reached the viewer for {printed} printed"
+    );
+
+    let mark = term.bytes.len();
+    let resync = term.wait_snapshot().await;
+    assert_eq!(
+        (resync["reason"].as_str(), resync["cols"].as_u64()),
+        (Some("resync"), Some(100))
+    );
+    let text = term.text_from(mark);
+    assert!(
+        text.contains("\r\n2999000\r\n") && text.contains("\r\n3000000\r\nFLOOD-25"),
+        "the snapshot after the flood holds its last lines as history"
+    );
+    // bash's own bracketed-paste switch: bytes that no redraw of the screen contains.
+    let from = term.bytes.len();
+    term.run("printf 'one\\ntwo\\n'", "one\r\ntwo\r\n").await;
+    assert!(
+        term.text_from(from).contains("\x1b[?2004l\rone\r\ntwo\r\n"),
+        "after the flood, output comes byte for byte: {:?}",
+        term.text_from(from)
+    );
 }
 
 #[tokio::test]
