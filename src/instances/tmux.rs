@@ -628,6 +628,28 @@ impl Tmux {
         self.run(&args).await.map(drop)
     }
 
+    /// Makes a session that holds nothing but an idle placeholder, unless it exists: what the
+    /// terminal's control client attaches to (see `terminal::connection`).
+    pub async fn ensure_session(&self, name: &str) -> Result<(), TmuxError> {
+        let _calm = self.calm().await;
+        let args = [
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "--",
+            "cat",
+        ];
+        match self.run(&args).await {
+            Err(TmuxError::Failed { stderr, .. }) if stderr.contains("duplicate session") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
     /// A control-mode client (`tmux -C`) attached to `session`: commands are written to its
     /// stdin, the pane's output and command replies are read from its stdout, in order.
     pub fn control_client(&self, session: &str) -> Result<tokio::process::Child, TmuxError> {
@@ -649,8 +671,20 @@ impl Tmux {
 
     pub async fn kill_session(&self, session: &str) -> Result<(), TmuxError> {
         let target = format!("={session}");
+        let window = format!("={session}:");
         let _calm = self.calm().await;
-        match self.run(&["kill-session", "-t", &target]).await {
+        // The window first: a watched one is linked into the terminals' session too, where
+        // killing this session alone would leave it (and its agent) running.
+        let args = [
+            "kill-window",
+            "-t",
+            &window,
+            ";",
+            "kill-session",
+            "-t",
+            &target,
+        ];
+        match self.run(&args).await {
             Err(TmuxError::Failed { stderr, .. })
                 if stderr.contains("can't find")
                     || stderr.contains("no current target")

@@ -14,12 +14,14 @@ pub const MAX_REPLY: usize = 8 * 1024 * 1024;
 /// What one line (or finished block) of the control stream means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Bytes the pane printed.
-    Output(Vec<u8>),
+    /// Bytes a pane (`%<pane>`) printed.
+    Output { pane: u32, bytes: Vec<u8> },
     /// The reply to a command this client sent, in the order the commands were sent.
     Reply { ok: bool, lines: Vec<Vec<u8>> },
-    /// The window's size changed.
-    Resized { cols: u16, rows: u16 },
+    /// A window's (`@<window>`) size changed.
+    Resized { window: u32, cols: u16, rows: u16 },
+    /// A window went: killed, or unlinked from the client's session.
+    WindowClosed { window: u32 },
     /// The client is attached to its session; commands sent before this may be lost.
     Attached,
     /// The client is detaching: the session ended or was killed.
@@ -64,12 +66,16 @@ impl Reader {
             block.lines.push(line.to_vec());
             return Ok(None);
         }
-        if let Some(rest) = line.strip_prefix(b"%output ") {
-            let data = rest
-                .iter()
-                .position(|&b| b == b' ')
-                .map_or(&[][..], |space| &rest[space + 1..]);
-            return Ok(Some(Event::Output(unescape(data))));
+        if let Some(rest) = line.strip_prefix(b"%output %") {
+            let space = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+            let Some(pane) = number(&rest[..space]) else {
+                return Ok(None);
+            };
+            let data = rest.get(space + 1..).unwrap_or_default();
+            return Ok(Some(Event::Output {
+                pane,
+                bytes: unescape(data),
+            }));
         }
         if let Some(tag) = line.strip_prefix(b"%begin ") {
             self.block = Some(Block {
@@ -87,19 +93,31 @@ impl Reader {
             return Ok(Some(Event::Exit));
         }
         if let Some(rest) = line.strip_prefix(b"%layout-change ") {
-            return Ok(layout_size(rest).map(|(cols, rows)| Event::Resized { cols, rows }));
+            return Ok(
+                layout_size(rest).map(|(window, cols, rows)| Event::Resized { window, cols, rows }),
+            );
+        }
+        for closed in [&b"%window-close @"[..], b"%unlinked-window-close @"] {
+            if let Some(window) = line.strip_prefix(closed).and_then(number) {
+                return Ok(Some(Event::WindowClosed { window }));
+            }
         }
         Ok(None)
     }
 }
 
-/// The size in `@<window> <checksum>,<cols>x<rows>,…`.
-fn layout_size(rest: &[u8]) -> Option<(u16, u16)> {
+fn number(digits: &[u8]) -> Option<u32> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The window and size in `@<window> <checksum>,<cols>x<rows>,…`.
+fn layout_size(rest: &[u8]) -> Option<(u32, u16, u16)> {
     let text = std::str::from_utf8(rest).ok()?;
-    let layout = text.split(' ').nth(1)?;
-    let dims = layout.split(',').nth(1)?;
+    let mut fields = text.split(' ');
+    let window = fields.next()?.strip_prefix('@')?.parse().ok()?;
+    let dims = fields.next()?.split(',').nth(1)?;
     let (cols, rows) = dims.split_once('x')?;
-    Some((cols.parse().ok()?, rows.parse().ok()?))
+    Some((window, cols.parse().ok()?, rows.parse().ok()?))
 }
 
 /// Undoes control mode's escaping: `\ooo` (three octal digits) is one byte.
@@ -175,8 +193,11 @@ mod tests {
     fn output_is_unescaped() {
         let mut reader = Reader::default();
         assert_eq!(
-            reader.feed(br"%output %0 a\015\012\033[1mb\134").unwrap(),
-            Some(Event::Output(b"a\r\n\x1b[1mb\\".to_vec()))
+            reader.feed(br"%output %7 a\015\012\033[1mb\134").unwrap(),
+            Some(Event::Output {
+                pane: 7,
+                bytes: b"a\r\n\x1b[1mb\\".to_vec()
+            })
         );
         assert_eq!(unescape(br"trailing \01"), b"trailing \\01");
     }
@@ -216,9 +237,14 @@ mod tests {
                 .feed(b"%layout-change @0 a87d,100x30,0,0,0 a87d,100x30,0,0,0 *")
                 .unwrap(),
             Some(Event::Resized {
+                window: 0,
                 cols: 100,
                 rows: 30
             })
+        );
+        assert_eq!(
+            reader.feed(b"%unlinked-window-close @12").unwrap(),
+            Some(Event::WindowClosed { window: 12 })
         );
     }
 

@@ -1,5 +1,5 @@
-//! One hub per watched instance: a single tmux control client whose output fans out to every
-//! viewer, each through a bounded queue. The hub never waits on a viewer: one that falls behind
+//! One hub per watched instance: the instance's pane, seen through its tmux server's shared
+//! control client (see `connection`), fanned out to every viewer, each through a bounded queue. The hub never waits on a viewer: one that falls behind
 //! stops receiving output and later gets a fresh snapshot instead (or is dropped if it never
 //! catches up), so a slow phone can neither grow the server's memory nor slow the agent or the
 //! other viewers.
@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::control::{self, Event};
+use super::connection::{self, Connection, Connections, HubEvent};
+use super::control;
 use super::protocol::ServerMessage;
 use super::screen::{self, Modes};
 use crate::instances::manager::InstanceEvent;
@@ -27,18 +26,14 @@ const BATCH: usize = 32 * 1024;
 const LAG_CHECK: Duration = Duration::from_millis(100);
 /// A viewer that cannot take a snapshot's worth of output for this long is dropped.
 const LAG_LIMIT: Duration = Duration::from_secs(20);
-/// How long tmux gets to attach a control client.
+/// How long tmux gets to say which window and pane the instance's session shows.
 const ATTACH_WAIT: Duration = Duration::from_secs(10);
 /// How long a newcomer's snapshot waits for the pane to take the newcomer's size.
 const RESIZE_WAIT: Duration = Duration::from_millis(500);
 /// After tmux detaches, how long the hub waits to learn why before closing viewers.
 const END_WAIT: Duration = Duration::from_secs(3);
-/// How long a control client whose input has ended gets to go by itself.
-const DETACH_WAIT: Duration = Duration::from_millis(100);
-/// Commands queued for tmux's stdin before input is refused.
-const STDIN_QUEUE: usize = 256;
-/// Bytes of commands queued for tmux's stdin before input is refused: a client typing faster
-/// than tmux reads costs the server this much, not a queue's worth of 64 KiB messages.
+/// Bytes of a hub's commands queued for tmux before its input is refused: a client typing
+/// faster than tmux reads costs the server this much, not a queue's worth of 64 KiB messages.
 const STDIN_BYTES: usize = 1024 * 1024;
 /// Output beyond this much within [`FLOOD_WINDOW`] is a flood: nobody reads 2.5 MB a second,
 /// so viewers get the screen every [`LAG_CHECK`] instead of every byte (see [`Flood`]).
@@ -144,8 +139,10 @@ enum Pending {
     },
     /// `<cols>x<rows>` of the window, asked right after a resize.
     Size,
-    /// The pane's id (`%3`), which flow control names.
-    PaneId,
+    /// `@<window> %<pane> <cols>x<rows>` of the session's window, asked first.
+    Ids,
+    /// Linking the window into the connection's session: if that fails, the window is gone.
+    Link,
     /// The pane's modes and visible screen while its output is paused.
     FloodModes,
     FloodScreen,
@@ -166,12 +163,16 @@ pub struct Hub {
     instance: Instance,
     /// The instance's tmux server, for its calm lock (see `Tmux::calm`).
     tmux: Tmux,
+    connection: Arc<Connection>,
+    /// This hub's id on the connection.
+    id: u64,
     target: String,
     settings: Settings,
     slots: Vec<Slot>,
     pending: VecDeque<Pending>,
     partial: Option<PartialSnapshot>,
-    stdin: Stdin,
+    /// Bytes of this hub's commands not yet written to tmux.
+    queued: Arc<AtomicUsize>,
     /// The viewer whose size the pane follows.
     active: Option<u64>,
     /// The pane's size as tmux last reported it.
@@ -179,8 +180,11 @@ pub struct Hub {
     /// The size last asked of tmux.
     requested: Option<(u16, u16)>,
     batch: Vec<u8>,
-    /// The pane's id, once tmux has said it.
-    pane: Option<String>,
+    /// The pane's and window's ids (`%<pane>`, `@<window>`), once tmux has said them.
+    pane: Option<u32>,
+    window: Option<u32>,
+    /// The window went (or could not be linked): the hub stops reading.
+    detached: bool,
     flood: Flood,
 }
 
@@ -268,125 +272,159 @@ pub enum End {
 }
 
 impl Hub {
-    /// Attaches a control client to the instance's session and serves viewers until none is
-    /// left or the instance ends. `may_stop` is asked, once no viewer is left, whether the
-    /// hub may stop; it deregisters the hub when it says yes.
+    /// Links the instance's window into its server's shared control client and serves
+    /// viewers until none is left or the instance ends. `may_stop` is asked, once no viewer is
+    /// left, whether the hub may stop; it deregisters the hub when it says yes.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         instance: Instance,
         tmux: Tmux,
+        connections: Arc<Connections>,
         settings: Settings,
         mut commands: mpsc::Receiver<Command>,
         mut events: broadcast::Receiver<InstanceEvent>,
         may_stop: impl Fn(&mpsc::Receiver<Command>) -> bool,
         db: crate::db::Db,
     ) -> End {
-        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
-        let stdin_queued = Arc::new(AtomicUsize::new(0));
+        let connection = match connections.get(&tmux).await {
+            Ok(connection) => connection,
+            Err(err) => {
+                tracing::warn!(instance = %instance.id, error = %err, "cannot attach to the instance's tmux server");
+                reject_all(&mut commands, "the terminal is not available; try again").await;
+                return End::Ended;
+            }
+        };
+        let (id, mut tmux_events) = connection.register();
         let mut hub = Hub {
             target: format!("={}:", instance.tmux_session()),
-            tmux: tmux.clone(),
+            tmux,
+            connection: connection.clone(),
+            id,
             instance,
             settings,
             slots: Vec::new(),
             pending: VecDeque::new(),
             partial: None,
-            stdin: Stdin {
-                queue: stdin_tx,
-                queued: stdin_queued.clone(),
-            },
+            queued: Arc::new(AtomicUsize::new(0)),
             active: None,
             size: None,
             requested: None,
             batch: Vec::with_capacity(BATCH),
             pane: None,
+            window: None,
+            detached: false,
             flood: Flood::default(),
         };
-        // A control client half connected must hear no news: see `Tmux::calm`.
-        let calm = tmux.calm().await;
-        let mut child = match tmux.control_client(&hub.instance.tmux_session()) {
-            Ok(child) => child,
-            Err(err) => {
-                tracing::warn!(instance = %hub.instance.id, error = %err, "cannot attach to the instance's tmux session");
-                hub.reject_all(&mut commands, "the terminal is not available; try again")
-                    .await;
-                return End::Ended;
-            }
-        };
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return End::Ended;
-        };
-        let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-        let mut parser = control::Reader::default();
-        // tmux reads commands before the attach is complete, and runs them against no session.
-        if !attached(&mut reader, &mut parser).await {
-            tracing::warn!(instance = %hub.instance.id, "tmux control client did not attach");
-            hub.reject_all(&mut commands, "the terminal is not available; try again")
-                .await;
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+        if !hub.link(&mut tmux_events).await {
+            tracing::warn!(instance = %hub.instance.id, "cannot show the instance's tmux window");
+            connection.deregister(id);
+            reject_all(&mut commands, "the terminal is not available; try again").await;
             return End::Ended;
         }
-        drop(calm);
-        let writer = tokio::spawn(write_commands(stdin, stdin_rx, stdin_queued));
-        let ask = format!(
-            "display-message -p -t {target} '{SIZE_FORMAT}'\ndisplay-message -p -t {target} '#{{pane_id}}'\n",
-            target = hub.target
-        );
-        hub.send_commands(ask, vec![Pending::Size, Pending::PaneId]);
         let end = hub
-            .serve(reader, parser, &mut commands, &mut events, may_stop, &db)
+            .serve(tmux_events, &mut commands, &mut events, may_stop, &db)
             .await;
         // Whoever joins from now on starts a fresh hub at once, rather than waiting out this
         // one's last seconds: the queue closes, and joins already in it are turned away.
         commands.close();
         while commands.try_recv().is_ok() {}
-        // Input typed just before the last viewer left still reaches the agent: the writer
-        // finishes its queue and closes tmux's stdin, and tmux reads what is left. The client
-        // then goes, which is news for every other control client: calm until it is gone. (It
-        // is ended rather than waited for: while calm is held, a closed client lingers.)
-        let calm = tmux.calm().await;
-        drop(hub);
-        let _ = tokio::time::timeout(END_WAIT, writer).await;
-        if tokio::time::timeout(DETACH_WAIT, child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
-        drop(calm);
+        // Input typed just before the last viewer left still reaches the agent: it was queued
+        // before the unlinking.
+        hub.unlink();
+        connection.deregister(id);
         end
+    }
+
+    /// Asks which window and pane the session shows, then links that window into the
+    /// connection's session at its current size; false if tmux cannot.
+    async fn link(&mut self, tmux_events: &mut mpsc::Receiver<HubEvent>) -> bool {
+        let ask = format!(
+            "display-message -p -t {} '#{{window_id}} #{{pane_id}} #{{window_width}}x#{{window_height}}'\n",
+            self.target
+        );
+        if !self.send_commands(ask, vec![Pending::Ids]) {
+            return false;
+        }
+        let reply = tokio::time::timeout(ATTACH_WAIT, async {
+            loop {
+                match tmux_events.recv().await {
+                    Some(HubEvent::Reply { ok, lines }) => return ok.then_some(lines),
+                    Some(HubEvent::Closed) | None => return None,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        self.pending.pop_front();
+        let Some((window, pane, (cols, rows))) = reply
+            .ok()
+            .flatten()
+            .and_then(|lines| lines.first().and_then(|l| parse_ids(l)))
+        else {
+            return false;
+        };
+        self.connection.route(self.id, pane, window);
+        (self.pane, self.window) = (Some(pane), Some(window));
+        // Unlinked first in case an earlier hub left it linked; sized at once, since a window
+        // without a size of its own takes the client's; continued in case it was left paused.
+        let session = connection::SESSION;
+        let commands = format!(
+            "unlink-window -t ={session}:@{window}\nlink-window -d -s {target} -t ={session}:\nrefresh-client -C @{window}:{cols}x{rows}\nrefresh-client -A '%{pane}:continue'\n",
+            target = self.target
+        );
+        if !self.send_commands(
+            commands,
+            vec![
+                Pending::Ignore,
+                Pending::Link,
+                Pending::Ignore,
+                Pending::Ignore,
+            ],
+        ) {
+            return false;
+        }
+        self.size_known(cols, rows, false);
+        true
+    }
+
+    /// Gives the window back: unlinked from the connection's session (and destroyed if that
+    /// was the only session left holding it), its output continued if it was paused.
+    fn unlink(&mut self) {
+        let (Some(pane), Some(window)) = (self.pane, self.window) else {
+            return;
+        };
+        let mut commands = String::new();
+        if self.flood.paused {
+            commands.push_str(&format!("refresh-client -A '%{pane}:continue'\n"));
+        }
+        commands.push_str(&format!(
+            "unlink-window -k -t ={}:@{window}\n",
+            connection::SESSION
+        ));
+        self.try_send(commands, Some(window));
     }
 
     async fn serve(
         &mut self,
-        mut reader: BufReader<ChildStdout>,
-        mut parser: control::Reader,
+        mut tmux_events: mpsc::Receiver<HubEvent>,
         commands: &mut mpsc::Receiver<Command>,
         events: &mut broadcast::Receiver<InstanceEvent>,
         may_stop: impl Fn(&mpsc::Receiver<Command>) -> bool,
         db: &crate::db::Db,
     ) -> End {
-        let mut line = Vec::new();
         let mut tick = tokio::time::interval(LAG_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                read = next_line(&mut reader, &mut line) => {
-                    match read {
-                        Ok(true) => {}
-                        Ok(false) | Err(_) => break,
+                event = tmux_events.recv() => {
+                    match event {
+                        Some(HubEvent::Closed) | None => break,
+                        Some(event) => self.on_event(event),
                     }
-                    match parser.feed(&line) {
-                        Ok(Some(Event::Exit)) => break,
-                        Ok(Some(event)) => self.on_event(event),
-                        Ok(None) => {}
-                        Err(control::TooLarge) => break,
+                    if self.detached {
+                        break;
                     }
-                    line.clear();
-                    if self.batch.len() >= BATCH || reader.buffer().is_empty() {
+                    if self.batch.len() >= BATCH || tmux_events.is_empty() {
                         self.flush();
                     }
                 }
@@ -412,7 +450,8 @@ impl Hub {
                 return End::Idle;
             }
         }
-        // tmux detached: the session ended or was killed. The reconciler will say how.
+        // The window went (or tmux did): the session ended or was killed. The reconciler
+        // will say how.
         self.flush();
         let deadline = tokio::time::sleep(END_WAIT);
         tokio::pin!(deadline);
@@ -446,22 +485,22 @@ impl Hub {
         End::Ended
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: HubEvent) {
         match event {
-            Event::Output(bytes) => {
+            HubEvent::Output(bytes) => {
                 self.batch.extend_from_slice(&bytes);
                 if self.flood.count(bytes.len(), Instant::now()) {
                     self.pause_output();
                 }
             }
-            Event::Reply { ok, lines } => {
+            HubEvent::Reply { ok, lines } => {
                 // Output before this reply belongs before any snapshot it completes.
                 self.flush();
                 let pending = self.pending.pop_front().unwrap_or(Pending::Ignore);
                 self.on_reply(pending, ok, lines);
             }
-            Event::Resized { cols, rows } => self.size_known(cols, rows, true),
-            Event::Attached | Event::Exit => {}
+            HubEvent::Resized { cols, rows } => self.size_known(cols, rows, true),
+            HubEvent::Closed => self.detached = true,
         }
     }
 
@@ -484,16 +523,8 @@ impl Hub {
     fn on_reply(&mut self, pending: Pending, ok: bool, mut lines: Vec<Vec<u8>>) {
         match pending {
             Pending::Ignore | Pending::Release { .. } => {}
-            Pending::PaneId => {
-                self.pane = lines
-                    .first()
-                    .filter(|_| ok)
-                    .and_then(|l| std::str::from_utf8(l).ok())
-                    .map(|id| id.trim().to_owned())
-                    .filter(|id| {
-                        id.starts_with('%') && id[1..].bytes().all(|b| b.is_ascii_digit())
-                    });
-            }
+            Pending::Ids => {}
+            Pending::Link => self.detached |= !ok,
             Pending::FloodModes => {
                 self.flood.modes = ok
                     .then(|| lines.first().and_then(|l| Modes::parse(l)))
@@ -695,8 +726,9 @@ impl Hub {
             self.requested = Some((cols, rows));
             // tmux resizes the window at once; its notification may come later or, when
             // another resize undoes it, never: ask for the size in the same breath.
+            let Some(window) = self.window else { return };
             let commands = format!(
-                "refresh-client -C {cols}x{rows}\ndisplay-message -p -t {} '{SIZE_FORMAT}'\n",
+                "refresh-client -C @{window}:{cols}x{rows}\ndisplay-message -p -t {} '{SIZE_FORMAT}'\n",
                 self.target
             );
             self.send_commands(commands, vec![Pending::Ignore, Pending::Size]);
@@ -767,7 +799,7 @@ impl Hub {
     /// When tmux is not keeping up they are dropped; false then.
     fn send_commands(&mut self, commands: String, mut replies: Vec<Pending>) -> bool {
         let lines = commands.lines().count();
-        if !self.stdin.try_send(commands) {
+        if !self.try_send(commands, None) {
             self.broadcast_text(&ServerMessage::error(
                 "busy",
                 "the terminal is not keeping up; input was dropped",
@@ -814,10 +846,10 @@ impl Hub {
 
     /// Stops tmux sending the pane's output to this client (see [`Flood`]).
     fn pause_output(&mut self) {
-        let Some(pane) = self.pane.clone() else {
+        let Some(pane) = self.pane else {
             return;
         };
-        if self.send_commands(format!("refresh-client -A '{pane}:pause'\n"), Vec::new()) {
+        if self.send_commands(format!("refresh-client -A '%{pane}:pause'\n"), Vec::new()) {
             self.flood.pause(Instant::now());
         }
     }
@@ -850,10 +882,13 @@ impl Hub {
 
     /// Continues the pane's output and resyncs every live viewer from that very point.
     fn resume_output(&mut self) {
-        let Some(pane) = self.pane.clone() else {
+        let Some(pane) = self.pane else {
             return;
         };
-        if !self.send_commands(format!("refresh-client -A '{pane}:continue'\n"), Vec::new()) {
+        if !self.send_commands(
+            format!("refresh-client -A '%{pane}:continue'\n"),
+            Vec::new(),
+        ) {
             return;
         }
         self.flood.resume(Instant::now());
@@ -956,19 +991,29 @@ impl Hub {
             let _ = slot.viewer.close.try_send((code, reason.to_owned()));
         }
     }
+}
 
-    /// When tmux cannot be reached, every waiting join is told to try again.
-    async fn reject_all(&mut self, commands: &mut mpsc::Receiver<Command>, reason: &str) {
-        commands.close();
-        while let Some(command) = commands.recv().await {
-            if let Command::Join { viewer, joined, .. } = command {
-                let _ = viewer
-                    .close
-                    .try_send((close::UNAVAILABLE, reason.to_owned()));
-                let _ = joined.send(());
-            }
+/// When tmux cannot be reached, every waiting join is told to try again.
+async fn reject_all(commands: &mut mpsc::Receiver<Command>, reason: &str) {
+    commands.close();
+    while let Some(command) = commands.recv().await {
+        if let Command::Join { viewer, joined, .. } = command {
+            let _ = viewer
+                .close
+                .try_send((close::UNAVAILABLE, reason.to_owned()));
+            let _ = joined.send(());
         }
     }
+}
+
+/// `@<window> %<pane> <cols>x<rows>`.
+fn parse_ids(line: &[u8]) -> Option<(u32, u32, (u16, u16))> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut fields = text.split(' ');
+    let window = fields.next()?.strip_prefix('@')?.parse().ok()?;
+    let pane = fields.next()?.strip_prefix('%')?.parse().ok()?;
+    let size = parse_size(fields.next()?.as_bytes())?;
+    Some((window, pane, size))
 }
 
 /// The close reason for an ended instance, short enough for a close frame (123 bytes).
@@ -998,81 +1043,16 @@ async fn current(db: &crate::db::Db, id: &str) -> InstanceEvent {
     }
 }
 
-/// Reads one line (without its newline) into `line`, which keeps partial input between calls
-/// so this is safe to race in `select!`. False at the end of the stream.
-async fn next_line(
-    reader: &mut BufReader<ChildStdout>,
-    line: &mut Vec<u8>,
-) -> std::io::Result<bool> {
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(false);
-        }
-        if let Some(end) = available.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&available[..end]);
-            reader.consume(end + 1);
-            return Ok(true);
-        }
-        let taken = available.len();
-        line.extend_from_slice(available);
-        reader.consume(taken);
-        if line.len() > control::MAX_REPLY {
-            return Err(std::io::Error::other("a line from tmux is too long"));
-        }
-    }
-}
-
-/// Waits for the control client to report its attachment.
-async fn attached(reader: &mut BufReader<ChildStdout>, parser: &mut control::Reader) -> bool {
-    let mut line = Vec::new();
-    let wait = async {
-        loop {
-            line.clear();
-            if !next_line(reader, &mut line).await.unwrap_or(false) {
-                return false;
-            }
-            match parser.feed(&line) {
-                Ok(Some(Event::Attached)) => return true,
-                Ok(Some(Event::Exit)) | Err(_) => return false,
-                _ => {}
-            }
-        }
-    };
-    tokio::time::timeout(ATTACH_WAIT, wait)
-        .await
-        .unwrap_or(false)
-}
-
-async fn write_commands(
-    mut stdin: ChildStdin,
-    mut queue: mpsc::Receiver<String>,
-    queued: Arc<AtomicUsize>,
-) {
-    while let Some(commands) = queue.recv().await {
-        let written = stdin.write_all(commands.as_bytes()).await;
-        queued.fetch_sub(commands.len(), Ordering::Relaxed);
-        if written.is_err() {
-            return;
-        }
-    }
-}
-
-/// The queue of commands for tmux's stdin, bounded in commands and in bytes.
-struct Stdin {
-    queue: mpsc::Sender<String>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Stdin {
-    /// Queues `commands` unless that would go over either bound; false then.
-    fn try_send(&self, commands: String) -> bool {
+impl Hub {
+    /// Queues commands unless this hub's queue is over its bound or the connection's is full
+    /// (see `Connection::send` for `unless_taken`).
+    fn try_send(&self, commands: String, unless_taken: Option<u32>) -> bool {
         let len = commands.len();
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > STDIN_BYTES {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            return false;
-        }
-        if self.queue.try_send(commands).is_err() {
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > STDIN_BYTES
+            || !self
+                .connection
+                .send(self.id, commands, &self.queued, unless_taken)
+        {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
         }

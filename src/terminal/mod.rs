@@ -1,7 +1,9 @@
 //! Live terminals: the WebSocket bridge between an instance's tmux pane and its viewers.
 //! `protocol` is the wire format, `control` speaks tmux's control mode, `screen` rebuilds what
-//! a newcomer needs to see, `hub` fans one pane out to many viewers, `viewer` is one socket.
+//! a newcomer needs to see, `connection` is the one control client of each tmux server, `hub`
+//! fans one pane out to many viewers, `viewer` is one socket.
 
+pub mod connection;
 pub mod control;
 pub mod hub;
 pub mod protocol;
@@ -40,6 +42,8 @@ pub struct Terminals {
     pub tickets: tickets::Tickets,
     /// Deflate state for sockets while they compress or inflate a message.
     pub deflate: yawc::DeflatePool,
+    /// The control client of each tmux server with a watched instance.
+    connections: Arc<connection::Connections>,
 }
 
 struct Registered {
@@ -79,6 +83,7 @@ impl Terminals {
             next_id: AtomicU64::new(1),
             // About as many as messages compressed at once: one per runtime worker, and some.
             deflate: yawc::DeflatePool::new(8),
+            connections: Arc::default(),
         }
     }
 
@@ -167,9 +172,20 @@ impl Terminals {
         let events = self.manager.subscribe();
         let registry = self.hubs.clone();
         let (instance, db) = (instance.clone(), self.db.clone());
+        let connections = self.connections.clone();
         tokio::spawn(async move {
             let id = instance.id.clone();
-            Hub::run(instance, tmux, settings, queue, events, may_stop, db).await;
+            Hub::run(
+                instance,
+                tmux,
+                connections,
+                settings,
+                queue,
+                events,
+                may_stop,
+                db,
+            )
+            .await;
             let mut hubs = registry.lock();
             if hubs.get(&id).is_some_and(|h| h.generation == generation) {
                 hubs.remove(&id);

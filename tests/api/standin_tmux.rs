@@ -136,8 +136,18 @@ async fn serve(
             break command_args(&body);
         }
     };
-    commands.lock().unwrap().push(args.clone());
-    let (status, output) = run(&args, panes);
+    // A command list (`kill-window … ; kill-session …`) runs command by command, as in tmux,
+    // until one fails.
+    let mut status = 0;
+    let mut output = String::new();
+    for command in args.split(|a| a == ";").filter(|c| !c.is_empty()) {
+        commands.lock().unwrap().push(command.to_vec());
+        let (code, printed) = run(command, panes);
+        (status, output) = (code, output + &printed);
+        if code != 0 {
+            break;
+        }
+    }
     let mut reply = Vec::new();
     if !output.is_empty() {
         // Stream 1 is the client's stdout (fd 1); no path: the client writes to its own.

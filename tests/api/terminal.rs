@@ -735,3 +735,122 @@ async fn terminals_opened_while_agents_start_and_stop_never_take_tmux_down() {
     }
     assert_eq!(app.instance(token, &keeper).await["state"], "running");
 }
+
+/// The clients attached to the account's tmux server: (control-mode clients, all clients).
+async fn tmux_clients(app: &TestApp, user_id: i64) -> (usize, usize) {
+    let out = app
+        .tmux_client(user_id)
+        .args(["list-clients", "-F", "#{client_control_mode}"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        text.lines().filter(|l| *l == "1").count(),
+        text.lines().count(),
+    )
+}
+
+/// The windows linked into the terminals' session, besides its placeholder.
+async fn linked_windows(app: &TestApp, user_id: i64) -> usize {
+    let out = app
+        .tmux_client(user_id)
+        .args([
+            "list-windows",
+            "-t",
+            "=pocketdev-terminals",
+            "-F",
+            "#{pane_start_command}",
+        ])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("cat"))
+        .count()
+}
+
+/// However many terminals an account has open, its tmux server has one client for them: tmux
+/// walks its clients for every pane on every turn, so a client per terminal made each turn
+/// cost terminals × agents. Each terminal still sees its own agent alone; a stopped agent's
+/// window goes even while watched; once nobody watches, the client goes too.
+#[tokio::test]
+async fn every_terminal_of_an_account_shares_one_tmux_client() {
+    let (app, token, first) = app_with_bash(|c| {
+        c.tmux.stop_grace_secs = 0;
+        c.limits.max_per_user = 4;
+        c.limits.max_total = 4;
+    })
+    .await;
+    let user_id = app.user_id(&token).await;
+    let mut ids = vec![first];
+    for _ in 0..3 {
+        let created = app
+            .create_instance(&token, json!({ "profile": "bash" }))
+            .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        app.wait_for_output(&token, &id, "$").await;
+        ids.push(id);
+    }
+    let mut terms = Vec::new();
+    for id in &ids {
+        terms.push(app.term(&token, id).await);
+    }
+    let mut second_on_first = app.term(&token, &ids[0]).await;
+    assert_eq!(
+        tmux_clients(&app, user_id).await,
+        (1, 1),
+        "five terminals on four agents, one tmux client"
+    );
+
+    for (n, term) in terms.iter_mut().enumerate() {
+        term.run(
+            &format!("echo own-$((100+{n}))"),
+            &format!("own-{}", 100 + n),
+        )
+        .await;
+    }
+    second_on_first.wait_for("own-100").await;
+    for (n, term) in terms.iter().enumerate() {
+        for other in (0..ids.len()).filter(|&o| o != n) {
+            assert!(
+                !term.text().contains(&format!("own-{}", 100 + other)),
+                "terminal {n} saw agent {other}'s output"
+            );
+        }
+    }
+
+    // Stopping a watched agent ends its window everywhere, not only in its own session.
+    assert_eq!(linked_windows(&app, user_id).await, 4);
+    let stopped = app
+        .post(
+            &format!("/api/instances/{}/stop", ids[3]),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    terms[3].wait_closed().await;
+    assert_eq!(linked_windows(&app, user_id).await, 3);
+
+    // Resizing one terminal leaves the others' panes at their sizes.
+    terms[1]
+        .send_json(json!({ "type": "resize", "cols": 70, "rows": 20 }))
+        .await;
+    wait_for_stty_size(&mut terms[1], "20 70").await;
+    terms[2].run("stty size", "30 100").await;
+
+    drop(terms);
+    drop(second_on_first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tmux_clients(&app, user_id).await != (0, 0) || linked_windows(&app, user_id).await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client and its links outlived the terminals: {:?}, {} linked",
+            tmux_clients(&app, user_id).await,
+            linked_windows(&app, user_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
