@@ -68,3 +68,37 @@ export async function shot(page: Page, info: TestInfo, name: string): Promise<vo
   });
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
 }
+
+/** What the page's terminal holds on its screen (xterm's buffer API): rows, trailing blanks trimmed, and the cursor. */
+export async function renderedScreen(page: Page): Promise<{ rows: string[]; cursor: [number, number] }> {
+  return page.evaluate(() => {
+    type Line = { translateToString(trim: boolean): string };
+    type Buffer = { baseY: number; cursorX: number; cursorY: number; getLine(y: number): Line | undefined };
+    const screen = document.querySelector('.term-screen') as (Element & { terminal?: { rows: number; buffer: { active: Buffer } } }) | null;
+    const term = screen?.terminal;
+    if (!term) return { rows: [], cursor: [-1, -1] as [number, number] };
+    const buffer = term.buffer.active;
+    const rows = Array.from({ length: term.rows }, (_, y) => (buffer.getLine(buffer.baseY + y)?.translateToString(true) ?? '').trimEnd());
+    return { rows, cursor: [buffer.cursorX, buffer.cursorY] as [number, number] };
+  });
+}
+
+/** What tmux itself shows in the agent's pane: rows (trailing blanks trimmed) and the cursor. */
+export function tmuxScreen(server: Server, id: string): { rows: string[]; cursor: [number, number] } {
+  const target = `=pd-${id}:`;
+  const rows = server.tmux('capture-pane', '-p', '-t', target).replace(/\n$/, '').split('\n').map((r) => r.trimEnd());
+  const [x, y] = server.tmux('display-message', '-p', '-t', target, '#{cursor_x} #{cursor_y}').trim().split(' ').map(Number);
+  return { rows, cursor: [x, y] };
+}
+
+/**
+ * The page's terminal shows exactly what tmux shows in the pane, row by row, with the cursor in the same cell (retried for
+ * `timeout`: a redraw may be under way).
+ */
+export async function expectScreenMatchesTmux(page: Page, server: Server, id: string, timeout = 10_000): Promise<void> {
+  await expect.poll(async () => {
+    const shown = await renderedScreen(page);
+    const truth = tmuxScreen(server, id);
+    return JSON.stringify(shown) === JSON.stringify(truth) ? 'same' : JSON.stringify({ shown, truth }, null, 1);
+  }, { timeout, message: 'the terminal shows what tmux shows' }).toBe('same');
+}

@@ -122,6 +122,14 @@ export class Server {
     this.child = null;
   }
 
+  /** Runs a tmux client against the agents' tmux server; its output. */
+  tmux(...args: string[]): string {
+    const socket = join(this.dataDir, 'server/tmux.sock');
+    const out = spawnSync('tmux', ['-S', socket, ...args], { encoding: 'utf8' });
+    if (out.status !== 0) throw new Error(`tmux ${args.join(' ')}: ${out.stderr}`);
+    return out.stdout;
+  }
+
   async restart(): Promise<void> {
     await this.stopProcess();
     this.log.push('--- restart ---\n');

@@ -1,4 +1,4 @@
-import { test, expect, signIn, shot, expectTerminal, terminalText } from '../fixtures';
+import { test, expect, signIn, shot, expectTerminal, terminalText, expectScreenMatchesTmux } from '../fixtures';
 import type { Page } from '@playwright/test';
 
 async function createAgent(page: Page, profile: string, name: string): Promise<void> {
@@ -137,6 +137,47 @@ test('creates an agent and drives it through the compose box and the key bar', a
   await switcher.getByLabel('Find an agent').fill(name.slice(0, 4));
   await switcher.getByLabel('Find an agent').press('Enter');
   await expect(page.locator('.term-title')).toHaveText(name);
+});
+
+test('shows exactly what tmux shows after a reconnect, a server restart and a resync', async ({ page, server }, info) => {
+  const user = `screen${info.project.name}`;
+  await server.createUser(user, 'screen-password-1');
+  await signIn(page, server, user, 'screen-password-1');
+  await createAgent(page, 'bash', `screen-${info.project.name}`);
+  const id = new URL(page.url()).hash.replace('#/t/', '');
+  await expectTerminal(page, /^pd\$ /m);
+  await say(page, 'seq 1 60; echo seq-done');
+  await expectTerminal(page, /^seq-done$/m);
+  await expectScreenMatchesTmux(page, server, id);
+
+  await page.reload();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await expectScreenMatchesTmux(page, server, id);
+
+  await server.restart();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true', { timeout: 30_000 });
+  await expect(page.locator('.term-banner')).toBeHidden();
+  await expectScreenMatchesTmux(page, server, id);
+  await say(page, 'echo after-restart');
+  await expectTerminal(page, /^after-restart$/m);
+  await expectScreenMatchesTmux(page, server, id);
+
+  // A flood ends in a resync snapshot.
+  await say(page, 'seq 1 400000; echo flood-done');
+  await expectTerminal(page, /^flood-done$/m);
+  await expectScreenMatchesTmux(page, server, id);
+
+  // A full-screen program on the alternate screen, across a restart.
+  await say(page, "printf '\\e[?1049h\\e[H\\e[2Jfull screen\\n\\e[5;3Hat 5,3'; read -r x; printf '\\e[?1049l'");
+  await expectTerminal(page, /at 5,3/);
+  await expectScreenMatchesTmux(page, server, id);
+  await server.restart();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true', { timeout: 30_000 });
+  await expect(page.locator('.term-banner')).toBeHidden();
+  await expectScreenMatchesTmux(page, server, id);
+  await say(page, '');
+  await expectTerminal(page, /^flood-done$/m);
+  await expectScreenMatchesTmux(page, server, id);
 });
 
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {

@@ -179,6 +179,8 @@ pub struct Hub {
     size: Option<(u16, u16)>,
     /// The size last asked of tmux.
     requested: Option<(u16, u16)>,
+    /// The size tmux last laid the pane out at.
+    laid_out: Option<(u16, u16)>,
     batch: Vec<u8>,
     /// The pane's and window's ids (`%<pane>`, `@<window>`), once tmux has said them.
     pane: Option<u32>,
@@ -309,6 +311,7 @@ impl Hub {
             active: None,
             size: None,
             requested: None,
+            laid_out: None,
             batch: Vec::with_capacity(BATCH),
             pane: None,
             window: None,
@@ -507,6 +510,11 @@ impl Hub {
     /// What tmux says the pane's size is: viewers learn of a change. Newcomers waiting for
     /// their size get their snapshot once the pane has been laid out anew (tmux redraws the
     /// pane's grid a moment after it answers), or at once when nothing changed.
+    ///
+    /// Once the pane has been laid out at a new size, every live viewer gets a fresh snapshot:
+    /// tmux and a viewer's emulator each re-flow their screen and history on a resize, and do
+    /// not always agree on where lines and the cursor end up (tmux redraws its own clients'
+    /// screens after a resize for the same reason).
     fn size_known(&mut self, cols: u16, rows: u16, laid_out: bool) {
         let changed = self.size != Some((cols, rows));
         if changed {
@@ -515,8 +523,28 @@ impl Hub {
                 self.broadcast_text(&ServerMessage::Size { cols, rows });
             }
         }
+        if laid_out {
+            let before = self.laid_out.replace((cols, rows));
+            if before.is_some_and(|size| size != (cols, rows)) {
+                self.resync_live();
+            }
+        }
         if laid_out || !changed {
             self.snapshot_resized(|_| true);
+        }
+    }
+
+    /// Every live viewer gets a fresh snapshot, and output from that point on.
+    fn resync_live(&mut self) {
+        let mut viewers = Vec::new();
+        for slot in &mut self.slots {
+            if slot.flow == Flow::Live {
+                slot.flow = Flow::AwaitingSnapshot("resync");
+                viewers.push((slot.viewer.id, "resync"));
+            }
+        }
+        if !viewers.is_empty() {
+            self.request_snapshot(viewers);
         }
     }
 
@@ -892,16 +920,7 @@ impl Hub {
             return;
         }
         self.flood.resume(Instant::now());
-        let mut viewers = Vec::new();
-        for slot in &mut self.slots {
-            if slot.flow == Flow::Live {
-                slot.flow = Flow::AwaitingSnapshot("resync");
-                viewers.push((slot.viewer.id, "resync"));
-            }
-        }
-        if !viewers.is_empty() {
-            self.request_snapshot(viewers);
-        }
+        self.resync_live();
     }
 
     /// Lagging viewers that have caught up get a fresh snapshot; those that never do go.

@@ -112,6 +112,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   term.loadAddon(fit);
   term.loadAddon(new WebLinksAddon((_event, uri) => window.open(uri, '_blank', 'noopener,noreferrer')));
   term.open(screen);
+  // Browser tests compare the buffer with tmux's own screen through this.
+  (screen as HTMLElement & { terminal?: Terminal }).terminal = term;
   // Phones: typing straight into xterm's hidden textarea is unreliable; keep autocorrect off.
   term.textarea?.setAttribute('autocorrect', 'off');
   term.textarea?.setAttribute('autocapitalize', 'off');
