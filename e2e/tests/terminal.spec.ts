@@ -180,6 +180,43 @@ test('shows exactly what tmux shows after a reconnect, a server restart and a re
   await expectScreenMatchesTmux(page, server, id);
 });
 
+for (const scheme of ['light', 'dark'] as const) {
+  test(`agents' colours are readable in the ${scheme} theme (WCAG AA)`, async ({ page, server }, info) => {
+    test.skip(info.project.name !== 'phone', 'the colours do not depend on the layout');
+    await page.emulateMedia({ colorScheme: scheme });
+    const user = `colours${scheme}`;
+    await server.createUser(user, 'colours-password-1');
+    await signIn(page, server, user, 'colours-password-1');
+    await createAgent(page, 'bash', `colours-${scheme}`);
+    await expectTerminal(page, /^pd\$ /m);
+    // Claude Code's permission title and chosen answer (256-colour 153, rgb(175,215,255)), its grey secondary text
+    // (246), and the basic colours programs use, each on the default background.
+    const samples = ['38;5;153', '38;5;246', '33', '93', '36', '96', '32', '92', '37', '90'];
+    await say(page, `for c in ${samples.map((c) => `'${c}'`).join(' ')}; do printf "\\e[\${c}mS-\${c}\\e[0m\\n"; done`);
+    await expectTerminal(page, /S-90\s*$/m);
+    const ratios = await page.evaluate((codes) => {
+      const rgb = (css: string) => (css.match(/\d+(\.\d+)?/g) ?? []).slice(0, 3).map(Number);
+      const luminance = ([r, g, b]: number[]) => {
+        const lin = (v: number) => { const c = v / 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+        return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+      };
+      // The theme's background, which the renderer paints behind every cell.
+      const term = (document.querySelector('.term-screen') as Element & { terminal: { options: { theme: { background: string } } } }).terminal;
+      const hex = term.options.theme.background;
+      const background = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+      const spans = [...document.querySelectorAll('.xterm-rows span')];
+      return codes.map((code) => {
+        const span = spans.find((s) => s.textContent === `S-${code}`);
+        if (!span) return `${code}: not found`;
+        const [a, b] = [luminance(rgb(getComputedStyle(span).color)), luminance(background)];
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        return `${code}: ${ratio >= 4.5 ? 'ok' : ratio.toFixed(2)}`;
+      });
+    }, samples);
+    expect(ratios).toEqual(samples.map((code) => `${code}: ok`));
+  });
+}
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);

@@ -105,6 +105,9 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     theme: themes[effectiveTheme()],
     allowProposedApi: true,
     cursorBlink: false,
+    // Programs pick colours for a dark background (Claude Code's prompt is pale blue): xterm
+    // darkens or lightens any text that would fall below WCAG AA against its background.
+    minimumContrastRatio: 4.5,
     convertEol: false,
     macOptionIsMeta: true,
   });
