@@ -114,3 +114,30 @@ test('settings: a secret is saved masked, the theme changes', async ({ page, ser
   await page.getByRole('button', { name: 'Sign in' }).click();
   await expect(page.getByRole('heading', { name: 'Agents' })).toBeVisible();
 });
+
+test('an invite opens an account even while registration is closed, and its link can be copied', async ({ page, server, browser }, info) => {
+  await signIn(page, server);
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+  await page.getByRole('link', { name: 'Admin', exact: true }).click();
+  await page.getByRole('button', { name: 'Create invite code' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByRole('button', { name: 'Copy link' }).click();
+  await expect(dialog.getByRole('button', { name: 'Copied' })).toBeVisible();
+  const link = await page.evaluate(() => navigator.clipboard.readText());
+  expect(link).toContain('#/register?invite=');
+  await dialog.getByRole('button', { name: 'Close' }).click();
+
+  // Registration is closed (the default): the sign-in page offers none, but the link opens the form.
+  const other = await browser.newContext();
+  const theirs = await other.newPage();
+  await theirs.goto(`${server.url}/`);
+  await expect(theirs.getByRole('heading', { name: 'Sign in' })).toBeVisible();
+  await expect(theirs.getByRole('link', { name: /Create an account|Redeem an invite/ })).toHaveCount(0);
+  await theirs.goto(link);
+  await expect(theirs.getByRole('heading', { name: 'Redeem an invite' })).toBeVisible();
+  await theirs.getByLabel('Username').fill(`invited${info.project.name}`);
+  await theirs.getByLabel('Password').fill('a-long-enough-password');
+  await theirs.getByRole('button', { name: 'Create account' }).click();
+  await expect(theirs.getByRole('heading', { name: 'Agents' })).toBeVisible();
+  await other.close();
+});

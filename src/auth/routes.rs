@@ -276,10 +276,13 @@ async fn register(
     )
     .await?;
     let policy = state.config.auth.registration;
+    // An invite is an admin's decision: it opens an account under `closed` too, which only
+    // keeps the sign-in page from offering registration to everyone.
     let invite_hash = match (policy, req.invite.as_deref().map(str::trim)) {
-        (Registration::Closed, _) => {
+        (Registration::Closed, None | Some("")) => {
             return Err(AppError::Forbidden(
-                "registration is closed on this server; ask an admin for an account".into(),
+                "registration is closed on this server; ask an admin for an account or an invite"
+                    .into(),
             ));
         }
         (Registration::Invite, None | Some("")) => {
@@ -287,7 +290,7 @@ async fn register(
                 "registration on this server needs an invite code".into(),
             ));
         }
-        (Registration::Invite, Some(code)) => Some(tokens::hash_token(code)),
+        (Registration::Closed | Registration::Invite, Some(code)) => Some(tokens::hash_token(code)),
         (Registration::Open, _) => None,
     };
     // Check the name and password before spending an invite on a request that must fail.

@@ -28,6 +28,37 @@ async fn closed_registration_answers_403() {
     );
 }
 
+/// An invite is the admin's decision: it opens an account while registration is closed, once.
+#[tokio::test]
+async fn an_invite_opens_an_account_while_registration_is_closed() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let invite: Value = app
+        .post("/api/admin/invites", Some(&admin), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let code = invite["code"].as_str().unwrap();
+    let register = |username: &'static str| {
+        app.post(
+            "/api/auth/register",
+            None,
+            json!({ "username": username, "password": "kim-password-1", "invite": code }),
+        )
+    };
+    let response = register("kim").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["user"]["role"], "user");
+    let again = register("lou").await;
+    assert_eq!(
+        again.status(),
+        StatusCode::FORBIDDEN,
+        "an invite works once"
+    );
+}
+
 #[tokio::test]
 async fn open_registration_creates_and_signs_in_a_plain_user() {
     let app = spawn_app_with(|c| c.auth.registration = Registration::Open).await;

@@ -117,8 +117,11 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
         void loadAudit();
         void loadInvites();
       }
-      if (made) await infoDialog('Invite code', h('p', null, `Single use, valid until ${when(made.expires_at)}:`), h('code', { class: 'secret-code' }, made.code),
-        h('p', null, 'Link: ', h('code', null, new URL(`#/register?invite=${encodeURIComponent(made.code)}`, document.baseURI).href)));
+      if (made) {
+        const link = new URL(`#/register?invite=${encodeURIComponent(made.code)}`, document.baseURI).href;
+        await infoDialog('Invite code', h('p', null, `Single use, valid until ${when(made.expires_at)}:`), h('code', { class: 'secret-code' }, made.code),
+          h('p', null, 'Link: ', h('code', null, link)), inviteActions(link));
+      }
     });
     clear(usersBox, h('h2', { id: 'users-h' }, 'Accounts'),
       h('ul', { class: 'user-list' }, users.map((u) => userRow(u))),
@@ -199,4 +202,23 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
     if (document.visibilityState === 'visible') void loadStats();
   }, 5000);
   return () => clearInterval(timer);
+}
+
+/** Copy and Share for an invite link; the answer shows on the button itself, inside the dialog. */
+function inviteActions(link: string): HTMLElement {
+  const copy = h('button', { type: 'button', class: 'secondary small' }, 'Copy link');
+  copy.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(link);
+      copy.textContent = 'Copied';
+    } catch {
+      copy.textContent = 'Copy failed: select the link above';
+    }
+  });
+  const share = h('button', { type: 'button', class: 'secondary small' }, 'Share…');
+  share.addEventListener('click', () => {
+    navigator.share({ title: 'Your pocketdev invite', text: 'An account on pocketdev is waiting for you:', url: link })
+      .catch(() => undefined);
+  });
+  return h('p', { class: 'row-actions' }, copy, 'share' in navigator ? share : null);
 }

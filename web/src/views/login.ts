@@ -11,8 +11,11 @@ export async function loginView(app: HTMLElement, mode: 'login' | 'register', qu
   } catch {
     // The form still works; registration links just stay hidden.
   }
+  // An invite link opens the form whatever the policy: an invite is an admin's decision.
+  const invited = Boolean(query.get('invite'));
   const canRegister = config && config.registration !== 'closed';
-  if (mode === 'register' && !canRegister) mode = 'login';
+  if (mode === 'register' && !canRegister && !invited) mode = 'login';
+  const needsInvite = config?.registration === 'invite' || (config?.registration === 'closed' && invited);
 
   const message = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const notice = session.notice;
@@ -23,14 +26,14 @@ export async function loginView(app: HTMLElement, mode: 'login' | 'register', qu
     autocomplete: mode === 'login' ? 'current-password' : 'new-password',
     minLength: mode === 'register' ? config?.min_password_length ?? 10 : undefined,
   });
-  const invite = h('input', { name: 'invite', id: 'invite', autocomplete: 'off', autocapitalize: 'off', value: query.get('invite') ?? '', required: config?.registration === 'invite' });
+  const invite = h('input', { name: 'invite', id: 'invite', autocomplete: 'off', autocapitalize: 'off', value: query.get('invite') ?? '', required: needsInvite });
   const submit = h('button', { type: 'submit', class: 'primary wide' }, mode === 'login' ? 'Sign in' : 'Create account');
 
   const form = h('form', { class: 'stack', novalidate: false },
     h('label', { class: 'field', for: 'username' }, h('span', null, 'Username'), username),
     h('label', { class: 'field', for: 'password' }, h('span', null, 'Password'), password,
       mode === 'register' ? h('small', { class: 'muted' }, `At least ${config?.min_password_length ?? 10} characters.`) : null),
-    mode === 'register' && config?.registration === 'invite' ? h('label', { class: 'field', for: 'invite' }, h('span', null, 'Invite code'), invite) : null,
+    mode === 'register' && needsInvite ? h('label', { class: 'field', for: 'invite' }, h('span', null, 'Invite code'), invite) : null,
     message,
     submit,
   );
@@ -61,7 +64,7 @@ export async function loginView(app: HTMLElement, mode: 'login' | 'register', qu
 
   clear(app, h('main', { class: 'center-card' },
     h('div', { class: 'brand-big' }, h('img', { src: './icon.svg', alt: '', width: 56, height: 56 }), h('h1', null, 'pocketdev')),
-    h('h2', { class: 'sub' }, mode === 'login' ? 'Sign in' : config?.registration === 'invite' ? 'Redeem an invite' : 'Create an account'),
+    h('h2', { class: 'sub' }, mode === 'login' ? 'Sign in' : needsInvite ? 'Redeem an invite' : 'Create an account'),
     notice ? h('p', { class: 'notice', role: 'status' }, notice) : null,
     form,
     switchLink,
