@@ -92,3 +92,18 @@ test('uploads, downloads, makes a folder, renames and deletes', async ({ page, s
   await expect(page.getByText('Deleted renamed.txt.')).toBeVisible();
   expect(existsSync(join(ws, 'renamed.txt'))).toBe(false);
 });
+
+test('"New file" with a name that is taken leaves that file as it was', async ({ page, server }, info) => {
+  const user = `nf${info.project.name}`;
+  const id = await server.createUser(user, 'newfile-password-1');
+  const ws = server.workspace(id);
+  writeFileSync(join(ws, 'plan.md'), "the agent's plan\n");
+  await signIn(page, server, user, 'newfile-password-1');
+  await page.getByRole('link', { name: 'Files', exact: true }).click();
+  await expect(page.getByRole('link', { name: /plan\.md/ })).toBeVisible();
+  await page.getByRole('button', { name: 'New file' }).click();
+  await page.getByRole('dialog').getByLabel('File name').fill('plan.md');
+  await page.getByRole('dialog').getByRole('button', { name: 'Create' }).click();
+  await expect(page.getByText('already exists')).toBeVisible();
+  expect(readFileSync(join(ws, 'plan.md'), 'utf8')).toBe("the agent's plan\n");
+});

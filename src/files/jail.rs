@@ -23,6 +23,17 @@ const MAX_PATH: usize = 4096;
 /// Longest name of one component (Linux's NAME_MAX).
 const MAX_NAME: usize = 255;
 
+/// What `save` expects to find where it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// Whatever is there (or nothing).
+    Any,
+    /// The file with this etag; anything else is `Changed`.
+    Etag(&'a str),
+    /// No file: "New file" never empties an existing one.
+    Absent,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("{0}")]
@@ -338,7 +349,7 @@ impl Jail {
         &self,
         path: &RelPath,
         content: &[u8],
-        expected_etag: Option<&str>,
+        expected: Expect<'_>,
     ) -> Result<Saved, FileError> {
         let (dir, name) = self.parent(path)?;
         let current = match rustix::fs::openat(
@@ -367,7 +378,10 @@ impl Jail {
             }
             mode = Mode::from_raw_mode(stat.st_mode & 0o7777);
         }
-        if let Some(expected) = expected_etag {
+        if expected == Expect::Absent && current.is_some() {
+            return Err(FileError::Exists(path.display()));
+        }
+        if let Expect::Etag(expected) = expected {
             let actual = match current {
                 Some(fd) => Some(hash_file(File::from(fd))?),
                 None => None,
@@ -390,10 +404,19 @@ impl Jail {
         let written = write_and_sync(File::from(file), content)
             .and_then(|()| before_rename())
             .and_then(|()| {
-                rustix::fs::renameat(&dir, &temp, &dir, name).map_err(std::io::Error::from)
+                // Created only if still absent: a file made meanwhile is not replaced.
+                let flags = match expected {
+                    Expect::Absent => rustix::fs::RenameFlags::NOREPLACE,
+                    _ => rustix::fs::RenameFlags::empty(),
+                };
+                rustix::fs::renameat_with(&dir, &temp, &dir, name, flags)
+                    .map_err(std::io::Error::from)
             });
         if let Err(err) = written {
             let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
+            if err.raw_os_error() == Some(libc::EEXIST) {
+                return Err(FileError::Exists(path.display()));
+            }
             return Err(err.into());
         }
         let _ = rustix::fs::fsync(&dir);
@@ -945,9 +968,9 @@ mod tests {
     #[test]
     fn a_crash_before_the_rename_leaves_the_old_file() {
         let (dir, jail) = jail();
-        jail.save(&p("f.txt"), b"old", None).unwrap();
+        jail.save(&p("f.txt"), b"old", Expect::Any).unwrap();
         CRASH_BEFORE_RENAME.with(|c| c.set(true));
-        let result = jail.save(&p("f.txt"), b"new", None);
+        let result = jail.save(&p("f.txt"), b"new", Expect::Any);
         CRASH_BEFORE_RENAME.with(|c| c.set(false));
         assert!(result.is_err());
         assert_eq!(std::fs::read(dir.path().join("ws/f.txt")).unwrap(), b"old");
@@ -1030,7 +1053,7 @@ mod tests {
                 .set_modified(day_ago)
                 .unwrap();
         }
-        jail.save(&p("other.txt"), b"x", None).unwrap();
+        jail.save(&p("other.txt"), b"x", Expect::Any).unwrap();
         assert!(!stale.exists(), "a stale temporary file stays");
         assert!(fresh.exists(), "a save in progress lost its file");
         assert!(

@@ -10,7 +10,7 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, 
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::jail::{Entry, FileError, Jail, RelPath};
+use super::jail::{Entry, Expect, FileError, Jail, RelPath};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
 use crate::error::{
@@ -284,6 +284,9 @@ pub struct SaveRequest {
     pub content: String,
     /// The etag you read; if the file changed since, nothing is written and 409 says so.
     pub expected_etag: Option<String>,
+    /// Create only: if a file is already there, nothing is written and 409 says so.
+    #[serde(default)]
+    pub if_absent: bool,
 }
 
 /// A 409 from saving: the error, and the etag the file has now when it changed meanwhile.
@@ -332,8 +335,14 @@ async fn save(
     }
     let shown = path.display();
     let expected = request.expected_etag.clone();
+    let if_absent = request.if_absent;
     let result = in_jail(&state, auth.user.id, move |jail| {
-        jail.save(&path, request.content.as_bytes(), expected.as_deref())
+        let expect = match (&expected, if_absent) {
+            (_, true) => Expect::Absent,
+            (Some(etag), false) => Expect::Etag(etag),
+            (None, false) => Expect::Any,
+        };
+        jail.save(&path, request.content.as_bytes(), expect)
     })
     .await;
     let saved = match result {

@@ -71,6 +71,34 @@ fn encode(path: &str) -> String {
     url.query().unwrap().to_owned()
 }
 
+/// "New file" creates only: a name that is taken answers 409 and the file keeps its content.
+#[tokio::test]
+async fn creating_a_file_never_empties_an_existing_one() {
+    let s = setup().await;
+    std::fs::write(s.workspace.join("plan.md"), "the agent's plan\n").unwrap();
+    let response = s
+        .save(json!({ "path": "plan.md", "content": "", "if_absent": true }))
+        .await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{body}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.workspace.join("plan.md")).unwrap(),
+        "the agent's plan\n"
+    );
+    let response = s
+        .save(json!({ "path": "fresh.md", "content": "", "if_absent": true }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(std::fs::read(s.workspace.join("fresh.md")).unwrap(), b"");
+}
+
 #[tokio::test]
 async fn read_edit_and_save_with_conflicts() {
     let s = setup().await;

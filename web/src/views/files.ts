@@ -122,7 +122,7 @@ export async function filesView(ctx: Ctx): Promise<() => void> {
   newFileButton.addEventListener('click', async () => {
     const name = await promptDialog('New file', 'File name', '', 'Create');
     if (!name) return;
-    const ok = await act(newFileButton, () => api.post('api/files/save', { path: join(path, name), content: '' }).then(() => true), `Created ${name}.`);
+    const ok = await act(newFileButton, () => api.post('api/files/save', { path: join(path, name), content: '', if_absent: true }).then(() => true), `Created ${name}.`);
     if (ok) location.hash = editHash(join(path, name));
   });
   hiddenToggle.addEventListener('change', () => {
