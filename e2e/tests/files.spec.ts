@@ -107,3 +107,28 @@ test('"New file" with a name that is taken leaves that file as it was', async ({
   await expect(page.getByText('already exists')).toBeVisible();
   expect(readFileSync(join(ws, 'plan.md'), 'utf8')).toBe("the agent's plan\n");
 });
+
+test('leaving the editor with unsaved changes asks first, from anywhere in the app', async ({ page, server }, info) => {
+  const user = `lv${info.project.name}`;
+  const id = await server.createUser(user, 'leaving-password-1');
+  writeFileSync(join(server.workspace(id), 'draft.md'), 'first\n');
+  await signIn(page, server, user, 'leaving-password-1');
+  await page.goto(`${server.url}/#/edit/draft.md`);
+  const editor = page.locator('.cm-content');
+  await expect(editor).toContainText('first');
+  await editor.click();
+  await page.keyboard.press('ControlOrMeta+End');
+  await page.keyboard.type('unsaved words');
+
+  await page.getByRole('link', { name: 'Agents', exact: true }).first().click();
+  const ask = page.getByRole('dialog');
+  await expect(ask).toContainText('Leave without saving?');
+  await ask.getByRole('button', { name: 'Cancel' }).click();
+  await expect(editor).toContainText('unsaved words');
+  expect(page.url()).toContain('#/edit/draft.md');
+
+  await page.getByRole('link', { name: 'Agents', exact: true }).first().click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Leave' }).click();
+  await expect(page.getByRole('heading', { name: 'Agents' })).toBeVisible();
+  expect(readFileSync(join(server.workspace(id), 'draft.md'), 'utf8')).toBe('first\n');
+});

@@ -217,6 +217,29 @@ for (const scheme of ['light', 'dark'] as const) {
   });
 }
 
+test('a terminal left before it finished loading keeps no socket open', async ({ page, server }, info) => {
+  const user = `fast${info.project.name}`;
+  await server.createUser(user, 'fast-password-1');
+  const { token } = await server.token(user, 'fast-password-1');
+  const created = (await (await server.api('POST', 'api/instances', token, { profile: 'bash', name: 'fast' })).json()) as { id: string };
+  await signIn(page, server, user, 'fast-password-1');
+  const sockets: import('@playwright/test').WebSocket[] = [];
+  page.on('websocket', (ws) => sockets.push(ws));
+  // The terminal is still loading its agent when the user goes elsewhere.
+  await page.route(`**/api/instances/${created.id}`, async (r) => {
+    await new Promise((ok) => setTimeout(ok, 1000));
+    await r.continue();
+  });
+  await page.evaluate((id) => { location.hash = `#/t/${id}`; }, created.id);
+  await page.waitForRequest((r) => r.url().endsWith(`/api/instances/${created.id}`));
+  await page.evaluate(() => { location.hash = '#/settings'; });
+  await expect(page.getByRole('heading', { name: 'Settings' })).toBeVisible();
+  await page.waitForResponse((r) => r.url().endsWith(`/api/instances/${created.id}/ticket`));
+  // A socket would open right after the ticket; none may, and none may stay.
+  await page.waitForTimeout(1000);
+  expect(sockets.filter((ws) => !ws.isClosed()).map((ws) => ws.url())).toEqual([]);
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);

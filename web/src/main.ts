@@ -18,6 +18,17 @@ type View = (ctx: Ctx) => Cleanup | Promise<Cleanup>;
 
 export const session: { user: User | null; notice: string | null } = { user: null, notice: null };
 
+/**
+ * A view with something to lose (an editor with unsaved changes) sets this while it has; any in-app navigation asks it
+ * first, and stays if it answers false.
+ */
+let leaveGuard: (() => boolean | Promise<boolean>) | null = null;
+export function guardLeaving(guard: (() => boolean | Promise<boolean>) | null): void {
+  leaveGuard = guard;
+}
+let shownHash = '';
+let restoringHash = false;
+
 // --- theme ---------------------------------------------------------------------------------
 export type Theme = 'light' | 'dark' | 'system';
 export function getTheme(): Theme {
@@ -198,6 +209,21 @@ async function loadUser(): Promise<User | null> {
 }
 
 async function route(): Promise<void> {
+  if (restoringHash) {
+    restoringHash = false;
+    return;
+  }
+  if (leaveGuard && location.hash !== shownHash) {
+    const target = location.hash;
+    // The address bar shows where we still are while the view is asked.
+    restoringHash = true;
+    location.replace(shownHash || '#/');
+    if (!(await leaveGuard())) return;
+    leaveGuard = null;
+    location.hash = target;
+    return;
+  }
+  shownHash = location.hash;
   const my = ++generation;
   const raw = location.hash.replace(/^#\/?/, '');
   const [pathPart, queryPart] = raw.split('?');
@@ -207,6 +233,9 @@ async function route(): Promise<void> {
 
   if (typeof cleanup === 'function') cleanup();
   cleanup = undefined;
+  leaveGuard = null;
+  // Dialogs a view opened (the switcher, the selection sheet) go with it.
+  for (const open of document.querySelectorAll('dialog[open]')) (open as HTMLDialogElement).close();
 
   if (!session.user && name !== 'login' && name !== 'register') {
     try {
@@ -228,10 +257,11 @@ async function route(): Promise<void> {
       location.replace('#/');
       return;
     }
-    cleanup = await loginView(app, name === 'register' ? 'register' : 'login', query, (user) => {
+    const done = await loginView(app, name === 'register' ? 'register' : 'login', query, (user) => {
       session.user = user;
       location.hash = query.get('next') ?? '#/';
     });
+    adopt(my, done);
     return;
   }
 
@@ -281,10 +311,19 @@ async function route(): Promise<void> {
   }
   document.body.classList.toggle('is-full', fullScreen);
   try {
-    cleanup = await view({ user, root, params: parts.slice(1), query });
+    adopt(my, await view({ user, root, params: parts.slice(1), query }));
   } catch (e) {
     showError(e);
   }
+}
+
+/** A view that finished loading after the user went elsewhere is cleaned up at once, not left running. */
+function adopt(my: number, done: Cleanup): void {
+  if (my !== generation) {
+    if (typeof done === 'function') done();
+    return;
+  }
+  cleanup = done;
 }
 
 window.addEventListener('hashchange', () => void route());

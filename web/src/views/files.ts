@@ -2,7 +2,7 @@
 // (CodeMirror, loaded only when a file is opened) with conflict-aware saving.
 import { api, ApiError, q, upload, url, refreshSession, type Entry, type FileContent, type Listing } from '../api';
 import { h, clear, act, bytes, icon, confirmDialog, promptDialog, showError, toast } from '../ui';
-import type { Ctx } from '../main';
+import { guardLeaving, type Ctx } from '../main';
 
 const join = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
 const parent = (path: string) => path.split('/').slice(0, -1).join('/');
@@ -176,11 +176,13 @@ export async function editView(ctx: Ctx): Promise<() => void> {
     saveButton.textContent = 'Saving…';
     saveButton.disabled = true;
     try {
-      const saved = await api.post<{ etag: string; size: number }>('api/files/save', { path, content: editor.text(), expected_etag: overwrite ? null : etag });
+      const sent = editor.text();
+      const saved = await api.post<{ etag: string; size: number }>('api/files/save', { path, content: sent, expected_etag: overwrite ? null : etag });
       etag = saved.etag;
-      dirty = false;
+      // Typing while the save was on its way is not saved yet.
+      dirty = editor.text() !== sent;
       conflict.hidden = true;
-      status.textContent = `Saved ${new Date().toLocaleTimeString()}`;
+      status.textContent = dirty ? 'Unsaved changes' : `Saved ${new Date().toLocaleTimeString()}`;
       toast(`Saved ${name}.`);
     } catch (e) {
       saveButton.disabled = false;
@@ -191,6 +193,7 @@ export async function editView(ctx: Ctx): Promise<() => void> {
       }
     } finally {
       saveButton.textContent = 'Save';
+      if (dirty) saveButton.disabled = false;
     }
   };
 
@@ -222,6 +225,8 @@ export async function editView(ctx: Ctx): Promise<() => void> {
     if (dirty) e.preventDefault();
   };
   window.addEventListener('beforeunload', beforeUnload);
+  // Every way out inside the app (tabs, the folder path, back) asks first.
+  guardLeaving(() => !dirty || confirmDialog('Leave without saving?', `Your changes to ${name} are not saved.`, 'Leave'));
   return () => {
     window.removeEventListener('beforeunload', beforeUnload);
     editor.destroy();

@@ -597,6 +597,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   return () => {
     closed = true;
     clearTimeout(retryTimer);
+    clearTimeout(pressTimer);
     clearInterval(pingTimer);
     clearInterval(waitingTimer);
     observer.disconnect();
