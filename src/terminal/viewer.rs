@@ -87,6 +87,16 @@ pub async fn serve(
         }
     };
     let hub = membership.commands.clone();
+    // What the agent is doing, right after `hello`: a viewer must not show "running" while
+    // the agent asks for permission until the status next changes.
+    if let Some((status, reason)) = state.monitor.status(&instance) {
+        let message = ServerMessage::Status {
+            state: instance.state.as_str().to_owned(),
+            status: Some(status.as_str().to_owned()),
+            reason,
+        };
+        let _ = outbox.try_send(Outgoing::Text(message.to_json()));
+    }
 
     let writer = async {
         loop {

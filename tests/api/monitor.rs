@@ -426,6 +426,19 @@ async fn status_goes_from_working_to_waiting_to_needs_permission_to_exited() {
         .wait_message(|m| m["type"] == "status" && m["status"] == "needs_permission")
         .await;
     assert_eq!(pushed["reason"], "Overwrite notes.txt? [y/N]");
+    // A viewer opening the terminal now learns it at once, right after `hello`.
+    let mut newcomer = app.term(&token, &id).await;
+    // (Usually before the snapshot, which `term` waits for.)
+    let told = match newcomer.messages.iter().find(|m| m["type"] == "status") {
+        Some(told) => told.clone(),
+        None => newcomer.wait_message(|m| m["type"] == "status").await,
+    };
+    assert_eq!(
+        (told["status"].as_str(), told["reason"].as_str()),
+        (Some("needs_permission"), Some("Overwrite notes.txt? [y/N]"))
+    );
+    assert_eq!(newcomer.messages[0]["type"], "hello");
+    drop(newcomer);
 
     app.command(&token, &id, json!({ "text": "y" })).await;
     app.wait_for_output(&token, &id, "answered y").await;
