@@ -240,6 +240,25 @@ test('a terminal left before it finished loading keeps no socket open', async ({
   expect(sockets.filter((ws) => !ws.isClosed()).map((ws) => ws.url())).toEqual([]);
 });
 
+test("the terminal shows the agent's status from its first frame", async ({ page, server }, info) => {
+  const user = `st${info.project.name}`;
+  await server.createUser(user, 'status-password-1');
+  await signIn(page, server, user, 'status-password-1');
+  await createAgent(page, 'fake', `status-${info.project.name}`);
+  await expectTerminal(page, 'agent> ');
+  await say(page, 'ask');
+  const badge = page.locator('.term-status .badge');
+  await expect(badge).toHaveAttribute('data-status', 'needs_permission', { timeout: 15_000 });
+  // Reopened, the terminal must not say "running" while the agent still asks.
+  const statuses: string[] = [];
+  await page.reload();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await expect(badge).toHaveAttribute('data-status', 'needs_permission');
+  await page.evaluate(() => new Promise((ok) => setTimeout(ok, 500)));
+  statuses.push((await badge.getAttribute('data-status')) ?? '');
+  expect(statuses).toEqual(['needs_permission']);
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);
