@@ -259,6 +259,20 @@ test("the terminal shows the agent's status from its first frame", async ({ page
   expect(statuses).toEqual(['needs_permission']);
 });
 
+test('a shell at its prompt is idle, and the next-waiting button passes it by', async ({ page, server }, info) => {
+  const user = `idle${info.project.name}`;
+  await server.createUser(user, 'idle-password-1');
+  await signIn(page, server, user, 'idle-password-1');
+  await createAgent(page, 'bash', `idle-${info.project.name}`);
+  await expectTerminal(page, /^pd\$ /m);
+  await expect(page.locator('.term-status .badge')).toHaveAttribute('data-status', 'idle', { timeout: 15_000 });
+  await page.getByRole('link', { name: 'Back to agents' }).click();
+  const card = page.getByRole('article', { name: `idle-${info.project.name}` });
+  await expect(card.locator('.badge')).toHaveText('idle');
+  await page.getByRole('button', { name: 'Next agent waiting for you' }).click();
+  await expect(page.getByText('No other agent is waiting for you.')).toBeVisible();
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);

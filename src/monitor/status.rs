@@ -12,8 +12,12 @@ use crate::instances::profiles::ProfileKind;
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Working,
+    /// Waiting for its user: only where pocketdev can tell (Claude Code's prompt or hooks).
     Waiting,
     NeedsPermission,
+    /// Quiet, and not known to wait for anyone: a shell at its prompt, or any program that
+    /// is neither printing nor asking.
+    Idle,
 }
 
 /// A status with what explains it (the question on screen, for a permission prompt).
@@ -30,6 +34,7 @@ impl Status {
             Status::Working => "working",
             Status::Waiting => "waiting",
             Status::NeedsPermission => "needs_permission",
+            Status::Idle => "idle",
         }
     }
 }
@@ -151,8 +156,10 @@ pub fn fuse(signals: &Signals<'_>) -> Reading {
     }
     Reading::plain(if signals.output_flowing {
         Status::Working
-    } else {
+    } else if signals.kind == ProfileKind::Claude {
         Status::Waiting
+    } else {
+        Status::Idle
     })
 }
 
@@ -268,7 +275,12 @@ mod tests {
 
     #[test]
     fn names_are_the_serialised_ones() {
-        for status in [Status::Working, Status::Waiting, Status::NeedsPermission] {
+        for status in [
+            Status::Working,
+            Status::Waiting,
+            Status::NeedsPermission,
+            Status::Idle,
+        ] {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
         use crate::instances::store::State;
@@ -310,6 +322,19 @@ mod tests {
             output_flowing: true,
         };
         assert_eq!(fuse(&quiet).status, Status::Working);
+    }
+
+    /// A quiet program that is not Claude Code is idle: nothing says it waits for anyone.
+    #[test]
+    fn quiet_programs_are_idle_unless_claude_code_waits() {
+        let quiet = |kind| Signals {
+            kind,
+            screen: Some("$"),
+            hook: None,
+            output_flowing: false,
+        };
+        assert_eq!(fuse(&quiet(ProfileKind::Generic)).status, Status::Idle);
+        assert_eq!(fuse(&quiet(ProfileKind::Claude)).status, Status::Waiting);
     }
 
     #[test]

@@ -163,12 +163,14 @@ async fn an_idle_instance_is_stopped_and_a_busy_one_is_not() {
     assert_eq!(busy_now["status"], "working");
 }
 
+/// A quiet program that is not Claude Code is idle, not "waiting for you": nothing says it
+/// waits for anyone (a shell at its prompt), so the next-waiting button skips it.
 #[tokio::test]
-async fn a_quiet_agent_is_waiting() {
+async fn a_quiet_agent_is_idle() {
     let (app, token) = monitored(|_| {}).await;
     let id = start(&app, &token, "fake").await;
-    let waiting = wait_until(&app, &token, &id, "waiting", |i| i["status"] == "waiting").await;
-    assert!(waiting["last_activity_at"].as_i64().is_some());
+    let idle = wait_until(&app, &token, &id, "idle", |i| i["status"] == "idle").await;
+    assert!(idle["last_activity_at"].as_i64().is_some());
 }
 
 #[tokio::test]
@@ -406,14 +408,14 @@ async fn metrics_are_prometheus_text_for_admins_only() {
 }
 
 #[tokio::test]
-async fn status_goes_from_working_to_waiting_to_needs_permission_to_exited() {
+async fn status_goes_from_working_to_idle_to_needs_permission_to_exited() {
     let (app, token) = monitored(|_| {}).await;
     let id = start(&app, &token, "fake").await;
     let mut term = app.term(&token, &id).await;
 
     app.command(&token, &id, json!({ "text": "think" })).await;
     wait_until(&app, &token, &id, "working", |i| i["status"] == "working").await;
-    wait_until(&app, &token, &id, "waiting", |i| i["status"] == "waiting").await;
+    wait_until(&app, &token, &id, "idle", |i| i["status"] == "idle").await;
 
     app.command(&token, &id, json!({ "text": "ask" })).await;
     let asking = wait_until(&app, &token, &id, "asking", |i| {
@@ -442,10 +444,7 @@ async fn status_goes_from_working_to_waiting_to_needs_permission_to_exited() {
 
     app.command(&token, &id, json!({ "text": "y" })).await;
     app.wait_for_output(&token, &id, "answered y").await;
-    wait_until(&app, &token, &id, "waiting again", |i| {
-        i["status"] == "waiting"
-    })
-    .await;
+    wait_until(&app, &token, &id, "idle again", |i| i["status"] == "idle").await;
 
     app.command(&token, &id, json!({ "text": "exit" })).await;
     let ended = wait_until(&app, &token, &id, "exited", |i| i["state"] == "exited").await;

@@ -49,7 +49,7 @@ export interface Instance {
   end_reason: string | null;
   memory_bytes?: number | null;
   cpu_percent?: number | null;
-  status?: 'working' | 'waiting' | 'needs_permission' | null;
+  status?: 'working' | 'waiting' | 'needs_permission' | 'idle' | null;
   status_reason?: string | null;
   last_activity_at?: string | null;
 }

@@ -2,7 +2,7 @@
 // docs/terminal-protocol.md; binary frames carry terminal bytes both ways.
 
 export type State = 'starting' | 'running' | 'exited' | 'stopped';
-export type Status = 'working' | 'waiting' | 'needs_permission';
+export type Status = 'working' | 'waiting' | 'needs_permission' | 'idle';
 
 export type ServerMessage =
   | { type: 'hello'; instance: string; state: State }
