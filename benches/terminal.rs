@@ -605,7 +605,7 @@ async fn memory(server: &Server, sizes: &Sizes, idle_kb: u64) {
         common::verdict(per_viewer < 200.0)
     );
     println!(
-        "  tmux control clients (one per watched instance): {clients} using {:.1} MB in all",
+        "  tmux control clients (one per tmux server): {clients} using {:.1} MB in all",
         clients_kb as f64 / 1024.0
     );
     drop(viewers);
