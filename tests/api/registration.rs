@@ -32,13 +32,7 @@ async fn closed_registration_answers_403() {
 #[tokio::test]
 async fn an_invite_opens_an_account_while_registration_is_closed() {
     let app = spawn_app().await;
-    let admin = app.admin_token().await;
-    let invite: Value = app
-        .post("/api/admin/invites", Some(&admin), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let invite = new_invite(&app).await;
     let code = invite["code"].as_str().unwrap();
     let register = |username: &'static str| {
         app.post(
@@ -194,12 +188,7 @@ async fn invite_registration_needs_a_valid_unused_code() {
 async fn expired_invites_are_refused() {
     let app = spawn_app_with(|c| c.auth.registration = Registration::Invite).await;
     let admin = app.admin_token().await;
-    let invite: Value = app
-        .post("/api/admin/invites", Some(&admin), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let invite = new_invite(&app).await;
     let db = sqlx::SqlitePool::connect(&format!(
         "sqlite://{}",
         app.data_dir().join("server/pocketdev.db").display()
@@ -353,4 +342,14 @@ async fn invalid_usernames_and_passwords_are_422() {
         .await
         .unwrap();
     assert_eq!(users.len(), 1, "nothing was created");
+}
+
+/// A fresh invite from the first admin: its id, code and expiry.
+async fn new_invite(app: &crate::helpers::TestApp) -> Value {
+    let admin = app.admin_token().await;
+    app.post("/api/admin/invites", Some(&admin), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap()
 }
