@@ -273,6 +273,54 @@ test('a shell at its prompt is idle, and the next-waiting button passes it by', 
   await expect(page.getByText('No other agent is waiting for you.')).toBeVisible();
 });
 
+test('the compose box: Return sends, ↵ makes a new line, and "Keys" types instead of pasting', async ({ page, server }, info) => {
+  const user = `cmp${info.project.name}`;
+  await server.createUser(user, 'compose-password-1');
+  await signIn(page, server, user, 'compose-password-1');
+  await createAgent(page, 'bash', `compose-${info.project.name}`);
+  await expectTerminal(page, /^pd\$ /m);
+  const box = page.getByLabel('Message to send to the agent');
+  // A program that shows bracketed-paste markers: a paste arrives wrapped in them, keys do not.
+  await box.fill("printf '\\e[?2004h'; cat -v");
+  await box.press('Enter');
+  await expect(box).toHaveValue('');
+  await box.fill('pasted');
+  await box.press('Enter');
+  await expectTerminal(page, /\^\[\[200~pasted\^\[\[201~/);
+
+  const keys = page.getByRole('button', { name: 'Send as keystrokes' });
+  await keys.click();
+  await expect(keys).toHaveAttribute('aria-pressed', 'true');
+  await box.fill('typed');
+  await box.press('Enter');
+  await expectTerminal(page, /^typed$/m);
+  expect(await terminalText(page)).not.toContain('200~typed');
+
+  // The mode is kept for this agent on this device.
+  await page.reload();
+  await expect(page.getByRole('button', { name: 'Send as keystrokes' })).toHaveAttribute('aria-pressed', 'true');
+
+  // A new line without sending.
+  await box.fill('one');
+  await page.getByRole('button', { name: 'New line in the message' }).click();
+  await box.pressSequentially('two');
+  await expect(box).toHaveValue('one\ntwo');
+});
+
+test('below the last row, the terminal keeps its own background', async ({ page, server }, info) => {
+  await page.emulateMedia({ colorScheme: 'light' });
+  const user = `bg${info.project.name}`;
+  await server.createUser(user, 'background-password-1');
+  await signIn(page, server, user, 'background-password-1');
+  await createAgent(page, 'bash', `bg-${info.project.name}`);
+  await expectTerminal(page, /^pd\$ /m);
+  const colours = await page.evaluate(() => ({
+    viewport: getComputedStyle(document.querySelector('.xterm-viewport')!).backgroundColor,
+    screen: getComputedStyle(document.querySelector('.term-screen')!).backgroundColor,
+  }));
+  expect(colours).toEqual({ viewport: 'rgba(0, 0, 0, 0)', screen: 'rgb(255, 255, 255)' });
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);

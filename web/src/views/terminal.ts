@@ -91,7 +91,14 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const fileInput = h('input', { type: 'file', accept: 'image/*', hidden: true, 'aria-hidden': 'true', tabindex: -1 });
   const imageButton = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Attach an image' }, icon('image'));
   const sendButton = h('button', { type: 'submit', class: 'primary send', 'aria-label': 'Send message' }, 'Send');
-  const composeForm = h('form', { class: 'compose' }, imageButton, fileInput, compose, sendButton);
+  // Phone keyboards have no Shift-Return: a new line has a button of its own.
+  const newlineButton = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'New line in the message', title: 'New line' }, '↵');
+  // "As keys": the message is typed key by key (`:wq` in vim, a menu choice in a TUI) rather
+  // than pasted as one piece; remembered per agent on this device.
+  const keysModeKey = `pd.compose-keys.${id}`;
+  let asKeys = localStorage.getItem(keysModeKey) === '1';
+  const keysToggle = h('button', { type: 'button', class: 'icon-button compose-mode', 'aria-label': 'Send as keystrokes', 'aria-pressed': String(asKeys), title: 'Send as keystrokes instead of a paste' }, 'Keys');
+  const composeForm = h('form', { class: 'compose' }, imageButton, fileInput, keysToggle, compose, newlineButton, sendButton);
 
   const full = h('div', { class: 'term-page' }, header, banner, screen, composeForm, keybar);
   clear(ctx.root, full);
@@ -122,8 +129,13 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   term.textarea?.setAttribute('autocapitalize', 'off');
   term.textarea?.setAttribute('spellcheck', 'false');
   term.textarea?.setAttribute('aria-label', 'Terminal input');
+  // The space below the last row, where the height is not a whole number of rows, takes the
+  // terminal's own background.
+  screen.style.backgroundColor = themes[effectiveTheme()].background;
   const onTheme = (e: Event) => {
-    term.options.theme = themes[(e as CustomEvent<'light' | 'dark'>).detail];
+    const theme = themes[(e as CustomEvent<'light' | 'dark'>).detail];
+    term.options.theme = theme;
+    screen.style.backgroundColor = theme.background;
   };
   window.addEventListener('pd-theme', onTheme);
 
@@ -528,19 +540,41 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
       sendKey('\r');
       return;
     }
-    if (sendPaste(text)) {
+    if (asKeys) {
+      sendBytes(text.replace(/\r?\n/g, '\r') + '\r');
+      compose.value = '';
+      grow();
+    } else if (sendPaste(text)) {
       sendBytes('\r');
       compose.value = '';
       grow();
     }
   });
   compose.addEventListener('keydown', (e) => {
-    // Enter sends on a hardware keyboard; Shift-Enter makes a new line.
-    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !matchMedia('(pointer: coarse)').matches) {
+    // Return sends, as the phone keyboard's label says; Shift-Return (or ↵) makes a new line.
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       composeForm.requestSubmit();
     }
   });
+  newlineButton.addEventListener('click', () => {
+    const at = compose.selectionStart ?? compose.value.length;
+    compose.setRangeText('\n', at, compose.selectionEnd ?? at, 'end');
+    grow();
+    compose.focus();
+  });
+  const showMode = () => {
+    keysToggle.setAttribute('aria-pressed', String(asKeys));
+    keysToggle.classList.toggle('on', asKeys);
+    compose.placeholder = asKeys ? 'Keys to type, then Return…' : 'Message the agent…';
+  };
+  keysToggle.addEventListener('click', () => {
+    asKeys = !asKeys;
+    if (asKeys) localStorage.setItem(keysModeKey, '1');
+    else localStorage.removeItem(keysModeKey);
+    showMode();
+  });
+  showMode();
   imageButton.addEventListener('click', () => fileInput.click());
   fileInput.addEventListener('change', () => {
     const file = fileInput.files?.[0];
