@@ -288,7 +288,7 @@ test('the compose box: Return sends, ↵ makes a new line, and "Keys" types inst
   await box.press('Enter');
   await expectTerminal(page, /\^\[\[200~pasted\^\[\[201~/);
 
-  const keys = page.getByRole('button', { name: 'Send as keystrokes' });
+  const keys = page.getByRole('button', { name: 'Keys: send as keystrokes' });
   await keys.click();
   await expect(keys).toHaveAttribute('aria-pressed', 'true');
   await box.fill('typed');
@@ -298,7 +298,7 @@ test('the compose box: Return sends, ↵ makes a new line, and "Keys" types inst
 
   // The mode is kept for this agent on this device.
   await page.reload();
-  await expect(page.getByRole('button', { name: 'Send as keystrokes' })).toHaveAttribute('aria-pressed', 'true');
+  await expect(page.getByRole('button', { name: 'Keys: send as keystrokes' })).toHaveAttribute('aria-pressed', 'true');
 
   // A new line without sending.
   await box.fill('one');

@@ -97,7 +97,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   // than pasted as one piece; remembered per agent on this device.
   const keysModeKey = `pd.compose-keys.${id}`;
   let asKeys = localStorage.getItem(keysModeKey) === '1';
-  const keysToggle = h('button', { type: 'button', class: 'icon-button compose-mode', 'aria-label': 'Send as keystrokes', 'aria-pressed': String(asKeys), title: 'Send as keystrokes instead of a paste' }, 'Keys');
+  const keysToggle = h('button', { type: 'button', class: 'icon-button compose-mode', 'aria-label': 'Keys: send as keystrokes', 'aria-pressed': String(asKeys), title: 'Send as keystrokes instead of a paste' }, 'Keys');
   const composeForm = h('form', { class: 'compose' }, imageButton, fileInput, keysToggle, compose, newlineButton, sendButton);
 
   const full = h('div', { class: 'term-page' }, header, banner, screen, composeForm, keybar);
