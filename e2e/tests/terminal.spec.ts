@@ -230,11 +230,13 @@ test('a terminal left before it finished loading keeps no socket open', async ({
     await new Promise((ok) => setTimeout(ok, 1000));
     await r.continue();
   });
+  const requested = page.waitForRequest((r) => r.url().endsWith(`/api/instances/${created.id}`));
+  const ticketed = page.waitForResponse((r) => r.url().endsWith(`/api/instances/${created.id}/ticket`));
   await page.evaluate((id) => { location.hash = `#/t/${id}`; }, created.id);
-  await page.waitForRequest((r) => r.url().endsWith(`/api/instances/${created.id}`));
+  await requested;
   await page.evaluate(() => { location.hash = '#/settings'; });
   await expect(page.getByRole('heading', { name: 'Settings' })).toBeVisible();
-  await page.waitForResponse((r) => r.url().endsWith(`/api/instances/${created.id}/ticket`));
+  await ticketed;
   // A socket would open right after the ticket; none may, and none may stay.
   await page.waitForTimeout(1000);
   expect(sockets.filter((ws) => !ws.isClosed()).map((ws) => ws.url())).toEqual([]);
@@ -321,6 +323,48 @@ test('below the last row, the terminal keeps its own background', async ({ page,
   expect(colours).toEqual({ viewport: 'rgba(0, 0, 0, 0)', screen: 'rgb(255, 255, 255)' });
 });
 
+test('messages sit above the key bar, one at a time, and show over the selection sheet', async ({ page, server }, info) => {
+  const user = `msg${info.project.name}`;
+  await server.createUser(user, 'messages-password-1');
+  await signIn(page, server, user, 'messages-password-1');
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+  await createAgent(page, 'bash', `msg-${info.project.name}`);
+  await expectTerminal(page, /^pd\$ /m);
+  await say(page, 'echo select-me-$((40+2))');
+  await expectTerminal(page, /^select-me-42$/m);
+
+  // The selection sheet: what was selected is copied, even though a tap clears the selection first.
+  await key(page, 'Select and copy text');
+  const sheet = page.getByRole('dialog', { name: 'Select text' });
+  await expect(sheet).toBeVisible();
+  await page.evaluate(() => {
+    const pre = document.querySelector('.select-text')!;
+    const text = pre.textContent ?? '';
+    const at = text.lastIndexOf('select-me-42');
+    const range = document.createRange();
+    const node = pre.firstChild!;
+    range.setStart(node, at);
+    range.setEnd(node, at + 'select-me-42'.length);
+    getSelection()!.removeAllRanges();
+    getSelection()!.addRange(range);
+  });
+  const copySelection = sheet.getByRole('button', { name: 'Copy selection' });
+  if (info.project.name === 'phone') await copySelection.tap();
+  else await copySelection.click();
+  // The message shows inside the sheet, not under it.
+  await expect(sheet.locator('.toast')).toHaveText('Copied.');
+  expect(await page.evaluate(() => navigator.clipboard.readText())).toBe('select-me-42');
+  await sheet.getByRole('button', { name: 'Close' }).click();
+
+  // On the terminal, a message sits above the message box and key bar, and a newer one replaces the last.
+  await key(page, 'Paste from the clipboard');
+  await key(page, 'Paste from the clipboard');
+  const toasts = page.locator('.toasts .toast');
+  await expect(toasts).toHaveCount(1);
+  const [toastBox, composeBox] = await Promise.all([toasts.first().boundingBox(), page.locator('.compose').boundingBox()]);
+  expect(toastBox!.y + toastBox!.height).toBeLessThanOrEqual(composeBox!.y);
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);
@@ -339,9 +383,16 @@ test('gets the connection back after the server restarts, with the history', asy
 
   // Offline: the app says so, and comes back.
   await page.context().setOffline(true);
-  await expect(page.locator('.offline')).toBeVisible();
-  await page.context().setOffline(false);
+  await expect(page.locator('.term-banner')).toBeVisible();
+  // One banner, below the header, never over it: the back link is what a tap there finds.
   await expect(page.locator('.offline')).toBeHidden();
+  expect(await page.evaluate(() => {
+    const back = document.querySelector('.term-head a')!;
+    const box = back.getBoundingClientRect();
+    return back.contains(document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2));
+  })).toBe(true);
+  await page.context().setOffline(false);
+  await expect(page.locator('.term-banner')).toBeHidden({ timeout: 30_000 });
   await say(page, 'back online');
   await expectTerminal(page, 'you said: back online');
 

@@ -38,12 +38,17 @@ export function clear(el: Element, ...children: (Child | Child[])[]): void {
 
 let toastBox: HTMLElement | null = null;
 export function toast(message: string, kind: 'ok' | 'error' | 'info' = 'ok', ms = 4000): void {
-  if (!toastBox || !toastBox.isConnected) {
+  // Inside an open dialog, which sits in the top layer: anywhere else the message would be
+  // drawn under it.
+  const host = document.querySelector<HTMLDialogElement>('dialog[open]') ?? document.body;
+  if (!toastBox || toastBox.parentElement !== host) {
+    toastBox?.remove();
     toastBox = h('div', { class: 'toasts', role: 'status', 'aria-live': 'polite' });
-    document.body.append(toastBox);
+    host.append(toastBox);
   }
   const item = h('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : undefined }, message);
-  toastBox.append(item);
+  // One message at a time: a newer one replaces the last, so "Saved" never stays beside "Not saved".
+  toastBox.replaceChildren(item);
   setTimeout(() => item.remove(), kind === 'error' ? Math.max(ms, 7000) : ms);
 }
 

@@ -240,6 +240,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const onResize = () => {
     safeFit();
     sendSize();
+    // Toasts sit just above the message box and key bar.
+    document.body.style.setProperty('--term-bottom', `${composeForm.offsetHeight + keybar.offsetHeight}px`);
   };
   const observer = new ResizeObserver(() => onResize());
   observer.observe(screen);
@@ -405,6 +407,15 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   };
   document.addEventListener('visibilitychange', wake);
   window.addEventListener('online', wake);
+  // Offline, the terminal's own banner says so (the app-wide one would cover the header).
+  const offline = () => {
+    if (!ended) showBanner('You are offline. The terminal reconnects when the connection is back.');
+  };
+  const online = () => {
+    if (ws?.readyState === WebSocket.OPEN && !ended) hideBanner();
+  };
+  window.addEventListener('offline', offline);
+  window.addEventListener('online', online);
 
   // --- touch: swipe to scroll, long-press to select -------------------------------------------
   let touchY: number | null = null;
@@ -491,18 +502,30 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     const copyAll = h('button', { type: 'button', class: 'secondary' }, 'Copy all');
     copyAll.addEventListener('click', () => void copy(text));
     const copySel = h('button', { type: 'button', class: 'primary' }, 'Copy selection');
-    copySel.addEventListener('click', () => {
+    // A tap on the button clears the selection before its click: keep what was selected as
+    // the finger (or mouse) came down.
+    let picked = '';
+    selectionChange = () => {
       const s = window.getSelection()?.toString() ?? '';
+      if (s) picked = s;
+    };
+    document.addEventListener('selectionchange', selectionChange);
+    copySel.addEventListener('click', () => {
+      const s = window.getSelection()?.toString() || picked;
       if (!s) toast('Select some text first: press and hold, then drag.', 'info');
       else void copy(s);
     });
     d.append(h('h2', null, 'Select text'), h('p', { class: 'muted' }, 'Press and hold to select, then copy.'), pre,
       h('div', { class: 'dialog-buttons' }, h('button', { type: 'button', class: 'secondary', onclick: () => d.close() }, 'Close'), copyAll, copySel));
     document.body.append(d);
-    d.addEventListener('close', () => d.remove());
+    d.addEventListener('close', () => {
+      document.removeEventListener('selectionchange', selectionChange);
+      d.remove();
+    });
     d.showModal();
     pre.scrollTop = pre.scrollHeight;
   }
+  let selectionChange = () => {};
 
   async function copy(text: string) {
     try {
@@ -632,11 +655,15 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     closed = true;
     clearTimeout(retryTimer);
     clearTimeout(pressTimer);
+    document.removeEventListener('selectionchange', selectionChange);
     clearInterval(pingTimer);
     clearInterval(waitingTimer);
     observer.disconnect();
+    document.body.style.removeProperty('--term-bottom');
     document.removeEventListener('visibilitychange', wake);
     window.removeEventListener('online', wake);
+    window.removeEventListener('offline', offline);
+    window.removeEventListener('online', online);
     window.removeEventListener('pd-theme', onTheme);
     ws?.close(1000);
     ws = null;
