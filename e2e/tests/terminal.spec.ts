@@ -83,12 +83,14 @@ test('creates an agent and drives it through the compose box and the key bar', a
 
   // The text size is adjustable and remembered.
   const size = Number(await page.evaluate(() => localStorage.getItem('pd.fontSize') ?? '0'));
-  await page.getByRole('button', { name: 'Larger text' }).click();
+  await page.getByRole('button', { name: 'More' }).click();
+  await page.getByRole('menuitem', { name: 'A+ Larger text' }).click();
   await expect.poll(() => page.evaluate(() => Number(localStorage.getItem('pd.fontSize')))).toBe((size || (info.project.name === 'phone' ? 13 : 15)) + 1);
   await page.reload();
   await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
   await expect.poll(() => page.locator('.xterm-rows').evaluate((el) => getComputedStyle(el).fontSize)).toBe(`${(size || (info.project.name === 'phone' ? 13 : 15)) + 1}px`);
-  await page.getByRole('button', { name: 'Smaller text' }).click();
+  await page.getByRole('button', { name: 'More' }).click();
+  await page.getByRole('menuitem', { name: 'A− Smaller text' }).click();
 
   // Landscape (or a keyboard taking half the screen): the bars stay in view and the
   // terminal refits, and the pane follows.
@@ -363,6 +365,32 @@ test('messages sit above the key bar, one at a time, and show over the selection
   await expect(toasts).toHaveCount(1);
   const [toastBox, composeBox] = await Promise.all([toasts.first().boundingBox(), page.locator('.compose').boundingBox()]);
   expect(toastBox!.y + toastBox!.height).toBeLessThanOrEqual(composeBox!.y);
+});
+
+test("the header keeps the agent's full name beside its status, with the rest in a menu", async ({ page, server }, info) => {
+  const user = `hd${info.project.name}`;
+  await server.createUser(user, 'header-password-1');
+  await signIn(page, server, user, 'header-password-1');
+  await createAgent(page, 'fake', 'refactor-auth-2');
+  await expectTerminal(page, 'agent> ');
+  await say(page, 'ask');
+  await expect(page.locator('.term-status .badge')).toHaveAttribute('data-status', 'needs_permission', { timeout: 15_000 });
+  const fits = await page.evaluate(() => {
+    const title = document.querySelector('.term-title')!;
+    const head = document.querySelector('.term-head')!;
+    return { title: title.scrollWidth <= title.clientWidth, header: head.scrollWidth <= head.clientWidth };
+  });
+  expect(fits).toEqual({ title: true, header: true });
+
+  await page.getByRole('button', { name: 'More' }).click();
+  const menu = page.getByRole('menu', { name: 'Terminal menu' });
+  await expect(menu.getByRole('menuitem')).toHaveText(['A− Smaller text', 'A+ Larger text', 'Switch agent', 'Files']);
+  const fontSize = () => page.evaluate(() => (document.querySelector('.term-screen') as Element & { terminal: { options: { fontSize: number } } }).terminal.options.fontSize);
+  const before = await fontSize();
+  await menu.getByRole('menuitem', { name: 'A+ Larger text' }).click();
+  expect(await fontSize()).toBe(before + 1);
+  await page.keyboard.press('Escape');
+  await expect(menu).toBeHidden();
 });
 
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {

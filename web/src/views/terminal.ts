@@ -38,15 +38,21 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const badge = h('span', { class: 'term-status', 'aria-live': 'polite' }, statusBadge(instance.state, instance.status));
   const title = h('h1', { class: 'term-title' }, instance.name);
   const waitingCount = h('span', { class: 'count', hidden: true });
+  // One slim row: the agent's name gets the room; text size, the switcher and files live in a
+  // menu (a popover: a tap outside closes it).
+  const menu = h('div', { class: 'term-menu', id: `term-menu-${id}`, popover: 'auto', role: 'menu', 'aria-label': 'Terminal menu' },
+    h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize - 1) }, 'A− Smaller text'),
+    h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize + 1) }, 'A+ Larger text'),
+    h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void openSwitcher(); } }, 'Switch agent'),
+    h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
   const header = h('header', { class: 'term-head' },
     h('a', { href: '#/', class: 'icon-button', 'aria-label': 'Back to agents' }, icon('back')),
-    title, badge,
+    // The name on top with the whole width, the status small beneath it.
+    h('div', { class: 'term-titles' }, title, badge),
     h('div', { class: 'term-head-actions' },
-      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'A− smaller text', onclick: () => setFont(fontSize - 1) }, 'A−'),
-      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'A+ larger text', onclick: () => setFont(fontSize + 1) }, 'A+'),
       h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Next agent waiting for you', title: 'Next waiting agent', onclick: () => void jumpToNextWaiting(id) }, icon('next'), waitingCount),
-      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Switch agent', onclick: () => void openSwitcher() }, icon('switch')),
-      h('a', { href: '#/files', class: 'icon-button', 'aria-label': 'Files' }, icon('folder'))));
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'More', title: 'Text size, switch agent, files', popovertarget: `term-menu-${id}` }, '⋯')),
+    menu);
   const banner = h('div', { class: 'term-banner', role: 'status', hidden: true });
   const screen = h('div', { class: 'term-screen', 'aria-label': `Terminal of ${instance.name}`, role: 'region' });
 
