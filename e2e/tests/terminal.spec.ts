@@ -393,6 +393,28 @@ test("the header keeps the agent's full name beside its status, with the rest in
   await expect(menu).toBeHidden();
 });
 
+test('on a short screen the terminal keeps at least 8 rows, the message box folded into the key bar', async ({ page, server }, info) => {
+  test.skip(info.project.name !== 'phone', 'a phone in landscape with its keyboard up');
+  const user = `short${info.project.name}`;
+  await server.createUser(user, 'short-password-1');
+  await signIn(page, server, user, 'short-password-1');
+  await createAgent(page, 'bash', 'short');
+  await expectTerminal(page, /^pd\$ /m);
+  // Landscape with the keyboard up, as Android's resizes-content gives it: 190 px.
+  await page.setViewportSize({ width: 844, height: 190 });
+  const rows = () => page.evaluate(() => (document.querySelector('.term-screen') as Element & { terminal: { rows: number } }).terminal.rows);
+  await expect.poll(rows).toBeGreaterThanOrEqual(8);
+  await key(page, 'Write a message');
+  const box = page.getByLabel('Message to send to the agent');
+  await expect(box).toBeVisible();
+  await expect.poll(rows).toBeGreaterThanOrEqual(8);
+  await box.fill('echo folded-$((4+4))');
+  await box.press('Enter');
+  await expectTerminal(page, /^folded-8$/m);
+  await page.getByRole('button', { name: 'Back to the keys' }).click();
+  await expect(page.getByRole('toolbar', { name: 'Terminal keys' })).toBeVisible();
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);

@@ -89,6 +89,13 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     mkKey('Select', 'Select and copy text', () => openSelection()),
     mkKey('⌨', 'Type directly into the terminal', () => term.focus()),
   );
+  // On a short screen the message box folds into the key bar (see the stylesheet).
+  const composeKey = mkKey('✎', 'Write a message', () => {
+    full.classList.add('composing');
+    compose.focus();
+  });
+  composeKey.classList.add('fold');
+  keybar.prepend(composeKey);
 
   const compose = h('textarea', {
     class: 'compose-input', rows: 1, placeholder: 'Message the agent…', 'aria-label': 'Message to send to the agent',
@@ -104,7 +111,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const keysModeKey = `pd.compose-keys.${id}`;
   let asKeys = localStorage.getItem(keysModeKey) === '1';
   const keysToggle = h('button', { type: 'button', class: 'icon-button compose-mode', 'aria-label': 'Keys: send as keystrokes', 'aria-pressed': String(asKeys), title: 'Send as keystrokes instead of a paste' }, 'Keys');
-  const composeForm = h('form', { class: 'compose' }, imageButton, fileInput, keysToggle, compose, newlineButton, sendButton);
+  const doneButton = h('button', { type: 'button', class: 'icon-button fold-done', 'aria-label': 'Back to the keys', title: 'Back to the keys' }, '⌄');
+  const composeForm = h('form', { class: 'compose' }, doneButton, imageButton, fileInput, keysToggle, compose, newlineButton, sendButton);
 
   const full = h('div', { class: 'term-page' }, header, banner, screen, composeForm, keybar);
   clear(ctx.root, full);
@@ -586,6 +594,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
       composeForm.requestSubmit();
     }
   });
+  doneButton.addEventListener('click', () => full.classList.remove('composing'));
   newlineButton.addEventListener('click', () => {
     const at = compose.selectionStart ?? compose.value.length;
     compose.setRangeText('\n', at, compose.selectionEnd ?? at, 'end');
