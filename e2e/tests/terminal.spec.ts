@@ -415,6 +415,24 @@ test('on a short screen the terminal keeps at least 8 rows, the message box fold
   await expect(page.getByRole('toolbar', { name: 'Terminal keys' })).toBeVisible();
 });
 
+test('every key of the key bar is in reach, none scrolled out of sight', async ({ page, server }, info) => {
+  const user = `kb${info.project.name}`;
+  await server.createUser(user, 'keybar-password-1');
+  await signIn(page, server, user, 'keybar-password-1');
+  await createAgent(page, 'bash', 'keybar');
+  await expectTerminal(page, /^pd\$ /m);
+  const bar = page.getByRole('toolbar', { name: 'Terminal keys' });
+  const width = page.viewportSize()!.width;
+  for (const button of await bar.getByRole('button').all()) {
+    if (!(await button.isVisible())) continue;
+    const box = (await button.boundingBox())!;
+    expect(box.x, await button.getAttribute('aria-label') ?? '').toBeGreaterThanOrEqual(0);
+    expect(box.x + box.width, await button.getAttribute('aria-label') ?? '').toBeLessThanOrEqual(width);
+    expect(box.height).toBeGreaterThanOrEqual(40);
+  }
+  await expect(bar.getByRole('button', { name: 'Type directly into the terminal' })).toBeInViewport({ ratio: 1 });
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);

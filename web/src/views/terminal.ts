@@ -57,7 +57,9 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const screen = h('div', { class: 'term-screen', 'aria-label': `Terminal of ${instance.name}`, role: 'region' });
 
   const mkKey = (label: string, aria: string, onPress: () => void, extra: Record<string, unknown> = {}) => {
-    const b = h('button', { type: 'button', class: 'key', 'aria-label': aria, tabindex: 0, ...extra }, label);
+    // Words in a smaller type so they fit a key; the thin glyphs (⏎ ⌨) larger so they show.
+    const look = label.length > 4 ? ' key-word' : /^[⏎⌨✎]$/.test(label) ? ' key-glyph' : '';
+    const b = h('button', { type: 'button', class: `key${look}`, 'aria-label': aria, tabindex: 0, ...extra }, label);
     // Keep the focus (and the phone keyboard) where it is.
     b.addEventListener('pointerdown', (e) => e.preventDefault());
     b.addEventListener('click', () => {
