@@ -433,6 +433,26 @@ test('every key of the key bar is in reach, none scrolled out of sight', async (
   await expect(bar.getByRole('button', { name: 'Type directly into the terminal' })).toBeInViewport({ ratio: 1 });
 });
 
+test('six agents fit on a phone screen as compact cards with a preview of their last words', async ({ page, server }, info) => {
+  test.skip(info.project.name !== 'phone', 'the phone layout');
+  const user = `six${info.project.name}`;
+  await server.createUser(user, 'six-password-1');
+  const { token } = await server.token(user, 'six-password-1');
+  for (let n = 1; n <= 6; n++) {
+    const made = await server.api('POST', 'api/instances', token, { profile: 'fake', name: `agent-${n}` });
+    expect(made.status).toBe(201);
+  }
+  await signIn(page, server, user, 'six-password-1');
+  await expect(page.getByRole('article')).toHaveCount(6);
+  const height = page.viewportSize()!.height;
+  for (const card of await page.getByRole('article').all()) {
+    const box = (await card.boundingBox())!;
+    expect(box.y + box.height, await card.getAttribute('aria-label') ?? '').toBeLessThanOrEqual(height);
+  }
+  // The fake agent's last words, from the monitor's last look at its screen.
+  await expect(page.getByRole('article', { name: 'agent-1' }).locator('.card-preview')).toContainText('agent', { timeout: 15_000 });
+});
+
 test('gets the connection back after the server restarts, with the history', async ({ page, server }, info) => {
   const name = `reconnect-${info.project.name}`;
   await signIn(page, server);
@@ -491,15 +511,20 @@ test('stops, restarts, renames and deletes from the dashboard', async ({ page, s
   await page.getByRole('link', { name: 'Back to agents' }).click();
 
   const card = page.getByRole('article', { name });
-  await card.getByRole('button', { name: 'Stop' }).click();
+  const act = async (which: typeof card, label: string) => {
+    await which.getByRole('button', { name: /^More for / }).click();
+    await which.getByRole('menuitem', { name: label }).click();
+  };
+  await act(card, 'Stop');
   await expect(page.getByText(`Stopped ${name}.`)).toBeVisible();
   await expect(card.locator('.badge')).toHaveText('stopped');
-  await card.getByRole('button', { name: 'Rename' }).click();
+  await expect(card.locator('.card-meta')).toContainText('stopped by you');
+  await act(card, 'Rename');
   await page.getByRole('dialog').getByLabel('New name').fill(`${name}-renamed`);
   await page.getByRole('dialog').getByRole('button', { name: 'Rename' }).click();
   const renamed = page.getByRole('article', { name: `${name}-renamed` });
   await expect(renamed).toBeVisible();
-  await renamed.getByRole('button', { name: 'Delete' }).click();
+  await act(renamed, 'Delete');
   await expect(page.getByRole('dialog')).toContainText('Files in your workspace stay');
   await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
   await expect(page.getByText(`Deleted ${name}-renamed.`)).toBeVisible();

@@ -229,6 +229,9 @@ pub struct InstanceView {
     pub status_reason: Option<String>,
     /// Last output or input, seconds since the epoch.
     pub last_activity_at: Option<i64>,
+    /// The last line of text on the agent's screen at the monitor's last look (running only),
+    /// for a one-line preview.
+    pub preview: Option<String>,
 }
 
 impl InstanceView {
@@ -245,6 +248,9 @@ impl InstanceView {
             memory_bytes: usage.as_ref().map(|u| u.memory_bytes),
             cpu_percent: usage.as_ref().map(|u| u.cpu_percent),
             last_activity_at: usage.and_then(|u| u.last_output_at.max(u.last_input_at)),
+            preview: (instance.state == crate::instances::store::State::Running)
+                .then(|| state.monitor.preview(&instance.id))
+                .flatten(),
             instance,
         }
     }

@@ -76,6 +76,8 @@ struct Tracked {
     status: Debounced,
     hook: Option<(Reading, std::time::Instant)>,
     screen_kept: Option<(std::time::Instant, u64)>,
+    /// The last line of text on the screen, for the dashboard's one-line preview.
+    preview: Option<String>,
     /// A second look after a hook report is already on its way: more reports meanwhile add
     /// no more.
     settle_pending: bool,
@@ -168,6 +170,11 @@ impl Monitor {
         Some((reading.status, reading.reason))
     }
 
+    /// The last line of text on a live instance's screen at the last look, if any.
+    pub fn preview(&self, id: &str) -> Option<String> {
+        self.tracked.lock().get(id)?.preview.clone()
+    }
+
     fn output_flowing(&self, id: &str) -> bool {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         self.usage(id)
@@ -236,6 +243,9 @@ impl Monitor {
                 hook,
                 output_flowing: flowing,
             });
+            if let Some(screen) = screen.as_deref() {
+                entry.preview = status::preview(screen);
+            }
             entry.status.offer(reading, std::time::Instant::now())
         };
         if let Some(screen) = screen.as_deref() {

@@ -113,6 +113,25 @@ fn generic_screen(lines: &[&str]) -> Option<Reading> {
     })
 }
 
+/// The last line of text on a screen, for a one-line preview: the agent's latest words, not its
+/// chrome (box borders, Claude Code's footer and empty prompt). At most 120 characters.
+pub fn preview(screen: &str) -> Option<String> {
+    const CHROME: [&str; 3] = ["? for shortcuts", "esc to interrupt", "shift+tab to cycle"];
+    screen
+        .lines()
+        .rev()
+        .map(|line| {
+            inside_box(line)
+                .trim_start_matches(['❯', '>', '$', '#', ' ', '\u{a0}'])
+                .trim()
+        })
+        .find(|line| {
+            line.chars().filter(|c| c.is_alphanumeric()).count() >= 3
+                && !CHROME.iter().any(|chrome| line.contains(chrome))
+        })
+        .map(|line| line.chars().take(120).collect())
+}
+
 /// What a Claude Code hook event says, per the observed state machine.
 pub fn from_hook(event: &serde_json::Value) -> Option<Reading> {
     match event["hook_event_name"].as_str()? {
@@ -322,6 +341,21 @@ mod tests {
             output_flowing: true,
         };
         assert_eq!(fuse(&quiet).status, Status::Working);
+    }
+
+    #[test]
+    fn a_preview_is_the_last_line_of_words_not_chrome() {
+        assert_eq!(
+            preview("$ make\ncc -o app main.c\nBuild finished in 2.1s\n$ \n\n").as_deref(),
+            Some("Build finished in 2.1s")
+        );
+        let claude = "⏺ I created hello.txt with a greeting.\n╭──────╮\n│ ❯ \u{a0}│\n╰──────╯\n  ? for shortcuts\n";
+        assert_eq!(
+            preview(claude).as_deref(),
+            Some("⏺ I created hello.txt with a greeting.")
+        );
+        assert_eq!(preview("\n  \n──\n"), None);
+        assert_eq!(preview(&"x".repeat(500)).map(|p| p.len()), Some(120));
     }
 
     /// A quiet program that is not Claude Code is idle: nothing says it waits for anyone.

@@ -423,6 +423,8 @@ async fn status_goes_from_working_to_idle_to_needs_permission_to_exited() {
     })
     .await;
     assert_eq!(asking["status_reason"], "Overwrite notes.txt? [y/N]");
+    // The dashboard's one-line preview: the last words on the screen.
+    assert_eq!(asking["preview"], "Overwrite notes.txt? [y/N]");
     // Viewers are told too.
     let pushed = term
         .wait_message(|m| m["type"] == "status" && m["status"] == "needs_permission")

@@ -52,6 +52,8 @@ export interface Instance {
   status?: 'working' | 'waiting' | 'needs_permission' | 'idle' | null;
   status_reason?: string | null;
   last_activity_at?: string | null;
+  /** The last line of text on a running agent's screen. */
+  preview?: string | null;
 }
 export interface Entry {
   name: string;

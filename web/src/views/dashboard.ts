@@ -23,8 +23,9 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     const name = h('input', { id: 'agent-name', name: 'name', placeholder: 'optional', autocomplete: 'off', maxLength: 64 });
     const submit = h('button', { type: 'submit', class: 'primary', disabled: !firstUsable }, 'Start agent');
     const unusable = models.filter((m) => !m.usable);
+    // The server names programs in backticks; people read them as plain words.
     const why = h('ul', { id: 'profile-why', class: 'unusable' }, unusable.map((m) => h('li', null,
-      h('strong', null, m.name), `: ${m.reason ?? 'not available'}`,
+      h('strong', null, m.name), `: ${(m.reason ?? 'not available').replace(/`/g, '')}`,
       /secret|key|token/i.test(m.reason ?? '')
         ? [' — ', h('a', { href: `#/settings?secret=${encodeURIComponent(m.required_secrets[0] ?? '')}` }, 'add it in Settings')]
         : null)));
@@ -47,34 +48,48 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     clear(createBox, h('h2', { id: 'new-agent' }, 'New agent'), form, unusable.length ? why : null);
   };
 
+  // Compact: the card opens the terminal; stop, rename and delete are in its menu. Six fit on
+  // a phone's screen.
   const card = (i: Instance) => {
     const live = i.state === 'running' || i.state === 'starting';
-    const open = h('a', { href: `#/t/${i.id}`, class: 'button primary', 'aria-label': `Open the terminal of ${i.name}` }, 'Open');
-    const stop = h('button', { type: 'button', class: 'secondary' }, live ? 'Stop' : 'Restart');
-    stop.addEventListener('click', async () => {
-      const ok = await act(stop, () => api.post<Instance>(`api/instances/${i.id}/${live ? 'stop' : 'restart'}`), live ? `Stopped ${i.name}.` : `Restarted ${i.name}.`);
-      if (ok) void refresh();
-    });
-    const rename = h('button', { type: 'button', class: 'secondary' }, 'Rename');
-    rename.addEventListener('click', async () => {
-      const next = await promptDialog(`Rename ${i.name}`, 'New name', i.name, 'Rename');
-      if (next === null || !next.trim() || next.trim() === i.name) return;
-      const ok = await act(rename, () => api.patch<Instance>(`api/instances/${i.id}`, { name: next.trim() }), 'Renamed.');
-      if (ok) void refresh();
-    });
-    const del = h('button', { type: 'button', class: 'secondary danger-text' }, 'Delete');
-    del.addEventListener('click', async () => {
-      if (!(await confirmDialog(`Delete ${i.name}?`, live ? 'The agent will be stopped and its record deleted. Files in your workspace stay.' : 'Its record and last screen will be deleted. Files in your workspace stay.'))) return;
-      const ok = await act(del, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
-      if (ok) void refresh();
-    });
+    const menuId = `card-menu-${i.id}`;
+    const menu = h('div', { class: 'card-menu', id: menuId, popover: 'auto', role: 'menu', 'aria-label': `Actions for ${i.name}` });
+    const item = (label: string, run: () => Promise<void>, danger = false) => {
+      const b = h('button', { type: 'button', role: 'menuitem', class: danger ? 'danger-text' : '' }, label);
+      b.addEventListener('click', () => {
+        menu.hidePopover();
+        void run();
+      });
+      return b;
+    };
+    menu.append(
+      item(live ? 'Stop' : 'Restart', async () => {
+        const ok = await act(null, () => api.post<Instance>(`api/instances/${i.id}/${live ? 'stop' : 'restart'}`), live ? `Stopped ${i.name}.` : `Restarted ${i.name}.`);
+        if (ok) void refresh();
+      }),
+      item('Rename', async () => {
+        const next = await promptDialog(`Rename ${i.name}`, 'New name', i.name, 'Rename');
+        if (next === null || !next.trim() || next.trim() === i.name) return;
+        const ok = await act(null, () => api.patch<Instance>(`api/instances/${i.id}`, { name: next.trim() }), 'Renamed.');
+        if (ok) void refresh();
+      }),
+      item('Delete', async () => {
+        if (!(await confirmDialog(`Delete ${i.name}?`, live ? 'The agent will be stopped and its record deleted. Files in your workspace stay.' : 'Its record and last screen will be deleted. Files in your workspace stay.'))) return;
+        const ok = await act(null, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
+        if (ok) void refresh();
+      }, true),
+    );
     const model = models.find((m) => m.id === i.profile);
+    const meta = live ? `${model?.name ?? i.profile} · ${bytes(i.memory_bytes)} · up ${duration(i.started_at)}`
+      : `${model?.name ?? i.profile} · ${ended(i)}${i.ended_at ? ` ${duration(i.ended_at)} ago` : ''}`;
+    const preview = live ? i.status_reason ?? i.preview : null;
     return h('article', { class: `card status-${i.status ?? i.state}`, 'data-instance': i.id, 'aria-label': i.name },
-      h('div', { class: 'card-head' }, h('h3', null, h('a', { href: `#/t/${i.id}` }, i.name)), statusBadge(i.state, i.status)),
-      h('p', { class: 'muted card-meta' }, model?.name ?? i.profile,
-        live ? ` · ${bytes(i.memory_bytes)} · up ${duration(i.started_at)}` : i.ended_at ? ` · ended ${duration(i.ended_at)} ago${i.end_reason ? ` (${i.end_reason.replace('_', ' ')})` : ''}` : ''),
-      i.status_reason && live ? h('p', { class: 'status-reason' }, i.status_reason) : null,
-      h('div', { class: 'card-actions' }, open, stop, rename, del));
+      h('a', { href: `#/t/${i.id}`, class: 'card-main' },
+        h('span', { class: 'card-head' }, h('span', { class: 'card-name' }, i.name), statusBadge(i.state, i.status)),
+        h('span', { class: 'muted card-meta' }, meta),
+        preview ? h('span', { class: 'card-preview' }, preview) : null),
+      h('button', { type: 'button', class: 'icon-button card-more', 'aria-label': `More for ${i.name}`, popovertarget: menuId }, '⋯'),
+      menu);
   };
 
   let shown = '';
@@ -111,4 +126,19 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     if (document.visibilityState === 'visible') void refresh();
   }, 4000);
   return () => clearInterval(timer);
+}
+
+/** Why an instance ended, in words. */
+function ended(i: Instance): string {
+  switch (i.end_reason) {
+    case 'user': return 'stopped by you';
+    case 'admin': return 'stopped by an admin';
+    case 'idle': return 'stopped when idle';
+    case 'restart': return 'restarting';
+    case 'lost': return 'its session vanished';
+    case 'server_gone': return 'its tmux server stopped';
+    case 'start_failed': return 'failed to start';
+    case 'exit': return i.exit_code !== null && i.exit_code !== undefined ? `exited with status ${i.exit_code}` : 'exited';
+    default: return i.state;
+  }
 }
