@@ -24,6 +24,8 @@ ensure_package shellcheck shellcheck
 require_node
 if [ "${POCKETDEV_SKIP_E2E:-0}" != 1 ]; then
     ensure_chromium
+    # The browser tests compare a full-screen editor's screen with tmux's.
+    ensure_package vim.tiny vim-tiny
 fi
 # The fail2ban filter is checked against the server's real log with fail2ban-regex.
 ensure_package fail2ban-regex fail2ban

@@ -2,7 +2,7 @@
 // against the mock Messages API), an edited file and an attached image. Needs the pinned CLI that
 // scripts/test.sh installs into .test-tools/ (or POCKETDEV_TEST_CLAUDE); without it the test
 // fails, unless POCKETDEV_E2E_SKIP_CLAUDE=1 says to skip it.
-import { test as base, expect, signIn, shot, expectTerminal } from '../fixtures';
+import { test as base, expect, signIn, shot, expectTerminal, expectScreenMatchesTmux } from '../fixtures';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MockAnthropic, REPLY_PREFIX } from '../mock-anthropic';
@@ -80,6 +80,12 @@ test('a new user gets from sign-in to a working Claude Code terminal', async ({ 
   expect(mock.seen.length).toBeGreaterThan(0);
   expect(mock.seen.every((s) => s.apiKey === API_KEY)).toBe(true);
   await shot(page, info, '10-claude');
+  // The page shows exactly Claude Code's screen, as tmux has it, and again after a reload.
+  const instanceId = new URL(page.url()).hash.replace('#/t/', '');
+  await expectScreenMatchesTmux(page, server, instanceId);
+  await page.reload();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await expectScreenMatchesTmux(page, server, instanceId);
 
   // The status reaches the dashboard, which shows the agent waiting for its user.
   await page.getByRole('link', { name: 'Back to agents' }).click();

@@ -180,6 +180,19 @@ test('shows exactly what tmux shows after a reconnect, a server restart and a re
   await say(page, '');
   await expectTerminal(page, /^flood-done$/m);
   await expectScreenMatchesTmux(page, server, id);
+
+  // vim, across a reload.
+  await say(page, 'vim.tiny -u NONE -N');
+  await expectTerminal(page, /^~\s*$/m);
+  await typeInTerminal(page, 'ihello from vim');
+  await key(page, 'Esc (Escape)');
+  await expectScreenMatchesTmux(page, server, id);
+  await page.reload();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await expectScreenMatchesTmux(page, server, id);
+  await typeInTerminal(page, ':q!\r');
+  await expect.poll(() => terminalText(page)).not.toContain('hello from vim');
+  await expectScreenMatchesTmux(page, server, id);
 });
 
 for (const scheme of ['light', 'dark'] as const) {
