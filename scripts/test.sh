@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: shell scripts, formatting, lints, benchmarks in smoke mode, unit
 # and integration tests, the web app's checks and the browser tests. Installs what is missing
-# (tmux, nginx, openssl, curl, shellcheck, fail2ban, bubblewrap, Chromium, npm packages, the
+# (tmux, nginx, openssl, curl, shellcheck, fail2ban, bubblewrap, Chromium, vim-tiny, npm packages, the
 # pinned Claude Code CLI) or says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
