@@ -1,5 +1,6 @@
 import { test, expect, signIn, shot, expectTerminal, terminalText, expectScreenMatchesTmux } from '../fixtures';
 import type { Page } from '@playwright/test';
+import type { Server } from '../server';
 
 async function createAgent(page: Page, profile: string, name: string): Promise<void> {
   await page.getByLabel('Agent', { exact: true }).selectOption(profile);
@@ -141,6 +142,14 @@ test('creates an agent and drives it through the compose box and the key bar', a
   await expect(page.locator('.term-title')).toHaveText(name);
 });
 
+/** Restarts the server, waits for the terminal to come back, and compares its screen with tmux's. */
+async function restartAndCompare(page: Page, server: Server, id: string): Promise<void> {
+  await server.restart();
+  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true', { timeout: 30_000 });
+  await expect(page.locator('.term-banner')).toBeHidden();
+  await expectScreenMatchesTmux(page, server, id);
+}
+
 test('shows exactly what tmux shows after a reconnect, a server restart and a resync', async ({ page, server }, info) => {
   const user = `screen${info.project.name}`;
   await server.createUser(user, 'screen-password-1');
@@ -156,10 +165,7 @@ test('shows exactly what tmux shows after a reconnect, a server restart and a re
   await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
   await expectScreenMatchesTmux(page, server, id);
 
-  await server.restart();
-  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true', { timeout: 30_000 });
-  await expect(page.locator('.term-banner')).toBeHidden();
-  await expectScreenMatchesTmux(page, server, id);
+  await restartAndCompare(page, server, id);
   await say(page, 'echo after-restart');
   await expectTerminal(page, /^after-restart$/m);
   await expectScreenMatchesTmux(page, server, id);
@@ -173,10 +179,7 @@ test('shows exactly what tmux shows after a reconnect, a server restart and a re
   await say(page, "printf '\\e[?1049h\\e[H\\e[2Jfull screen\\n\\e[5;3Hat 5,3'; read -r x; printf '\\e[?1049l'");
   await expectTerminal(page, /at 5,3/);
   await expectScreenMatchesTmux(page, server, id);
-  await server.restart();
-  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true', { timeout: 30_000 });
-  await expect(page.locator('.term-banner')).toBeHidden();
-  await expectScreenMatchesTmux(page, server, id);
+  await restartAndCompare(page, server, id);
   await say(page, '');
   await expectTerminal(page, /^flood-done$/m);
   await expectScreenMatchesTmux(page, server, id);

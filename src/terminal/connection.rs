@@ -203,6 +203,14 @@ impl Connections {
     }
 }
 
+/// Whose an event from tmux is.
+enum To {
+    Pane(u32),
+    Window(u32),
+    /// The hub whose command is the oldest still unanswered.
+    NextReply,
+}
+
 /// Routes what tmux says to the hubs, until the client ends; then every hub hears `Closed`.
 async fn read_events(
     mut reader: BufReader<ChildStdout>,
@@ -217,27 +225,26 @@ async fn read_events(
             Ok(true) => {}
             Ok(false) | Err(_) => break,
         }
-        let (hub, event) = match parser.feed(&line) {
-            Ok(Some(Event::Output { pane, bytes })) => (
-                routes.lock().panes.get(&pane).copied(),
-                HubEvent::Output(bytes),
-            ),
-            Ok(Some(Event::Reply { ok, lines })) => (
-                routes.lock().replies.pop_front(),
-                HubEvent::Reply { ok, lines },
-            ),
-            Ok(Some(Event::Resized { window, cols, rows })) => (
-                routes.lock().windows.get(&window).copied(),
-                HubEvent::Resized { cols, rows },
-            ),
-            Ok(Some(Event::WindowClosed { window })) => (
-                routes.lock().windows.get(&window).copied(),
-                HubEvent::Closed,
-            ),
+        let (to, event) = match parser.feed(&line) {
+            Ok(Some(Event::Output { pane, bytes })) => (To::Pane(pane), HubEvent::Output(bytes)),
+            Ok(Some(Event::Reply { ok, lines })) => (To::NextReply, HubEvent::Reply { ok, lines }),
+            Ok(Some(Event::Resized { window, cols, rows })) => {
+                (To::Window(window), HubEvent::Resized { cols, rows })
+            }
+            Ok(Some(Event::WindowClosed { window })) => (To::Window(window), HubEvent::Closed),
             Ok(Some(Event::Exit)) | Err(control::TooLarge) => break,
             Ok(Some(Event::Attached) | None) => continue,
         };
-        let events = hub.and_then(|hub| routes.lock().hubs.get(&hub).cloned());
+        // One look at the routes per event, on the path every byte of output takes.
+        let events = {
+            let mut routes = routes.lock();
+            let hub = match to {
+                To::Pane(pane) => routes.panes.get(&pane).copied(),
+                To::Window(window) => routes.windows.get(&window).copied(),
+                To::NextReply => routes.replies.pop_front(),
+            };
+            hub.and_then(|hub| routes.hubs.get(&hub).cloned())
+        };
         if let Some(events) = events {
             let _ = events.send(event).await;
         }

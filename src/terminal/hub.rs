@@ -899,10 +899,13 @@ impl Hub {
     /// The screen during a flood: drawn over what viewers show, or, once it has settled, the
     /// pane's output continued with a fresh snapshot for everyone.
     fn flood_screen(&mut self, modes: Modes, lines: Vec<Vec<u8>>) {
-        let update = screen::redraw(&modes, &lines);
         if self.flood.settled(modes, lines) {
             self.resume_output();
-        } else if self.flood.unchanged == 0 {
+        } else if self.flood.unchanged == 0
+            && let Some((modes, lines)) = &self.flood.last
+        {
+            // Drawn only when it changed: an unchanged screen costs the link nothing.
+            let update = screen::redraw(modes, lines);
             self.batch.extend_from_slice(&update);
             self.flush();
         }

@@ -515,21 +515,23 @@ impl TestApp {
         command
     }
 
-    /// The id of the account `token` belongs to.
+    /// What a tmux client of `user_id`'s server prints for `args` (empty if it fails).
+    pub async fn tmux_output(&self, user_id: i64, args: &[&str]) -> String {
+        let out = self.tmux_client(user_id).args(args).output().await.unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The pid of the tmux server holding `user_id`'s sessions, as tmux says.
     pub async fn tmux_server_pid(&self, user_id: i64) -> i32 {
-        let out = self
-            .tmux_client(user_id)
-            .args(["display-message", "-p", "#{pid}"])
-            .output()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = self
+            .tmux_output(user_id, &["display-message", "-p", "#{pid}"])
+            .await;
         text.trim()
             .parse()
             .unwrap_or_else(|_| panic!("no tmux server pid in {text:?}"))
     }
 
+    /// The id of the account `token` belongs to.
     pub async fn user_id(&self, token: &str) -> i64 {
         let me: Value = self
             .get("/api/auth/me", Some(token))

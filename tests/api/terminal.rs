@@ -743,13 +743,9 @@ async fn terminals_opened_while_agents_start_and_stop_never_take_tmux_down() {
 
 /// The clients attached to the account's tmux server: (control-mode clients, all clients).
 async fn tmux_clients(app: &TestApp, user_id: i64) -> (usize, usize) {
-    let out = app
-        .tmux_client(user_id)
-        .args(["list-clients", "-F", "#{client_control_mode}"])
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = app
+        .tmux_output(user_id, &["list-clients", "-F", "#{client_control_mode}"])
+        .await;
     (
         text.lines().filter(|l| *l == "1").count(),
         text.lines().count(),
@@ -758,19 +754,15 @@ async fn tmux_clients(app: &TestApp, user_id: i64) -> (usize, usize) {
 
 /// The windows linked into the terminals' session, besides its placeholder.
 async fn linked_windows(app: &TestApp, user_id: i64) -> usize {
-    let out = app
-        .tmux_client(user_id)
-        .args([
-            "list-windows",
-            "-t",
-            "=pocketdev-terminals",
-            "-F",
-            "#{pane_start_command}",
-        ])
-        .output()
+    let list = [
+        "list-windows",
+        "-t",
+        "=pocketdev-terminals",
+        "-F",
+        "#{pane_start_command}",
+    ];
+    app.tmux_output(user_id, &list)
         .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.contains("cat"))
         .count()
