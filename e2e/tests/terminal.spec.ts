@@ -92,6 +92,8 @@ test('creates an agent and drives it through the compose box and the key bar', a
   await expect.poll(() => page.locator('.xterm-rows').evaluate((el) => getComputedStyle(el).fontSize)).toBe(`${(size || (info.project.name === 'phone' ? 13 : 15)) + 1}px`);
   await page.getByRole('button', { name: 'More' }).click();
   await page.getByRole('menuitem', { name: 'A− Smaller text' }).click();
+  // The size items keep the menu open for another step; Escape closes it.
+  await page.keyboard.press('Escape');
 
   // Landscape (or a keyboard taking half the screen): the bars stay in view and the
   // terminal refits, and the pane follows.
@@ -400,7 +402,7 @@ test("the header keeps the agent's full name beside its status, with the rest in
 
   await page.getByRole('button', { name: 'More' }).click();
   const menu = page.getByRole('menu', { name: 'Terminal menu' });
-  await expect(menu.getByRole('menuitem')).toHaveText(['A− Smaller text', 'A+ Larger text', 'Switch agent', 'Files']);
+  await expect(menu.getByRole('menuitem')).toHaveText(['A− Smaller text', 'A+ Larger text', 'Switch agent', 'Customize keys', 'Files']);
   const fontSize = () => page.evaluate(() => (document.querySelector('.term-screen') as Element & { terminal: { options: { fontSize: number } } }).terminal.options.fontSize);
   const before = await fontSize();
   await menu.getByRole('menuitem', { name: 'A+ Larger text' }).click();

@@ -53,13 +53,17 @@ test('swipes scroll back, long-press selects, Paste pastes', async ({ page, serv
   await page.keyboard.type('q');
   await expectTerminal(page, /^pd\$\s*$/m);
 
-  // Long-press opens the selection sheet; Copy all puts the text on the clipboard.
+  // Long-press selects in place; its menu's More… opens the sheet, where Copy all puts the
+  // text on the clipboard.
   const cdp = await context.newCDPSession(page);
   const box = (await page.locator('.term-screen').boundingBox())!;
   await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: [{ x: box.x + 50, y: box.y + 50 }] });
+  const menu = page.getByRole('toolbar', { name: 'Selection' });
+  await expect(menu).toBeVisible();
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+  await menu.getByRole('button', { name: 'More…' }).tap();
   const sheet = page.getByRole('dialog', { name: 'Select text' });
   await expect(sheet).toBeVisible();
-  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
   await expect(sheet.locator('.select-text')).toContainText('seq 1 300');
   await sheet.getByRole('button', { name: 'Copy all' }).click();
   await expect(page.getByText('Copied.')).toBeVisible();

@@ -9,6 +9,9 @@ import { api, ApiError, mkdirp, upload, type Instance } from '../api';
 import type { ServerMessage, ClientMessage } from '../protocol';
 import { Close, MAX_FRAME } from '../protocol';
 import { h, clear, toast, showError, statusBadge, act, icon } from '../ui';
+import { mountKeyBar, customizeKeys, ctrlOf } from '../terminal/keys';
+import { mountScrolling } from '../terminal/scroll';
+import { mountSelection } from '../terminal/select';
 import { effectiveTheme, jumpToNextWaiting, openSwitcher, type Ctx } from '../main';
 
 const FONT_KEY = 'pd.fontSize';
@@ -44,6 +47,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize - 1) }, 'A− Smaller text'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize + 1) }, 'A+ Larger text'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void openSwitcher(); } }, 'Switch agent'),
+    h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); customizeKeys(() => keys.rebuild()); } }, 'Customize keys'),
     h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
   const header = h('header', { class: 'term-head' },
     h('a', { href: '#/', class: 'icon-button', 'aria-label': 'Back to agents' }, icon('back')),
@@ -56,48 +60,14 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const banner = h('div', { class: 'term-banner', role: 'status', hidden: true });
   const screen = h('div', { class: 'term-screen', 'aria-label': `Terminal of ${instance.name}`, role: 'region' });
 
-  const mkKey = (label: string, aria: string, onPress: () => void, extra: Record<string, unknown> = {}) => {
-    // Words in a smaller type so they fit a key; the thin glyphs (⏎ ⌨) larger so they show.
-    const look = label.length > 4 ? ' key-word' : /^[⏎⌨✎]$/.test(label) ? ' key-glyph' : '';
-    const b = h('button', { type: 'button', class: `key${look}`, 'aria-label': aria, tabindex: 0, ...extra }, label);
-    // Keep the focus (and the phone keyboard) where it is.
-    b.addEventListener('pointerdown', (e) => e.preventDefault());
-    b.addEventListener('click', () => {
-      onPress();
-      b.classList.add('pressed');
-      setTimeout(() => b.classList.remove('pressed'), 120);
-    });
-    return b;
-  };
-  let ctrl = false;
-  const ctrlKey = mkKey('Ctrl', 'Ctrl (sticky: applies to the next key)', () => {
-    ctrl = !ctrl;
-    ctrlKey.classList.toggle('on', ctrl);
-    ctrlKey.setAttribute('aria-pressed', String(ctrl));
-  }, { 'aria-pressed': 'false' });
-  const arrow = (c: string) => (term.modes.applicationCursorKeysMode ? `\x1bO${c}` : `\x1b[${c}`);
-  const keybar = h('div', { class: 'keybar', role: 'toolbar', 'aria-label': 'Terminal keys' },
-    mkKey('Esc', 'Esc (Escape)', () => sendKey('\x1b')),
-    mkKey('Tab', 'Tab', () => sendKey('\t')),
-    mkKey('⇧Tab', 'Shift-Tab', () => sendKey('\x1b[Z')),
-    ctrlKey,
-    mkKey('^C', 'Control-C', () => sendKey('\x03')),
-    mkKey('←', 'Left arrow', () => sendKey(arrow('D'))),
-    mkKey('↑', 'Up arrow', () => sendKey(arrow('A'))),
-    mkKey('↓', 'Down arrow', () => sendKey(arrow('B'))),
-    mkKey('→', 'Right arrow', () => sendKey(arrow('C'))),
-    mkKey('⏎', 'Enter', () => sendKey('\r')),
-    mkKey('Paste', 'Paste from the clipboard', () => void pasteClipboard()),
-    mkKey('Select', 'Select and copy text', () => openSelection()),
-    mkKey('⌨', 'Type directly into the terminal', () => term.focus()),
-  );
   // On a short screen the message box folds into the key bar (see the stylesheet).
-  const composeKey = mkKey('✎', 'Write a message', () => {
+  const composeKey = h('button', { type: 'button', class: 'key key-glyph fold', 'aria-label': 'Write a message' }, '✎');
+  composeKey.addEventListener('pointerdown', (e) => e.preventDefault());
+  composeKey.addEventListener('click', () => {
     full.classList.add('composing');
     compose.focus();
   });
-  composeKey.classList.add('fold');
-  keybar.prepend(composeKey);
+  const keybar = h('div', { class: 'keybar', role: 'toolbar', 'aria-label': 'Terminal keys' });
 
   const compose = h('textarea', {
     class: 'compose-input', rows: 1, placeholder: 'Message the agent…', 'aria-label': 'Message to send to the agent',
@@ -145,6 +115,22 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   term.textarea?.setAttribute('autocapitalize', 'off');
   term.textarea?.setAttribute('spellcheck', 'false');
   term.textarea?.setAttribute('aria-label', 'Terminal input');
+  // Android keyboards duplicate words typed straight into xterm.js (an upstream problem): there a
+  // tap on the terminal opens the message box instead, and the ⌨ key still types directly.
+  const android = /Android/i.test(navigator.userAgent);
+  let typingDirectly = false;
+  term.textarea?.addEventListener('focus', () => {
+    if (!android || typingDirectly) return;
+    // After the tap's own focus change is over.
+    setTimeout(() => {
+      if (typingDirectly || document.activeElement !== term.textarea) return;
+      full.classList.add('composing');
+      compose.focus();
+    });
+  });
+  term.textarea?.addEventListener('blur', () => {
+    typingDirectly = false;
+  });
   // The space below the last row, where the height is not a whole number of rows, takes the
   // terminal's own background.
   screen.style.backgroundColor = themes[effectiveTheme()].background;
@@ -211,20 +197,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     term.scrollToBottom();
   }
   function sendKey(data: string) {
-    if (ctrl && data.length === 1) {
-      data = ctrlOf(data);
-      ctrl = false;
-      ctrlKey.classList.remove('on');
-      ctrlKey.setAttribute('aria-pressed', 'false');
-    }
+    if (data.length === 1 && keys.takeCtrl()) data = ctrlOf(data);
     sendBytes(data);
-  }
-  function ctrlOf(ch: string): string {
-    const c = ch.toUpperCase().charCodeAt(0);
-    if (c >= 64 && c <= 95) return String.fromCharCode(c - 64);
-    if (ch === ' ') return '\x00';
-    if (ch === '?') return '\x7f';
-    return ch;
   }
   function sendPaste(text: string) {
     if (!text) return;
@@ -236,15 +210,21 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     term.scrollToBottom();
     return true;
   }
-  term.onData((data) => {
-    if (ctrl && data.length === 1) {
-      sendKey(data);
-      return;
-    }
-    sendBytes(data);
-  });
+  // The sticky Ctrl of the key bar applies to a key typed on the keyboard too.
+  term.onData((data) => sendKey(data));
   term.onBinary((data) => {
     if (ws?.readyState === WebSocket.OPEN) ws.send(Uint8Array.from(data, (c) => c.charCodeAt(0)));
+  });
+
+  const keys = mountKeyBar(keybar, composeKey, {
+    send: sendKey,
+    arrow: (c) => (term.modes.applicationCursorKeysMode ? `\x1bO${c}` : `\x1b[${c}`),
+    paste: () => void pasteClipboard(),
+    select: () => openSelection(),
+    typeDirectly: () => {
+      typingDirectly = true;
+      term.focus();
+    },
   });
 
   const sendSize = () => {
@@ -433,61 +413,20 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   window.addEventListener('offline', offline);
   window.addEventListener('online', online);
 
-  // --- touch: swipe to scroll, long-press to select -------------------------------------------
-  let touchY: number | null = null;
-  let touchX = 0;
-  let carry = 0;
-  let pressTimer: ReturnType<typeof setTimeout> | undefined;
-  const cellHeight = () => Math.max(8, screen.clientHeight / Math.max(1, term.rows));
-  const remote = () => term.buffer.active.type === 'alternate' || term.modes.mouseTrackingMode !== 'none';
-  screen.addEventListener('touchstart', (e) => {
-    if (e.touches.length !== 1) return;
-    touchY = e.touches[0]!.clientY;
-    touchX = e.touches[0]!.clientX;
-    carry = 0;
-    clearTimeout(pressTimer);
-    pressTimer = setTimeout(() => {
-      touchY = null;
-      openSelection();
-    }, 600);
-  }, { passive: true });
-  screen.addEventListener('touchmove', (e) => {
-    if (touchY === null || e.touches.length !== 1) return;
-    const t = e.touches[0]!;
-    if (Math.abs(t.clientY - touchY) > 8 || Math.abs(t.clientX - touchX) > 8) clearTimeout(pressTimer);
-    const dy = t.clientY - touchY;
-    touchY = t.clientY;
-    carry += dy;
-    const lines = Math.trunc(carry / cellHeight());
-    if (!lines) return;
-    carry -= lines * cellHeight();
-    if (remote()) {
-      // Full-screen programs scroll themselves: finger down = back (up) in history.
-      e.preventDefault();
-      const rect = screen.getBoundingClientRect();
-      const col = Math.max(1, Math.min(term.cols, Math.floor(((t.clientX - rect.left) / rect.width) * term.cols) + 1));
-      const row = Math.max(1, Math.min(term.rows, Math.floor(((t.clientY - rect.top) / rect.height) * term.rows) + 1));
-      send({ type: 'scroll', lines: Math.max(-100, Math.min(100, -lines)), col, row });
-    } else {
-      e.preventDefault();
-      term.scrollLines(-lines);
-    }
-  }, { passive: false });
-  const endTouch = () => {
-    clearTimeout(pressTimer);
-    touchY = null;
-  };
-  screen.addEventListener('touchend', endTouch);
-  // A browser that starts its own long-press gesture cancels the touch: let the timer run.
-  screen.addEventListener('touchcancel', () => {
-    touchY = null;
+  // --- touch: swipe and flick to scroll, a long press selects in place -------------------------
+  const selection = mountSelection({ term, screen, copy: (text) => void copy(text), paste: () => void pasteClipboard(), more: () => openSelection() });
+  const scrolling = mountScrolling({
+    term,
+    screen,
+    scrollRemote: (lines, col, row) => send({ type: 'scroll', lines, col, row }),
+    onLongPress: (x, y) => selection.selectAt(x, y),
   });
   let lastSheet = 0;
   screen.addEventListener('contextmenu', (e) => {
     if (!matchMedia('(pointer: coarse)').matches) return;
+    // The phone's own long press: the same as ours (which has usually come first).
     e.preventDefault();
-    clearTimeout(pressTimer);
-    openSelection();
+    if (!term.hasSelection()) selection.selectAt(e.clientX, e.clientY);
   });
 
   function bufferText(): string {
@@ -567,9 +506,15 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   }
 
   // --- compose box and images -----------------------------------------------------------------
+  // A longer message grows the box upwards over the terminal's last rows rather than shrinking
+  // the terminal: every resize costs tmux a re-layout and the viewer a fresh snapshot.
   const grow = () => {
     compose.style.height = 'auto';
-    compose.style.height = `${Math.min(compose.scrollHeight, 160)}px`;
+    compose.style.marginTop = '0';
+    const base = compose.offsetHeight;
+    const height = Math.min(compose.scrollHeight, 160);
+    compose.style.height = `${height}px`;
+    compose.style.marginTop = `${Math.min(0, base - height)}px`;
   };
   compose.addEventListener('input', grow);
   composeForm.addEventListener('submit', (e) => {
@@ -670,8 +615,10 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
 
   return () => {
     closed = true;
+    keys.dispose();
+    scrolling.dispose();
+    selection.dispose();
     clearTimeout(retryTimer);
-    clearTimeout(pressTimer);
     document.removeEventListener('selectionchange', selectionChange);
     clearInterval(pingTimer);
     clearInterval(waitingTimer);
