@@ -127,6 +127,9 @@ else
     [ -x target/debug/pocketdev ] || cargo build --locked --bin pocketdev
     npm_install e2e
     (cd e2e && npx tsc --noEmit -p . && npx playwright test) || status=1
+    # Beside the Rust benchmarks' smoke runs, but here: it needs Chromium, e2e's packages and the binary.
+    say "page-latency benchmark, smoke mode (full run, in e2e/: node --import ./bench/register.mjs bench/page.ts)"
+    (cd e2e && npx tsc --noEmit -p bench && node --import ./bench/register.mjs bench/page.ts --smoke) || status=1
 fi
 
 say "what the tests left behind"
