@@ -35,6 +35,8 @@ export interface ServerOptions {
   /** Extra TOML appended to the config. */
   extraToml?: string;
   basePath?: string;
+  /** Extra environment for the server, such as `POCKETDEV_LIMITS__MAX_PER_USER` (it beats the file). */
+  env?: Record<string, string>;
 }
 
 export class Server {
@@ -42,7 +44,7 @@ export class Server {
   adminPassword = '';
   private child: ChildProcess | null = null;
   private log: string[] = [];
-  constructor(readonly dir: string, readonly configPath: string, readonly port: number) {}
+  constructor(readonly dir: string, readonly configPath: string, readonly port: number, readonly env: Record<string, string> = {}) {}
 
   get dataDir(): string {
     return join(this.dir, 'data');
@@ -74,7 +76,7 @@ export class Server {
       hasIsolation() ? '[isolation]\nmode = "none"' : '',
       options.extraToml ?? '',
     ].join('\n'));
-    const server = new Server(dir, config, port);
+    const server = new Server(dir, config, port, options.env);
     await server.spawn();
     const pw = readFileSync(join(dir, 'data/server/initial-admin-password'), 'utf8').match(/password:\s*(\S+)/);
     server.adminPassword = pw?.[1] ?? '';
@@ -83,7 +85,7 @@ export class Server {
 
   async spawn(): Promise<void> {
     const child = spawn(BINARY, ['--config', this.configPath, 'serve'], {
-      env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.E2E_SERVER_LOG ?? 'warn' },
+      env: { ...process.env, ...this.env, NO_COLOR: '1', RUST_LOG: process.env.E2E_SERVER_LOG ?? 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;

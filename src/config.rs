@@ -359,6 +359,14 @@ impl Default for LimitsConfig {
     }
 }
 
+impl LimitsConfig {
+    /// How many live instances an account may have: `max_per_user`, or none for an admin when
+    /// `admins_exempt` (the server's `max_total` applies to everyone).
+    pub fn per_user(&self, admin: bool) -> Option<u32> {
+        (!(admin && self.admins_exempt)).then_some(self.max_per_user)
+    }
+}
+
 impl Default for AlertConfig {
     fn default() -> Self {
         Self {

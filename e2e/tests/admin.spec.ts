@@ -103,11 +103,13 @@ test('settings: a secret is saved masked, the theme changes', async ({ page, ser
   await page.getByLabel('Current password').fill('not-my-password');
   await page.getByLabel('New password').fill('sam-password-34');
   await page.getByRole('button', { name: 'Change password' }).click();
-  await expect(page.locator('.toast-error')).toBeVisible();
+  // Under the field it concerns (polish.spec.ts checks how it is announced).
+  await expect(page.locator('#pw-current-error')).toHaveText('The current password is wrong.');
   await page.getByLabel('Current password').fill('sam-password-12');
   await page.getByLabel('New password').fill('sam-password-34');
   await page.getByRole('button', { name: 'Change password' }).click();
   await expect(page.getByText('Password changed.', { exact: false })).toBeVisible();
+  await expect(page.locator('#pw-current-error')).toBeHidden();
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByLabel('Username').fill(user);
   await page.getByLabel('Password').fill('sam-password-34');

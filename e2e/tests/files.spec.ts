@@ -63,9 +63,9 @@ test('uploads, downloads, makes a folder, renames and deletes', async ({ page, s
   expect(readFileSync(join(ws, 'photo.txt'), 'utf8')).toBe('uploaded bytes\n');
 
   const row = page.locator('.file-row[data-name="photo.txt"]');
-  await row.getByLabel('Actions for photo.txt').click();
+  await row.getByRole('button', { name: 'Actions for photo.txt' }).click();
   const downloading = page.waitForEvent('download');
-  await row.getByRole('button', { name: 'Download' }).click();
+  await row.getByRole('menuitem', { name: 'Download' }).click();
   const download = await downloading;
   expect(download.suggestedFilename()).toBe('photo.txt');
   const path = await download.path();
@@ -77,16 +77,16 @@ test('uploads, downloads, makes a folder, renames and deletes', async ({ page, s
   await expect(page.getByRole('link', { name: /pics/ })).toBeVisible();
   expect(existsSync(join(ws, 'pics'))).toBe(true);
 
-  await row.getByLabel('Actions for photo.txt').click();
-  await row.getByRole('button', { name: 'Rename' }).click();
+  await row.getByRole('button', { name: 'Actions for photo.txt' }).click();
+  await row.getByRole('menuitem', { name: 'Rename' }).click();
   await page.getByRole('dialog').getByLabel('New name').fill('renamed.txt');
   await page.getByRole('dialog').getByRole('button', { name: 'Rename' }).click();
   await expect(page.getByRole('link', { name: /renamed\.txt/ })).toBeVisible();
   expect(existsSync(join(ws, 'renamed.txt'))).toBe(true);
 
   const renamed = page.locator('.file-row[data-name="renamed.txt"]');
-  await renamed.getByLabel('Actions for renamed.txt').click();
-  await renamed.getByRole('button', { name: 'Delete' }).click();
+  await renamed.getByRole('button', { name: 'Actions for renamed.txt' }).click();
+  await renamed.getByRole('menuitem', { name: 'Delete' }).click();
   await expect(page.getByRole('dialog')).toContainText('cannot be undone');
   await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
   await expect(page.getByText('Deleted renamed.txt.')).toBeVisible();

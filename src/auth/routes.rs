@@ -74,7 +74,7 @@ pub struct TokenResponse {
     /// Seconds until the access token expires.
     pub expires_in: u64,
     pub refresh_token: String,
-    pub user: User,
+    pub user: Me,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -195,7 +195,7 @@ async fn issue_tokens(
         token_type: "bearer",
         expires_in: auth.access_token_ttl_secs,
         refresh_token,
-        user,
+        user: Me::new(state, user),
     };
     Ok((jar, response))
 }
@@ -504,10 +504,43 @@ async fn logout(
     Ok((StatusCode::NO_CONTENT, clear_cookies(&state, jar)))
 }
 
-/// The signed-in user.
-#[utoipa::path(get, path = "/api/auth/me", tag = "auth", responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
-async fn me(auth: AuthUser) -> Json<User> {
-    Json(auth.user)
+/// The signed-in user, with the limits that apply to them.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    #[serde(flatten)]
+    pub user: User,
+    /// How many instances this user may have running at once (`limits.max_per_user`); null
+    /// when no per-user limit applies to them (admins, with `limits.admins_exempt`). The
+    /// server's own limit (`limits.max_total`) and its memory can still refuse a start.
+    pub max_instances: Option<u32>,
+}
+
+impl Me {
+    fn new(state: &AppState, user: User) -> Self {
+        Self {
+            max_instances: state.config.limits.per_user(user.is_admin()),
+            user,
+        }
+    }
+}
+
+/// The signed-in user. A 401 with the code `no_session` means the request carried neither an
+/// access token nor a refresh cookie, so refreshing cannot help: the client has to sign in.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", responses((status = 200, body = Me),
+    (status = 401, description = "not signed in: `no_session` without any credential or refresh cookie, else `unauthorized`", body = ErrorBody)))]
+async fn me(
+    State(state): State<AppState>,
+    MaybeAuthUser(auth): MaybeAuthUser,
+    jar: CookieJar,
+) -> AppResult<Json<Me>> {
+    let Some(auth) = auth else {
+        return Err(if jar.get(REFRESH_COOKIE).is_some() {
+            AppError::unauthorized()
+        } else {
+            AppError::NoSession
+        });
+    };
+    Ok(Json(Me::new(&state, auth.user)))
 }
 
 /// Changes the caller's password and signs out their other devices.

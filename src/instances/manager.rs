@@ -373,11 +373,11 @@ impl Manager {
                 limits.max_total
             )));
         }
-        let exempt = user.is_admin() && limits.admins_exempt;
-        if !exempt && mine >= i64::from(limits.max_per_user) {
+        if let Some(max) = limits.per_user(user.is_admin())
+            && mine >= i64::from(max)
+        {
             return Err(AppError::Conflict(format!(
-                "you already run your maximum of {} instances; stop one first",
-                limits.max_per_user
+                "you already run your maximum of {max} instances; stop one first"
             )));
         }
         self.admit_memory(user, profile).await

@@ -497,3 +497,78 @@ async fn auth_config_is_public() {
     assert_eq!(body["registration"], "invite");
     assert_eq!(body["min_password_length"], 10);
 }
+
+#[tokio::test]
+async fn me_says_how_many_instances_the_user_may_run() {
+    for exempt in [false, true] {
+        let app = spawn_app_with(|c| {
+            c.limits.max_per_user = 3;
+            c.limits.admins_exempt = exempt;
+        })
+        .await;
+        app.create_user("bob", "bob-password-123").await;
+        let admin = app.admin_token().await;
+        let signed_in = app.sign_in("bob", "bob-password-123").await;
+        assert_eq!(signed_in["user"]["max_instances"], 3, "sign-in says it too");
+        let bob = signed_in["access_token"].as_str().unwrap().to_owned();
+        let admin_me: Value = app
+            .get("/api/auth/me", Some(&admin))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let bob_me: Value = app
+            .get("/api/auth/me", Some(&bob))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            admin_me["username"], ADMIN,
+            "the user's own fields stay at the top level"
+        );
+        assert_eq!(
+            admin_me["max_instances"],
+            if exempt { Value::Null } else { json!(3) },
+            "an admin's limit with admins_exempt = {exempt}"
+        );
+        assert_eq!(
+            bob_me["max_instances"], 3,
+            "a user's limit with admins_exempt = {exempt}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn me_without_any_credential_says_no_refresh_can_help() {
+    let app = spawn_app().await;
+    // Nothing at all: the browser has no session to refresh.
+    let none = app.get("/api/auth/me", None).await;
+    assert_eq!(none.headers().get("www-authenticate").unwrap(), "Bearer");
+    assert_eq!(
+        expect_error(none, StatusCode::UNAUTHORIZED, "no credential").await,
+        "no_session"
+    );
+    // A refresh cookie without an access cookie (the access cookie expired first): refresh.
+    let refresh_only = reqwest::Client::new()
+        .get(app.url("/api/auth/me"))
+        .header("cookie", "pd_refresh=something")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(
+            refresh_only,
+            StatusCode::UNAUTHORIZED,
+            "refresh cookie only"
+        )
+        .await,
+        "unauthorized"
+    );
+    // A bad access token is its own answer, whatever else was sent.
+    let bad = app.get("/api/auth/me", Some("not-a-token")).await;
+    assert_eq!(
+        expect_error(bad, StatusCode::UNAUTHORIZED, "bad token").await,
+        "unauthorized"
+    );
+}

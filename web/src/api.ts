@@ -20,6 +20,8 @@ export interface User {
   disabled: boolean;
   created_at: string;
   last_login_at: string | null;
+  /** How many agents this user may run at once; null when no per-user limit applies. */
+  max_instances?: number | null;
 }
 export interface AuthConfig {
   registration: 'closed' | 'invite' | 'open';
@@ -125,14 +127,33 @@ export function refreshSession(): Promise<boolean> {
 
 const NO_REFRESH = ['api/auth/login', 'api/auth/register', 'api/auth/refresh', 'api/auth/logout', 'api/auth/config'];
 
-function plainWords(status: number, code: string, message: string): string {
-  if (status === 429) return `Too many requests: ${message}. Wait a moment and try again.`;
-  if (status >= 500 && !message) return 'The server had a problem. Try again in a moment.';
-  if (code === 'unauthorized' && message === 'sign in first') return 'Your session has ended. Sign in again.';
-  return message || `The server answered ${status}.`;
+/** The server's words as a sentence: a capital first letter and a full stop. */
+export function sentence(message: string): string {
+  const text = message.trim();
+  if (!text) return text;
+  const first = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?…]$/.test(first) ? first : `${first}.`;
 }
 
-export async function request<T>(method: string, path: string, body?: unknown, retry = true): Promise<T> {
+function plainWords(status: number, code: string, message: string): string {
+  if (status === 429) return `${sentence(message || 'too many requests')} Wait a moment and try again.`;
+  if (status >= 500 && !message) return 'The server had a problem. Try again in a moment.';
+  if (code === 'unauthorized' && message === 'sign in first') return 'Your session has ended. Sign in again.';
+  if (code === 'no_session') return 'Sign in first.';
+  return sentence(message) || `The server answered ${status}.`;
+}
+
+async function isNoSession(response: Response): Promise<boolean> {
+  const body = (await response.clone().json().catch(() => null)) as { error?: { code?: string } } | null;
+  return body?.error?.code === 'no_session';
+}
+
+/** A GET of raw bytes (a file to show), with the same errors and session refresh as `request`. */
+export function requestBlob(path: string): Promise<Blob> {
+  return request<Blob>('GET', path, undefined, true, true);
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, retry = true, blob = false): Promise<T> {
   const init: RequestInit = { method, credentials: 'same-origin', headers: {} };
   if (body instanceof FormData) {
     init.body = body;
@@ -153,13 +174,16 @@ export async function request<T>(method: string, path: string, body?: unknown, r
       : 'You are offline. Reconnect to the internet and try again.');
   }
   window.dispatchEvent(new Event('pd-reachable'));
-  if (response.status === 401 && retry && !NO_REFRESH.some((p) => path.startsWith(p))) {
-    if (await refreshSession()) return request<T>(method, path, body, false);
+  // `no_session`: neither an access nor a refresh cookie was sent, so a refresh cannot help
+  // (a signed-out cold start makes this one call, not three).
+  if (response.status === 401 && retry && !NO_REFRESH.some((p) => path.startsWith(p)) && !(await isNoSession(response))) {
+    if (await refreshSession()) return request<T>(method, path, body, false, blob);
     onSignedOut('Your session has ended. Sign in again.');
     // The sign-in page says it; no toast on top.
     throw new ApiError(401, 'signed_out', 'Your session has ended. Sign in again.');
   }
   if (response.status === 204) return undefined as T;
+  if (blob && response.ok) return (await response.blob()) as T;
   const text = await response.text();
   let data: unknown = null;
   try {

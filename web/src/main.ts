@@ -65,6 +65,42 @@ function trackViewport(): void {
 }
 trackViewport();
 
+// --- on-screen keyboard: while it is up, the tab bar and the top bar step aside --------------
+/**
+ * Sets `kb-up` on <html> while a touch device's on-screen keyboard is up, so the stylesheet can
+ * hide chrome that is not needed for typing (the tab bar would otherwise sit above the keyboard
+ * and take a third of what is left). Two signs, both needed: an editable element has the focus
+ * (focus alone is wrong once the keyboard is dismissed with the field still focused), and the
+ * visual viewport is well below the tallest it has been at this width (a shrink alone may be a
+ * rotated or split window). The height test works whether the keyboard resizes the layout
+ * viewport (Android, `interactive-widget=resizes-content`) or only the visual one (iOS), and
+ * Chromium's mobile emulation shows the same by shrinking the viewport.
+ */
+function trackKeyboard(): void {
+  const touch = matchMedia('(pointer: coarse)');
+  const tallest = new Map<number, number>();
+  const editable = (el: Element | null): boolean =>
+    el instanceof HTMLTextAreaElement || el instanceof HTMLSelectElement
+    || (el instanceof HTMLInputElement && !['checkbox', 'radio', 'button', 'submit', 'reset', 'file', 'range', 'color'].includes(el.type))
+    || (el instanceof HTMLElement && el.isContentEditable);
+  const update = () => {
+    const vv = window.visualViewport;
+    const width = Math.round(vv ? vv.width * vv.scale : window.innerWidth);
+    const height = vv ? vv.height * vv.scale : window.innerHeight;
+    const most = Math.max(tallest.get(width) ?? 0, height);
+    tallest.set(width, most);
+    const up = touch.matches && editable(document.activeElement) && height < most - 120;
+    document.documentElement.classList.toggle('kb-up', up);
+  };
+  window.visualViewport?.addEventListener('resize', update);
+  window.addEventListener('resize', update);
+  // Focus moves before the keyboard opens or after it closes; the resize that follows decides.
+  document.addEventListener('focusin', update);
+  document.addEventListener('focusout', () => setTimeout(update, 0));
+  update();
+}
+trackKeyboard();
+
 // --- offline banner --------------------------------------------------------------------------
 function offlineBanner(): void {
   const banner = h('div', { class: 'offline', role: 'status', hidden: true });

@@ -1,6 +1,6 @@
 // Small DOM helpers: element builder, toasts (visible feedback for every action), accessible
 // dialogs for confirm and prompt, and formatting.
-import { ApiError } from './api';
+import { ApiError, sentence } from './api';
 
 type Child = Node | string | number | null | undefined | false;
 type Attrs = Record<string, unknown> & { class?: string; style?: string };
@@ -54,8 +54,44 @@ export function toast(message: string, kind: 'ok' | 'error' | 'info' = 'ok', ms 
 
 export function errorText(e: unknown): string {
   if (e instanceof ApiError) return e.message;
-  if (e instanceof Error) return e.message;
-  return String(e);
+  if (e instanceof Error) return sentence(e.message);
+  return sentence(String(e));
+}
+
+/** An error shown where it happened: next to its field, or in its form or dialog. */
+export interface InlineError {
+  el: HTMLElement;
+  show(e: unknown): void;
+  hide(): void;
+}
+
+/**
+ * A message element for `field` (an input, or the button of a form): hidden until `show`,
+ * then an alert that screen readers announce, which the field names in `aria-describedby`
+ * (and marks `aria-invalid` when it is an input).
+ */
+export function inlineError(field: HTMLElement, id: string): InlineError {
+  const el = h('p', { class: 'form-error inline-error', id, role: 'alert', hidden: true });
+  const described = () => (field.getAttribute('aria-describedby') ?? '').split(/\s+/).filter(Boolean);
+  const isInput = field instanceof HTMLInputElement || field instanceof HTMLSelectElement || field instanceof HTMLTextAreaElement;
+  return {
+    el,
+    show(e: unknown) {
+      if (e instanceof ApiError && e.code === 'signed_out') return;
+      el.textContent = errorText(e);
+      el.hidden = false;
+      if (!described().includes(id)) field.setAttribute('aria-describedby', [...described(), id].join(' '));
+      if (isInput) field.setAttribute('aria-invalid', 'true');
+    },
+    hide() {
+      el.hidden = true;
+      el.textContent = '';
+      const rest = described().filter((d) => d !== id);
+      if (rest.length) field.setAttribute('aria-describedby', rest.join(' '));
+      else field.removeAttribute('aria-describedby');
+      field.removeAttribute('aria-invalid');
+    },
+  };
 }
 
 export function showError(e: unknown): void {
@@ -63,19 +99,24 @@ export function showError(e: unknown): void {
   toast(errorText(e), 'error');
 }
 
-/** Runs an action with a busy button and a toast for the outcome. */
-export async function act<T>(button: HTMLButtonElement | null, work: () => Promise<T>, done?: string): Promise<T | undefined> {
+/**
+ * Runs an action with a busy button and a toast for a success; a failure shows in `inline`
+ * (next to the form it concerns) when given, else as a toast.
+ */
+export async function act<T>(button: HTMLButtonElement | null, work: () => Promise<T>, done?: string, inline?: InlineError): Promise<T | undefined> {
   const label = button?.textContent;
   if (button) {
     button.disabled = true;
     button.setAttribute('aria-busy', 'true');
   }
+  inline?.hide();
   try {
     const result = await work();
     if (done) toast(done);
     return result;
   } catch (e) {
-    showError(e);
+    if (inline) inline.show(e);
+    else showError(e);
     return undefined;
   } finally {
     if (button) {
@@ -86,15 +127,31 @@ export async function act<T>(button: HTMLButtonElement | null, work: () => Promi
   }
 }
 
-function dialog(title: string, body: Node[], buttons: { label: string; value: string; kind?: string }[]): Promise<{ value: string; form: HTMLFormElement }> {
+/**
+ * A modal form. With `apply`, choosing `applyOn` runs it first and the dialog stays open with
+ * its error shown inside (next to `errorFor`) until it succeeds or is cancelled.
+ */
+function dialog(title: string, body: Node[], buttons: { label: string; value: string; kind?: string }[],
+  apply?: { on: string; run: () => Promise<unknown>; errorFor: HTMLElement }): Promise<{ value: string; form: HTMLFormElement }> {
   return new Promise((resolve) => {
     const d = h('dialog', { class: 'dialog', 'aria-labelledby': 'dialog-title' });
+    const error = apply ? inlineError(apply.errorFor, 'dialog-error') : null;
     const form = h('form', { method: 'dialog' },
       h('h2', { id: 'dialog-title' }, title),
       ...body,
+      error?.el,
       h('div', { class: 'dialog-buttons' },
         buttons.map((b) => h('button', { value: b.value, class: b.kind ?? '', type: 'submit' }, b.label))),
     );
+    if (apply) {
+      form.addEventListener('submit', async (e) => {
+        const submitter = (e as SubmitEvent).submitter as HTMLButtonElement | null;
+        if (submitter?.value !== apply.on) return;
+        e.preventDefault();
+        const done = await act(submitter, apply.run, undefined, error!);
+        if (done !== undefined) d.close(apply.on);
+      });
+    }
     d.append(form);
     document.body.append(d);
     d.addEventListener('close', () => {
@@ -115,12 +172,17 @@ export async function confirmDialog(title: string, message: string, yes = 'Delet
   return value === 'yes';
 }
 
-export async function promptDialog(title: string, label: string, initial = '', ok = 'Save', type = 'text'): Promise<string | null> {
+/**
+ * Asks for one value. With `apply`, the dialog runs it with the value and stays open showing
+ * its error until it succeeds (then the value is returned) or is cancelled (null).
+ */
+export async function promptDialog(title: string, label: string, initial = '', ok = 'Save', type = 'text',
+  apply?: (value: string) => Promise<unknown>): Promise<string | null> {
   const input = h('input', { name: 'value', value: initial, type, 'aria-label': label, autocomplete: 'off', autocapitalize: 'off' });
   const { value } = await dialog(title, [h('label', { class: 'field' }, h('span', null, label), input)], [
     { label: 'Cancel', value: 'cancel', kind: 'secondary' },
     { label: ok, value: 'ok', kind: 'primary' },
-  ]);
+  ], apply ? { on: 'ok', errorFor: input, run: async () => (await apply(input.value)) ?? true } : undefined);
   return value === 'ok' ? input.value : null;
 }
 

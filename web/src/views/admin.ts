@@ -2,7 +2,7 @@
 // live host stats with
 // charts of the last hour, each instance's memory, alerts and the audit log.
 import { api, type User } from '../api';
-import { h, clear, act, bytes, when, confirmDialog, promptDialog, infoDialog } from '../ui';
+import { h, clear, act, bytes, when, confirmDialog, promptDialog, infoDialog, inlineError, toast } from '../ui';
 import type { Ctx } from '../main';
 
 interface Host { cpu_percent: number; cpus: number; memory_total: number; memory_used: number; memory_available: number; swap_total: number; swap_used: number; load: number[]; disk_total: number; disk_used: number }
@@ -18,15 +18,23 @@ interface Invite { id: number; role: 'admin' | 'user'; state: 'pending' | 'used'
 interface Audit { id: number; at: string; username: string | null; action: string; target: string | null; ip: string | null; detail: string | null }
 
 const SVG = 'http://www.w3.org/2000/svg';
-function chart(label: string, values: number[], max: number, format: (v: number) => string): HTMLElement {
+/**
+ * A line chart of `values` sampled at `times` (seconds since the epoch), with its scale in
+ * words: the maximum at the top, 0 at the bottom, and how long ago the first sample was … now.
+ * The drawing stretches to its box (the line keeps its width).
+ */
+function chart(label: string, values: number[], times: number[], max: number, format: (v: number) => string, formatMax = format): HTMLElement {
   const w = 300;
   const hgt = 60;
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`);
+  svg.setAttribute('preserveAspectRatio', 'none');
   svg.setAttribute('class', 'chart');
   svg.setAttribute('role', 'img');
   const last = values.length ? values[values.length - 1]! : 0;
-  svg.setAttribute('aria-label', `${label}: now ${format(last)}, last hour`);
+  const span = times.length > 1 ? Math.max(1, times[times.length - 1]! - times[0]!) : 0;
+  const ago = (secs: number) => (secs < 120 ? `${Math.round(secs)} s` : `${Math.round(secs / 60)} min`);
+  svg.setAttribute('aria-label', `${label}: now ${format(last)}, ${span ? `over the last ${ago(span)}` : 'just started'}, at most ${formatMax(max)}`);
   if (values.length > 1) {
     const step = w / (values.length - 1);
     const pts = values.map((v, i) => `${(i * step).toFixed(1)},${(hgt - (Math.min(v, max) / (max || 1)) * (hgt - 4) - 2).toFixed(1)}`);
@@ -38,7 +46,12 @@ function chart(label: string, values: number[], max: number, format: (v: number)
     line.setAttribute('class', 'chart-line');
     svg.append(area, line);
   }
-  return h('figure', { class: 'chart-box' }, h('figcaption', null, h('span', null, label), h('strong', null, format(last))), svg);
+  // The scale, for the eye (the chart's label says it for screen readers).
+  const yAxis = h('div', { class: 'chart-y', 'aria-hidden': 'true' }, h('span', null, formatMax(max)), h('span', null, '0'));
+  const xAxis = h('div', { class: 'chart-x', 'aria-hidden': 'true' },
+    h('span', null, span ? `\u2212${ago(span)}` : ''), span ? h('span', null, `\u2212${ago(span / 2)}`) : null, h('span', null, 'now'));
+  return h('figure', { class: 'chart-box' }, h('figcaption', null, h('span', null, label), h('strong', null, format(last))),
+    h('div', { class: 'chart-plot' }, yAxis, svg, h('span'), xAxis));
 }
 
 export async function adminView(ctx: Ctx): Promise<() => void> {
@@ -55,8 +68,8 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
       const total = host.memory_total || 1;
       clear(statsBox, h('h2', { id: 'stats-h' }, 'System'),
         h('div', { class: 'charts' },
-          chart('CPU', history.map((p) => p.cpu_percent), 100, (v) => `${v.toFixed(0)} %`),
-          chart('Memory', history.map((p) => p.memory_used), total, (v) => `${bytes(v)} of ${bytes(total)}`)),
+          chart('CPU', history.map((p) => p.cpu_percent), history.map((p) => p.at), 100, (v) => `${v.toFixed(0)} %`),
+          chart('Memory', history.map((p) => p.memory_used), history.map((p) => p.at), total, (v) => `${bytes(v)} of ${bytes(total)}`, (v) => bytes(v))),
         h('p', { class: 'muted' }, `${host.cpus} CPUs · load ${host.load.map((l) => l.toFixed(2)).join(' ')} · disk ${bytes(host.disk_used)} of ${bytes(host.disk_total)}${host.swap_total ? ` · swap ${bytes(host.swap_used)}` : ''}`),
         h('h3', null, 'Instances'),
         stats.instances.length ? h('ul', { class: 'bars' }, stats.instances.map((i) => {
@@ -94,16 +107,17 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
     const password = h('input', { id: 'new-password', type: 'password', autocomplete: 'new-password', placeholder: 'leave empty to generate' });
     const isAdmin = h('input', { id: 'new-admin', type: 'checkbox' });
     const create = h('button', { type: 'submit', class: 'primary' }, 'Create account');
+    const createError = inlineError(create, 'create-account-error');
     const form = h('form', { class: 'create-form' },
       h('label', { class: 'field', for: 'new-username' }, h('span', null, 'Username'), username),
       h('label', { class: 'field', for: 'new-password' }, h('span', null, 'Password'), password),
       h('label', { class: 'check', for: 'new-admin' }, isAdmin, ' Admin'),
-      create);
+      create, createError.el);
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const body: Record<string, unknown> = { username: username.value.trim(), role: isAdmin.checked ? 'admin' : 'user' };
       if (password.value) body.password = password.value;
-      const created = await act(create, () => api.post<{ user: User; password: string | null }>('api/admin/users', body), `Created ${body.username as string}.`);
+      const created = await act(create, () => api.post<{ user: User; password: string | null }>('api/admin/users', body), `Created ${body.username as string}.`, createError);
       if (created) {
         if (created.password) await infoDialog('Account created', h('p', null, `The password of ${created.user.username} is shown only now:`), h('code', { class: 'secret-code' }, created.password));
         void loadUsers();
@@ -165,6 +179,8 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
   };
 
   const userRow = (u: User) => {
+    // The server refuses to disable or delete the account you are signed in with; so are the buttons.
+    const self = u.id === ctx.user.id;
     const toggle = h('button', { type: 'button', class: u.disabled ? 'secondary small' : 'danger small' }, u.disabled ? 'Enable' : 'Disable');
     toggle.addEventListener('click', async () => {
       if (!u.disabled && !(await confirmDialog(`Disable ${u.username}?`, 'They are signed out at once and cannot sign in until enabled again. Their agents keep running.', 'Disable'))) return;
@@ -172,9 +188,10 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
     });
     const reset = h('button', { type: 'button', class: 'secondary small' }, 'Reset password');
     reset.addEventListener('click', async () => {
-      const pw = await promptDialog(`New password for ${u.username}`, 'New password', '', 'Set password', 'password');
+      const pw = await promptDialog(`New password for ${u.username}`, 'New password', '', 'Set password', 'password',
+        (next) => api.patch(`api/admin/users/${u.id}`, { password: next }));
       if (!pw) return;
-      await act(reset, () => api.patch(`api/admin/users/${u.id}`, { password: pw }), `Password of ${u.username} changed; they were signed out everywhere.`);
+      toast(`Password of ${u.username} changed; they were signed out everywhere.`);
     });
     const del = h('button', { type: 'button', class: 'danger small' }, 'Delete');
     del.addEventListener('click', async () => {
@@ -183,9 +200,10 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
     });
     return h('li', { class: 'user-row', 'data-user': u.username },
       h('div', null, h('strong', null, u.username), ' ', u.role === 'admin' ? h('span', { class: 'badge badge-running' }, 'admin') : null,
+        self ? [' ', h('span', { class: 'badge' }, 'you')] : null,
         u.disabled ? h('span', { class: 'badge badge-exited' }, 'disabled') : null,
         h('div', { class: 'muted small-print' }, `last sign-in ${when(u.last_login_at)}`)),
-      h('div', { class: 'row-actions' }, toggle, reset, del));
+      h('div', { class: 'row-actions' }, self ? null : toggle, reset, self ? null : del));
   };
 
   const loadAudit = async () => {

@@ -1,6 +1,6 @@
 // The agents dashboard: a card per instance with its live status, and creating new ones.
 import { api, type Instance, type Model } from '../api';
-import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast } from '../ui';
+import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast, inlineError } from '../ui';
 import type { Ctx } from '../main';
 
 export async function dashboardView(ctx: Ctx): Promise<() => void> {
@@ -14,6 +14,11 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
 
   let models: Model[] = [];
   let instances: Instance[] = [];
+  // The limit is shown before a start is tried: "1 of 2 running", and Start disabled, saying
+  // why, at the limit. The server still decides (its own total, memory).
+  const max = ctx.user.max_instances ?? null;
+  const limitLine = h('p', { id: 'agent-limit', class: 'muted agent-limit' });
+  let updateLimit = () => undefined as void;
 
   const renderCreate = () => {
     const select = h('select', { id: 'profile', name: 'profile', 'aria-describedby': 'profile-why' },
@@ -21,7 +26,8 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     const firstUsable = models.find((m) => m.usable);
     if (firstUsable) select.value = firstUsable.id;
     const name = h('input', { id: 'agent-name', name: 'name', placeholder: 'optional', autocomplete: 'off', maxLength: 64 });
-    const submit = h('button', { type: 'submit', class: 'primary', disabled: !firstUsable }, 'Start agent');
+    const submit = h('button', { type: 'submit', class: 'primary', disabled: !firstUsable, 'aria-describedby': 'agent-limit' }, 'Start agent');
+    const createError = inlineError(submit, 'create-error');
     const unusable = models.filter((m) => !m.usable);
     // The server names programs in backticks; people read them as plain words.
     const why = h('ul', { id: 'profile-why', class: 'unusable' }, unusable.map((m) => h('li', null,
@@ -33,19 +39,31 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       h('div', { class: 'field' }, h('label', { for: 'profile' }, h('span', null, 'Agent')), select),
       h('label', { class: 'field', for: 'agent-name' }, h('span', null, 'Name'), name),
       submit);
+    updateLimit = () => {
+      const live = instances.filter((i) => i.state === 'running' || i.state === 'starting').length;
+      const full = max !== null && live >= max;
+      limitLine.hidden = max === null;
+      limitLine.classList.toggle('at-limit', full);
+      limitLine.textContent = max === null ? ''
+        : full ? `${live} of ${max} running: that is your limit. Stop an agent to start another.`
+          : `${live} of ${max} running.`;
+      if (submit.getAttribute('aria-busy') !== 'true') submit.disabled = !firstUsable || full;
+    };
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const body: Record<string, string> = { profile: select.value };
       if (name.value.trim()) body.name = name.value.trim();
       submit.textContent = 'Starting…';
-      const created = await act(submit, () => api.post<Instance>('api/instances', body));
+      const created = await act(submit, () => api.post<Instance>('api/instances', body), undefined, createError);
       submit.textContent = 'Start agent';
+      updateLimit();
       if (created) {
         toast(`Started ${created.name}.`);
         location.hash = `#/t/${created.id}`;
       }
     });
-    clear(createBox, h('h2', { id: 'new-agent' }, 'New agent'), form, unusable.length ? why : null);
+    clear(createBox, h('h2', { id: 'new-agent' }, 'New agent'), limitLine, form, createError.el, unusable.length ? why : null);
+    updateLimit();
   };
 
   // Compact: the card opens the terminal; stop, rename and delete are in its menu. Six fit on
@@ -68,10 +86,11 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
         if (ok) void refresh();
       }),
       item('Rename', async () => {
-        const next = await promptDialog(`Rename ${i.name}`, 'New name', i.name, 'Rename');
+        const next = await promptDialog(`Rename ${i.name}`, 'New name', i.name, 'Rename', 'text',
+          (to) => (!to.trim() || to.trim() === i.name ? Promise.resolve() : api.patch<Instance>(`api/instances/${i.id}`, { name: to.trim() })));
         if (next === null || !next.trim() || next.trim() === i.name) return;
-        const ok = await act(null, () => api.patch<Instance>(`api/instances/${i.id}`, { name: next.trim() }), 'Renamed.');
-        if (ok) void refresh();
+        toast('Renamed.');
+        void refresh();
       }),
       item('Delete', async () => {
         if (!(await confirmDialog(`Delete ${i.name}?`, live ? 'The agent will be stopped and its record deleted. Files in your workspace stay.' : 'Its record and last screen will be deleted. Files in your workspace stay.'))) return;
@@ -97,6 +116,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     // Keep the focus of someone using the keyboard or a screen reader: no re-render under it
     // unless the set of agents changed.
     const ids = instances.map((i) => `${i.id}:${i.state}:${i.name}`).join();
+    updateLimit();
     if (list.contains(document.activeElement) && ids === shown) return;
     shown = ids;
     if (!instances.length) {

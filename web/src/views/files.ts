@@ -1,7 +1,7 @@
 // Files: browse the workspace, upload, download, new folder, rename, delete, and the editor
 // (CodeMirror, loaded only when a file is opened) with conflict-aware saving.
-import { api, ApiError, q, upload, url, refreshSession, type Entry, type FileContent, type Listing } from '../api';
-import { h, clear, act, bytes, icon, confirmDialog, promptDialog, showError, toast } from '../ui';
+import { api, ApiError, q, upload, url, refreshSession, requestBlob, type Entry, type FileContent, type Listing } from '../api';
+import { h, clear, bytes, icon, confirmDialog, promptDialog, showError, toast, errorText, act } from '../ui';
 import { guardLeaving, type Ctx } from '../main';
 
 const join = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
@@ -17,6 +17,37 @@ function crumbs(path: string, last: 'link' | 'text' = 'text') {
     nav.append(' / ', i === parts.length - 1 && last === 'text' ? h('span', { 'aria-current': 'page' }, part) : h('a', { href: filesHash(sub) }, part));
   });
   return nav;
+}
+
+const IMAGE_TYPES: Record<string, string> = {
+  png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp',
+  avif: 'image/avif', bmp: 'image/bmp', ico: 'image/x-icon', svg: 'image/svg+xml',
+};
+const imageType = (name: string): string | undefined => IMAGE_TYPES[name.toLowerCase().split('.').pop() ?? ''];
+const isImage = (name: string) => imageType(name) !== undefined;
+
+/**
+ * When a file changed: "just now", "3 min ago" or "2 h ago" today, else the date and time
+ * (with the year when it is not this one), in a <time> with the full timestamp as its title.
+ */
+export function fileTime(epochSecs: number, now = new Date()): HTMLTimeElement {
+  const at = new Date(epochSecs * 1000);
+  const ago = Math.max(0, Math.floor((now.getTime() - at.getTime()) / 1000));
+  const today = at.toDateString() === now.toDateString();
+  const text = today && ago < 60 ? 'just now'
+    : today && ago < 3600 ? `${Math.floor(ago / 60)} min ago`
+      : today ? `${Math.floor(ago / 3600)} h ago`
+        : at.toLocaleString(undefined, { day: 'numeric', month: 'short', year: at.getFullYear() === now.getFullYear() ? undefined : 'numeric', hour: '2-digit', minute: '2-digit' });
+  return h('time', { datetime: at.toISOString(), title: at.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'long' }) }, text);
+}
+
+/** Puts an open row menu under its ⋯ button (above it when there is no room below). */
+function placeMenu(menu: HTMLElement, button: HTMLElement): void {
+  const b = button.getBoundingClientRect();
+  const height = menu.offsetHeight;
+  const room = (window.visualViewport?.height ?? window.innerHeight) - b.bottom;
+  menu.style.top = `${Math.max(4, room >= height + 8 ? b.bottom + 4 : b.top - height - 4)}px`;
+  menu.style.right = `${Math.max(4, document.documentElement.clientWidth - b.right)}px`;
 }
 
 /** A download through a plain link, after making sure the session cookie is fresh. */
@@ -58,32 +89,44 @@ export async function filesView(ctx: Ctx): Promise<() => void> {
       return;
     }
     const rows: HTMLElement[] = [];
-    if (path) rows.push(h('li', { class: 'file-row' }, h('a', { href: filesHash(parent(path)), class: 'file-name', 'aria-label': 'Up to the parent folder' }, icon('up', 18), ' ..'), h('span')));
+    if (path) rows.push(h('li', { class: 'file-row file-up' }, h('a', { href: filesHash(parent(path)), class: 'file-name', 'aria-label': 'Up to the parent folder' }, icon('up', 18), ' ..')));
     for (const entry of listing.entries) rows.push(row(entry));
     if (!listing.entries.length) rows.push(h('li', { class: 'muted empty' }, 'This folder is empty.'));
     if (listing.truncated) rows.push(h('li', { class: 'muted' }, 'Only the first entries are shown.'));
     clear(list, rows);
   };
 
+  let rowCount = 0;
   const row = (entry: Entry) => {
     const full = join(path, entry.name);
     const isDir = entry.kind === 'dir' || (entry.kind === 'symlink' && entry.target_kind === 'dir');
-    const link = h('a', { href: isDir ? filesHash(full) : editHash(full), class: 'file-name' }, icon(isDir ? 'folder' : 'file', 18), ' ', entry.name);
-    const meta = h('span', { class: 'muted file-meta' }, isDir ? '' : bytes(entry.size), ' ', new Date(entry.modified * 1000).toLocaleDateString());
-    const menu = h('details', { class: 'row-menu' },
-      h('summary', { 'aria-label': `Actions for ${entry.name}` }, '⋯'),
-      h('div', { class: 'menu' },
-        isDir ? null : h('button', { type: 'button', onclick: () => void download(full) }, 'Download'),
-        h('button', { type: 'button', onclick: () => void rename(entry.name) }, 'Rename'),
-        h('button', { type: 'button', class: 'danger-text', onclick: () => void remove(entry.name, isDir) }, 'Delete')));
-    return h('li', { class: 'file-row', 'data-name': entry.name }, link, meta, menu);
+    // The whole name, wrapped if it must be: never cut to nothing on a narrow screen.
+    const link = h('a', { href: isDir ? filesHash(full) : editHash(full), class: 'file-name' },
+      icon(isDir ? 'folder' : isImage(entry.name) ? 'image' : 'file', 18), ' ', h('span', { class: 'file-label' }, entry.name));
+    const meta = h('span', { class: 'muted file-meta' }, isDir ? null : `${bytes(entry.size)} · `, fileTime(entry.modified));
+    // A native popover, as the terminal's menu: it closes on a tap outside, on Escape and after
+    // a choice, and sits in the top layer above the rows below it.
+    const menuId = `row-menu-${++rowCount}`;
+    const menu = h('div', { class: 'row-popover', id: menuId, popover: 'auto', role: 'menu', 'aria-label': `Actions for ${entry.name}` });
+    const more = h('button', { type: 'button', class: 'icon-button row-more', 'aria-label': `Actions for ${entry.name}`, popovertarget: menuId }, '⋯');
+    const item = (label: string, run: () => void, danger = false) =>
+      h('button', { type: 'button', role: 'menuitem', class: danger ? 'danger-text' : '', onclick: () => { menu.hidePopover(); run(); } }, label);
+    menu.append(
+      ...(isDir ? [] : [item('Download', () => void download(full))]),
+      item('Rename', () => void rename(entry.name)),
+      item('Delete', () => void remove(entry.name, isDir), true));
+    menu.addEventListener('toggle', (e) => {
+      if ((e as ToggleEvent).newState === 'open') placeMenu(menu, more);
+    });
+    return h('li', { class: 'file-row', 'data-name': entry.name }, link, meta, more, menu);
   };
 
   const rename = async (name: string) => {
-    const next = await promptDialog(`Rename ${name}`, 'New name', name, 'Rename');
+    const next = await promptDialog(`Rename ${name}`, 'New name', name, 'Rename', 'text',
+      (to) => (!to || to === name ? Promise.resolve() : api.post('api/files/move', { from: join(path, name), to: join(path, to) })));
     if (!next || next === name) return;
-    const ok = await act(null, () => api.post('api/files/move', { from: join(path, name), to: join(path, next) }).then(() => true), `Renamed to ${next}.`);
-    if (ok) void refresh();
+    toast(`Renamed to ${next}.`);
+    void refresh();
   };
   const remove = async (name: string, isDir: boolean) => {
     if (!(await confirmDialog(`Delete ${name}?`, isDir ? 'The folder and everything in it will be deleted. This cannot be undone.' : 'The file will be deleted. This cannot be undone.'))) return;
@@ -101,7 +144,7 @@ export async function filesView(ctx: Ctx): Promise<() => void> {
       try {
         return await upload(path, files);
       } catch (e) {
-        if (e instanceof ApiError && e.status === 409 && (await confirmDialog('Replace files?', `${e.message}. Replace the existing files?`, 'Replace'))) {
+        if (e instanceof ApiError && e.status === 409 && (await confirmDialog('Replace files?', `${e.message} Replace the existing files?`, 'Replace'))) {
           return upload(path, files, true);
         }
         throw e;
@@ -114,16 +157,18 @@ export async function filesView(ctx: Ctx): Promise<() => void> {
     }
   });
   mkdirButton.addEventListener('click', async () => {
-    const name = await promptDialog('New folder', 'Folder name', '', 'Create');
+    const name = await promptDialog('New folder', 'Folder name', '', 'Create', 'text',
+      (folder) => (folder ? api.post('api/files/mkdir', { path: join(path, folder) }) : Promise.resolve()));
     if (!name) return;
-    const ok = await act(mkdirButton, () => api.post('api/files/mkdir', { path: join(path, name) }).then(() => true), `Created ${name}.`);
-    if (ok) void refresh();
+    toast(`Created ${name}.`);
+    void refresh();
   });
   newFileButton.addEventListener('click', async () => {
-    const name = await promptDialog('New file', 'File name', '', 'Create');
+    const name = await promptDialog('New file', 'File name', '', 'Create', 'text',
+      (file) => (file ? api.post('api/files/save', { path: join(path, file), content: '', if_absent: true }) : Promise.resolve()));
     if (!name) return;
-    const ok = await act(newFileButton, () => api.post('api/files/save', { path: join(path, name), content: '', if_absent: true }).then(() => true), `Created ${name}.`);
-    if (ok) location.hash = editHash(join(path, name));
+    toast(`Created ${name}.`);
+    location.hash = editHash(join(path, name));
   });
   hiddenToggle.addEventListener('change', () => {
     localStorage.setItem('pd.hidden', hiddenToggle.checked ? '1' : '0');
@@ -149,6 +194,15 @@ export async function editView(ctx: Ctx): Promise<() => void> {
     conflict,
     holder);
 
+  const type = imageType(name);
+  if (type) {
+    saveButton.hidden = true;
+    await showImage(holder, path, name, type);
+    return () => {
+      const img = holder.querySelector('img');
+      if (img?.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+    };
+  }
   let file: FileContent;
   try {
     file = await api.get<FileContent>(`api/files/content${q({ path })}`);
@@ -233,3 +287,26 @@ export async function editView(ctx: Ctx): Promise<() => void> {
   };
 }
 
+
+/**
+ * An image, shown rather than edited. Its bytes come through the API helper, which refreshes an
+ * expired session (an <img> pointed at the download URL would send the cookie but could not
+ * recover from a 401), and are shown from a blob typed by the file's extension: the server sends
+ * every download as application/octet-stream, which a browser will not draw as SVG.
+ */
+async function showImage(holder: HTMLElement, path: string, name: string, type: string): Promise<void> {
+  holder.classList.add('image-preview');
+  try {
+    const data = await requestBlob(`api/files/download${q({ path })}`);
+    const src = URL.createObjectURL(new Blob([data], { type }));
+    const img = h('img', { src, alt: name, class: 'preview-image' });
+    img.addEventListener('error', () => {
+      URL.revokeObjectURL(src);
+      clear(holder, h('p', { class: 'form-error', role: 'alert' }, 'This image cannot be shown here. You can download it.'));
+    });
+    clear(holder, img);
+  } catch (e) {
+    clear(holder, h('p', { class: 'form-error', role: 'alert' }, errorText(e)),
+      h('p', null, h('a', { href: filesHash(parent(path)) }, 'Back to the folder')));
+  }
+}

@@ -5,12 +5,10 @@ import { session } from '../main';
 
 export async function loginView(app: HTMLElement, mode: 'login' | 'register', query: URLSearchParams, done: (user: User) => void): Promise<void> {
   document.body.classList.remove('is-full');
-  let config: AuthConfig | null = null;
-  try {
-    config = await api.get<AuthConfig>('api/auth/config');
-  } catch {
-    // The form still works; registration links just stay hidden.
-  }
+  // The sign-in form does not wait for the server's policy: it shows at once, and the link to
+  // register and the version follow when the policy arrives. Registering needs the policy first.
+  const configured = api.get<AuthConfig>('api/auth/config').catch(() => null);
+  const config: AuthConfig | null = mode === 'register' ? await configured : null;
   // An invite link opens the form whatever the policy: an invite is an admin's decision.
   const invited = Boolean(query.get('invite'));
   const canRegister = config && config.registration !== 'closed';
@@ -56,19 +54,28 @@ export async function loginView(app: HTMLElement, mode: 'login' | 'register', qu
     }
   });
 
-  const switchLink = canRegister
-    ? mode === 'login'
-      ? h('p', { class: 'muted center' }, 'New here? ', h('a', { href: '#/register' }, config!.registration === 'invite' ? 'Redeem an invite' : 'Create an account'))
-      : h('p', { class: 'muted center' }, 'Have an account? ', h('a', { href: '#/login' }, 'Sign in'))
-    : null;
+  const footer = (policy: AuthConfig | null) => [
+    policy && policy.registration !== 'closed'
+      ? mode === 'login'
+        ? h('p', { class: 'muted center' }, 'New here? ', h('a', { href: '#/register' }, policy.registration === 'invite' ? 'Redeem an invite' : 'Create an account'))
+        : h('p', { class: 'muted center' }, 'Have an account? ', h('a', { href: '#/login' }, 'Sign in'))
+      : null,
+    policy ? h('p', { class: 'muted center small-print' }, `pocketdev ${policy.version}`) : null,
+  ];
+  const below = h('div', { class: 'login-footer' }, footer(config));
 
-  clear(app, h('main', { class: 'center-card' },
+  const page = h('main', { class: 'center-card' },
     h('div', { class: 'brand-big' }, h('img', { src: './icon.svg', alt: '', width: 56, height: 56 }), h('h1', null, 'pocketdev')),
     h('h2', { class: 'sub' }, mode === 'login' ? 'Sign in' : needsInvite ? 'Redeem an invite' : 'Create an account'),
     notice ? h('p', { class: 'notice', role: 'status' }, notice) : null,
     form,
-    switchLink,
-    config ? h('p', { class: 'muted center small-print' }, `pocketdev ${config.version}`) : null,
-  ));
+    below,
+  );
+  clear(app, page);
   username.focus();
+  if (mode === 'login') {
+    const policy = await configured;
+    // Still this page (not signed in meanwhile, nor gone to register).
+    if (page.isConnected) clear(below, footer(policy));
+  }
 }

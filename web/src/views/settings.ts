@@ -1,6 +1,6 @@
 // Settings: secrets (API keys, masked), password, theme.
-import { api, type Secret } from '../api';
-import { h, clear, act, confirmDialog, when, toast } from '../ui';
+import { api, ApiError, type Secret } from '../api';
+import { h, clear, act, confirmDialog, when, toast, inlineError } from '../ui';
 import { applyTheme, getTheme, session, type Ctx, type Theme } from '../main';
 
 export async function settingsView(ctx: Ctx): Promise<() => void> {
@@ -9,17 +9,22 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
   const nameInput = h('input', { id: 'secret-name', name: 'name', value: wanted, placeholder: 'ANTHROPIC_API_KEY', autocapitalize: 'characters', autocomplete: 'off', spellcheck: false, required: true, pattern: '[A-Za-z_][A-Za-z0-9_]*' });
   const valueInput = h('input', { id: 'secret-value', name: 'value', type: 'password', autocomplete: 'off', required: true });
   const saveSecret = h('button', { type: 'submit', class: 'primary' }, 'Save secret');
+  const secretError = inlineError(nameInput, 'secret-error');
   const secretForm = h('form', { class: 'stack' },
-    h('label', { class: 'field', for: 'secret-name' }, h('span', null, 'Name'), nameInput),
+    h('label', { class: 'field', for: 'secret-name' }, h('span', null, 'Name'), nameInput, secretError.el),
     h('label', { class: 'field', for: 'secret-value' }, h('span', null, 'Value'), valueInput, h('small', { class: 'muted' }, 'Stored encrypted. It is never shown again, only its last characters.')),
     saveSecret);
 
   const current = h('input', { id: 'pw-current', type: 'password', autocomplete: 'current-password', required: true });
   const next = h('input', { id: 'pw-new', type: 'password', autocomplete: 'new-password', required: true, minLength: 10 });
   const pwButton = h('button', { type: 'submit', class: 'primary' }, 'Change password');
+  // A wrong current password is said under that field; any other refusal (the new one too
+  // short) under the new one.
+  const currentError = inlineError(current, 'pw-current-error');
+  const nextError = inlineError(next, 'pw-new-error');
   const pwForm = h('form', { class: 'stack' },
-    h('label', { class: 'field', for: 'pw-current' }, h('span', null, 'Current password'), current),
-    h('label', { class: 'field', for: 'pw-new' }, h('span', null, 'New password'), next, h('small', { class: 'muted' }, 'Your other devices will be signed out.')),
+    h('label', { class: 'field', for: 'pw-current' }, h('span', null, 'Current password'), current, currentError.el),
+    h('label', { class: 'field', for: 'pw-new' }, h('span', null, 'New password'), next, h('small', { class: 'muted' }, 'Your other devices will be signed out.'), nextError.el),
     pwButton);
 
   const themeBox = h('fieldset', { class: 'theme-choice' }, h('legend', null, 'Theme'),
@@ -52,7 +57,7 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
   secretForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     const name = nameInput.value.trim();
-    const ok = await act(saveSecret, () => api.put(`api/secrets/${encodeURIComponent(name)}`, { value: valueInput.value }).then(() => true), `Saved ${name}.`);
+    const ok = await act(saveSecret, () => api.put(`api/secrets/${encodeURIComponent(name)}`, { value: valueInput.value }).then(() => true), `Saved ${name}.`, secretError);
     if (ok) {
       valueInput.value = '';
       nameInput.value = '';
@@ -61,7 +66,17 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
   });
   pwForm.addEventListener('submit', async (e) => {
     e.preventDefault();
-    const ok = await act(pwButton, () => api.post('api/auth/password', { current_password: current.value, new_password: next.value }).then(() => true), 'Password changed. Your other devices were signed out.');
+    currentError.hide();
+    nextError.hide();
+    let failure: unknown = null;
+    const ok = await act(pwButton, () => api.post('api/auth/password', { current_password: current.value, new_password: next.value }).then(() => true), 'Password changed. Your other devices were signed out.',
+      { el: nextError.el, hide: () => undefined, show: (e) => { failure = e; } });
+    if (failure) {
+      // 403: the current password is wrong; anything else concerns the new one.
+      const wrongCurrent = failure instanceof ApiError && failure.status === 403;
+      (wrongCurrent ? currentError : nextError).show(failure);
+      (wrongCurrent ? current : next).focus();
+    }
     if (ok) {
       current.value = '';
       next.value = '';
