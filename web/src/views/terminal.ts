@@ -44,6 +44,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize - 1) }, 'A− Smaller text'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize + 1) }, 'A+ Larger text'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void openSwitcher(); } }, 'Switch agent'),
+    h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void import('../terminal/history').then((m) => m.openHistory({ instanceId: id, name: instance!.name })); } }, 'History and search'),
     h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
   const header = h('header', { class: 'term-head' },
     h('a', { href: '#/', class: 'icon-button', 'aria-label': 'Back to agents' }, icon('back')),
