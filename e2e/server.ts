@@ -10,6 +10,12 @@ import { join, resolve } from 'node:path';
 export const ROOT = resolve(import.meta.dirname, '..');
 export const BINARY = process.env.POCKETDEV_BIN ?? join(ROOT, 'target/debug/pocketdev');
 
+/** The test's environment for the server, less POCKETDEV_BIN, which the server would read as configuration. */
+function serverEnvironment(): NodeJS.ProcessEnv {
+  const { POCKETDEV_BIN: _binary, ...env } = process.env;
+  return env;
+}
+
 async function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
     const s = createServer();
@@ -25,7 +31,7 @@ let isolationKnown: boolean | undefined;
 /** Whether this build has the `isolation` config section (per-account Unix users). */
 function hasIsolation(): boolean {
   if (isolationKnown === undefined) {
-    const out = spawnSync(BINARY, ['config'], { encoding: 'utf8', env: { ...process.env, POCKETDEV_CONFIG: '/dev/null' } });
+    const out = spawnSync(BINARY, ['config'], { encoding: 'utf8', env: { ...serverEnvironment(), POCKETDEV_CONFIG: '/dev/null' } });
     isolationKnown = /isolation/.test(`${out.stdout}${out.stderr}`);
   }
   return isolationKnown;
@@ -85,7 +91,7 @@ export class Server {
 
   async spawn(): Promise<void> {
     const child = spawn(BINARY, ['--config', this.configPath, 'serve'], {
-      env: { ...process.env, ...this.env, NO_COLOR: '1', RUST_LOG: process.env.E2E_SERVER_LOG ?? 'warn' },
+      env: { ...serverEnvironment(), ...this.env, NO_COLOR: '1', RUST_LOG: process.env.E2E_SERVER_LOG ?? 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;

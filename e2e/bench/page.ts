@@ -483,9 +483,6 @@ async function bytesOnTheWire(server: Server, token: string, id: string, cols: n
 
 async function main(): Promise<number> {
   const started = Date.now();
-  // server.ts has read it (BINARY); the server takes POCKETDEV_* variables as configuration and
-  // refuses an unknown `bin`, and server.ts passes its environment on.
-  delete process.env.POCKETDEV_BIN;
   const server = await Server.start();
   const sockets: RawSocket[] = [];
   let browser: Awaited<ReturnType<typeof chromium.launch>> | null = null;

@@ -918,6 +918,38 @@ impl Manager {
         Ok(last_lines(&kept, lines as usize + DEFAULT_ROWS as usize))
     }
 
+    /// A page of a running instance's tmux history (see [`super::history`]).
+    pub async fn history_page(
+        &self,
+        instance: &Instance,
+        before: u64,
+        lines: u32,
+    ) -> Result<super::history::Page, AppError> {
+        let tmux = self.history_tmux(instance).await?;
+        super::history::page(&tmux, &instance.tmux_session(), before, lines)
+            .await
+            .map_err(history_error)
+    }
+
+    /// The lines of a running instance's tmux history that hold `query`, newest first.
+    pub async fn history_search(
+        &self,
+        instance: &Instance,
+        query: &str,
+    ) -> Result<super::history::Found, AppError> {
+        let tmux = self.history_tmux(instance).await?;
+        super::history::search(&tmux, &instance.tmux_session(), query)
+            .await
+            .map_err(history_error)
+    }
+
+    async fn history_tmux(&self, instance: &Instance) -> Result<Tmux, AppError> {
+        if instance.state != State::Running {
+            return Err(not_running_history());
+        }
+        self.tmux_for(instance.owner).await
+    }
+
     /// Keeps every running instance's screen in its record (at shutdown), each within the tmux
     /// timeout; a silent account's instances keep what was kept before.
     pub async fn keep_screens(&self) {
@@ -1172,6 +1204,27 @@ fn tmux_error(err: TmuxError) -> AppError {
             )
         }
         other => AppError::Internal(other.into()),
+    }
+}
+
+/// An instance's tmux history exists only while its session does.
+fn not_running_history() -> AppError {
+    AppError::Conflict(
+        "this instance is not running, so its tmux history is gone; its last screen is at \
+         GET /api/instances/{id}/output"
+            .into(),
+    )
+}
+
+/// A session that ended a moment ago (its record not yet marked) counts as not running.
+fn history_error(err: TmuxError) -> AppError {
+    match err {
+        TmuxError::Failed { stderr, .. }
+            if stderr.contains("can't find") || stderr.contains("no current target") =>
+        {
+            not_running_history()
+        }
+        other => tmux_error(other),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Agent instances: profiles, the tmux seam, the lifecycle manager and reconciliation, routes.
 
 pub mod claude;
+pub mod history;
 pub mod hooks;
 pub mod launcher;
 pub mod manager;

@@ -1,5 +1,5 @@
 //! `/api/models` and `/api/instances/*`: create, list, inspect, stop, restart, rename, delete,
-//! send input and read output. Someone else's instance answers 404, like one that does not exist.
+//! send input, read output and page through or search the tmux history. Someone else's instance answers 404, like one that does not exist.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(restart_instance))
         .routes(routes!(send_command))
         .routes(routes!(read_output))
+        .routes(routes!(read_history))
         .merge(super::hooks::router())
 }
 
@@ -427,4 +428,150 @@ async fn read_output(
         state: instance.state,
         output,
     }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// The page ends at this position: how many rows above the bottom (0, the default: the
+    /// newest row). The page above one you hold starts at its `first + 1`.
+    #[param(minimum = 0)]
+    pub before: Option<i64>,
+    /// How many rows the page spans: 1 to 2000 (default 500).
+    #[param(minimum = 1, maximum = 2000)]
+    pub lines: Option<i64>,
+    /// Instead of a page: search the whole history and screen for this text (any case), 1 to
+    /// 200 characters. Not with `before` or `lines`.
+    #[param(min_length = 1, max_length = 200, example = "error")]
+    pub q: Option<String>,
+}
+
+/// What `GET /api/instances/{id}/history` answers: a page, or the matches of a search (`q`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum History {
+    Page(HistoryPage),
+    Search(HistorySearch),
+}
+
+/// Rows `first` down to `last` of the history, as lines.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryPage {
+    /// Plain text, oldest first; a line that wrapped across rows comes joined (it takes one
+    /// position per row); a line over 64 KiB is cut there and ends with `…`.
+    pub lines: Vec<String>,
+    /// The position of `lines[0]`'s first row; null when there is nothing at or above `before`.
+    pub first: Option<u64>,
+    /// The position of the page's last row: `before`, or above it when the line there wraps on
+    /// below (that line belongs to the page below). 0 when the page reaches the bottom, whose
+    /// blank rows under the screen's text are left out of `lines`.
+    pub last: Option<u64>,
+    /// Rows of history and screen now: positions run from 0 to `total - 1`.
+    pub total: u64,
+}
+
+/// The lines that hold the text searched for.
+#[derive(Serialize, ToSchema)]
+pub struct HistorySearch {
+    pub query: String,
+    /// Newest first, at most 200.
+    pub matches: Vec<HistoryMatch>,
+    /// More lines matched than were sent; the oldest were left out.
+    pub truncated: bool,
+    /// Rows of history and screen now.
+    pub total: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryMatch {
+    /// The position of the line's first row: `before = position - lines + 1` (at least 0)
+    /// asks for the page that starts with it.
+    pub position: u64,
+    /// The line as plain text; a long one is cut to 400 characters around the match, marked
+    /// with `…`.
+    pub text: String,
+}
+
+/// The instance's whole tmux history (up to `tmux.history_limit` rows, plus the screen), a page
+/// at a time, or searched.
+///
+/// **Positions** count the pane's rows from the bottom: 0 is the screen's last row, `total - 1`
+/// the oldest row tmux keeps. A page holds the rows from `before + lines - 1` down to `before`,
+/// as whole lines of plain text (no escape sequences): a line that wrapped across rows comes
+/// joined, at the position of its first row; a line that began above the page, or goes on below
+/// it, is left to that neighbouring page (a line longer than the page comes whole, up to 4000
+/// rows). The newest page starts at `before=0`; the page above one you hold is `before = first +
+/// 1`.
+///
+/// **Output between pages** moves every row up by the rows printed: a page asked for with
+/// positions from an earlier answer comes that many rows lower, overlapping what you hold. Each
+/// answer says `total`; add the growth since your last answer (`total` now − then) to the
+/// positions you hold, and ask again with the corrected `before` (or drop the overlap). When
+/// the history is full tmux drops its oldest rows (a tenth at a time), so `total` can stay the
+/// same or fall while rows move: expect the odd repeated or missing line then.
+///
+/// **Search** (`q`): the lines of the whole history and screen holding the text, any case,
+/// newest first, at most 200, each with its position.
+///
+/// Only for a running instance: the history lives in its tmux session.
+#[utoipa::path(get, path = "/api/instances/{id}/history", tag = "instances",
+    params(("id" = String, Path, description = "instance id"), HistoryQuery),
+    responses((status = 200, body = History),
+        (status = 400, description = "a parameter out of range, of the wrong type or unknown, or `q` with `before` or `lines`", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "not running (its tmux session and history are gone)", body = ErrorBody),
+        (status = 503, description = "its tmux server does not answer", body = ErrorBody)))]
+async fn read_history(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> AppResult<Json<History>> {
+    use super::history::{PAGE_DEFAULT, PAGE_MAX, QUERY_MAX};
+    let instance = visible(&state, &auth, &id).await?;
+    if let Some(text) = query.q {
+        if query.before.is_some() || query.lines.is_some() {
+            return Err(AppError::BadRequest(
+                "q searches the whole history: leave out before and lines".into(),
+            ));
+        }
+        let length = text.chars().count();
+        if length == 0 || length > QUERY_MAX {
+            return Err(AppError::BadRequest(format!(
+                "q must be 1 to {QUERY_MAX} characters"
+            )));
+        }
+        let found = state.instances.history_search(&instance, &text).await?;
+        return Ok(Json(History::Search(HistorySearch {
+            query: text,
+            matches: found
+                .matches
+                .into_iter()
+                .map(|m| HistoryMatch {
+                    position: m.position,
+                    text: m.text,
+                })
+                .collect(),
+            truncated: found.truncated,
+            total: found.total,
+        })));
+    }
+    let before = u64::try_from(query.before.unwrap_or(0))
+        .map_err(|_| AppError::BadRequest("before must be 0 or more".into()))?;
+    let lines = query.lines.unwrap_or(i64::from(PAGE_DEFAULT));
+    let lines = u32::try_from(lines)
+        .ok()
+        .filter(|l| (1..=PAGE_MAX).contains(l))
+        .ok_or_else(|| AppError::BadRequest(format!("lines must be 1 to {PAGE_MAX}")))?;
+    let page = state
+        .instances
+        .history_page(&instance, before, lines)
+        .await?;
+    Ok(Json(History::Page(HistoryPage {
+        lines: page.lines,
+        first: page.first,
+        last: page.last,
+        total: page.total,
+    })))
 }

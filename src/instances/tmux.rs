@@ -602,6 +602,132 @@ impl Tmux {
         Ok(())
     }
 
+    /// The pane's history and screen rows now.
+    pub async fn pane_rows(&self, session: &str) -> Result<PaneRows, TmuxError> {
+        let target = format!("={session}:");
+        let out = self
+            .run(&[
+                "display-message",
+                "-p",
+                "-t",
+                &target,
+                "#{history_size} #{pane_height}",
+            ])
+            .await?;
+        parse_rows(&out).ok_or_else(|| TmuxError::Failed {
+            command: "display-message".into(),
+            stderr: format!("unexpected answer {:?}", out.trim()),
+        })
+    }
+
+    /// The pane's lines as `capture-pane -J` joins them, oldest first, from tmux row `rows.0` to
+    /// `rows.1` (tmux's numbering: 0 is the screen's top row, history rows are negative; tmux
+    /// clamps to what exists), or the whole history and screen when `rows` is `None`; each goes
+    /// to `each` as it is read, so a whole history is never held at once. Answers the pane's
+    /// size at the moment of the capture.
+    ///
+    /// tmux says nothing of which rows a joined line took, so one client captures the range
+    /// twice at one moment (tmux runs a command sequence without handling pane output between
+    /// its commands): once row by row (`-N`, spaces kept, as `-J` keeps them), once joined; a
+    /// joined line is then the concatenation of the next rows, which its length tells.
+    pub async fn joined_lines(
+        &self,
+        session: &str,
+        rows: Option<(i64, i64)>,
+        mut each: impl FnMut(JoinedLine) + Send,
+    ) -> Result<PaneRows, TmuxError> {
+        let target = format!("={session}:");
+        // A line no pane can print (it cannot know this capture's token).
+        let mark = format!(
+            "pocketdev-history-{}",
+            crate::auth::tokens::random_token(12)
+        );
+        let (start, end) = match rows {
+            Some((start, end)) => (start.to_string(), end.to_string()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let capture = |how| {
+            [
+                "capture-pane",
+                "-p",
+                how,
+                "-S",
+                start.as_str(),
+                "-E",
+                end.as_str(),
+                "-t",
+                target.as_str(),
+                ";",
+            ]
+        };
+        let mut args = vec![
+            "display-message",
+            "-p",
+            "-t",
+            &target,
+            "#{history_size} #{pane_height}",
+            ";",
+        ];
+        args.extend(capture("-N"));
+        args.extend(["display-message", "-p", &mark, ";"]);
+        args.extend(capture("-J"));
+        // An empty line ends a last joined line that wraps on past the range (it has no line
+        // feed of its own); otherwise it stands alone before the mark.
+        args.extend(["display-message", "-p", "", ";"]);
+        args.extend(["display-message", "-p", &mark]);
+
+        let name = || "capture-pane".to_owned();
+        let run = async {
+            let mut child = self
+                .command()?
+                .args(&args)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => TmuxError::Missing,
+                    _ => TmuxError::Failed {
+                        command: name(),
+                        stderr: e.to_string(),
+                    },
+                })?;
+            let stdout = child.stdout.take().ok_or_else(|| TmuxError::Failed {
+                command: name(),
+                stderr: "no standard output".into(),
+            })?;
+            let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, stdout);
+            let read = read_joined(&mut reader, mark.as_bytes(), rows, &mut each).await;
+            // Whatever is left unread (after an error) must not keep the client waiting.
+            drop(reader);
+            let output = child
+                .wait_with_output()
+                .await
+                .map_err(|e| TmuxError::Failed {
+                    command: name(),
+                    stderr: e.to_string(),
+                })?;
+            let failed = |stderr: String| TmuxError::Failed {
+                command: name(),
+                stderr,
+            };
+            if !output.status.success() {
+                return Err(failed(
+                    String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                ));
+            }
+            match read {
+                Ok(Some(size)) => Ok(size),
+                Ok(None) => Err(failed("the capture ended early".into())),
+                Err(e) => Err(failed(e.to_string())),
+            }
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| TmuxError::Timeout {
+                command: name(),
+                after: self.timeout,
+            })?
+    }
+
     /// Types `text` into the session: through a paste buffer loaded from the client's standard
     /// input, so what people type (prompts, passwords for a login) never sits in a command line.
     pub async fn send_text(&self, session: &str, text: &str) -> Result<(), TmuxError> {
@@ -716,6 +842,161 @@ impl Tmux {
         crate::layout::write_file_atomically(&self.config_file, config.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", self.config_file.display()))
     }
+}
+
+/// A pane's rows at one moment: its history and its screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaneRows {
+    pub history: u64,
+    pub height: u64,
+}
+
+impl PaneRows {
+    /// History and screen together.
+    pub fn total(self) -> u64 {
+        self.history + self.height
+    }
+}
+
+/// `#{history_size} #{pane_height}`.
+fn parse_rows(text: &str) -> Option<PaneRows> {
+    let mut numbers = text.trim().split(' ').map(str::parse::<u64>);
+    match (numbers.next(), numbers.next(), numbers.next()) {
+        (Some(Ok(history)), Some(Ok(height)), None) => Some(PaneRows { history, height }),
+        _ => None,
+    }
+}
+
+/// One line as `capture-pane -J` joins the rows a long line wrapped into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedLine {
+    /// Its text, cut at [`JOINED_LINE_MAX`] bytes (spaces at its end kept).
+    pub text: String,
+    /// Its length in bytes before any cut.
+    pub len: usize,
+    /// The row it starts on, in tmux's numbering (0: the screen's top row; history rows are
+    /// negative).
+    pub row: i64,
+    /// How many rows it takes.
+    pub rows: u64,
+    /// It wraps on past the end of the captured rows.
+    pub continues: bool,
+    /// The bytes of its first row (to leave them out when the line began above the range).
+    pub first_row_len: usize,
+}
+
+/// The most of one joined line kept: a minified file printed whole is one line of megabytes.
+pub const JOINED_LINE_MAX: usize = 64 * 1024;
+
+/// One line of a capture, cut at `cap` bytes.
+struct CappedLine {
+    head: Vec<u8>,
+    len: usize,
+}
+
+/// Reads up to the next line feed (or the end), keeping at most `cap` bytes; `None` at the end.
+async fn read_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    cap: usize,
+) -> std::io::Result<Option<CappedLine>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = CappedLine {
+        head: Vec::new(),
+        len: 0,
+    };
+    let mut any = false;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(any.then_some(line));
+        }
+        any = true;
+        let (take, found) = match buf.iter().position(|b| *b == b'\n') {
+            Some(at) => (at, true),
+            None => (buf.len(), false),
+        };
+        let room = cap.saturating_sub(line.head.len()).min(take);
+        line.head.extend_from_slice(&buf[..room]);
+        line.len += take;
+        reader.consume(take + usize::from(found));
+        if found {
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// Parses what [`Tmux::joined_lines`] asked for: the size line, the rows to the mark, the
+/// joined lines to the mark. `None`: the output ended before it was whole.
+async fn read_joined<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    mark: &[u8],
+    rows: Option<(i64, i64)>,
+    each: &mut (impl FnMut(JoinedLine) + Send),
+) -> std::io::Result<Option<PaneRows>> {
+    let is_mark = |line: &CappedLine| line.len == mark.len() && line.head == mark;
+    let Some(size) = read_capped(reader, 64).await? else {
+        return Ok(None);
+    };
+    let Some(size) = parse_rows(&String::from_utf8_lossy(&size.head)) else {
+        return Ok(None);
+    };
+    let history = size.history;
+    // The rows tmux captured: the asked range within what exists.
+    let top = -i64::try_from(history).unwrap_or(i64::MAX);
+    let first_row = rows.map_or(top, |(start, _)| start.max(top));
+
+    let mut lens = Vec::new();
+    loop {
+        let Some(line) = read_capped(reader, mark.len()).await? else {
+            return Ok(None);
+        };
+        if is_mark(&line) {
+            break;
+        }
+        lens.push(line.len);
+    }
+    let mut next = 0usize;
+    let mut misaligned = false;
+    let mut emit = |line: CappedLine, continues: bool| {
+        let start = next.min(lens.len());
+        let mut taken = 0usize;
+        while next < lens.len() && (next == start || taken < line.len) {
+            taken += lens[next];
+            next += 1;
+        }
+        misaligned |= taken != line.len;
+        each(JoinedLine {
+            text: String::from_utf8_lossy(&line.head).into_owned(),
+            len: line.len,
+            row: first_row + i64::try_from(start).unwrap_or(i64::MAX),
+            rows: (next - start) as u64,
+            continues,
+            first_row_len: lens.get(start).copied().unwrap_or(0),
+        });
+    };
+    let mut pending: Option<CappedLine> = None;
+    loop {
+        let Some(line) = read_capped(reader, JOINED_LINE_MAX).await? else {
+            return Ok(None);
+        };
+        if is_mark(&line) {
+            // The last line read is the empty one printed after the capture, unless the
+            // capture's last line wrapped on and that empty line ended it.
+            if let Some(last) = pending.filter(|l| l.len > 0) {
+                emit(last, true);
+            }
+            break;
+        }
+        if let Some(previous) = pending.replace(line) {
+            emit(previous, false);
+        }
+    }
+    if misaligned {
+        tracing::debug!(
+            "a capture's joined lines did not line up with its rows; positions are approximate"
+        );
+    }
+    Ok(Some(size))
 }
 
 /// Starts `command` with only what tmux needs: a server a client starts inherits it, so there
@@ -866,6 +1147,102 @@ mod tests {
             None,
             "no pid, nothing to read"
         );
+    }
+
+    #[tokio::test]
+    async fn pages_of_history_join_wrapped_lines_without_gaps_or_repeats() {
+        if version().await.is_none() {
+            return eprintln!("skipped: tmux is not installed");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tmux = Tmux {
+            socket: dir.path().join("tmux.sock"),
+            config_file: PathBuf::from("/dev/null"),
+            timeout: Duration::from_secs(10),
+            account: None,
+            calm: Arc::default(),
+        };
+        // 20 columns: the long lines wrap into three and two rows.
+        let long = format!("L{}", "x".repeat(44));
+        let script = format!(
+            "for i in $(seq 1 30); do echo \"n $i\"; [ $i = 7 ] && echo {long}; [ $i = 20 ] && echo {long}-2-{long}; done; echo end; exec sleep 60"
+        );
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "pd-pages",
+            "-x",
+            "20",
+            "-y",
+            "5",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .await
+        .unwrap();
+        let wait = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !tmux
+            .capture("pd-pages", 0, false)
+            .await
+            .unwrap()
+            .contains("end")
+            && tokio::time::Instant::now() < wait
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut expected: Vec<String> = Vec::new();
+        for i in 1..=30 {
+            expected.push(format!("n {i}"));
+            if i == 7 {
+                expected.push(long.clone());
+            }
+            if i == 20 {
+                expected.push(format!("{long}-2-{long}"));
+            }
+        }
+        expected.push("end".into());
+        // Pages of one row read the long lines whole too.
+        for size in [1, 2, 3, 7, 50] {
+            let mut got: Vec<String> = Vec::new();
+            let mut before = 0;
+            let mut total = None;
+            loop {
+                let page = crate::instances::history::page(&tmux, "pd-pages", before, size)
+                    .await
+                    .unwrap();
+                assert_eq!(*total.get_or_insert(page.total), page.total);
+                let Some(first) = page.first else { break };
+                assert!(first >= page.last.unwrap() && first >= before);
+                got.splice(0..0, page.lines);
+                before = first + 1;
+            }
+            assert_eq!(got, expected, "pages of {size} rows");
+        }
+        let found = crate::instances::history::search(&tmux, "pd-pages", "N 2")
+            .await
+            .unwrap();
+        let texts: Vec<&str> = found.matches.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts[0], "n 29", "newest first: {texts:?}");
+        assert_eq!(texts.last(), Some(&"n 2"));
+        assert_eq!(
+            texts.len(),
+            11,
+            "n 2, n 20 to n 29 and none else: {texts:?}"
+        );
+        // A match's position is where its page starts.
+        let n20 = &found.matches.iter().find(|m| m.text == "n 20").unwrap();
+        let page = crate::instances::history::page(&tmux, "pd-pages", n20.position - 2, 3)
+            .await
+            .unwrap();
+        assert_eq!(page.lines.first().map(String::as_str), Some("n 20"));
+        assert_eq!(page.first, Some(n20.position));
+        let joined = crate::instances::history::search(&tmux, "pd-pages", "x-2-L")
+            .await
+            .unwrap();
+        assert_eq!(joined.matches.len(), 1, "a wrapped line is searched whole");
+        let _ = tmux.run(&["kill-server"]).await;
     }
 
     #[tokio::test]

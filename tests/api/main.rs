@@ -10,6 +10,7 @@ mod deploy_vm;
 mod files;
 mod hardening;
 mod helpers;
+mod history;
 mod http_basics;
 mod instances;
 mod isolation;

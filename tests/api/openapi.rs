@@ -617,6 +617,7 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
     for path in [
         "/api/instances/{id}",
         "/api/instances/{id}/command",
+        "/api/instances/{id}/history",
         "/api/instances/{id}/hooks",
         "/api/instances/{id}/output",
         "/api/instances/{id}/restart",
