@@ -26,23 +26,39 @@ const FINGER_OFFSET_PX = 18;
 export function mountSelection({ term, screen, copy, paste, more }: SelectOptions): { selectAt(x: number, y: number): void; dispose(): void } {
   const startHandle = h('div', { class: 'sel-handle sel-start', 'aria-hidden': 'true' });
   const endHandle = h('div', { class: 'sel-handle sel-end', 'aria-hidden': 'true' });
-  const openLink = h('button', { type: 'button' }, 'Open link');
-  const menu = h('div', { class: 'sel-menu', role: 'toolbar', 'aria-label': 'Selection' },
-    h('button', { type: 'button', onclick: () => copy(term.getSelection()) }, 'Copy'),
-    h('button', { type: 'button', onclick: () => {
-      clearSelection();
-      paste();
-    } }, 'Paste'),
-    openLink,
-    h('button', { type: 'button', onclick: () => {
-      clearSelection();
-      more();
-    } }, 'More…'),
-    h('button', { type: 'button', 'aria-label': 'Done selecting', onclick: () => clearSelection() }, '✕'));
-  openLink.addEventListener('click', () => {
+  // A finger lifted on a button acts at once (a tap's click can be swallowed by the gestures
+  // around it); a mouse or a keyboard acts on the click.
+  const button = (label: string, action: () => void, aria?: string) => {
+    const b = h('button', { type: 'button', 'aria-label': aria }, label);
+    let tapped = false;
+    b.addEventListener('pointerup', (e) => {
+      if (e.pointerType !== 'touch') return;
+      tapped = true;
+      setTimeout(() => (tapped = false), 600);
+      action();
+    });
+    b.addEventListener('click', () => {
+      if (!tapped) action();
+      tapped = false;
+    });
+    return b;
+  };
+  const openLink = button('Open link', () => {
     const link = LINK.exec(term.getSelection().replace(/\n/g, ''))?.[0];
     if (link) window.open(link, '_blank', 'noopener,noreferrer');
   });
+  const menu = h('div', { class: 'sel-menu', role: 'toolbar', 'aria-label': 'Selection' },
+    button('Copy', () => copy(term.getSelection())),
+    button('Paste', () => {
+      clearSelection();
+      paste();
+    }),
+    openLink,
+    button('More…', () => {
+      clearSelection();
+      more();
+    }),
+    button('✕', () => clearSelection(), 'Done selecting'));
   const layer = h('div', { class: 'sel-layer', hidden: true }, startHandle, endHandle, menu);
   screen.append(layer);
   for (const el of [startHandle, endHandle, menu]) {
