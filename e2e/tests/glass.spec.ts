@@ -253,3 +253,16 @@ test.describe('on Android', () => {
     await expectTerminal(page, /^direct$/m);
   });
 });
+
+test("Claude Code's symbols have a font of their own, not tofu", async ({ page, server }, info) => {
+  await startShell(page, server, `glyphs${info.project.name}`);
+  await say(page, "printf '\\u23fa Read \\u23bf done \\u23f8 plan \\u23f5\\u23f5 \\u29c9\\n'");
+  await expectTerminal(page, /^⏺ Read ⎿ done ⏸ plan ⏵⏵ ⧉$/m);
+  // The terminal names the font after its monospace ones, and the page can load it for exactly
+  // these glyphs (the monospace fonts of phones and Debian lack them).
+  const family = await page.locator('.xterm-rows').evaluate((el) => getComputedStyle(el).fontFamily);
+  expect(family).toMatch(/monospace, "pocketdev symbols"$/);
+  const loaded = await page.evaluate(async () => (await document.fonts.load('16px "pocketdev symbols"', '⏺⎿⏸⏵⧉')).length);
+  expect(loaded).toBe(3);
+  expect(await page.evaluate(() => document.fonts.check('16px "pocketdev symbols"', '⏺⎿⏸⏵⧉'))).toBe(true);
+});

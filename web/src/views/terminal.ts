@@ -94,7 +94,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   let fontSize = defaultFont();
   const term = new Terminal({
     fontSize,
-    fontFamily: 'ui-monospace, "SFMono-Regular", "DejaVu Sans Mono", Menlo, Consolas, monospace',
+    // The symbols font comes last: only glyphs that no monospace font has are drawn from it.
+    fontFamily: 'ui-monospace, "SFMono-Regular", "DejaVu Sans Mono", Menlo, Consolas, monospace, "pocketdev symbols"',
     scrollback: 5000,
     theme: themes[effectiveTheme()],
     allowProposedApi: true,
