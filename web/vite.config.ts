@@ -11,6 +11,8 @@ export default defineConfig({
     sourcemap: false,
     modulePreload: { polyfill: false },
     chunkSizeWarningLimit: 700,
+    // Fonts stay files, fetched only when a glyph in their range shows (see style.css).
+    assetsInlineLimit: (file) => (file.endsWith('.woff2') ? false : undefined),
   },
   server: {
     proxy: {
