@@ -139,6 +139,26 @@ test('docs screenshots', async ({ browser, server }, info) => {
   await expectTerminal(page, REPLY_PREFIX, 60_000);
   await page.getByLabel('Message to send to the agent').fill('Now add a test for greet()');
   await snap('terminal');
+  // The terminal in each theme, upright, on its side, and with the keyboard up (the viewport
+  // shrinks as a phone's does).
+  for (const scheme of ['dark', 'light'] as const) {
+    const suffix = scheme === 'dark' ? '' : '-light';
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.setViewportSize({ width: 390, height: 664 });
+    await page.getByLabel('Message to send to the agent').fill('Now add a test for greet()');
+    if (scheme === 'light') await snap('terminal-light');
+    await page.setViewportSize({ width: 844, height: 390 });
+    await page.waitForTimeout(500);
+    await snap(`terminal-landscape${suffix}`);
+    await page.setViewportSize({ width: 390, height: 664 });
+    await page.getByLabel('Message to send to the agent').focus();
+    await page.setViewportSize({ width: 390, height: 380 });
+    await page.waitForTimeout(500);
+    await snap(`terminal-keyboard${suffix}`);
+    await page.getByLabel('Message to send to the agent').blur();
+  }
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.setViewportSize({ width: 390, height: 664 });
   await page.getByRole('link', { name: 'Back to agents' }).click();
   await expect(page.getByRole('article')).toHaveCount(2);
   await page.waitForTimeout(6000); // a monitor sample, so the cards show memory and status

@@ -236,6 +236,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     send({ type: 'resize', cols: term.cols, rows: term.rows });
   };
   const onResize = () => {
+    // A message laid out for another width may need fewer (or more) lines now.
+    if (compose.value) grow();
     safeFit();
     sendSize();
     // Toasts sit just above the message box and key bar.
