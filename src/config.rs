@@ -564,6 +564,9 @@ impl Config {
                     ),
                 ));
             }
+            if let Err(err) = crate::instances::approvals::Rules::for_profile(profile) {
+                return Err(invalid("profiles", &format!("profile `{id}`: {err}")));
+            }
             if profile.enabled && (profile.command.is_empty() || profile.name.is_empty()) {
                 return Err(invalid(
                     "profiles",

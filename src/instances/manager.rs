@@ -54,6 +54,8 @@ pub struct Manager {
     last_input: Mutex<HashMap<String, time::OffsetDateTime>>,
     /// Resident memory of each live instance's process tree, as the monitor last measured it.
     measured: Mutex<HashMap<String, u64>>,
+    /// Permission dialogs on screens, and how each profile draws them.
+    pub(super) approvals: super::approvals::Registry,
 }
 
 /// A change of an instance's state, as live terminals learn of it.
@@ -67,13 +69,18 @@ pub enum InstanceEvent {
         status: String,
         reason: Option<String>,
     },
+    /// A permission dialog appeared, changed, or went (`None`) on a running agent's screen.
+    Approval {
+        id: String,
+        approval: Option<super::approvals::PendingApproval>,
+    },
 }
 
 impl InstanceEvent {
     pub fn id(&self) -> &str {
         match self {
             Self::Changed(instance) => &instance.id,
-            Self::Deleted(id) | Self::Activity { id, .. } => id,
+            Self::Deleted(id) | Self::Activity { id, .. } | Self::Approval { id, .. } => id,
         }
     }
 }
@@ -144,6 +151,7 @@ impl Manager {
         let run_dir = layout.server_dir().join("run");
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
+        let approvals = super::approvals::Registry::new(&config.profiles)?;
         Ok(Self {
             db,
             layout,
@@ -161,6 +169,7 @@ impl Manager {
             events: tokio::sync::broadcast::channel(256).0,
             last_input: Mutex::new(HashMap::new()),
             measured: Mutex::new(HashMap::new()),
+            approvals,
         })
     }
 
@@ -207,6 +216,14 @@ impl Manager {
         Duration::try_from_secs_f64(minutes * 60.0)
             .ok()
             .filter(|d| !d.is_zero())
+    }
+
+    pub(super) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(super) fn events(&self) -> &tokio::sync::broadcast::Sender<InstanceEvent> {
+        &self.events
     }
 
     /// State changes of every instance from now on.
@@ -1190,7 +1207,7 @@ impl Manager {
     }
 }
 
-fn tmux_error(err: TmuxError) -> AppError {
+pub(super) fn tmux_error(err: TmuxError) -> AppError {
     match err {
         TmuxError::Missing => AppError::Unavailable("tmux is not installed on the server".into()),
         TmuxError::Timeout { .. } => AppError::Unavailable(

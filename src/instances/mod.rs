@@ -1,5 +1,7 @@
 //! Agent instances: profiles, the tmux seam, the lifecycle manager and reconciliation, routes.
 
+pub mod approval_routes;
+pub mod approvals;
 pub mod claude;
 pub mod history;
 pub mod hooks;

@@ -38,6 +38,9 @@ pub struct Profile {
     /// Overrides `limits.idle_timeout_minutes` for this profile; 0 disables.
     pub idle_timeout_minutes: Option<f64>,
     pub enabled: bool,
+    /// How the agent's permission dialogs look, for one-tap approvals; Claude profiles have
+    /// Claude Code's rules without it, others none.
+    pub approval: Option<super::approvals::ApprovalRules>,
 }
 
 impl Default for Profile {
@@ -53,6 +56,7 @@ impl Default for Profile {
             memory_mb: 500,
             idle_timeout_minutes: None,
             enabled: true,
+            approval: None,
         }
     }
 }

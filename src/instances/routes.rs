@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(read_output))
         .routes(routes!(read_history))
         .merge(super::hooks::router())
+        .merge(super::approval_routes::router())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -233,6 +234,9 @@ pub struct InstanceView {
     /// The last line of text on the agent's screen at the monitor's last look (running only),
     /// for a one-line preview.
     pub preview: Option<String>,
+    /// The permission dialog on the agent's screen, parsed into its choices (running only,
+    /// for profiles whose dialogs pocketdev knows).
+    pub pending_approval: Option<super::approvals::PendingApproval>,
 }
 
 impl InstanceView {
@@ -252,6 +256,7 @@ impl InstanceView {
             preview: (instance.state == crate::instances::store::State::Running)
                 .then(|| state.monitor.preview(&instance.id))
                 .flatten(),
+            pending_approval: state.instances.pending_approval(&instance),
             instance,
         }
     }

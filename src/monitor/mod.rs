@@ -229,6 +229,9 @@ impl Monitor {
     async fn evaluate_with(&self, instance: &Instance, screen: Option<String>) {
         let kind = self.manager.profile_kind(&instance.profile);
         let flowing = self.output_flowing(&instance.id);
+        let approval = screen
+            .as_deref()
+            .and_then(|s| self.manager.observe_approval(instance, s));
         let changed = {
             let mut tracked = self.tracked.lock();
             let entry = tracked.entry(instance.id.clone()).or_default();
@@ -237,12 +240,22 @@ impl Monitor {
                 .as_ref()
                 .filter(|(_, at)| at.elapsed() < HOOK_TRUST)
                 .map(|(reading, _)| reading.clone());
-            let reading = status::fuse(&Signals {
+            let mut reading = status::fuse(&Signals {
                 kind,
                 screen: screen.as_deref(),
                 hook,
                 output_flowing: flowing,
             });
+            // A dialog the profile's approval rules read is a permission prompt, whatever else.
+            if let Some(approval) = &approval {
+                reading = Reading {
+                    status: Status::NeedsPermission,
+                    reason: approval
+                        .question
+                        .clone()
+                        .or_else(|| Some(approval.tool.clone())),
+                };
+            }
             if let Some(screen) = screen.as_deref() {
                 entry.preview = status::preview(screen);
             }

@@ -998,6 +998,7 @@ impl Hub {
                 self.close_all(close::ENDED, "the instance was deleted");
                 true
             }
+            InstanceEvent::Approval { .. } => false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a random port with a fresh data dir, over real HTTP.
 
 mod admin;
+mod approvals;
 mod auth;
 mod claude;
 mod cli;

@@ -109,13 +109,20 @@ fn messages(record: &Mutex<Vec<Seen>>, headers: &HeaderMap, raw: &[u8]) -> Respo
     let asked = last_user_text(&body);
     // A prompt with TOOL_TRIGGER in it gets a Bash tool call, which Claude Code asks to allow.
     if body["stream"] == true && asked.contains(TOOL_TRIGGER) && !answers_a_tool(&body) {
-        return sse(&tool_call_events(&model, TOOL_COMMAND));
+        return sse(&bash_call_events(&model, TOOL_COMMAND));
+    }
+    // Only a prompt's own words call it: a tool's result alone carries none.
+    if body["stream"] == true
+        && let Some((_, call)) = asked.split_once(TOOL_CALL_TRIGGER)
+        && let Some((name, input)) = call.trim().split_once(' ')
+    {
+        return sse(&tool_call_events(&model, name, input.trim()));
     }
     if body["stream"] == true
         && !answers_a_tool(&body)
         && let Some((_, command)) = asked.split_once(BASH_TRIGGER)
     {
-        return sse(&tool_call_events(&model, command.trim()));
+        return sse(&bash_call_events(&model, command.trim()));
     }
     let quoted: String = asked.chars().take(80).collect();
     let text = format!("{REPLY_PREFIX}: I read \"{}\"", quoted.replace('\n', " "));
@@ -168,6 +175,10 @@ pub const TOOL_COMMAND: &str = "touch pocketdev-notes.txt";
 /// A prompt with this in it gets a Bash tool call running the rest of the prompt.
 pub const BASH_TRIGGER: &str = "MOCK-BASH:";
 
+/// A prompt with this in it gets a call of the tool named after it, with the JSON input that
+/// follows: `MOCK-TOOL:Write {"file_path": "/abs/notes.txt", "content": "hi"}`.
+pub const TOOL_CALL_TRIGGER: &str = "MOCK-TOOL:";
+
 /// Whether the last user message carries a tool result (the turn after a tool call).
 fn answers_a_tool(body: &Value) -> bool {
     body["messages"]
@@ -177,9 +188,16 @@ fn answers_a_tool(body: &Value) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
 
-fn tool_call_events(model: &str, command: &str) -> Vec<(&'static str, Value)> {
-    let usage = json!({ "input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0 });
+fn bash_call_events(model: &str, command: &str) -> Vec<(&'static str, Value)> {
     let input = json!({ "command": command, "description": "Run a command" }).to_string();
+    tool_call_events(model, "Bash", &input)
+}
+
+fn tool_call_events(model: &str, tool: &str, input: &str) -> Vec<(&'static str, Value)> {
+    // Each call its own id, as the real API gives.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let usage = json!({ "input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0 });
     vec![
         (
             "message_start",
@@ -190,7 +208,7 @@ fn tool_call_events(model: &str, command: &str) -> Vec<(&'static str, Value)> {
         (
             "content_block_start",
             json!({ "type": "content_block_start", "index": 0,
-            "content_block": { "type": "tool_use", "id": "toolu_mock_1", "name": "Bash", "input": {} } }),
+            "content_block": { "type": "tool_use", "id": format!("toolu_mock_{call}"), "name": tool, "input": {} } }),
         ),
         (
             "content_block_delta",

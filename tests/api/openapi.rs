@@ -616,6 +616,7 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
     set("* /api/admin/invites/{id}", "id", invite["id"].to_string());
     for path in [
         "/api/instances/{id}",
+        "/api/instances/{id}/approvals/{approval_id}",
         "/api/instances/{id}/command",
         "/api/instances/{id}/history",
         "/api/instances/{id}/hooks",
@@ -628,6 +629,12 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         set(&format!("* {path}"), "id", instance.clone());
     }
     set("DELETE /api/instances/{id}", "id", deleted_instance);
+    // No dialog is up on the fake agent: the answer is `gone`.
+    set(
+        "* /api/instances/{id}/approvals/{approval_id}",
+        "approval_id",
+        "0123456789abcdef".into(),
+    );
     Fixtures {
         admin_password: app.admin_password.clone(),
         refresh_token: str_of(&refresh).to_owned(),
