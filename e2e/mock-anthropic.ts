@@ -24,6 +24,7 @@ function sse(events: [string, unknown][]): string {
 
 export class MockAnthropic {
   readonly seen: Seen[] = [];
+  private calls = 0;
   url = '';
   private server: Server | null = null;
 
@@ -55,6 +56,21 @@ export class MockAnthropic {
     this.seen.push({ apiKey: (req.headers['x-api-key'] as string) ?? null, body });
     const model = typeof body.model === 'string' ? body.model : 'claude-sonnet-4-5-20250929';
     const asked = lastUserText(body as { messages?: Message[] });
+    // `MOCK-TOOL:<Name> <JSON input>` in a prompt gets a call of that tool (Claude Code asks
+    // before a Write); a tool's result alone carries no words, so it gets a plain reply.
+    const call = body.stream === true ? asked.match(/MOCK-TOOL:(\w+) (\{.*\})/s) : null;
+    if (call) {
+      const id = `toolu_mock_${++this.calls}`;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }).end(sse([
+        ['message_start', { type: 'message_start', message: { id: `msg_${id}`, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 12, output_tokens: 8 } } }],
+        ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id, name: call[1], input: {} } }],
+        ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: call[2] } }],
+        ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+        ['message_delta', { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null }, usage: { output_tokens: 20 } }],
+        ['message_stop', { type: 'message_stop' }],
+      ]));
+      return;
+    }
     const text = `${REPLY_PREFIX}: I read "${[...asked].slice(0, 80).join('').replace(/\n/g, ' ')}"`;
     const usage = { input_tokens: 12, output_tokens: 8, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
     if (body.stream !== true) {

@@ -56,6 +56,8 @@ export interface Instance {
   last_activity_at?: string | null;
   /** The last line of text on a running agent's screen. */
   preview?: string | null;
+  /** The permission dialog on its screen, parsed (see approvals.ts). */
+  pending_approval?: import('./approvals').PendingApproval | null;
 }
 export interface Entry {
   name: string;

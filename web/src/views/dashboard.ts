@@ -2,6 +2,7 @@
 import { api, type Instance, type Model } from '../api';
 import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast, inlineError } from '../ui';
 import type { Ctx } from '../main';
+import { approvalPanel, outcomeWords } from '../approvals';
 
 export async function dashboardView(ctx: Ctx): Promise<() => void> {
   const list = h('div', { class: 'cards', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading agents…'));
@@ -101,12 +102,17 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     const model = models.find((m) => m.id === i.profile);
     const meta = live ? `${model?.name ?? i.profile} · ${bytes(i.memory_bytes)} · up ${duration(i.started_at)}`
       : `${model?.name ?? i.profile} · ${ended(i)}${i.ended_at ? ` ${duration(i.ended_at)} ago` : ''}`;
-    const preview = live ? i.status_reason ?? i.preview : null;
+    // A question with its buttons says more than the status line.
+    const preview = live && !i.pending_approval ? i.status_reason ?? i.preview : null;
     return h('article', { class: `card status-${i.status ?? i.state}`, 'data-instance': i.id, 'aria-label': i.name },
       h('a', { href: `#/t/${i.id}`, class: 'card-main' },
         h('span', { class: 'card-head' }, h('span', { class: 'card-name' }, i.name), statusBadge(i.state, i.status)),
         h('span', { class: 'muted card-meta' }, meta),
         preview ? h('span', { class: 'card-preview' }, preview) : null),
+      live && i.pending_approval ? approvalPanel(i.id, i.pending_approval, (reply) => {
+        if (reply) toast(`${i.name}: ${outcomeWords(reply.outcome)}`, reply.outcome === 'done' ? 'ok' : 'info');
+        void refresh();
+      }, true) : null,
       h('button', { type: 'button', class: 'icon-button card-more', 'aria-label': `More for ${i.name}`, popovertarget: menuId }, '⋯'),
       menu);
   };
@@ -115,7 +121,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
   const render = () => {
     // Keep the focus of someone using the keyboard or a screen reader: no re-render under it
     // unless the set of agents changed.
-    const ids = instances.map((i) => `${i.id}:${i.state}:${i.name}`).join();
+    const ids = instances.map((i) => `${i.id}:${i.state}:${i.name}:${i.pending_approval?.id ?? ''}`).join();
     updateLimit();
     if (list.contains(document.activeElement) && ids === shown) return;
     shown = ids;

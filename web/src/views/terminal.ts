@@ -9,6 +9,7 @@ import { api, ApiError, mkdirp, upload, type Instance } from '../api';
 import type { ServerMessage, ClientMessage } from '../protocol';
 import { Close, MAX_FRAME } from '../protocol';
 import { h, clear, toast, showError, statusBadge, act, icon } from '../ui';
+import { approvalSheet } from '../approvals';
 import { mountKeyBar, customizeKeys, ctrlOf } from '../terminal/keys';
 import { mountScrolling } from '../terminal/scroll';
 import { mountSelection } from '../terminal/select';
@@ -87,8 +88,10 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const doneButton = h('button', { type: 'button', class: 'icon-button fold-done', 'aria-label': 'Back to the keys', title: 'Back to the keys' }, '⌄');
   const composeForm = h('form', { class: 'compose' }, doneButton, imageButton, fileInput, keysToggle, compose, newlineButton, sendButton);
 
-  const full = h('div', { class: 'term-page' }, header, banner, screen, composeForm, keybar);
+  const approvals = approvalSheet(id);
+  const full = h('div', { class: 'term-page' }, header, banner, screen, approvals.el, composeForm, keybar);
   clear(ctx.root, full);
+  approvals.show(instance.pending_approval);
 
   // --- xterm --------------------------------------------------------------------------------
   let fontSize = defaultFont();
@@ -360,6 +363,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
         break;
       case 'status':
         setStatus(m.state, m.status, m.reason);
+        approvals.statusChanged(m.status);
         break;
       case 'exit': {
         ended = m.reason !== 'restart';
