@@ -463,7 +463,9 @@ fn check_ids(approval_id: &str, choice: &str) -> Result<(), AppError> {
 const GONE_WITHIN: Duration = Duration::from_secs(4);
 /// When to send the keys once more if the dialog is still up (dropped keys).
 const RESEND_AFTER: Duration = Duration::from_millis(1200);
-const LOOK_EVERY: Duration = Duration::from_millis(20);
+/// The first look after the keys, doubling up to `LOOK_AT_MOST` (each look runs tmux).
+const LOOK_FIRST: Duration = Duration::from_millis(5);
+const LOOK_AT_MOST: Duration = Duration::from_millis(80);
 
 impl Manager {
     /// The dialog on a running instance's screen at the last look.
@@ -617,8 +619,10 @@ impl Manager {
             .map_err(super::manager::tmux_error)?;
         let sent = Instant::now();
         let mut resent = false;
+        let mut wait = LOOK_FIRST;
         let outcome = loop {
-            tokio::time::sleep(LOOK_EVERY).await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LOOK_AT_MOST);
             let screen = look().await?;
             let now = self.observe_approval(instance, &screen);
             match now {
