@@ -3,7 +3,8 @@
 // Deny does not; a question that changed while the page looked away is not answered; and the
 // terminal shows the question as a sheet over it. Needs the pinned CLI (see claude.spec.ts).
 import { test as base, expect, signIn, shot } from '../fixtures';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { MockAnthropic } from '../mock-anthropic';
 import { ROOT, type Server } from '../server';
@@ -80,6 +81,23 @@ async function startAgent(server: Server, user: string, password: string): Promi
   return agent;
 }
 
+// As in a11y.spec.ts: axe-core's WCAG 2 A/AA rules, through the DevTools protocol (the CSP
+// refuses injected script tags), in both themes.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+async function expectAccessible(page: Page, screen: string, within = 'html'): Promise<void> {
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.evaluate(axeSource);
+    const violations = await page.evaluate(async (selector) => {
+      // @ts-expect-error axe is injected above
+      const result = await window.axe.run(document.querySelector(selector), { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+      return (result.violations as { id: string; nodes: { target: string[] }[] }[]).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join('; ')}`);
+    }, within);
+    expect(violations, `${screen} (${scheme})`).toEqual([]);
+  }
+  await page.emulateMedia({ colorScheme: null });
+}
+
 /** Stops the dashboard's refresh, as a phone that looked a while ago. */
 async function lookAway(page: Page): Promise<void> {
   await page.evaluate(() => Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' }));
@@ -106,6 +124,7 @@ test('a Write tool call is allowed, denied, and not answered once it changed', a
   await expect(buttons).toHaveCount(3);
   await expect(buttons.nth(0)).toHaveClass(/primary/);
   await shot(page, info, '40-approval-card');
+  await expectAccessible(page, 'a question on the card');
   await question.getByRole('button', { name: /^Allow/ }).click();
   await expect(page.getByText('writer: Answered.')).toBeVisible();
   await expect.poll(() => existsSync(join(agent.workspace, 'allowed.txt')), { timeout: 30_000 }).toBe(true);
@@ -129,7 +148,9 @@ test('a Write tool call is allowed, denied, and not answered once it changed', a
   await agent.idle();
   await agent.askToWrite('second.txt', first.id);
   await expect(question).toContainText('first.txt');
+  const reply = page.waitForResponse((r) => r.url().includes('/approvals/'));
   await question.getByRole('button', { name: /^Allow/ }).click();
+  expect(await (await reply).json()).toMatchObject({ outcome: 'changed', pending_approval: { detail: 'second.txt' } });
   await expect(page.getByText('writer: The question changed: look again.')).toBeVisible();
   // The card now shows the newer question; nothing was written.
   await expect(question).toContainText('second.txt');
@@ -144,6 +165,8 @@ test('a Write tool call is allowed, denied, and not answered once it changed', a
   await expect(sheet).toContainText('second.txt');
   await expect(page.getByRole('toolbar', { name: 'Terminal keys' })).toBeInViewport();
   await shot(page, info, '41-approval-sheet');
+  // The sheet only: the agent's own dim text in the terminal is not the sheet's to judge.
+  await expectAccessible(page, 'the question over the terminal', '.approval-sheet');
   await sheet.getByRole('button', { name: /^Allow/ }).click();
   await expect(sheet).toContainText('Answered.');
   await expect.poll(() => existsSync(join(agent.workspace, 'second.txt')), { timeout: 30_000 }).toBe(true);
