@@ -159,6 +159,9 @@ pub struct PendingApproval {
     pub preview: Option<String>,
     /// In the dialog's order.
     pub choices: Vec<ApprovalChoice>,
+    /// The tool's own name, as the agent's permission hook reported it (Claude Code: `Write`,
+    /// `Edit`, `Bash`), when what the hook asked matches this dialog.
+    pub tool_name: Option<String>,
     /// Which choice is highlighted, for agents answered with arrow keys.
     #[serde(skip)]
     selected: Option<usize>,
@@ -339,6 +342,7 @@ pub fn parse(rules: &Rules, screen: &str) -> Option<PendingApproval> {
         question,
         preview,
         choices,
+        tool_name: None,
         selected,
     };
     approval.id = digest(&approval);
@@ -394,10 +398,15 @@ pub struct AnsweredBy<'a> {
     pub via: &'a str,
 }
 
+/// The tool a permission hook named, the texts of its input, and when.
+type Hooked = (String, Vec<String>, Instant);
+
 /// Per profile, its compiled rules; per instance, the dialog last seen and since when.
 pub struct Registry {
     rules: HashMap<String, Arc<Rules>>,
     seen: Mutex<HashMap<String, (PendingApproval, Instant)>>,
+    /// Per instance, what its last permission hook asked.
+    hooked: Mutex<HashMap<String, Hooked>>,
     answering: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -414,6 +423,7 @@ impl Registry {
         Ok(Self {
             rules,
             seen: Mutex::default(),
+            hooked: Mutex::default(),
             answering: Mutex::default(),
         })
     }
@@ -422,17 +432,39 @@ impl Registry {
         self.rules.get(profile).cloned()
     }
 
-    /// Remembers what the screen shows now; true when that changed.
+    /// Remembers what the screen shows now; true when that changed. The same dialog keeps the
+    /// time it was first seen.
     fn remember(&self, id: &str, approval: Option<&PendingApproval>) -> bool {
         let mut seen = self.seen.lock();
         match approval {
-            Some(approval) if seen.get(id).is_some_and(|(a, _)| a.id == approval.id) => false,
             Some(approval) => {
-                seen.insert(id.to_owned(), (approval.clone(), Instant::now()));
-                true
+                let since = seen
+                    .get(id)
+                    .filter(|(a, _)| a.id == approval.id)
+                    .map(|(_, at)| *at);
+                let changed = seen.get(id).is_none_or(|(a, _)| a != approval);
+                seen.insert(
+                    id.to_owned(),
+                    (approval.clone(), since.unwrap_or_else(Instant::now)),
+                );
+                changed
             }
             None => seen.remove(id).is_some(),
         }
+    }
+
+    /// What the agent's latest permission hook asked, if it matches `approval`'s words.
+    fn hooked_tool(&self, id: &str, approval: &PendingApproval) -> Option<String> {
+        let hooked = self.hooked.lock();
+        let (tool, inputs, at) = hooked.get(id)?;
+        let detail = approval.detail.trim();
+        let matches = !detail.is_empty()
+            && at.elapsed() < HOOK_FRESH
+            && inputs.iter().any(|input| {
+                let input = input.trim();
+                input == detail || input.ends_with(&format!("/{detail}"))
+            });
+        matches.then(|| tool.clone())
     }
 
     fn first_seen(&self, id: &str, approval_id: &str) -> Option<Instant> {
@@ -443,6 +475,9 @@ impl Registry {
             .map(|(_, at)| *at)
     }
 }
+
+/// A permission hook names the dialog's tool this long at most.
+const HOOK_FRESH: Duration = Duration::from_secs(600);
 
 /// Approval ids are 16 hex digits; choice ids a few letters or digits.
 fn check_ids(approval_id: &str, choice: &str) -> Result<(), AppError> {
@@ -480,11 +515,38 @@ impl Manager {
             .map(|(a, _)| a.clone())
     }
 
+    /// Notes what a permission hook of the agent asks (Claude Code's `PermissionRequest`:
+    /// `tool_name`, `tool_input`), to name the tool of the dialog that matches it. The hook
+    /// runs as the agent, so it only ever adds a name to what the screen shows.
+    pub fn note_permission_hook(&self, instance_id: &str, event: &serde_json::Value) {
+        if event["hook_event_name"] != "PermissionRequest" {
+            return;
+        }
+        let Some(tool) = event["tool_name"].as_str().filter(|t| t.len() <= 100) else {
+            return;
+        };
+        let inputs = event["tool_input"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, value)| value.as_str())
+            .take(16)
+            .map(|text| cut(text, 4000))
+            .collect();
+        self.approvals.hooked.lock().insert(
+            instance_id.to_owned(),
+            (tool.to_owned(), inputs, Instant::now()),
+        );
+    }
+
     /// Reads `screen` for a dialog with the instance's rules, remembers it, and tells
     /// subscribers when it appeared, changed or went. `None` for profiles without rules.
     pub fn observe_approval(&self, instance: &Instance, screen: &str) -> Option<PendingApproval> {
         let rules = self.approvals.rules(&instance.profile)?;
-        let approval = parse(&rules, screen);
+        let approval = parse(&rules, screen).map(|mut approval| {
+            approval.tool_name = self.approvals.hooked_tool(&instance.id, &approval);
+            approval
+        });
         if self.approvals.remember(&instance.id, approval.as_ref()) {
             let _ = self.events().send(InstanceEvent::Approval {
                 id: instance.id.clone(),
@@ -846,6 +908,32 @@ mod tests {
             Rules::compile(&broken)
                 .unwrap_err()
                 .starts_with("approval.start")
+        );
+    }
+
+    #[test]
+    fn a_permission_hook_names_only_the_dialog_it_matches() {
+        let registry = Registry::new(&Default::default()).unwrap();
+        let approval = parse(&claude(), &recorded("permission_write")).unwrap();
+        assert_eq!(registry.hooked_tool("i1", &approval), None);
+        registry.hooked.lock().insert(
+            "i1".into(),
+            (
+                "Write".into(),
+                vec!["/w/notes.txt".into(), "first line\n".into()],
+                Instant::now(),
+            ),
+        );
+        assert_eq!(
+            registry.hooked_tool("i1", &approval).as_deref(),
+            Some("Write")
+        );
+        let bash = parse(&claude(), &recorded("needs_permission")).unwrap();
+        assert_eq!(registry.hooked_tool("i1", &bash), None, "another question");
+        assert_eq!(
+            registry.hooked_tool("i2", &approval),
+            None,
+            "another instance"
         );
     }
 

@@ -80,6 +80,7 @@ async fn report(
             store::set_agent_session(&state.db, &instance.id, &session).await?;
         }
     }
+    state.instances.note_permission_hook(&instance.id, &event);
     state.monitor.hook_event(&instance, &event).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -360,6 +360,12 @@ async fn claude_code_permission_dialogs_are_answered_in_one_tap() {
     let allowed = workspace.join("allowed.txt");
     let approval = ask_claude(&app, &token, &id, &write_prompt(&allowed), "").await;
     assert_eq!(approval["tool"], "Create file", "{approval}");
+    // Claude Code's PermissionRequest hook names the tool, a moment after the dialog shows.
+    let named = wait_for_approval(&app, &token, &id, |a| a["tool_name"] == "Write").await;
+    assert_eq!(
+        named["pending_approval"]["id"], approval["id"],
+        "the same dialog"
+    );
     assert_eq!(approval["detail"], "allowed.txt");
     assert_eq!(approval["preview"], "1 written by Claude Code");
     assert_eq!(approval["choices"][0]["label"], "Yes");

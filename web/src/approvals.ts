@@ -13,6 +13,8 @@ export interface PendingApproval {
   question?: string | null;
   preview?: string | null;
   choices: { id: string; label: string; kind: 'allow' | 'always' | 'deny' }[];
+  /** The tool's own name, from the agent's permission hook (Claude Code: Write, Edit, Bash). */
+  tool_name?: string | null;
 }
 export type Outcome = 'done' | 'gone' | 'changed' | 'still_open';
 export interface Answered {
