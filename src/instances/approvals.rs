@@ -250,7 +250,10 @@ pub fn parse(rules: &Rules, screen: &str) -> Option<PendingApproval> {
     let mut keys: Vec<&str> = choices.iter().map(|(k, _, _)| k.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
-    if choices.len() < 2 || keys.len() != choices.len() {
+    // Keys are typed one character at a time, each literally: letters and digits only.
+    let typable =
+        |key: &str| (1..=8).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric());
+    if choices.len() < 2 || keys.len() != choices.len() || !keys.iter().all(|k| typable(k)) {
         return None;
     }
     // The question just above them, then the rest of the dialog up to its start.
@@ -660,7 +663,8 @@ impl Manager {
             )));
         };
         let keys: Vec<String> = match rules.keys {
-            KeyStyle::Digits => vec![picked.id.clone()],
+            // One character per key: tmux reads a longer word as a key's name (`Enter`).
+            KeyStyle::Digits => picked.id.chars().map(String::from).collect(),
             KeyStyle::Arrows => {
                 let target = dialog
                     .choices
@@ -886,6 +890,28 @@ mod tests {
             parse(&claude(), screen),
             None,
             "Claude Code's rules do not match it"
+        );
+    }
+
+    #[test]
+    fn only_letters_and_digits_are_keys() {
+        let rules = Rules::compile(&ApprovalRules {
+            choice: r"^\[(?P<key>[^\]]+)\] (?P<label>.+)$".into(),
+            ..ApprovalRules::default()
+        })
+        .unwrap();
+        let screen = |keys: [&str; 2]| {
+            format!(
+                "────────\n Bash command\n ls\n Do you want to proceed?\n [{}] Yes\n [{}] No\n Esc to cancel\n",
+                keys[0], keys[1]
+            )
+        };
+        assert!(parse(&rules, &screen(["y", "n"])).is_some());
+        assert_eq!(parse(&rules, &screen(["y", "C-c"])), None, "a key's name");
+        assert_eq!(
+            parse(&rules, &screen(["y", "y"])),
+            None,
+            "the same key twice"
         );
     }
 
