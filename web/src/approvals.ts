@@ -139,15 +139,36 @@ export function approvalSheet(instanceId: string): ApprovalSheet {
     el.hidden = dismissed === approval.id;
   };
   let asking = 0;
+  let asks = false;
+  const look = () => {
+    const ask = ++asking;
+    void api.get<{ pending_approval?: PendingApproval | null }>(`api/instances/${encodeURIComponent(instanceId)}`)
+      .then((instance) => { if (ask === asking && asks) show(instance.pending_approval); })
+      .catch(() => undefined);
+  };
+  // While the agent asks, a newer question can replace the one shown without its status
+  // changing: look again now and then, until the terminal is left.
+  const timer = window.setInterval(() => {
+    if (!el.isConnected) {
+      clearInterval(timer);
+      return;
+    }
+    if (asks && document.visibilityState === 'visible') look();
+  }, 4000);
   const statusChanged = (status: string | null | undefined) => {
-    if (status !== 'needs_permission') {
+    asks = status === 'needs_permission';
+    if (!asks) {
       if (current) show(null);
       return;
     }
-    const ask = ++asking;
-    void api.get<{ pending_approval?: PendingApproval | null }>(`api/instances/${encodeURIComponent(instanceId)}`)
-      .then((instance) => { if (ask === asking) show(instance.pending_approval); })
-      .catch(() => undefined);
+    look();
   };
-  return { el, show: (approval) => show(approval), statusChanged };
+  return {
+    el,
+    show: (approval) => {
+      asks = !!approval;
+      show(approval);
+    },
+    statusChanged,
+  };
 }
