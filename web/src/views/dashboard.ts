@@ -57,10 +57,8 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       const created = await act(submit, () => api.post<Instance>('api/instances', body), undefined, createError);
       submit.textContent = 'Start agent';
       updateLimit();
-      if (created) {
-        toast(`Started ${created.name}.`);
-        location.hash = `#/t/${created.id}`;
-      }
+      // The terminal opening is the confirmation: a toast there would sit over its prompt.
+      if (created) location.hash = `#/t/${created.id}`;
     });
     clear(createBox, h('h2', { id: 'new-agent' }, 'New agent'), limitLine, form, createError.el, unusable.length ? why : null);
     updateLimit();
