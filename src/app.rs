@@ -104,7 +104,14 @@ impl App {
             &config,
             layout.root().to_path_buf(),
         ));
+        let usage = Arc::new(crate::usage::Usage::new(
+            db.clone(),
+            config.clone(),
+            layout.clone(),
+            isolation.clone(),
+        ));
         let state = AppState {
+            usage,
             terminals,
             monitor,
             metrics: Arc::default(),
@@ -175,6 +182,10 @@ impl App {
             let (monitor, token) = (state.monitor.clone(), token.clone());
             move || monitor.clone().run(token.clone())
         }));
+        let usage = tokio::spawn(supervise("usage", token.clone(), {
+            let (usage, token) = (state.usage.clone(), token.clone());
+            move || usage.clone().run(token.clone())
+        }));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
         let proxied = self.proxy_listener.map(|listener| {
@@ -211,6 +222,7 @@ impl App {
         let _ = housekeeping.await;
         let _ = watcher.await;
         let _ = monitor.await;
+        let _ = usage.await;
         // The agents outlive this process, but a machine going down takes them along: what
         // each showed last stays in its record.
         state.instances.keep_screens().await;

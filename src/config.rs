@@ -52,6 +52,9 @@ pub struct Config {
     pub isolation: IsolationConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
+    /// Prices per million tokens by model name (the longest name a model starts with).
+    pub pricing: BTreeMap<String, crate::usage::pricing::Price>,
+    pub usage: UsageConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +183,22 @@ pub struct MonitorConfig {
 impl Default for MonitorConfig {
     fn default() -> Self {
         Self { interval_secs: 5 }
+    }
+}
+
+/// How spending is shown (`[usage]`); prices are in `[pricing."<model>"]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// The currency the prices are in, as shown beside every cost (such as `USD` or `EUR`).
+    pub currency: String,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            currency: "USD".into(),
+        }
     }
 }
 
@@ -318,6 +337,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             isolation: IsolationConfig::default(),
             profiles: crate::instances::profiles::defaults(),
+            pricing: crate::usage::pricing::defaults(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -601,6 +622,14 @@ impl Config {
             return Err(invalid(
                 "limits.idle_timeout_minutes",
                 &format!("must be 0 (never) or up to {MAX_IDLE_MINUTES} minutes (a year)"),
+            ));
+        }
+        crate::usage::pricing::validate(&self.pricing).map_err(|m| invalid("pricing", &m))?;
+        let currency = self.usage.currency.trim();
+        if currency.is_empty() || currency.len() > 8 {
+            return Err(invalid(
+                "usage.currency",
+                "must be a short currency name such as USD",
             ));
         }
         Ok(())

@@ -32,6 +32,8 @@ pub mod secrets;
 pub mod state;
 /// Live terminals: the WebSocket bridge to tmux.
 pub mod terminal;
+/// What agents spend: tokens and money per instance, account and day.
+pub mod usage;
 /// Accounts.
 pub mod users;
 

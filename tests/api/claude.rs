@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use crate::helpers::spawn_app_with;
 use crate::mock_anthropic::{MockAnthropic, REPLY_PREFIX};
 
-const PROFILE: &str = "claude-sonnet-4-5-20250929";
+pub(crate) const PROFILE: &str = "claude-sonnet-4-5-20250929";
 const API_KEY: &str = "sk-ant-api03-pocketdev-test-key-0123456789";
 
-fn claude_binary() -> Option<PathBuf> {
+pub(crate) fn claude_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("POCKETDEV_TEST_CLAUDE") {
         return Some(PathBuf::from(path));
     }
@@ -27,7 +27,7 @@ fn claude_binary() -> Option<PathBuf> {
 
 /// A server whose Sonnet profile runs `claude` against `mock`, and a signed-in user with an
 /// API key set: (app, that user's token).
-async fn app_with_claude(
+pub(crate) async fn app_with_claude(
     claude: &std::path::Path,
     mock: &MockAnthropic,
     customize: impl FnOnce(&mut pocketdev::Config),

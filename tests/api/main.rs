@@ -24,4 +24,5 @@ mod restart;
 mod standin_tmux;
 mod term;
 mod terminal;
+mod usage;
 mod web_assets;

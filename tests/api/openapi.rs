@@ -623,6 +623,7 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         "/api/instances/{id}/restart",
         "/api/instances/{id}/stop",
         "/api/instances/{id}/ticket",
+        "/api/instances/{id}/usage",
         "/ws/instance/{id}",
     ] {
         set(&format!("* {path}"), "id", instance.clone());
