@@ -104,8 +104,10 @@ impl App {
             &config,
             layout.root().to_path_buf(),
         ));
+        let metrics: Arc<crate::monitor::metrics::Metrics> = Arc::default();
         let usage = Arc::new(crate::usage::Usage::new(
             db.clone(),
+            metrics.clone(),
             config.clone(),
             layout.clone(),
             isolation.clone(),
@@ -114,7 +116,7 @@ impl App {
             usage,
             terminals,
             monitor,
-            metrics: Arc::default(),
+            metrics,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             secrets,
             instances,

@@ -32,6 +32,7 @@ const FOLLOW_AFTER_END_SECS: i64 = 3600;
 
 pub struct Usage {
     db: Db,
+    metrics: Arc<crate::monitor::metrics::Metrics>,
     config: Arc<Config>,
     layout: Arc<Layout>,
     isolation: Arc<Isolation>,
@@ -42,6 +43,7 @@ pub struct Usage {
 pub struct Followed {
     pub id: String,
     pub user_id: i64,
+    pub username: String,
     pub name: String,
     pub profile: String,
     pub agent_session_id: Option<String>,
@@ -50,12 +52,14 @@ pub struct Followed {
 impl Usage {
     pub fn new(
         db: Db,
+        metrics: Arc<crate::monitor::metrics::Metrics>,
         config: Arc<Config>,
         layout: Arc<Layout>,
         isolation: Arc<Isolation>,
     ) -> Self {
         Self {
             db,
+            metrics,
             config,
             layout,
             isolation,
@@ -149,6 +153,14 @@ impl Usage {
                 &priced,
             )
             .await?;
+            for reply in &priced {
+                self.metrics.count_usage(
+                    &instance.username,
+                    &reply.model,
+                    &reply.tokens,
+                    reply.cost_micros,
+                );
+            }
         }
         Ok(())
     }

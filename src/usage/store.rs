@@ -12,8 +12,9 @@ use crate::error::AppError;
 /// Instances whose transcripts are read: live ones, and those that ended lately.
 pub async fn followed(db: &Db, ended_since: OffsetDateTime) -> Result<Vec<Followed>, AppError> {
     Ok(sqlx::query_as(
-        "SELECT id, user_id, name, profile, agent_session_id FROM instances
-         WHERE state IN ('starting', 'running') OR ended_at >= ?",
+        "SELECT i.id, i.user_id, u.username, i.name, i.profile, i.agent_session_id
+         FROM instances i JOIN users u ON u.id = i.user_id
+         WHERE i.state IN ('starting', 'running') OR i.ended_at >= ?",
     )
     .bind(ended_since)
     .fetch_all(db)

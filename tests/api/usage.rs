@@ -143,6 +143,19 @@ async fn each_reply_counts_once_per_instance_account_and_day_across_a_restart_an
     );
     let csv = csv.text().await.unwrap();
     assert!(csv.contains(&format!(",cleo,{id},")), "{csv}");
+    let metrics = app
+        .get("/metrics", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "pocketdev_tokens_total{{account=\"cleo\",model=\"{PROFILE}\",kind=\"output\"}} 24"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pocketdev_cost_total{account=\"cleo\""));
     assert_eq!(
         app.get("/api/admin/usage", Some(&token)).await.status(),
         StatusCode::FORBIDDEN
