@@ -104,7 +104,15 @@ impl App {
             &config,
             layout.root().to_path_buf(),
         ));
+        let shutdown = CancellationToken::new();
+        let push = Arc::new(crate::push::Push::new(
+            &config,
+            db.clone(),
+            &layout.server_dir(),
+            shutdown.clone(),
+        )?);
         let state = AppState {
+            push,
             terminals,
             monitor,
             metrics: Arc::default(),
@@ -119,7 +127,7 @@ impl App {
             tmux_version: tmux_version.map(Arc::from),
             started_at: Instant::now(),
             signouts: Default::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
         };
         if state.isolation.enabled()
             && state
@@ -175,6 +183,10 @@ impl App {
             let (monitor, token) = (state.monitor.clone(), token.clone());
             move || monitor.clone().run(token.clone())
         }));
+        let notifier = tokio::spawn(supervise("notifications", token.clone(), {
+            let state = state.clone();
+            move || crate::push::notifier::run(state.clone())
+        }));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
         let proxied = self.proxy_listener.map(|listener| {
@@ -211,6 +223,7 @@ impl App {
         let _ = housekeeping.await;
         let _ = watcher.await;
         let _ = monitor.await;
+        let _ = notifier.await;
         // The agents outlive this process, but a machine going down takes them along: what
         // each showed last stays in its record.
         state.instances.keep_screens().await;
