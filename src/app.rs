@@ -112,8 +112,16 @@ impl App {
             layout.clone(),
             isolation.clone(),
         ));
+        let shutdown = CancellationToken::new();
+        let push = Arc::new(crate::push::Push::new(
+            &config,
+            db.clone(),
+            &layout.server_dir(),
+            shutdown.clone(),
+        )?);
         let state = AppState {
             usage,
+            push,
             terminals,
             monitor,
             metrics,
@@ -128,7 +136,7 @@ impl App {
             tmux_version: tmux_version.map(Arc::from),
             started_at: Instant::now(),
             signouts: Default::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
         };
         if state.isolation.enabled()
             && state
@@ -188,6 +196,10 @@ impl App {
             let (usage, token) = (state.usage.clone(), token.clone());
             move || usage.clone().run(token.clone())
         }));
+        let notifier = tokio::spawn(supervise("notifications", token.clone(), {
+            let state = state.clone();
+            move || crate::push::notifier::run(state.clone())
+        }));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
         let proxied = self.proxy_listener.map(|listener| {
@@ -225,6 +237,7 @@ impl App {
         let _ = watcher.await;
         let _ = monitor.await;
         let _ = usage.await;
+        let _ = notifier.await;
         // The agents outlive this process, but a machine going down takes them along: what
         // each showed last stays in its record.
         state.instances.keep_screens().await;

@@ -26,6 +26,8 @@ pub mod isolation;
 pub mod layout;
 /// Host and instance usage, idle stops, agent status.
 pub mod monitor;
+/// Web Push notifications.
+pub mod push;
 /// Per-user encrypted secrets.
 pub mod secrets;
 /// Shared application state.

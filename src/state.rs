@@ -27,6 +27,7 @@ pub struct AppState {
     pub monitor: Arc<crate::monitor::Monitor>,
     pub metrics: Arc<crate::monitor::metrics::Metrics>,
     pub usage: Arc<crate::usage::Usage>,
+    pub push: Arc<crate::push::Push>,
     /// tmux's version as found at start-up; `None` when tmux is missing.
     pub tmux_version: Option<Arc<str>>,
     pub started_at: Instant,

@@ -40,6 +40,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::files::router())
         .merge(crate::monitor::router())
         .merge(crate::usage::router())
+        .merge(crate::push::router())
         .split_for_parts()
 }
 

@@ -22,6 +22,7 @@ use crate::config::Config;
         (name = "files", description = "Your workspace's files"),
         (name = "secrets", description = "Per-user secrets such as API keys"),
         (name = "system", description = "Health"),
+        (name = "push", description = "Web Push notifications: devices, preferences, actions"),
     )
 )]
 pub struct ApiDoc;

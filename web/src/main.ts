@@ -6,6 +6,7 @@ import { h, clear, toast, showError, statusBadge, icon } from './ui';
 import { loginView } from './views/login';
 import { dashboardView } from './views/dashboard';
 import { settingsView } from './views/settings';
+import { watchNotificationLinks } from './push';
 
 export interface Ctx {
   user: User;
@@ -370,4 +371,6 @@ if ('serviceWorker' in navigator && window.isSecureContext && !import.meta.env.D
   window.addEventListener('load', () => {
     navigator.serviceWorker.register('./sw.js', { scope: './' }).catch(() => undefined);
   });
+  // A tapped notification's link, also when the app started at its start URL (iOS).
+  watchNotificationLinks();
 }

@@ -13,6 +13,7 @@ import { mountKeyBar, customizeKeys, ctrlOf } from '../terminal/keys';
 import { mountScrolling } from '../terminal/scroll';
 import { mountSelection } from '../terminal/select';
 import { effectiveTheme, jumpToNextWaiting, openSwitcher, type Ctx } from '../main';
+import { muteMenuItem } from '../push';
 
 const FONT_KEY = 'pd.fontSize';
 const themes = {
@@ -49,6 +50,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void openSwitcher(); } }, 'Switch agent'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void import('../terminal/history').then((m) => m.openHistory({ instanceId: id, name: instance!.name })); } }, 'History and search'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); customizeKeys(() => keys.rebuild()); } }, 'Customize keys'),
+    muteMenuItem(id, () => menu.hidePopover()),
     h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
   const header = h('header', { class: 'term-head' },
     h('a', { href: '#/', class: 'icon-button', 'aria-label': 'Back to agents' }, icon('back')),
