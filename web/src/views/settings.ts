@@ -3,6 +3,7 @@ import { api, ApiError, type Secret } from '../api';
 import { h, clear, act, confirmDialog, when, toast, inlineError } from '../ui';
 import { applyTheme, getTheme, session, type Ctx, type Theme } from '../main';
 import { notificationsPanel } from '../push';
+import { usagePanel } from './usage';
 
 export async function settingsView(ctx: Ctx): Promise<() => void> {
   const secretList = h('ul', { class: 'secret-list', 'aria-label': 'Your secrets' }, h('li', { class: 'muted' }, 'Loading…'));
@@ -40,6 +41,7 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
       h('p', { class: 'muted' }, 'Agents get these as environment variables, for example ANTHROPIC_API_KEY for Claude Code or GLM_API_KEY for GLM.'),
       secretList, secretForm),
     notifications.el,
+    usagePanel(),
     h('section', { class: 'panel', 'aria-labelledby': 'pw-h' }, h('h2', { id: 'pw-h' }, 'Password'), pwForm),
     h('section', { class: 'panel', 'aria-labelledby': 'look-h' }, h('h2', { id: 'look-h' }, 'Appearance'), themeBox),
     h('p', { class: 'muted' }, `Signed in as ${session.user?.username ?? ''}.`));
