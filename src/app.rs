@@ -193,8 +193,8 @@ impl App {
             move || monitor.clone().run(token.clone())
         }));
         let usage = tokio::spawn(supervise("usage", token.clone(), {
-            let (usage, token) = (state.usage.clone(), token.clone());
-            move || usage.clone().run(token.clone())
+            let state = state.clone();
+            move || crate::usage::run(state.clone())
         }));
         let notifier = tokio::spawn(supervise("notifications", token.clone(), {
             let state = state.clone();

@@ -270,6 +270,7 @@ async fn create_instance(
     auth: AuthUser,
     Json(req): Json<CreateInstance>,
 ) -> AppResult<(StatusCode, Json<Instance>)> {
+    crate::usage::budgets::admit(&state, auth.user.id).await?;
     let instance = state
         .instances
         .create(
@@ -354,6 +355,7 @@ async fn restart_instance(
     Path(id): Path<String>,
 ) -> AppResult<Json<Instance>> {
     let instance = visible(&state, &auth, &id).await?;
+    crate::usage::budgets::admit(&state, instance.owner).await?;
     let restarted = state.instances.restart(&instance).await?;
     audit_instance(&state, &auth, client, "instance.restart", &restarted).await;
     Ok(Json(restarted))

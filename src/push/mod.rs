@@ -70,7 +70,8 @@ pub struct Question {
 /// notification and to answer it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Payload {
-    /// `permission`, `waiting`, `exited`, `alert`, `sign_in`, or `clear` (withdraw `tag`).
+    /// `permission`, `waiting`, `exited`, `alert`, `sign_in`, `budget`, or `clear` (withdraw
+    /// `tag`).
     pub kind: &'static str,
     /// Notifications with the same tag replace each other: one per instance.
     pub tag: String,
@@ -362,6 +363,28 @@ pub fn signed_in(
                 token: None,
             },
             key: format!("sign-in:{ip}:{device}"),
+            urgency: Urgency::Normal,
+            ttl: Duration::from_secs(24 * 3600),
+        },
+    );
+}
+
+/// Tells `user`'s devices how their budget stands (80 % spent, or all of it).
+pub fn budget_notice(state: &AppState, user_id: i64, text: &str) {
+    state.push.notify(
+        user_id,
+        Message {
+            payload: Payload {
+                kind: "budget",
+                tag: "budget".into(),
+                title: "Spending budget".into(),
+                body: clip(text),
+                url: "#/settings".into(),
+                instance: None,
+                question: None,
+                token: None,
+            },
+            key: "budget".into(),
             urgency: Urgency::Normal,
             ttl: Duration::from_secs(24 * 3600),
         },

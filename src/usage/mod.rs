@@ -4,6 +4,7 @@
 //! account, a few MiB at most per file per pass, remembering how far it read, so nothing is
 //! read twice or counted twice after a restart, and nothing leaves the machine.
 
+pub mod budgets;
 pub mod pricing;
 pub mod routes;
 pub mod store;
@@ -72,20 +73,6 @@ impl Usage {
             .profiles
             .get(profile)
             .is_some_and(|p| p.kind == ProfileKind::Claude)
-    }
-
-    /// Follows transcripts until `shutdown`, one pass per monitor interval.
-    pub async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let every = std::time::Duration::from_secs(self.config.monitor.interval_secs.max(1));
-        loop {
-            if let Err(e) = self.pass().await {
-                tracing::warn!(error = %e, "reading agents' usage failed");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
-        }
     }
 
     /// One pass over every followed instance.
@@ -185,6 +172,23 @@ impl Usage {
 
     pub fn currency(&self) -> &str {
         &self.config.usage.currency
+    }
+}
+
+/// Follows transcripts and holds budgets until shutdown, one pass per monitor interval.
+pub async fn run(state: crate::state::AppState) {
+    let every = std::time::Duration::from_secs(state.config.monitor.interval_secs.max(1));
+    loop {
+        if let Err(e) = state.usage.pass().await {
+            tracing::warn!(error = %e, "reading agents' usage failed");
+        }
+        if let Err(e) = budgets::enforce(&state).await {
+            tracing::warn!(error = %e, "holding budgets failed");
+        }
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 

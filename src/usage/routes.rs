@@ -11,9 +11,11 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::budgets::{self, Period, Standing};
 use super::{SpendTotals, day, store, sum_by};
 use crate::auth::extract::{AdminUser, AuthUser};
-use crate::error::{AppResult, ErrorBody, Json, Path, Query};
+use crate::error::{AppError, AppResult, ErrorBody, Json, JsonRejections, Path, Query};
+use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -21,6 +23,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(own))
         .routes(routes!(everyone))
         .routes(routes!(instance))
+        .routes(routes!(list_budgets, set_budget))
+        .routes(routes!(remove_budget))
+        .routes(routes!(lift_budget))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -65,6 +70,8 @@ pub struct AccountSpending {
     pub by_instance: Vec<InstanceTotals>,
     /// The last 30 days, oldest first, every day present.
     pub days: Vec<DayTotals>,
+    /// The budgets that limit this account (its own and the server's), with what is spent.
+    pub budgets: Vec<Standing>,
 }
 
 struct Windows {
@@ -94,6 +101,15 @@ impl Windows {
 }
 
 fn account_usage(state: &AppState, rows: &[store::Row], w: &Windows) -> AccountSpending {
+    account_usage_with(state, rows, w, Vec::new())
+}
+
+fn account_usage_with(
+    state: &AppState,
+    rows: &[store::Row],
+    w: &Windows,
+    budgets: Vec<Standing>,
+) -> AccountSpending {
     let sum = |from: &str| {
         let mut totals = SpendTotals::default();
         for row in rows.iter().filter(|r| r.day.as_str() >= from) {
@@ -135,6 +151,7 @@ fn account_usage(state: &AppState, rows: &[store::Row], w: &Windows) -> AccountS
         month: sum(&w.month),
         by_model,
         by_instance,
+        budgets,
         days: w
             .days
             .iter()
@@ -154,7 +171,12 @@ fn account_usage(state: &AppState, rows: &[store::Row], w: &Windows) -> AccountS
 async fn own(State(state): State<AppState>, auth: AuthUser) -> AppResult<Json<AccountSpending>> {
     let w = windows(OffsetDateTime::now_utc());
     let rows = store::rows(&state.db, Some(auth.user.id), w.since()).await?;
-    Ok(Json(account_usage(&state, &rows, &w)))
+    let now = OffsetDateTime::now_utc();
+    let mut standings = Vec::new();
+    for budget in budgets::for_user(&state.db, auth.user.id).await? {
+        standings.push(budgets::standing(&state.db, &budget, state.usage.currency(), now).await?);
+    }
+    Ok(Json(account_usage_with(&state, &rows, &w, standings)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -343,6 +365,177 @@ async fn instance(
         today: today_totals,
         total: totals,
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetBudget {
+    /// The account it limits; null or absent for the whole server.
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    pub period: Period,
+    /// At most this much money per period, in the configured currency.
+    #[serde(default)]
+    #[schema(minimum = 0.0001, maximum = 1000000000.0)]
+    pub cost: Option<f64>,
+    /// At most this many tokens per period.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub tokens: Option<i64>,
+}
+
+async fn standing_of(state: &AppState, id: i64) -> AppResult<Standing> {
+    let budget = budgets::all(&state.db)
+        .await?
+        .into_iter()
+        .find(|b| b.id == id)
+        .ok_or_else(|| AppError::not_found("budget"))?;
+    budgets::standing(
+        &state.db,
+        &budget,
+        state.usage.currency(),
+        OffsetDateTime::now_utc(),
+    )
+    .await
+}
+
+/// Every budget, with what its account (or the server) has spent this period.
+#[utoipa::path(get, path = "/api/admin/budgets", tag = "usage",
+    responses((status = 200, body = Vec<Standing>), (status = 403, description = "not an admin", body = ErrorBody)))]
+async fn list_budgets(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> AppResult<Json<Vec<Standing>>> {
+    let now = OffsetDateTime::now_utc();
+    let mut all = Vec::new();
+    for budget in budgets::all(&state.db).await? {
+        all.push(budgets::standing(&state.db, &budget, state.usage.currency(), now).await?);
+    }
+    Ok(Json(all))
+}
+
+/// Sets the budget of an account (or of the server) for a period, replacing the one there was.
+#[utoipa::path(put, path = "/api/admin/budgets", tag = "usage", request_body = SetBudget,
+    responses((status = 200, body = Standing), JsonRejections, (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "no such account", body = ErrorBody)))]
+async fn set_budget(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    client: ClientInfo,
+    Json(req): Json<SetBudget>,
+) -> AppResult<Json<Standing>> {
+    if req.cost.is_none() && req.tokens.is_none() {
+        return Err(AppError::Unprocessable(
+            "give a cost, a number of tokens, or both".into(),
+        ));
+    }
+    if let Some(cost) = req.cost
+        && !(cost.is_finite() && (0.0001..=1e9).contains(&cost))
+    {
+        return Err(AppError::Unprocessable(
+            "cost must be a positive amount up to 1000000000".into(),
+        ));
+    }
+    if req.tokens.is_some_and(|t| t < 1) {
+        return Err(AppError::Unprocessable("tokens must be at least 1".into()));
+    }
+    if let Some(user) = req.user_id
+        && crate::users::store::by_id(&state.db, user).await?.is_none()
+    {
+        return Err(AppError::not_found("account"));
+    }
+    let id = budgets::set(
+        &state.db,
+        req.user_id,
+        req.period,
+        req.cost.map(|c| (c * 1e6).round() as i64),
+        req.tokens,
+    )
+    .await?;
+    audit_budget(
+        &state,
+        &admin,
+        client,
+        "budget.set",
+        id,
+        serde_json::json!({
+            "user_id": req.user_id, "period": req.period, "cost": req.cost, "tokens": req.tokens,
+        }),
+    )
+    .await;
+    Ok(Json(standing_of(&state, id).await?))
+}
+
+/// Removes a budget.
+#[utoipa::path(delete, path = "/api/admin/budgets/{id}", tag = "usage",
+    params(("id" = i64, Path, description = "budget id")),
+    responses((status = 204), (status = 403, description = "not an admin", body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn remove_budget(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    client: ClientInfo,
+    Path(id): Path<i64>,
+) -> AppResult<axum::http::StatusCode> {
+    if !budgets::remove(&state.db, id).await? {
+        return Err(AppError::not_found("budget"));
+    }
+    audit_budget(
+        &state,
+        &admin,
+        client,
+        "budget.remove",
+        id,
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Lifts a budget for the rest of today (UTC): agents may start again until midnight.
+#[utoipa::path(post, path = "/api/admin/budgets/{id}/lift", tag = "usage",
+    params(("id" = i64, Path, description = "budget id")),
+    responses((status = 200, body = Standing), (status = 403, description = "not an admin", body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn lift_budget(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    client: ClientInfo,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Standing>> {
+    if !budgets::lift(&state.db, id, OffsetDateTime::now_utc()).await? {
+        return Err(AppError::not_found("budget"));
+    }
+    audit_budget(
+        &state,
+        &admin,
+        client,
+        "budget.lift",
+        id,
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(Json(standing_of(&state, id).await?))
+}
+
+async fn audit_budget(
+    state: &AppState,
+    admin: &AdminUser,
+    client: ClientInfo,
+    action: &str,
+    id: i64,
+    detail: serde_json::Value,
+) {
+    crate::audit::record(
+        &state.db,
+        crate::audit::Event {
+            user_id: Some(admin.0.user.id),
+            username: Some(&admin.0.user.username),
+            action,
+            target: Some(format!("budget:{id}")),
+            ip: Some(client.ip),
+            detail: Some(detail),
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ fn overrides(op: &str, fixtures: &Fixtures) -> Option<Override> {
         "DELETE /api/files" => path("to-delete.txt"),
         "POST /api/files/mkdir" => Override::Body(json!({ "path": "new-folder" })),
         "POST /api/push/subscriptions" => Override::Body(push_subscription()),
+        // A budget needs a cost or a number of tokens, either of which the schema leaves out.
+        "PUT /api/admin/budgets" => Override::Body(json!({ "period": "month", "cost": 50 })),
         "POST /api/files/move" => {
             Override::Body(json!({ "from": "to-move.txt", "to": "moved.txt" }))
         }
@@ -637,9 +639,31 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
     let mut set = |op: &str, name: &str, value: String| {
         params.insert((op.to_owned(), name.to_owned()), value);
     };
-    set("* /api/admin/users/{id}", "id", kept_user);
+    set("* /api/admin/users/{id}", "id", kept_user.clone());
     set("DELETE /api/admin/users/{id}", "id", deleted_user);
     set("* /api/admin/invites/{id}", "id", invite["id"].to_string());
+    // Two budgets: one to lift, one to remove (an account's: the PUT's own request replaces the
+    // server's).
+    for (path, user) in [
+        ("POST /api/admin/budgets/{id}/lift", Value::Null),
+        (
+            "DELETE /api/admin/budgets/{id}",
+            json!(kept_user.parse::<i64>().unwrap()),
+        ),
+    ] {
+        let budget: Value = app
+            .call(
+                Method::PUT,
+                "/api/admin/budgets",
+                Some(&token),
+                Some(json!({ "user_id": user, "period": "day", "tokens": 1_000_000 })),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        set(path, "id", budget["id"].to_string());
+    }
     for path in [
         "/api/instances/{id}",
         "/api/instances/{id}/command",

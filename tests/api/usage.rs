@@ -223,3 +223,161 @@ async fn each_reply_counts_once_per_instance_account_and_day_across_a_restart_an
     let health = app.call(Method::GET, "/api/health", None, None).await;
     assert_eq!(health.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_spent_budget_stops_the_quiet_agent_and_refuses_new_ones_until_lifted() {
+    let Some(claude) = claude_binary() else {
+        eprintln!(
+            "SKIPPED: the Claude Code CLI is not installed (run scripts/test.sh, which installs it into .test-tools/)"
+        );
+        return;
+    };
+    let mock = MockAnthropic::start().await;
+    let (app, token) = app_with_claude(&claude, &mock, |c| c.monitor.interval_secs = 1).await;
+    let admin = app.admin_token().await;
+    let cleo_id = app.user_id(&token).await;
+
+    // Bad budgets are refused in words.
+    let put = |body: Value, who: String| {
+        let app = &app;
+        async move {
+            app.call(Method::PUT, "/api/admin/budgets", Some(&who), Some(body))
+                .await
+        }
+    };
+    let refused = put(
+        json!({ "user_id": cleo_id, "period": "day" }),
+        admin.clone(),
+    )
+    .await;
+    crate::helpers::expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "no limit").await;
+    let refused = put(
+        json!({ "user_id": cleo_id, "period": "day", "cost": -1 }),
+        admin.clone(),
+    )
+    .await;
+    crate::helpers::expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "negative").await;
+    let refused = put(
+        json!({ "user_id": 9999, "period": "day", "cost": 1 }),
+        admin.clone(),
+    )
+    .await;
+    crate::helpers::expect_error(refused, StatusCode::NOT_FOUND, "no such account").await;
+    let refused = put(
+        json!({ "user_id": cleo_id, "period": "week", "cost": 1 }),
+        admin.clone(),
+    )
+    .await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let refused = put(json!({ "period": "day", "cost": 1 }), token.clone()).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // Two mock replies cost 312 millionths of a dollar: a budget of 300 is spent by the second.
+    let budget: Value = put(
+        json!({ "user_id": cleo_id, "period": "day", "cost": 0.0003 }),
+        admin.clone(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(budget["state"], "ok", "{budget}");
+    let budget_id = budget["id"].as_i64().unwrap();
+
+    let instance = app
+        .create_instance(&token, json!({ "profile": PROFILE }))
+        .await;
+    let id = instance["id"].as_str().unwrap().to_owned();
+    app.wait_for_output_within(&token, &id, "? for shortcuts", Duration::from_secs(30))
+        .await;
+    turn(&app, &token, &id, "First turn").await;
+    expect_total(&app, &token, &id, REPLY_TOKENS).await;
+    assert_eq!(app.instance(&token, &id).await["state"], "running");
+    turn(&app, &token, &id, "Second turn").await;
+
+    // Once the reader has the second reply, the agent (at its prompt) is stopped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stopped = loop {
+        let now = app.instance(&token, &id).await;
+        if now["state"] == "stopped" {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent over its budget was not stopped: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stopped["end_reason"], "budget", "{stopped}");
+
+    // New agents and restarts are refused, saying which budget and when it starts again.
+    let usage: Value = app
+        .get("/api/usage", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["budgets"][0]["state"], "exceeded", "{usage}");
+    let refused = app
+        .post(
+            "/api/instances",
+            Some(&token),
+            json!({ "profile": PROFILE }),
+        )
+        .await;
+    crate::helpers::expect_error_saying(refused, StatusCode::CONFLICT, "daily budget").await;
+    let refused = app
+        .post(
+            &format!("/api/instances/{id}/restart"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    crate::helpers::expect_error_saying(refused, StatusCode::CONFLICT, "starts again at").await;
+
+    // The admins were alerted.
+    let alerts: Value = app
+        .get("/api/system/alerts", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "budget:cleo"),
+        "{alerts}"
+    );
+
+    // Lifted for today, agents may start again.
+    let lifted: Value = app
+        .post(
+            &format!("/api/admin/budgets/{budget_id}/lift"),
+            Some(&admin),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lifted["state"], "lifted", "{lifted}");
+    let restarted = app
+        .post(
+            &format!("/api/instances/{id}/restart"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(restarted.status(), StatusCode::OK);
+    let removed = app
+        .call(
+            Method::DELETE,
+            &format!("/api/admin/budgets/{budget_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+}
