@@ -76,6 +76,12 @@ export function startEvents(): void {
   });
   es.onerror = () => {
     if (es !== source) return;
+    // Offline, retries only fail: the `online` event opens it again.
+    if (!navigator.onLine) {
+      es.close();
+      source = null;
+      return;
+    }
     // A network error leaves it reconnecting by itself; a refusal (401, 409) closes it.
     if (es.readyState !== EventSource.CLOSED) return;
     source = null;
@@ -110,7 +116,7 @@ function reopen(): void {
   if (!running) return;
   source?.close();
   source = null;
-  startEvents();
+  if (navigator.onLine) startEvents();
 }
 
 function publish(list: Instance[]): void {
