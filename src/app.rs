@@ -136,6 +136,7 @@ impl App {
             tmux_version: tmux_version.map(Arc::from),
             started_at: Instant::now(),
             signouts: Default::default(),
+            events: Arc::default(),
             shutdown,
         };
         if state.isolation.enabled()

@@ -14,6 +14,8 @@ pub mod config;
 pub mod db;
 /// The HTTP error type.
 pub mod error;
+/// Live events for signed-in tabs (Server-Sent Events).
+pub mod events;
 /// Workspace files inside a jail.
 pub mod files;
 /// Router, middleware, OpenAPI.

@@ -33,6 +33,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// Sessions as they end, for the sockets opened with them.
     pub signouts: crate::auth::signouts::SignOuts,
+    /// Open live event streams, per user.
+    pub events: Arc<crate::events::Streams>,
     /// Cancelled on shutdown; long-lived tasks and sockets watch it.
     pub shutdown: CancellationToken,
 }

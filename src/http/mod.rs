@@ -41,6 +41,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::monitor::router())
         .merge(crate::usage::router())
         .merge(crate::push::router())
+        .merge(crate::events::router())
         .split_for_parts()
 }
 

@@ -236,7 +236,7 @@ pub struct InstanceView {
 }
 
 impl InstanceView {
-    fn new(state: &AppState, instance: Instance) -> Self {
+    pub(crate) fn new(state: &AppState, instance: Instance) -> Self {
         let usage = instance
             .state
             .is_live()
@@ -311,6 +311,7 @@ async fn rename_instance(
     let instance = visible(&state, &auth, &id).await?;
     let name = super::manager::check_name(&req.name)?;
     store::rename(&state.db, &instance.id, &name).await?;
+    state.instances.publish(&instance.id).await?;
     Ok(Json(
         store::get(&state.db, &id)
             .await?

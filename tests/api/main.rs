@@ -7,6 +7,7 @@ mod cli;
 mod counting_stream;
 mod deploy;
 mod deploy_vm;
+mod events;
 mod files;
 mod hardening;
 mod helpers;
