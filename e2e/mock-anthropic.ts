@@ -22,6 +22,13 @@ function sse(events: [string, unknown][]): string {
   return events.map(([event, data]) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`).join('');
 }
 
+let replies = 0;
+/** Each reply's own id, as the real API gives (transcript readers tell replies apart by it). */
+function messageId(): string {
+  replies += 1;
+  return `msg_mock_${replies}`;
+}
+
 export class MockAnthropic {
   readonly seen: Seen[] = [];
   private calls = 0;
@@ -75,13 +82,13 @@ export class MockAnthropic {
     const usage = { input_tokens: 12, output_tokens: 8, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
     if (body.stream !== true) {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
-        id: 'msg_mock', type: 'message', role: 'assistant', model, content: [{ type: 'text', text }],
+        id: messageId(), type: 'message', role: 'assistant', model, content: [{ type: 'text', text }],
         stop_reason: 'end_turn', stop_sequence: null, usage,
       }));
       return;
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }).end(sse([
-      ['message_start', { type: 'message_start', message: { id: 'msg_mock', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage } }],
+      ['message_start', { type: 'message_start', message: { id: messageId(), type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage } }],
       ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
       ['ping', { type: 'ping' }],
       ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }],

@@ -104,10 +104,27 @@ impl App {
             &config,
             layout.root().to_path_buf(),
         ));
+        let metrics: Arc<crate::monitor::metrics::Metrics> = Arc::default();
+        let usage = Arc::new(crate::usage::Usage::new(
+            db.clone(),
+            metrics.clone(),
+            config.clone(),
+            layout.clone(),
+            isolation.clone(),
+        ));
+        let shutdown = CancellationToken::new();
+        let push = Arc::new(crate::push::Push::new(
+            &config,
+            db.clone(),
+            &layout.server_dir(),
+            shutdown.clone(),
+        )?);
         let state = AppState {
+            usage,
+            push,
             terminals,
             monitor,
-            metrics: Arc::default(),
+            metrics,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             secrets,
             instances,
@@ -119,7 +136,8 @@ impl App {
             tmux_version: tmux_version.map(Arc::from),
             started_at: Instant::now(),
             signouts: Default::default(),
-            shutdown: CancellationToken::new(),
+            events: Arc::default(),
+            shutdown,
         };
         if state.isolation.enabled()
             && state
@@ -175,6 +193,14 @@ impl App {
             let (monitor, token) = (state.monitor.clone(), token.clone());
             move || monitor.clone().run(token.clone())
         }));
+        let usage = tokio::spawn(supervise("usage", token.clone(), {
+            let state = state.clone();
+            move || crate::usage::run(state.clone())
+        }));
+        let notifier = tokio::spawn(supervise("notifications", token.clone(), {
+            let state = state.clone();
+            move || crate::push::notifier::run(state.clone())
+        }));
         let router = crate::http::router(state.clone());
         let serve_token = token.clone();
         let proxied = self.proxy_listener.map(|listener| {
@@ -211,6 +237,8 @@ impl App {
         let _ = housekeeping.await;
         let _ = watcher.await;
         let _ = monitor.await;
+        let _ = usage.await;
+        let _ = notifier.await;
         // The agents outlive this process, but a machine going down takes them along: what
         // each showed last stays in its record.
         state.instances.keep_screens().await;

@@ -50,8 +50,12 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
     pub isolation: IsolationConfig,
+    pub push: PushConfig,
     /// Agent profiles by id; the built-in ones can be changed or disabled (`enabled = false`).
     pub profiles: BTreeMap<String, Profile>,
+    /// Prices per million tokens by model name (the longest name a model starts with).
+    pub pricing: BTreeMap<String, crate::usage::pricing::Price>,
+    pub usage: UsageConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +184,22 @@ pub struct MonitorConfig {
 impl Default for MonitorConfig {
     fn default() -> Self {
         Self { interval_secs: 5 }
+    }
+}
+
+/// How spending is shown (`[usage]`); prices are in `[pricing."<model>"]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// The currency the prices are in, as shown beside every cost (such as `USD` or `EUR`).
+    pub currency: String,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            currency: "USD".into(),
+        }
     }
 }
 
@@ -317,7 +337,10 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             isolation: IsolationConfig::default(),
+            push: PushConfig::default(),
             profiles: crate::instances::profiles::defaults(),
+            pricing: crate::usage::pricing::defaults(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -521,6 +544,9 @@ impl Config {
                 "must be a folder name of a-z, 0-9, `-` and `_`",
             ));
         }
+        if let Some(subject) = &self.push.subject {
+            crate::push::check_subject(subject).map_err(|why| invalid("push.subject", why))?;
+        }
         if self.proxy_socket.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(invalid("proxy_socket", "must be an absolute path"));
         }
@@ -606,6 +632,14 @@ impl Config {
                 &format!("must be 0 (never) or up to {MAX_IDLE_MINUTES} minutes (a year)"),
             ));
         }
+        crate::usage::pricing::validate(&self.pricing).map_err(|m| invalid("pricing", &m))?;
+        let currency = self.usage.currency.trim();
+        if currency.is_empty() || currency.len() > 8 {
+            return Err(invalid(
+                "usage.currency",
+                "must be a short currency name such as USD",
+            ));
+        }
         Ok(())
     }
 
@@ -680,6 +714,37 @@ fn normalize_base_path(raw: &str) -> Option<String> {
         .split('/')
         .all(segment_ok)
         .then(|| format!("/{trimmed}/"))
+}
+
+/// Web Push notifications (see `push`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Who runs this server, for the push services: a real `mailto:` or `https:` address
+    /// (Apple refuses made-up ones). Push is off until it is set.
+    pub subject: Option<String>,
+    /// Hosts of the push services subscriptions may name; `*.` allows any subdomain. Nothing
+    /// else is ever sent to.
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a notification's Allow / Deny stays usable.
+    pub action_token_ttl_secs: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            subject: None,
+            allowed_hosts: [
+                "fcm.googleapis.com",
+                "updates.push.services.mozilla.com",
+                "web.push.apple.com",
+                "*.notify.windows.com",
+            ]
+            .map(String::from)
+            .to_vec(),
+            action_token_ttl_secs: 600,
+        }
+    }
 }
 
 #[cfg(test)]

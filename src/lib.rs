@@ -14,6 +14,8 @@ pub mod config;
 pub mod db;
 /// The HTTP error type.
 pub mod error;
+/// Live events for signed-in tabs (Server-Sent Events).
+pub mod events;
 /// Workspace files inside a jail.
 pub mod files;
 /// Router, middleware, OpenAPI.
@@ -26,12 +28,16 @@ pub mod isolation;
 pub mod layout;
 /// Host and instance usage, idle stops, agent status.
 pub mod monitor;
+/// Web Push notifications.
+pub mod push;
 /// Per-user encrypted secrets.
 pub mod secrets;
 /// Shared application state.
 pub mod state;
 /// Live terminals: the WebSocket bridge to tmux.
 pub mod terminal;
+/// What agents spend: tokens and money per instance, account and day.
+pub mod usage;
 /// Accounts.
 pub mod users;
 

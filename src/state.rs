@@ -26,11 +26,15 @@ pub struct AppState {
     pub terminals: Arc<crate::terminal::Terminals>,
     pub monitor: Arc<crate::monitor::Monitor>,
     pub metrics: Arc<crate::monitor::metrics::Metrics>,
+    pub usage: Arc<crate::usage::Usage>,
+    pub push: Arc<crate::push::Push>,
     /// tmux's version as found at start-up; `None` when tmux is missing.
     pub tmux_version: Option<Arc<str>>,
     pub started_at: Instant,
     /// Sessions as they end, for the sockets opened with them.
     pub signouts: crate::auth::signouts::SignOuts,
+    /// Open live event streams, per user.
+    pub events: Arc<crate::events::Streams>,
     /// Cancelled on shutdown; long-lived tasks and sockets watch it.
     pub shutdown: CancellationToken,
 }

@@ -35,6 +35,26 @@ for (const scheme of ['light', 'dark'] as const) {
     await page.getByRole('button', { name: 'Start agent' }).click();
     await expectTerminal(page, 'agent> ');
     found.push(...(await audit(page, 'terminal')));
+    // The terminal's own layers: a selection's menu, a key's alternates, the key chooser, the
+    // history sheet.
+    const corner = (await page.locator('.xterm-screen').boundingBox())!;
+    // What a long press raises on a phone: the context menu event.
+    await page.mouse.click(corner.x + 10, corner.y + 8, { button: 'right' });
+    found.push(...(await audit(page, 'terminal, selecting')));
+    await page.getByRole('button', { name: 'Done selecting' }).click();
+    await page.getByRole('button', { name: 'Control-C', exact: true }).dispatchEvent('contextmenu');
+    await expect(page.getByRole('menu', { name: 'More keys' })).toBeVisible();
+    found.push(...(await audit(page, 'terminal, alternates')));
+    await page.keyboard.press('Escape');
+    await page.getByRole('button', { name: 'More' }).click();
+    await page.getByRole('menuitem', { name: 'Customize keys' }).click();
+    found.push(...(await audit(page, 'customize keys')));
+    await page.getByRole('dialog', { name: 'Customize keys' }).getByRole('button', { name: 'Cancel' }).click();
+    await page.getByRole('button', { name: 'More' }).click();
+    await page.getByRole('menuitem', { name: 'History and search' }).click();
+    await expect(page.getByRole('dialog')).toContainText('agent>');
+    found.push(...(await audit(page, 'history')));
+    await page.getByRole('dialog').getByRole('button', { name: 'Close' }).click();
     await page.getByRole('link', { name: 'Back to agents' }).click();
     await expect(page.getByRole('article', { name: `a11y-${scheme}` })).toBeVisible();
     found.push(...(await audit(page, 'dashboard with an agent')));

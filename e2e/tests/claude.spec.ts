@@ -91,6 +91,16 @@ test('a new user gets from sign-in to a working Claude Code terminal', async ({ 
   await page.getByRole('link', { name: 'Back to agents' }).click();
   await expect(page.getByRole('article', { name: 'claude' })).toBeVisible();
 
+  // What the turn cost, read from Claude Code's own transcript: the mock's 12 + 8 tokens at
+  // Sonnet 4.5's prices.
+  await page.getByRole('link', { name: 'Settings', exact: true }).click();
+  await expect.poll(async () => {
+    await page.reload();
+    return page.locator('.usage-totals dd').first().textContent({ timeout: 5000 });
+  }, { timeout: 30_000 }).toBe('20 tokens · $0.0002');
+  await expect(page.locator('.usage-list').last()).toContainText('claude');
+  await page.getByRole('link', { name: 'Agents', exact: true }).click();
+
   // And an edited file.
   await page.getByRole('link', { name: 'Files', exact: true }).click();
   await page.getByRole('button', { name: 'New file' }).click();

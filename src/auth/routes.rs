@@ -219,6 +219,13 @@ async fn sign_in(
     )
     .await?;
     users::store::touch_login(&state.db, user.id).await?;
+    crate::push::signed_in(
+        state,
+        user.id,
+        &user.username,
+        client.ip,
+        user_agent(headers),
+    );
     issue_tokens(state, client, jar, user, &session_id).await
 }
 

@@ -39,6 +39,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::terminal::router())
         .merge(crate::files::router())
         .merge(crate::monitor::router())
+        .merge(crate::usage::router())
+        .merge(crate::push::router())
+        .merge(crate::events::router())
         .split_for_parts()
 }
 

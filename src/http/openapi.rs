@@ -22,6 +22,8 @@ use crate::config::Config;
         (name = "files", description = "Your workspace's files"),
         (name = "secrets", description = "Per-user secrets such as API keys"),
         (name = "system", description = "Health"),
+        (name = "push", description = "Web Push notifications: devices, preferences, actions"),
+        (name = "events", description = "Live events for a signed-in tab, as Server-Sent Events (docs/events.md)"),
     )
 )]
 pub struct ApiDoc;

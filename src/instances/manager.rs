@@ -48,7 +48,7 @@ pub struct Manager {
     /// Live instances that listings which began after they started did not show, and how many
     /// such listings in a row: two make one lost.
     missed: Mutex<HashMap<String, u8>>,
-    /// State changes, for live terminals.
+    /// State changes, for live terminals and event streams.
     events: tokio::sync::broadcast::Sender<InstanceEvent>,
     /// When each instance last received input (API commands, terminal keystrokes).
     last_input: Mutex<HashMap<String, time::OffsetDateTime>>,
@@ -232,7 +232,7 @@ impl Manager {
     }
 
     /// Tells listeners the instance's current record.
-    async fn publish(&self, id: &str) -> Result<(), AppError> {
+    pub async fn publish(&self, id: &str) -> Result<(), AppError> {
         if self.events.receiver_count() > 0 {
             let event = match store::get(&self.db, id).await? {
                 Some(instance) => InstanceEvent::Changed(instance),
@@ -374,6 +374,7 @@ impl Manager {
             };
             store::insert(&self.db, &new).await?
         };
+        self.publish(&instance.id).await?;
         self.start(&instance, user, profile, &secrets).await?;
         Ok(store::get(&self.db, &instance.id)
             .await?

@@ -240,7 +240,7 @@ pub struct InstanceView {
 }
 
 impl InstanceView {
-    fn new(state: &AppState, instance: Instance) -> Self {
+    pub(crate) fn new(state: &AppState, instance: Instance) -> Self {
         let usage = instance
             .state
             .is_live()
@@ -275,6 +275,7 @@ async fn create_instance(
     auth: AuthUser,
     Json(req): Json<CreateInstance>,
 ) -> AppResult<(StatusCode, Json<Instance>)> {
+    crate::usage::budgets::admit(&state, auth.user.id).await?;
     let instance = state
         .instances
         .create(
@@ -315,6 +316,7 @@ async fn rename_instance(
     let instance = visible(&state, &auth, &id).await?;
     let name = super::manager::check_name(&req.name)?;
     store::rename(&state.db, &instance.id, &name).await?;
+    state.instances.publish(&instance.id).await?;
     Ok(Json(
         store::get(&state.db, &id)
             .await?
@@ -359,6 +361,7 @@ async fn restart_instance(
     Path(id): Path<String>,
 ) -> AppResult<Json<Instance>> {
     let instance = visible(&state, &auth, &id).await?;
+    crate::usage::budgets::admit(&state, instance.owner).await?;
     let restarted = state.instances.restart(&instance).await?;
     audit_instance(&state, &auth, client, "instance.restart", &restarted).await;
     Ok(Json(restarted))

@@ -208,7 +208,8 @@ pub async fn event(
     Ok(())
 }
 
-fn payload(change: Change, at: OffsetDateTime) -> serde_json::Value {
+/// An alert change as the webhook and the admins' event streams receive it.
+pub fn payload(change: Change, at: OffsetDateTime) -> serde_json::Value {
     let (event, kind, value, threshold) = match change {
         Change::Raised {
             kind,

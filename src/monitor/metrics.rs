@@ -35,6 +35,10 @@ pub struct Metrics {
     instance_memory: Family<Labels, Gauge>,
     instance_cpu: Family<Labels, FloatGauge>,
     viewers: Gauge,
+    /// Tokens agents used, by account, model and kind (input, output, cache_write, cache_read).
+    tokens: Family<Labels, Counter>,
+    /// What they cost, by account and model, in the configured currency.
+    cost: Family<Labels, Counter<f64, AtomicU64>>,
     /// Scrapes refresh shared gauges: one at a time.
     rendering: tokio::sync::Mutex<()>,
 }
@@ -61,6 +65,18 @@ impl Metrics {
         let instance_memory = Family::<Labels, Gauge>::default();
         let instance_cpu = Family::<Labels, FloatGauge>::default();
         let viewers = Gauge::default();
+        let tokens = Family::<Labels, Counter>::default();
+        let cost = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "tokens",
+            "Tokens agents used, by account, model and kind, as read from their transcripts",
+            tokens.clone(),
+        );
+        registry.register(
+            "cost",
+            "What agents' tokens cost at the configured prices, by account and model",
+            cost.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -111,8 +127,40 @@ impl Metrics {
             instance_memory,
             instance_cpu,
             viewers,
+            tokens,
+            cost,
             rendering: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Counts one reply's tokens and cost toward `account`.
+    pub fn count_usage(
+        &self,
+        account: &str,
+        model: &str,
+        tokens: &crate::usage::transcript::Tokens,
+        cost_micros: i64,
+    ) {
+        for (kind, n) in [
+            ("input", tokens.input),
+            ("output", tokens.output),
+            ("cache_write", tokens.cache_write),
+            ("cache_read", tokens.cache_read),
+        ] {
+            self.tokens
+                .get_or_create(&vec![
+                    ("account".into(), account.into()),
+                    ("model".into(), model.into()),
+                    ("kind".into(), kind.into()),
+                ])
+                .inc_by(n);
+        }
+        self.cost
+            .get_or_create(&vec![
+                ("account".into(), account.into()),
+                ("model".into(), model.into()),
+            ])
+            .inc_by(cost_micros as f64 / 1e6);
     }
 
     fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {

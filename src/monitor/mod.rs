@@ -101,6 +101,17 @@ pub struct Monitor {
     latest: RwLock<Arc<Snapshot>>,
     history: Mutex<std::collections::VecDeque<HistoryPoint>>,
     tracked: Mutex<HashMap<String, Tracked>>,
+    /// Samples taken and alerts raised or cleared, for live event streams.
+    events: tokio::sync::broadcast::Sender<MonitorEvent>,
+}
+
+/// What the monitor tells live event streams.
+#[derive(Debug, Clone)]
+pub enum MonitorEvent {
+    /// A sample was taken: usage figures and previews are new.
+    Sampled,
+    /// An alert was raised or cleared, as the webhook receives it.
+    Alert(serde_json::Value),
 }
 
 impl Monitor {
@@ -116,7 +127,13 @@ impl Monitor {
             latest: RwLock::new(Arc::default()),
             history: Mutex::default(),
             tracked: Mutex::default(),
+            events: tokio::sync::broadcast::channel(64).0,
         }
+    }
+
+    /// Samples and alerts from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MonitorEvent> {
+        self.events.subscribe()
     }
 
     /// The samples of the last `minutes`, oldest first.
@@ -436,6 +453,9 @@ impl Monitor {
             if let Err(err) = alerts::record(&self.db, self.webhook.as_deref(), change, now).await {
                 tracing::warn!(error = %err.logged(), "recording an alert failed");
             }
+            let _ = self
+                .events
+                .send(MonitorEvent::Alert(alerts::payload(change, now)));
         }
         let snapshot = Arc::new(Snapshot {
             at: Some(now),
@@ -450,6 +470,7 @@ impl Monitor {
         });
         let answering: Vec<Instance> = live.into_iter().filter(|i| answered(i)).collect();
         self.evaluate_all(&answering).await;
+        let _ = self.events.send(MonitorEvent::Sampled);
         self.stop_idle(&answering).await;
         Ok(())
     }

@@ -237,6 +237,12 @@ async fn delete_user(
     // Unix user; the uid stays recorded so no later account ever gets it.
     state.isolation.remove(id).await?;
     store::delete(&state.db, id).await?;
+    state
+        .signouts
+        .announce(crate::auth::signouts::SignOut::Account {
+            user_id: id,
+            except: None,
+        });
     let layout = state.layout.clone();
     let label = target.username.clone();
     let archived = tokio::task::spawn_blocking(move || layout.archive_user(id, &label))

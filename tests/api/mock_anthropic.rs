@@ -129,7 +129,7 @@ fn messages(record: &Mutex<Vec<Seen>>, headers: &HeaderMap, raw: &[u8]) -> Respo
     let usage = json!({ "input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0 });
     if body["stream"] != true {
         let message = json!({
-            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "id": message_id(), "type": "message", "role": "assistant", "model": model,
             "content": [{ "type": "text", "text": text }],
             "stop_reason": "end_turn", "stop_sequence": null, "usage": usage,
         });
@@ -139,7 +139,7 @@ fn messages(record: &Mutex<Vec<Seen>>, headers: &HeaderMap, raw: &[u8]) -> Respo
         (
             "message_start",
             json!({ "type": "message_start", "message": {
-            "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+            "id": message_id(), "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": null, "stop_sequence": null, "usage": usage } }),
         ),
         (
@@ -188,6 +188,15 @@ fn answers_a_tool(body: &Value) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
 
+/// Each reply's own id, as the real API gives (readers of transcripts tell replies apart by it).
+fn message_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "msg_mock_{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 fn bash_call_events(model: &str, command: &str) -> Vec<(&'static str, Value)> {
     let input = json!({ "command": command, "description": "Run a command" }).to_string();
     tool_call_events(model, "Bash", &input)
@@ -202,7 +211,7 @@ fn tool_call_events(model: &str, tool: &str, input: &str) -> Vec<(&'static str, 
         (
             "message_start",
             json!({ "type": "message_start", "message": {
-            "id": "msg_mock_tool", "type": "message", "role": "assistant", "model": model, "content": [],
+            "id": message_id(), "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": null, "stop_sequence": null, "usage": usage } }),
         ),
         (

@@ -32,6 +32,10 @@ const NO_SUCCESS_HERE: &[(&str, &str)] = &[
         "only the agent holds its instance's hook token (instances.rs and monitor.rs report with one)",
     ),
     (
+        "POST /api/push/act",
+        "answering from a notification waits for approvals (push.rs spends real tokens)",
+    ),
+    (
         "POST /api/auth/password",
         "would change the admin's password under the other calls (auth.rs changes passwords)",
     ),
@@ -53,11 +57,26 @@ fn overrides(op: &str, fixtures: &Fixtures) -> Option<Override> {
         "GET /api/files/content" | "GET /api/files/download" => path("notes.txt"),
         "DELETE /api/files" => path("to-delete.txt"),
         "POST /api/files/mkdir" => Override::Body(json!({ "path": "new-folder" })),
+        "POST /api/push/subscriptions" => Override::Body(push_subscription()),
+        // A budget needs a cost or a number of tokens, either of which the schema leaves out.
+        "PUT /api/admin/budgets" => Override::Body(json!({ "period": "month", "cost": 50 })),
         "POST /api/files/move" => {
             Override::Body(json!({ "from": "to-move.txt", "to": "moved.txt" }))
         }
         _ => return None,
     })
+}
+
+/// A subscription to a loopback port where nothing listens: sending to it fails at once.
+fn push_subscription() -> Value {
+    json!({ "subscription": {
+        "endpoint": "http://127.0.0.1:9/push/conformance",
+        "expirationTime": null,
+        "keys": {
+            "p256dh": "BLn9b-VR0ca83knDNZ32dCHGyjJp-1riX9ZTN40MqV8K_LpQmLqxC_DoHvqvFXO_nGdAB4W9dogZb_sM-uV4JbY",
+            "auth": "_ordMnz7uTCmrpBTeUV4Bw",
+        },
+    }})
 }
 
 enum Override {
@@ -117,6 +136,8 @@ async fn every_operation_answers_only_what_the_description_documents() {
     let app = spawn_app_with(|c| {
         c.auth.registration = pocketdev::config::Registration::Open;
         c.limits.max_per_user = 10;
+        c.push.subject = Some("mailto:ops@example.org".into());
+        c.push.allowed_hosts = vec!["127.0.0.1".into()];
     })
     .await;
     let doc: Value = app
@@ -606,14 +627,43 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         pressed.text().await.unwrap_or_default()
     );
 
+    let subscription = created(
+        app.post("/api/push/subscriptions", Some(&token), push_subscription())
+            .await,
+        "push subscription",
+    )
+    .await;
+
     let refresh = app.sign_in(ADMIN, &app.admin_password).await["refresh_token"].clone();
     let mut params = BTreeMap::new();
     let mut set = |op: &str, name: &str, value: String| {
         params.insert((op.to_owned(), name.to_owned()), value);
     };
-    set("* /api/admin/users/{id}", "id", kept_user);
+    set("* /api/admin/users/{id}", "id", kept_user.clone());
     set("DELETE /api/admin/users/{id}", "id", deleted_user);
     set("* /api/admin/invites/{id}", "id", invite["id"].to_string());
+    // Two budgets: one to lift, one to remove (an account's: the PUT's own request replaces the
+    // server's).
+    for (path, user) in [
+        ("POST /api/admin/budgets/{id}/lift", Value::Null),
+        (
+            "DELETE /api/admin/budgets/{id}",
+            json!(kept_user.parse::<i64>().unwrap()),
+        ),
+    ] {
+        let budget: Value = app
+            .call(
+                Method::PUT,
+                "/api/admin/budgets",
+                Some(&token),
+                Some(json!({ "user_id": user, "period": "day", "tokens": 1_000_000 })),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        set(path, "id", budget["id"].to_string());
+    }
     for path in [
         "/api/instances/{id}",
         "/api/instances/{id}/approvals/{approval_id}",
@@ -624,6 +674,7 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         "/api/instances/{id}/restart",
         "/api/instances/{id}/stop",
         "/api/instances/{id}/ticket",
+        "/api/instances/{id}/usage",
         "/ws/instance/{id}",
     ] {
         set(&format!("* {path}"), "id", instance.clone());
@@ -635,6 +686,12 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         "approval_id",
         "0123456789abcdef".into(),
     );
+    set(
+        "* /api/push/subscriptions/{id}",
+        "id",
+        subscription["id"].to_string(),
+    );
+    set("* /api/push/mutes/{id}", "id", instance.clone());
     Fixtures {
         admin_password: app.admin_password.clone(),
         refresh_token: str_of(&refresh).to_owned(),

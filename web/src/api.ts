@@ -92,6 +92,11 @@ export function setSignedOutHandler(handler: (why: string) => void): void {
   onSignedOut = handler;
 }
 
+/** Hands the app over to sign-in (the live event stream says the session ended). */
+export function signedOut(why: string): void {
+  onSignedOut(why);
+}
+
 /** The base every relative API URL resolves against (works under any base path). */
 export function url(path: string): string {
   return new URL(path, document.baseURI).href;

@@ -6,6 +6,8 @@ import { h, clear, toast, showError, statusBadge, icon } from './ui';
 import { loginView } from './views/login';
 import { dashboardView } from './views/dashboard';
 import { settingsView } from './views/settings';
+import { watchNotificationLinks } from './push';
+import { instancesNow, startEvents, stopEvents } from './events';
 
 export interface Ctx {
   user: User;
@@ -129,7 +131,8 @@ offlineBanner();
 
 // --- instances shared by the switcher and the "next waiting" buttons --------------------------
 export async function listInstances(): Promise<Instance[]> {
-  return api.get<Instance[]>('api/instances');
+  // The live event stream's list when it has one; asked for only before its first snapshot.
+  return instancesNow() ?? api.get<Instance[]>('api/instances');
 }
 export function waitingOnes(list: Instance[]): Instance[] {
   return list.filter((i) => i.state === 'running' && (i.status === 'waiting' || i.status === 'needs_permission'));
@@ -217,6 +220,8 @@ function shell(user: User, active: string): HTMLElement {
 }
 
 async function signOut(): Promise<void> {
+  // Closed first: the stream's own "signed out" must not race this sign-out's message.
+  stopEvents();
   try {
     await api.post('api/auth/logout');
   } catch {
@@ -228,6 +233,7 @@ async function signOut(): Promise<void> {
 }
 
 setSignedOutHandler((why) => {
+  stopEvents();
   if (!session.user) return;
   session.user = null;
   session.notice = why;
@@ -302,6 +308,7 @@ async function route(): Promise<void> {
   }
 
   const user = session.user!;
+  startEvents();
   let view: View;
   let active = '';
   let fullScreen = false;
@@ -370,4 +377,6 @@ if ('serviceWorker' in navigator && window.isSecureContext && !import.meta.env.D
   window.addEventListener('load', () => {
     navigator.serviceWorker.register('./sw.js', { scope: './' }).catch(() => undefined);
   });
+  // A tapped notification's link, also when the app started at its start URL (iOS).
+  watchNotificationLinks();
 }

@@ -126,6 +126,7 @@ export function mountSelection({ term, screen, copy, paste, more }: SelectOption
   };
 
   function selectAt(x: number, y: number) {
+    if (!Number.isFinite(x) || !Number.isFinite(y)) return;
     const cell = cellAt(x, y);
     const line = term.buffer.active.getLine(cell.row);
     // The word under the finger: what is between blanks (a path or a link stays whole).

@@ -4,6 +4,7 @@
 import { api, type User } from '../api';
 import { h, clear, act, bytes, when, confirmDialog, promptDialog, infoDialog, inlineError, toast } from '../ui';
 import type { Ctx } from '../main';
+import { adminUsagePanel } from './usage';
 
 interface Host { cpu_percent: number; cpus: number; memory_total: number; memory_used: number; memory_available: number; swap_total: number; swap_used: number; load: number[]; disk_total: number; disk_used: number }
 interface Stats {
@@ -59,7 +60,7 @@ export async function adminView(ctx: Ctx): Promise<() => void> {
   const usersBox = h('section', { class: 'panel', 'aria-labelledby': 'users-h' });
   const alertsBox = h('section', { class: 'panel', 'aria-labelledby': 'alerts-h' });
   const auditBox = h('section', { class: 'panel', 'aria-labelledby': 'audit-h' });
-  clear(ctx.root, h('div', { class: 'page-head' }, h('h1', null, 'Admin')), statsBox, usersBox, alertsBox, auditBox);
+  clear(ctx.root, h('div', { class: 'page-head' }, h('h1', null, 'Admin')), statsBox, adminUsagePanel(), usersBox, alertsBox, auditBox);
 
   const loadStats = async () => {
     try {

@@ -1,6 +1,7 @@
 // The agents dashboard: a card per instance with its live status, and creating new ones.
 import { api, type Instance, type Model } from '../api';
 import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast, inlineError } from '../ui';
+import { onInstances } from '../events';
 import type { Ctx } from '../main';
 import { approvalPanel, outcomeWords } from '../approvals';
 
@@ -58,10 +59,8 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       const created = await act(submit, () => api.post<Instance>('api/instances', body), undefined, createError);
       submit.textContent = 'Start agent';
       updateLimit();
-      if (created) {
-        toast(`Started ${created.name}.`);
-        location.hash = `#/t/${created.id}`;
-      }
+      // The terminal opening is the confirmation: a toast there would sit over its prompt.
+      if (created) location.hash = `#/t/${created.id}`;
     });
     clear(createBox, h('h2', { id: 'new-agent' }, 'New agent'), limitLine, form, createError.el, unusable.length ? why : null);
     updateLimit();
@@ -83,20 +82,17 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     };
     menu.append(
       item(live ? 'Stop' : 'Restart', async () => {
-        const ok = await act(null, () => api.post<Instance>(`api/instances/${i.id}/${live ? 'stop' : 'restart'}`), live ? `Stopped ${i.name}.` : `Restarted ${i.name}.`);
-        if (ok) void refresh();
+        await act(null, () => api.post<Instance>(`api/instances/${i.id}/${live ? 'stop' : 'restart'}`), live ? `Stopped ${i.name}.` : `Restarted ${i.name}.`);
       }),
       item('Rename', async () => {
         const next = await promptDialog(`Rename ${i.name}`, 'New name', i.name, 'Rename', 'text',
           (to) => (!to.trim() || to.trim() === i.name ? Promise.resolve() : api.patch<Instance>(`api/instances/${i.id}`, { name: to.trim() })));
         if (next === null || !next.trim() || next.trim() === i.name) return;
         toast('Renamed.');
-        void refresh();
       }),
       item('Delete', async () => {
         if (!(await confirmDialog(`Delete ${i.name}?`, live ? 'The agent will be stopped and its record deleted. Files in your workspace stay.' : 'Its record and last screen will be deleted. Files in your workspace stay.'))) return;
-        const ok = await act(null, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
-        if (ok) void refresh();
+        await act(null, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
       }, true),
     );
     const model = models.find((m) => m.id === i.profile);
@@ -132,26 +128,17 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     clear(list, instances.map(card));
   };
 
-  const refresh = async () => {
-    try {
-      instances = await api.get<Instance[]>('api/instances');
-      render();
-    } catch (e) {
-      showError(e);
-    }
-  };
-
   try {
-    [models, instances] = await Promise.all([api.get<Model[]>('api/models'), api.get<Instance[]>('api/instances')]);
+    models = await api.get<Model[]>('api/models');
   } catch (e) {
     showError(e);
   }
   renderCreate();
-  render();
-  const timer = setInterval(() => {
-    if (document.visibilityState === 'visible') void refresh();
-  }, 4000);
-  return () => clearInterval(timer);
+  // The live event stream brings the list and every change to it (src/events.ts).
+  return onInstances((list) => {
+    instances = list;
+    render();
+  });
 }
 
 /** Why an instance ended, in words. */

@@ -1,7 +1,9 @@
-// Settings: secrets (API keys, masked), password, theme.
+// Settings: secrets (API keys, masked), notifications, password, theme.
 import { api, ApiError, type Secret } from '../api';
 import { h, clear, act, confirmDialog, when, toast, inlineError } from '../ui';
 import { applyTheme, getTheme, session, type Ctx, type Theme } from '../main';
+import { notificationsPanel } from '../push';
+import { usagePanel } from './usage';
 
 export async function settingsView(ctx: Ctx): Promise<() => void> {
   const secretList = h('ul', { class: 'secret-list', 'aria-label': 'Your secrets' }, h('li', { class: 'muted' }, 'Loading…'));
@@ -32,11 +34,14 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
       h('input', { type: 'radio', name: 'theme', value: t, checked: getTheme() === t, onchange: () => { applyTheme(t); toast(`Theme: ${t === 'system' ? 'follow the system' : t}.`, 'ok', 1500); } }),
       ` ${t === 'system' ? 'Follow the system' : t === 'light' ? 'Light' : 'Dark'}`)));
 
+  const notifications = notificationsPanel();
   clear(ctx.root,
     h('div', { class: 'page-head' }, h('h1', null, 'Settings')),
     h('section', { class: 'panel', 'aria-labelledby': 'secrets-h' }, h('h2', { id: 'secrets-h' }, 'API keys and secrets'),
       h('p', { class: 'muted' }, 'Agents get these as environment variables, for example ANTHROPIC_API_KEY for Claude Code or GLM_API_KEY for GLM.'),
       secretList, secretForm),
+    notifications.el,
+    usagePanel(),
     h('section', { class: 'panel', 'aria-labelledby': 'pw-h' }, h('h2', { id: 'pw-h' }, 'Password'), pwForm),
     h('section', { class: 'panel', 'aria-labelledby': 'look-h' }, h('h2', { id: 'look-h' }, 'Appearance'), themeBox),
     h('p', { class: 'muted' }, `Signed in as ${session.user?.username ?? ''}.`));
@@ -83,6 +88,6 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
     }
   });
   if (wanted) valueInput.focus();
-  await refresh();
+  await Promise.all([refresh(), notifications.load()]);
   return () => undefined;
 }

@@ -13,7 +13,9 @@ import { approvalSheet } from '../approvals';
 import { mountKeyBar, customizeKeys, ctrlOf } from '../terminal/keys';
 import { mountScrolling } from '../terminal/scroll';
 import { mountSelection } from '../terminal/select';
-import { effectiveTheme, jumpToNextWaiting, openSwitcher, type Ctx } from '../main';
+import { effectiveTheme, jumpToNextWaiting, openSwitcher, waitingOnes, type Ctx } from '../main';
+import { muteMenuItem } from '../push';
+import { onInstances } from '../events';
 
 const FONT_KEY = 'pd.fontSize';
 const themes = {
@@ -50,6 +52,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void openSwitcher(); } }, 'Switch agent'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void import('../terminal/history').then((m) => m.openHistory({ instanceId: id, name: instance!.name })); } }, 'History and search'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); customizeKeys(() => keys.rebuild()); } }, 'Customize keys'),
+    muteMenuItem(id, () => menu.hidePopover()),
     h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
   const header = h('header', { class: 'term-head' },
     h('a', { href: '#/', class: 'icon-button', 'aria-label': 'Back to agents' }, icon('back')),
@@ -603,20 +606,12 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     }
   }
 
-  // --- live count of waiting agents ----------------------------------------------------------
-  const pollWaiting = async () => {
-    if (document.visibilityState !== 'visible') return;
-    try {
-      const list = await api.get<Instance[]>('api/instances');
-      const n = list.filter((i) => i.id !== id && i.state === 'running' && (i.status === 'waiting' || i.status === 'needs_permission')).length;
-      waitingCount.hidden = n === 0;
-      waitingCount.textContent = String(n);
-    } catch {
-      // The socket's banner tells about connection trouble.
-    }
-  };
-  const waitingTimer = setInterval(() => void pollWaiting(), 8000);
-  void pollWaiting();
+  // --- live count of waiting agents, from the event stream ---------------------------------
+  const stopWaiting = onInstances((list) => {
+    const n = waitingOnes(list).filter((i) => i.id !== id).length;
+    waitingCount.hidden = n === 0;
+    waitingCount.textContent = String(n);
+  });
 
   void connect();
   if (!matchMedia('(pointer: coarse)').matches) term.focus();
@@ -629,7 +624,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     clearTimeout(retryTimer);
     document.removeEventListener('selectionchange', selectionChange);
     clearInterval(pingTimer);
-    clearInterval(waitingTimer);
+    stopWaiting();
     observer.disconnect();
     document.body.style.removeProperty('--term-bottom');
     document.removeEventListener('visibilitychange', wake);
