@@ -2,6 +2,7 @@
 // preview, its choices in the dialog's words) with a big button per choice, and the answer's
 // outcome in words. Shown on the dashboard's cards and as a sheet over the terminal.
 import { api } from './api';
+import { onInstances } from './events';
 import { h, clear, errorText } from './ui';
 import './approvals.css';
 
@@ -109,20 +110,27 @@ export function approvalSheet(instanceId: string): ApprovalSheet {
     dismissed = current;
     el.hidden = true;
   });
+  let noting = false;
   const show = (approval: PendingApproval | null | undefined, note?: string) => {
-    clearTimeout(hideTimer);
     if (!approval) {
       current = null;
       if (note) {
         // Say what happened, then step aside.
+        clearTimeout(hideTimer);
         clear(body, h('p', { class: 'approval-outcome', role: 'status' }, note));
         el.hidden = false;
-        hideTimer = window.setTimeout(() => { el.hidden = true; }, 2500);
-      } else {
+        noting = true;
+        hideTimer = window.setTimeout(() => {
+          noting = false;
+          if (!current) el.hidden = true;
+        }, 2500);
+      } else if (!noting) {
         el.hidden = true;
       }
       return;
     }
+    clearTimeout(hideTimer);
+    noting = false;
     if (approval.id === current && !note) return;
     current = approval.id;
     const panel = approvalPanel(instanceId, approval, (reply) => {
@@ -138,37 +146,29 @@ export function approvalSheet(instanceId: string): ApprovalSheet {
     clear(body, panel);
     el.hidden = dismissed === approval.id;
   };
-  let asking = 0;
-  let asks = false;
-  const look = () => {
-    const ask = ++asking;
-    void api.get<{ pending_approval?: PendingApproval | null }>(`api/instances/${encodeURIComponent(instanceId)}`)
-      .then((instance) => { if (ask === asking && asks) show(instance.pending_approval); })
-      .catch(() => undefined);
-  };
-  // While the agent asks, a newer question can replace the one shown without its status
-  // changing: look again now and then, until the terminal is left.
-  const timer = window.setInterval(() => {
-    if (!el.isConnected) {
-      clearInterval(timer);
+  // The live event stream brings every change of the question (src/events.ts), until the
+  // terminal is left.
+  let attached = false;
+  const stop = onInstances((list) => {
+    if (el.isConnected) attached = true;
+    else if (attached) {
+      stop();
       return;
     }
-    if (asks && document.visibilityState === 'visible') look();
-  }, 4000);
+    const me = list.find((i) => i.id === instanceId);
+    if (me) show(me.state === 'running' ? me.pending_approval : null);
+  });
+  let asking = 0;
   const statusChanged = (status: string | null | undefined) => {
-    asks = status === 'needs_permission';
-    if (!asks) {
+    if (status !== 'needs_permission') {
       if (current) show(null);
       return;
     }
-    look();
+    // The socket may say so before the stream does.
+    const ask = ++asking;
+    void api.get<{ pending_approval?: PendingApproval | null }>(`api/instances/${encodeURIComponent(instanceId)}`)
+      .then((instance) => { if (ask === asking) show(instance.pending_approval); })
+      .catch(() => undefined);
   };
-  return {
-    el,
-    show: (approval) => {
-      asks = !!approval;
-      show(approval);
-    },
-    statusChanged,
-  };
+  return { el, show: (approval) => show(approval), statusChanged };
 }

@@ -105,9 +105,9 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
         h('span', { class: 'card-head' }, h('span', { class: 'card-name' }, i.name), statusBadge(i.state, i.status)),
         h('span', { class: 'muted card-meta' }, meta),
         preview ? h('span', { class: 'card-preview' }, preview) : null),
+      // The event stream brings the card's next state; the toast says what the tap did.
       live && i.pending_approval ? approvalPanel(i.id, i.pending_approval, (reply) => {
         if (reply) toast(`${i.name}: ${outcomeWords(reply.outcome)}`, reply.outcome === 'done' ? 'ok' : 'info');
-        void refresh();
       }, true) : null,
       h('button', { type: 'button', class: 'icon-button card-more', 'aria-label': `More for ${i.name}`, popovertarget: menuId }, '⋯'),
       menu);
