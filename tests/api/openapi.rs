@@ -352,8 +352,9 @@ async fn check_answer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let bytes = if status == StatusCode::SWITCHING_PROTOCOLS {
-        Vec::new() // the socket is open: there is no body to wait for
+    let bytes = if status == StatusCode::SWITCHING_PROTOCOLS || content_type == "text/event-stream"
+    {
+        Vec::new() // the socket or the event stream is open: there is no end to wait for
     } else {
         response
             .bytes()
