@@ -130,7 +130,7 @@ test('a permission push shows Allow and Deny, answers with its token, and a tap 
     expect(shown.actions).toEqual(['allow', 'deny']);
     expect(shown.token).toBe(payload.token);
 
-    // Allow: the worker posts the token to the act endpoint (not wired to approvals yet: it says so).
+    // Allow: the worker posts the token to the act endpoint (a [y/N] prompt is no dialog pocketdev reads: it says so).
     const answered = await worker.evaluate(async (tag) => {
       const scope = self as unknown as Scope;
       const [n] = await scope.registration.getNotifications({ tag });
@@ -138,7 +138,7 @@ test('a permission push shows Allow and Deny, answers with its token, and a tap 
       const [after] = await scope.registration.getNotifications({ tag });
       return after?.body ?? '';
     }, payload.tag);
-    expect(answered).toMatch(/not available/);
+    expect(answered).toMatch(/cannot be answered from a notification/);
     // The token was spent by that call.
     const again = await call(page, 'POST', 'api/push/act', { instance: id, token: payload.token, choice: 'allow' });
     expect(again.status).toBe(409);

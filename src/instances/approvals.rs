@@ -385,6 +385,18 @@ pub enum Outcome {
     StillOpen,
 }
 
+impl Outcome {
+    /// The name clients see (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Gone => "gone",
+            Outcome::Changed => "changed",
+            Outcome::StillOpen => "still_open",
+        }
+    }
+}
+
 /// The answer to an answer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Answered {

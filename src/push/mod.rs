@@ -252,15 +252,40 @@ pub fn clip(text: &str) -> String {
     }
 }
 
-/// What the approval behind a `needs_permission` status asks.
-///
-/// Wiring point for approvals: until the approval of the instance (`pending_approval` of
-/// `GET /api/instances/{id}`) can be read here, the monitor's words with Allow / Deny.
+/// What the approval behind a `needs_permission` status asks: the dialog pocketdev read on the
+/// agent's screen (`pending_approval`), its allowing choice first and its refusing one second
+/// (a notification shows two actions); else the monitor's words with Allow / Deny, which a
+/// notification cannot answer.
 pub async fn pending_question(
-    _state: &AppState,
-    _instance: &crate::instances::store::Instance,
+    state: &AppState,
+    instance: &crate::instances::store::Instance,
     reason: Option<&str>,
 ) -> Question {
+    use crate::instances::approvals::ChoiceKind;
+    if let Some(approval) = state.instances.pending_approval(instance) {
+        let mut choices = approval.choices.clone();
+        let rank = |kind: ChoiceKind| match kind {
+            ChoiceKind::Allow => 0,
+            ChoiceKind::Deny => 1,
+            ChoiceKind::Always => 2,
+        };
+        choices.sort_by_key(|c| rank(c.kind));
+        return Question {
+            approval: Some(approval.id.clone()),
+            text: clip(&format!("{}: {}", approval.tool, approval.detail)),
+            choices: choices
+                .into_iter()
+                .map(|c| Choice {
+                    id: c.id,
+                    label: match c.kind {
+                        ChoiceKind::Allow => "Allow".into(),
+                        ChoiceKind::Always => "Always".into(),
+                        ChoiceKind::Deny => "Deny".into(),
+                    },
+                })
+                .collect(),
+        };
+    }
     Question {
         approval: None,
         text: clip(reason.unwrap_or("The agent asks before it goes on.")),
@@ -284,17 +309,32 @@ pub struct Answered {
     pub outcome: String,
 }
 
-/// Carries out the choice a notification's action made on the instance's approval.
-///
-/// Wiring point for approvals: call their answer function here. Until then this says, in
-/// words, that answering from a notification is not available.
+/// Carries out the choice a notification's action made on the instance's approval, as its
+/// owner (audited with `via: push`). A question without an approval (the monitor's words
+/// alone) cannot be answered from a notification.
 pub async fn answer(
-    _state: &AppState,
-    _instance_id: &str,
-    _approval_id: Option<&str>,
-    _choice: &str,
+    state: &AppState,
+    owner: &crate::users::User,
+    instance_id: &str,
+    approval_id: Option<&str>,
+    choice: &str,
 ) -> Result<Answered, routes::ActError> {
-    Err(routes::ActError::NotAvailable)
+    let Some(approval_id) = approval_id else {
+        return Err(routes::ActError::NotAvailable);
+    };
+    let by = crate::instances::approvals::AnsweredBy {
+        user: owner,
+        ip: None,
+        via: "push",
+    };
+    let answered = state
+        .instances
+        .answer_approval(&by, instance_id, approval_id, choice)
+        .await
+        .map_err(routes::ActError::App)?;
+    Ok(Answered {
+        outcome: answered.outcome.as_str().to_owned(),
+    })
 }
 
 /// A device's name from its `User-Agent`, such as "Chrome on Android".

@@ -29,6 +29,8 @@ struct Told {
     showing: bool,
     /// Its permission question's action tokens may be outstanding.
     asked: bool,
+    /// The approval that question is about, when pocketdev read the dialog.
+    asked_approval: Option<String>,
     /// When to say it is waiting, if it still is.
     waiting_due: Option<Instant>,
     /// Its end was announced.
@@ -91,8 +93,10 @@ async fn on_event(
             };
             match status.as_str() {
                 "needs_permission" => {
-                    if permission(state, &instance, reason.as_deref()).await? {
-                        showing(told, &instance).asked = true;
+                    if let Some(approval) = permission(state, &instance, reason.as_deref()).await? {
+                        let entry = showing(told, &instance);
+                        entry.asked = true;
+                        entry.asked_approval = approval;
                     }
                 }
                 "waiting" => {
@@ -127,8 +131,29 @@ async fn on_event(
             }
             withdraw(state, told, &instance);
         }
-        // Approvals are not read by notifications yet.
-        InstanceEvent::Approval { .. } => {}
+        // Another question in place of the one a notification asks: it is replaced, so its
+        // actions answer what is asked now.
+        InstanceEvent::Approval {
+            id,
+            approval: Some(approval),
+        } => {
+            let Some(entry) = told.get(&id) else {
+                return Ok(());
+            };
+            if !entry.asked || entry.asked_approval.as_deref() == Some(&approval.id) {
+                return Ok(());
+            }
+            tokens::withdraw(&state.db, &id).await?;
+            let Some(instance) = crate::instances::store::get(&state.db, &id).await? else {
+                return Ok(());
+            };
+            let asked = permission(state, &instance, None).await?;
+            let entry = told.entry(id).or_default();
+            entry.asked = asked.is_some();
+            entry.asked_approval = asked.flatten();
+        }
+        // A dialog gone: the status that follows withdraws its notification.
+        InstanceEvent::Approval { approval: None, .. } => {}
         InstanceEvent::Deleted(id) => {
             if let Some(entry) = told.remove(&id)
                 && entry.showing
@@ -169,16 +194,17 @@ fn terminal_url(instance: &Instance) -> String {
     format!("#/t/{}", instance.id)
 }
 
-/// Notifies the owner that the agent asks; true when sent.
+/// Notifies the owner that the agent asks; when sent, `Some` with the approval it is about.
 async fn permission(
     state: &AppState,
     instance: &Instance,
     reason: Option<&str>,
-) -> Result<bool, crate::error::AppError> {
+) -> Result<Option<Option<String>>, crate::error::AppError> {
     if !may_tell(state, instance).await? {
-        return Ok(false);
+        return Ok(None);
     }
     let question = super::pending_question(state, instance, reason).await;
+    let approval = question.approval.clone();
     let choices: Vec<&str> = question.choices.iter().map(|c| c.id.as_str()).collect();
     let ttl = Duration::from_secs(state.config.push.action_token_ttl_secs.max(1));
     let token = tokens::issue(
@@ -209,7 +235,7 @@ async fn permission(
             ttl,
         },
     );
-    Ok(true)
+    Ok(Some(approval))
 }
 
 /// Notifies the owner that the agent ended; true when sent.

@@ -277,7 +277,8 @@ pub struct ActRequest {
 #[derive(Debug)]
 pub enum ActError {
     Refused(Refusal),
-    /// Answering from a notification is not wired to approvals yet.
+    /// The question is the monitor's words alone, not a dialog pocketdev read: nothing to
+    /// answer it with.
     NotAvailable,
     App(AppError),
 }
@@ -308,7 +309,7 @@ impl IntoResponse for ActError {
             Self::NotAvailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_available",
-                "answering from a notification is not available on this server yet; open the app to answer",
+                "this question cannot be answered from a notification; open the app to answer",
             ),
             Self::App(err) => return err.into_response(),
         };
@@ -331,7 +332,7 @@ impl IntoResponse for ActError {
         (status = 409, description = "`token_used`: it was used already", body = ErrorBody),
         (status = 410, description = "`token_expired`: too old, or the question was answered elsewhere", body = ErrorBody),
         (status = 422, description = "`unknown_choice`, or the body's shape", body = ErrorBody),
-        (status = 503, description = "`not_available`: answering from a notification is not available here", body = ErrorBody)))]
+        (status = 503, description = "`not_available`: the question is not a dialog pocketdev read, so it cannot be answered from here", body = ErrorBody)))]
 async fn act(
     State(state): State<AppState>,
     Json(body): Json<ActRequest>,
@@ -340,11 +341,12 @@ async fn act(
         .await?
         .map_err(ActError::Refused)?;
     let owner = crate::users::store::by_id(&state.db, granted.user_id).await?;
-    if owner.is_none_or(|u| u.disabled) {
+    let Some(owner) = owner.filter(|u| !u.disabled) else {
         return Err(ActError::Refused(Refusal::Unknown));
-    }
+    };
     let answered = super::answer(
         &state,
+        &owner,
         &granted.instance_id,
         granted.approval_id.as_deref(),
         &body.choice,

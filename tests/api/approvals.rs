@@ -421,3 +421,72 @@ async fn claude_code_permission_dialogs_are_answered_in_one_tap() {
         newer["id"]
     );
 }
+
+/// A notification's actions answer the dialog pocketdev read: Allow and Deny first (a
+/// notification shows two), the answer audited as the owner's `via: push`; a newer question
+/// replaces the notification so its actions answer what is asked now.
+#[tokio::test]
+async fn a_notification_answers_the_dialog_it_shows() {
+    use crate::push::{push_app, subscribe};
+    let app = push_app(|c| {
+        c.profiles.get_mut("fake").unwrap().approval = Some(ApprovalRules::default());
+    })
+    .await;
+    let mock = crate::mock_push::MockPush::start().await;
+    let token = app.admin_token().await;
+    subscribe(
+        &app,
+        &mock,
+        &token,
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0",
+    )
+    .await;
+    let id = app
+        .create_instance(&token, json!({ "profile": "fake" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_output(&token, &id, "agent>").await;
+    app.command(&token, &id, json!({ "text": "dialogs" })).await;
+    let asked = mock.next_of("permission").await.payload;
+    let approval = app.instance(&token, &id).await["pending_approval"].clone();
+    assert_eq!(asked["question"]["approval"], approval["id"], "{asked}");
+    assert_eq!(asked["question"]["text"], "Bash command: rm -rf build");
+    assert_eq!(
+        asked["question"]["choices"],
+        json!([
+            { "id": "1", "label": "Allow" },
+            { "id": "3", "label": "Deny" },
+            { "id": "2", "label": "Always" },
+        ])
+    );
+    // The question changes under the notification: it is replaced.
+    app.command(&token, &id, json!({ "text": "n", "enter": false }))
+        .await;
+    let replaced = mock.next_of("permission").await.payload;
+    assert_eq!(
+        replaced["question"]["text"],
+        "Bash command: rm -rf build --again"
+    );
+    assert_ne!(
+        replaced["question"]["approval"],
+        asked["question"]["approval"]
+    );
+
+    let acted = app
+        .post(
+            "/api/push/act",
+            None,
+            json!({ "instance": id, "token": replaced["token"], "choice": "3" }),
+        )
+        .await;
+    assert_eq!(acted.status(), StatusCode::OK);
+    assert_eq!(acted.json::<Value>().await.unwrap()["outcome"], "done");
+    app.wait_for_output(&token, &id, "chose 3 for rm -rf build --again")
+        .await;
+    let audit = app.audit("instance.approval").await;
+    let detail: Value = serde_json::from_str(audit[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["via"], "push");
+    assert_eq!(audit[0]["username"], "admin");
+}

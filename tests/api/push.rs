@@ -103,11 +103,11 @@ async fn a_permission_question_is_pushed_encrypted_with_a_single_use_token() {
     assert_eq!(asked.ttl, app.config.push.action_token_ttl_secs);
     assert_eq!(asked.claims["sub"], "mailto:ops@example.org");
 
-    // Not wired to approvals yet: answered in words, and the token is spent.
+    // A [y/N] prompt is no dialog pocketdev reads: answered in words, and the token is spent.
     let code = expect_error(
         act(&app, &id, &first, "allow").await,
         StatusCode::SERVICE_UNAVAILABLE,
-        "not wired",
+        "a question that is no dialog",
     )
     .await;
     assert_eq!(code, "not_available");

@@ -127,12 +127,19 @@ async function handleNotificationClick(action, notification) {
       credentials: 'omit',
       body: JSON.stringify({ instance: data.instance, token: data.token, choice: action }),
     }).catch(() => null);
-    if (response && response.ok) return;
     let message = 'Could not answer from here. Tap to open pocketdev.';
     try {
       const body = await response.json();
-      if (body && body.error && body.error.message) message = `${body.error.message}. Tap to open pocketdev.`;
+      if (response.ok) {
+        // Answered: nothing to say. Otherwise what happened instead (see approvals.ts).
+        const words = { gone: 'Already answered.', changed: 'The question changed: look again.', still_open: 'Sent, but the question is still open.' }[body && body.outcome];
+        if (!words) return;
+        message = `${words} Tap to open pocketdev.`;
+      } else if (body && body.error && body.error.message) {
+        message = `${body.error.message}. Tap to open pocketdev.`;
+      }
     } catch {
+      if (response && response.ok) return;
       // the generic words
     }
     await self.registration.showNotification(notification.title || 'pocketdev', {
