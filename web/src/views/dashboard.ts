@@ -2,6 +2,7 @@
 import { api, type Instance, type Model } from '../api';
 import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast, inlineError } from '../ui';
 import { onInstances } from '../events';
+import { money, tokenCount, type AccountSpending } from './usage';
 import type { Ctx } from '../main';
 
 export async function dashboardView(ctx: Ctx): Promise<() => void> {
@@ -98,13 +99,32 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     const meta = live ? `${model?.name ?? i.profile} · ${bytes(i.memory_bytes)} · up ${duration(i.started_at)}`
       : `${model?.name ?? i.profile} · ${ended(i)}${i.ended_at ? ` ${duration(i.ended_at)} ago` : ''}`;
     const preview = live ? i.status_reason ?? i.preview : null;
+    const today = spend.get(i.id);
     return h('article', { class: `card status-${i.status ?? i.state}`, 'data-instance': i.id, 'aria-label': i.name },
       h('a', { href: `#/t/${i.id}`, class: 'card-main' },
         h('span', { class: 'card-head' }, h('span', { class: 'card-name' }, i.name), statusBadge(i.state, i.status)),
-        h('span', { class: 'muted card-meta' }, meta),
+        h('span', { class: 'muted card-meta' }, meta, today && today.tokens > 0 ? ` · ${currency ? money(today.cost, currency) : `${tokenCount(today.tokens)} tokens`} today` : ''),
         preview ? h('span', { class: 'card-preview' }, preview) : null),
       h('button', { type: 'button', class: 'icon-button card-more', 'aria-label': `More for ${i.name}`, popovertarget: menuId }, '⋯'),
       menu);
+  };
+
+  // What each agent spent today, refreshed at most every 30 s as the list changes.
+  let spend = new Map<string, { tokens: number; cost: number }>();
+  let currency = '';
+  let spendAt = 0;
+  const loadSpend = async () => {
+    if (Date.now() - spendAt < 30_000) return;
+    spendAt = Date.now();
+    try {
+      const u = await api.get<AccountSpending>('api/usage');
+      currency = u.currency;
+      spend = new Map(u.today_by_instance.map((t) => [t.instance_id, t]));
+      shown = '';
+      render();
+    } catch {
+      // Spending is a detail of the card; the list works without it.
+    }
   };
 
   let shown = '';
@@ -132,6 +152,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
   return onInstances((list) => {
     instances = list;
     render();
+    void loadSpend();
   });
 }
 
