@@ -109,6 +109,8 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       menu);
   };
 
+  const budgetNote = h('div', { class: 'budget-note' });
+  list.before(budgetNote);
   // What each agent spent today, refreshed at most every 30 s as the list changes.
   let spend = new Map<string, { tokens: number; cost: number }>();
   let currency = '';
@@ -120,6 +122,10 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       const u = await api.get<AccountSpending>('api/usage');
       currency = u.currency;
       spend = new Map(u.today_by_instance.map((t) => [t.instance_id, t]));
+      // A budget nearly or wholly spent is said at the top, in words.
+      const pressing = u.budgets.filter((b) => b.state === 'warning' || b.state === 'exceeded');
+      clear(budgetNote, pressing.map((b) => h('p', { class: `budget budget-${b.state}`, role: b.state === 'exceeded' ? 'alert' : 'status' },
+        b.message ?? `${b.used_percent.toFixed(0)} % of the ${b.period === 'day' ? 'daily' : 'monthly'} budget is spent. `, h('a', { href: '#/settings' }, 'See usage'))));
       shown = '';
       render();
     } catch {
@@ -162,6 +168,7 @@ function ended(i: Instance): string {
     case 'user': return 'stopped by you';
     case 'admin': return 'stopped by an admin';
     case 'idle': return 'stopped when idle';
+    case 'budget': return 'stopped: its budget is spent';
     case 'restart': return 'restarting';
     case 'lost': return 'its session vanished';
     case 'server_gone': return 'its tmux server stopped';

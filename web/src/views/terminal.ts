@@ -383,7 +383,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
       case 'exit': {
         ended = m.reason !== 'restart';
         setStatus(m.state);
-        const what = m.state === 'stopped' ? `The agent was stopped (${m.reason}).` : `The agent exited${m.exit_code !== null ? ` with status ${m.exit_code}` : ''}${m.reason !== 'exit' ? ` (${m.reason.replace('_', ' ')})` : ''}.`;
+        const what = m.reason === 'budget' ? 'The agent was stopped: its spending budget is spent. Settings → Usage says when it starts again.'
+          : m.state === 'stopped' ? `The agent was stopped (${m.reason}).` : `The agent exited${m.exit_code !== null ? ` with status ${m.exit_code}` : ''}${m.reason !== 'exit' ? ` (${m.reason.replace('_', ' ')})` : ''}.`;
         if (m.reason === 'restart') {
           // The close follows; reconnect once it has come (see onclose).
           restarting = true;
