@@ -38,6 +38,9 @@ pub struct Profile {
     /// Overrides `limits.idle_timeout_minutes` for this profile; 0 disables.
     pub idle_timeout_minutes: Option<f64>,
     pub enabled: bool,
+    /// How the agent's token usage is read: Claude Code's transcripts for `kind = "claude"`,
+    /// not at all for others, unless set (`reader = "jsonl"` with files and JSON pointers).
+    pub usage: Option<crate::usage::UsageSource>,
 }
 
 impl Default for Profile {
@@ -53,6 +56,7 @@ impl Default for Profile {
             memory_mb: 500,
             idle_timeout_minutes: None,
             enabled: true,
+            usage: None,
         }
     }
 }
