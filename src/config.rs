@@ -593,6 +593,11 @@ impl Config {
             if let Err(err) = crate::instances::approvals::Rules::for_profile(profile) {
                 return Err(invalid("profiles", &format!("profile `{id}`: {err}")));
             }
+            if let Some(usage) = &profile.usage {
+                usage
+                    .validate()
+                    .map_err(|m| invalid("profiles", &format!("profile `{id}`: {m}")))?;
+            }
             if profile.enabled && (profile.command.is_empty() || profile.name.is_empty()) {
                 return Err(invalid(
                     "profiles",

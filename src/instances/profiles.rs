@@ -41,6 +41,9 @@ pub struct Profile {
     /// How the agent's permission dialogs look, for one-tap approvals; Claude profiles have
     /// Claude Code's rules without it, others none.
     pub approval: Option<super::approvals::ApprovalRules>,
+    /// How the agent's token usage is read: Claude Code's transcripts for `kind = "claude"`,
+    /// not at all for others, unless set (`reader = "jsonl"` with files and JSON pointers).
+    pub usage: Option<crate::usage::UsageSource>,
 }
 
 impl Default for Profile {
@@ -57,6 +60,7 @@ impl Default for Profile {
             idle_timeout_minutes: None,
             enabled: true,
             approval: None,
+            usage: None,
         }
     }
 }

@@ -24,7 +24,61 @@ use crate::isolation::Isolation;
 use crate::layout::Layout;
 
 pub use routes::router;
-use transcript::Reply;
+use transcript::{JsonlSource, Reply};
+
+/// How a profile's usage is read (`[profiles.<id>.usage]`, `reader = ...`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reader", rename_all = "lowercase")]
+pub enum UsageSource {
+    /// Claude Code's transcripts (the default for `kind = "claude"`).
+    Claude,
+    /// Not measured: the app says so rather than showing 0 (the default for other profiles).
+    None,
+    /// JSON lines that other agents write (see [`JsonlSource`]).
+    Jsonl(JsonlSource),
+}
+
+impl UsageSource {
+    /// Checks a source: relative file patterns that stay below the home, pointers that are
+    /// pointers, at least one token figure.
+    pub fn validate(&self) -> Result<(), String> {
+        let Self::Jsonl(source) = self else {
+            return Ok(());
+        };
+        let pattern = &source.files;
+        if pattern.is_empty()
+            || pattern.starts_with('/')
+            || pattern
+                .split('/')
+                .any(|part| part.is_empty() || part == "..")
+        {
+            return Err("usage.files must be a path below the account's home, without `..`".into());
+        }
+        let pointers = [
+            &source.input,
+            &source.output,
+            &source.cache_write,
+            &source.cache_read,
+        ];
+        if pointers.iter().all(|p| p.is_none()) {
+            return Err(
+                "usage needs at least one of input, output, cache_write, cache_read".into(),
+            );
+        }
+        for pointer in pointers
+            .into_iter()
+            .chain([&source.model, &source.id])
+            .flatten()
+        {
+            if !pointer.starts_with('/') {
+                return Err(format!(
+                    "usage: `{pointer}` is not a JSON pointer (they start with /)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// At most this much of one transcript is read per pass; a busy one catches up over passes.
 const READ_PER_PASS: u64 = 4 << 20;
@@ -48,6 +102,7 @@ pub struct Followed {
     pub name: String,
     pub profile: String,
     pub agent_session_id: Option<String>,
+    pub started_at: Option<OffsetDateTime>,
 }
 
 impl Usage {
@@ -67,34 +122,81 @@ impl Usage {
         }
     }
 
-    /// Whether a profile's usage can be measured (today: Claude Code's).
+    /// How a profile's usage is read.
+    pub fn source(&self, profile: &str) -> UsageSource {
+        match self.config.profiles.get(profile) {
+            Some(p) => p.usage.clone().unwrap_or(if p.kind == ProfileKind::Claude {
+                UsageSource::Claude
+            } else {
+                UsageSource::None
+            }),
+            None => UsageSource::None,
+        }
+    }
+
+    /// Whether a profile's usage can be measured.
     pub fn measured(&self, profile: &str) -> bool {
-        self.config
-            .profiles
-            .get(profile)
-            .is_some_and(|p| p.kind == ProfileKind::Claude)
+        self.source(profile) != UsageSource::None
     }
 
     /// One pass over every followed instance.
     pub async fn pass(&self) -> anyhow::Result<()> {
         let since = OffsetDateTime::now_utc() - time::Duration::seconds(FOLLOW_AFTER_END_SECS);
-        for instance in store::followed(&self.db, since).await? {
-            if !self.measured(&instance.profile) {
+        let followed = store::followed(&self.db, since).await?;
+        for instance in &followed {
+            let source = self.source(&instance.profile);
+            if source == UsageSource::None {
                 continue;
             }
-            if let Err(e) = self.follow(&instance).await {
+            if let Err(e) = self.follow(instance, &source, &followed).await {
                 tracing::debug!(instance = %instance.id, error = %e, "usage not read this pass");
             }
         }
         Ok(())
     }
 
-    async fn follow(&self, instance: &Followed) -> anyhow::Result<()> {
+    async fn follow(
+        &self,
+        instance: &Followed,
+        source: &UsageSource,
+        followed: &[Followed],
+    ) -> anyhow::Result<()> {
         let identity = self.isolation.identity(instance.user_id);
         let home = self.layout.home(instance.user_id);
         let mut files = store::files(&self.db, &instance.id).await?;
+        // Another agent's files: each belongs to the instance of its profile that started last
+        // before the file was made, and is followed by that one only.
+        if let (UsageSource::Jsonl(jsonl), Some(started)) = (source, instance.started_at) {
+            let pattern = jsonl.files.clone();
+            let since = std::time::SystemTime::from(started) - std::time::Duration::from_secs(5);
+            let home = home.clone();
+            let found = crate::isolation::blocking_as(identity, move |acting| {
+                matching_files(home.path(acting), &pattern, since)
+            })
+            .await?;
+            for (path, born) in found {
+                let owner = followed
+                    .iter()
+                    .filter(|f| f.user_id == instance.user_id && f.profile == instance.profile)
+                    .filter(|f| {
+                        f.started_at.is_some_and(|s| {
+                            std::time::SystemTime::from(s)
+                                <= born + std::time::Duration::from_secs(2)
+                        })
+                    })
+                    .max_by_key(|f| f.started_at);
+                if owner.is_some_and(|o| o.id == instance.id)
+                    && !files.iter().any(|f| f.path == path)
+                    && !store::claimed(&self.db, instance.user_id, &path).await?
+                {
+                    store::add_file(&self.db, &instance.id, &path).await?;
+                }
+            }
+            files = store::files(&self.db, &instance.id).await?;
+        }
         // The current conversation's transcript, once Claude Code has written it.
-        if let Some(session) = instance.agent_session_id.clone().filter(|s| is_uuid(s))
+        if *source == UsageSource::Claude
+            && let Some(session) = instance.agent_session_id.clone().filter(|s| is_uuid(s))
             && !files
                 .iter()
                 .any(|f| f.path.ends_with(&format!("/{session}.jsonl")))
@@ -120,7 +222,14 @@ impl Usage {
             let Some((start, bytes)) = chunk else {
                 continue;
             };
-            let read = transcript::read(&bytes, file.last_message.clone());
+            let read = match source {
+                UsageSource::Jsonl(jsonl) => {
+                    transcript::read_with(&bytes, file.last_message.clone(), |line| {
+                        transcript::reply_at(line, jsonl)
+                    })
+                }
+                _ => transcript::read(&bytes, file.last_message.clone()),
+            };
             // A line longer than a pass can hold is no reply: pass over it.
             let consumed = if read.consumed == 0 && bytes.len() as u64 >= READ_PER_PASS {
                 bytes.len()
@@ -234,6 +343,69 @@ fn find_transcript(home: &Path, session: &str) -> Option<String> {
     None
 }
 
+/// Regular files below `home` that match `pattern` (`*` for any name within one folder) and
+/// changed since `since`, as paths relative to `home` with when each was made (or, where the
+/// file system does not say, last changed); at most 1,000 names looked at per folder.
+fn matching_files(
+    home: &Path,
+    pattern: &str,
+    since: std::time::SystemTime,
+) -> Vec<(String, std::time::SystemTime)> {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let mut found = Vec::new();
+    let mut walk = vec![(home.to_path_buf(), String::new(), 0usize)];
+    while let Some((dir, relative, depth)) = walk.pop() {
+        let Some(part) = parts.get(depth) else {
+            continue;
+        };
+        let last = depth + 1 == parts.len();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten().take(1000) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !glob_match(part, &name) {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            let path = if relative.is_empty() {
+                name
+            } else {
+                format!("{relative}/{name}")
+            };
+            if last {
+                if meta.is_file()
+                    && let Ok(changed) = meta.modified()
+                    && changed >= since
+                {
+                    found.push((path, meta.created().unwrap_or(changed)));
+                }
+            } else if meta.is_dir() {
+                walk.push((entry.path(), path, depth + 1));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob_match(rest, &tail[i..]))
+        }
+    }
+}
+
 /// What the file holds from `from` on (at most a pass's worth), with where that starts: `None`
 /// when there is nothing new. A file that shrank was replaced: it is read again from the start.
 /// Symlinks are not followed; only regular files are read.
@@ -326,6 +498,40 @@ mod tests {
         assert_eq!(day_of(Some("2030-01-01T00:00:00Z"), now), "2026-12-07");
         assert_eq!(day_of(Some("yesterday"), now), "2026-12-07");
         assert_eq!(day_of(None, now), "2026-12-07");
+    }
+
+    #[test]
+    fn file_patterns_match_within_one_folder_each() {
+        assert!(glob_match("*.jsonl", "rollout-1.jsonl"));
+        assert!(glob_match("rollout-*-x.jsonl", "rollout-2026-x.jsonl"));
+        assert!(!glob_match("*.jsonl", "notes.txt"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("s/2026/12")).unwrap();
+        std::fs::write(dir.path().join("s/2026/12/a.jsonl"), "").unwrap();
+        std::fs::write(dir.path().join("s/2026/12/b.txt"), "").unwrap();
+        std::fs::write(dir.path().join("s/top.jsonl"), "").unwrap();
+        let since = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let found = matching_files(dir.path(), "s/*/*/*.jsonl", since);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "s/2026/12/a.jsonl");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(matching_files(dir.path(), "s/*/*/*.jsonl", later).is_empty());
+    }
+
+    #[test]
+    fn usage_sources_are_read_from_toml_and_checked() {
+        let source: UsageSource = toml::from_str(
+            "reader = \"jsonl\"\nfiles = \".agent/*.jsonl\"\noutput = \"/usage/out\"",
+        )
+        .unwrap();
+        assert!(source.validate().is_ok());
+        let typo = "reader = \"jsonl\"\nfiles = \"x\"\nouput = \"/o\"";
+        assert!(toml::from_str::<UsageSource>(typo).is_err());
+        let escaping: UsageSource =
+            toml::from_str("reader = \"jsonl\"\nfiles = \"../x\"\noutput = \"/o\"").unwrap();
+        assert!(escaping.validate().is_err());
+        let none: UsageSource = toml::from_str("reader = \"none\"").unwrap();
+        assert_eq!(none, UsageSource::None);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct AccountSpending {
     pub by_model: Vec<ModelTotals>,
     /// This month, by instance, the costliest first.
     pub by_instance: Vec<InstanceTotals>,
+    /// Today, by instance (for the agents' cards).
+    pub today_by_instance: Vec<InstanceTotals>,
     /// The last 30 days, oldest first, every day present.
     pub days: Vec<DayTotals>,
     /// The budgets that limit this account (its own and the server's), with what is spent.
@@ -143,6 +145,19 @@ fn account_usage_with(
         })
         .collect();
     by_instance.sort_by(|a, b| b.totals.cost.total_cmp(&a.totals.cost));
+    let today: Vec<store::Row> = rows.iter().filter(|r| r.day == w.today).cloned().collect();
+    let today_by_instance = sum_by(&today, |r| r.instance_id.clone())
+        .into_iter()
+        .map(|(id, totals)| InstanceTotals {
+            name: names
+                .get(id.as_str())
+                .copied()
+                .unwrap_or_default()
+                .to_owned(),
+            instance_id: id,
+            totals,
+        })
+        .collect();
     let per_day = sum_by(rows, |r| r.day.clone());
     AccountSpending {
         currency: state.usage.currency().to_owned(),
@@ -151,6 +166,7 @@ fn account_usage_with(
         month: sum(&w.month),
         by_model,
         by_instance,
+        today_by_instance,
         budgets,
         days: w
             .days

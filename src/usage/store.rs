@@ -12,7 +12,7 @@ use crate::error::AppError;
 /// Instances whose transcripts are read: live ones, and those that ended lately.
 pub async fn followed(db: &Db, ended_since: OffsetDateTime) -> Result<Vec<Followed>, AppError> {
     Ok(sqlx::query_as(
-        "SELECT i.id, i.user_id, u.username, i.name, i.profile, i.agent_session_id
+        "SELECT i.id, i.user_id, u.username, i.name, i.profile, i.agent_session_id, i.started_at
          FROM instances i JOIN users u ON u.id = i.user_id
          WHERE i.state IN ('starting', 'running') OR i.ended_at >= ?",
     )
@@ -35,6 +35,19 @@ pub async fn files(db: &Db, instance_id: &str) -> Result<Vec<File>, AppError> {
     .bind(instance_id)
     .fetch_all(db)
     .await?)
+}
+
+/// Whether an instance of the account follows `path` already.
+pub async fn claimed(db: &Db, user_id: i64, path: &str) -> Result<bool, AppError> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM usage_files f JOIN instances i ON i.id = f.instance_id
+         WHERE i.user_id = ? AND f.path = ?",
+    )
+    .bind(user_id)
+    .bind(path)
+    .fetch_one(db)
+    .await?
+        > 0)
 }
 
 pub async fn add_file(db: &Db, instance_id: &str, path: &str) -> Result<(), AppError> {

@@ -80,6 +80,16 @@ struct Usage {
 /// last line without its newline is still being written and waits. `last_message` is the id of
 /// the last message counted before.
 pub fn read(chunk: &[u8], last_message: Option<String>) -> Read {
+    read_with(chunk, last_message, reply)
+}
+
+/// As [`read`], with `reply` telling what a line says (`None`: not a reply). A reply without an
+/// id (empty) always counts.
+pub fn read_with(
+    chunk: &[u8],
+    last_message: Option<String>,
+    reply: impl Fn(&[u8]) -> Option<Reply>,
+) -> Read {
     let mut found = Read {
         last_message,
         ..Read::default()
@@ -94,13 +104,90 @@ pub fn read(chunk: &[u8], last_message: Option<String>) -> Read {
         }
         let Some(reply) = reply(line) else { continue };
         // The lines of one message follow each other and repeat its usage.
-        if found.last_message.as_deref() == Some(reply.message_id.as_str()) {
+        if !reply.message_id.is_empty()
+            && found.last_message.as_deref() == Some(reply.message_id.as_str())
+        {
             continue;
         }
         found.last_message = Some(reply.message_id.clone());
         found.replies.push(reply);
     }
     found
+}
+
+/// A model name as the figures keep it: an identifier, or `unknown`.
+fn model_name(model: Option<&str>) -> String {
+    match model {
+        Some(m)
+            if !m.is_empty()
+                && m.len() <= 100
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b)) =>
+        {
+            m.to_owned()
+        }
+        _ => "unknown".into(),
+    }
+}
+
+/// Where another agent writes its usage: JSON lines in files below the account's home, read
+/// through JSON pointers (RFC 6901) a profile names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSource {
+    /// Files below the account's home; `*` stands for any name within one folder
+    /// (`.codex/sessions/*/*/*/*.jsonl`).
+    pub files: String,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub cache_write: Option<String>,
+    pub cache_read: Option<String>,
+    /// The model's name; lines without one count under `model_name`, else `unknown`.
+    pub model: Option<String>,
+    /// A name for the model when lines do not say it.
+    pub model_name: Option<String>,
+    /// The reply's id: consecutive lines with the same id count once.
+    pub id: Option<String>,
+}
+
+/// A line read through `pointers`: a reply when at least one token figure is there.
+pub fn reply_at(line: &[u8], pointers: &JsonlSource) -> Option<Reply> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let number = |pointer: &Option<String>| {
+        let n = value.pointer(pointer.as_deref()?)?;
+        n.as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .map(|n| n.min(MAX_TOKENS_PER_MESSAGE))
+    };
+    let figures = [
+        number(&pointers.input),
+        number(&pointers.output),
+        number(&pointers.cache_write),
+        number(&pointers.cache_read),
+    ];
+    if figures.iter().all(Option::is_none) {
+        return None;
+    }
+    let text = |pointer: &Option<String>| {
+        value
+            .pointer(pointer.as_deref()?)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let model = text(&pointers.model).or_else(|| pointers.model_name.clone());
+    Some(Reply {
+        message_id: text(&pointers.id)
+            .filter(|id| id.len() <= 200)
+            .unwrap_or_default(),
+        model: model_name(model.as_deref()),
+        timestamp: None,
+        tokens: Tokens {
+            input: figures[0].unwrap_or(0),
+            output: figures[1].unwrap_or(0),
+            cache_write: figures[2].unwrap_or(0),
+            cache_read: figures[3].unwrap_or(0),
+        },
+    })
 }
 
 fn reply(line: &[u8]) -> Option<Reply> {
@@ -111,20 +198,9 @@ fn reply(line: &[u8]) -> Option<Reply> {
     let message = line.message?;
     let usage = message.usage?;
     let bounded = |n: Option<u64>| n.unwrap_or(0).min(MAX_TOKENS_PER_MESSAGE);
-    let model = message.model.unwrap_or_default();
     Some(Reply {
-        message_id: message.id.filter(|id| id.len() <= 200)?,
-        // A model name is an identifier; anything else is not one.
-        model: if !model.is_empty()
-            && model.len() <= 100
-            && model
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
-        {
-            model
-        } else {
-            "unknown".into()
-        },
+        message_id: message.id.filter(|id| !id.is_empty() && id.len() <= 200)?,
+        model: model_name(message.model.as_deref()),
         timestamp: line.timestamp.filter(|t| t.len() <= 40),
         tokens: Tokens {
             input: bounded(usage.input_tokens),
@@ -183,6 +259,35 @@ mod tests {
         let read2 = read(rest, read1.last_message);
         assert_eq!(read2.replies.len(), 1);
         assert_eq!(read2.replies[0].message_id, "msg_2");
+    }
+
+    #[test]
+    fn other_agents_lines_are_read_through_their_profiles_pointers() {
+        let pointers = JsonlSource {
+            files: String::new(),
+            input: Some("/usage/in".into()),
+            output: Some("/usage/out".into()),
+            model: Some("/model".into()),
+            model_name: Some("codex".into()),
+            id: Some("/turn".into()),
+            ..JsonlSource::default()
+        };
+        let text = [
+            r#"{"turn":"t1","model":"gpt-5","usage":{"in":100,"out":20.7}}"#,
+            r#"{"turn":"t1","model":"gpt-5","usage":{"in":100,"out":20}}"#,
+            r#"{"turn":"t2","usage":{"out":5}}"#,
+            r#"{"note":"no figures here"}"#,
+            r#"{"turn":"t3","usage":{"in":-3}}"#,
+        ]
+        .join("\n")
+            + "\n";
+        let read = read_with(text.as_bytes(), None, |line| reply_at(line, &pointers));
+        let got: Vec<(&str, u64, u64)> = read
+            .replies
+            .iter()
+            .map(|r| (r.model.as_str(), r.tokens.input, r.tokens.output))
+            .collect();
+        assert_eq!(got, [("gpt-5", 100, 20), ("codex", 0, 5)]);
     }
 
     #[test]

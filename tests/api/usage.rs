@@ -381,3 +381,71 @@ async fn a_spent_budget_stops_the_quiet_agent_and_refuses_new_ones_until_lifted(
         .await;
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn another_agents_json_lines_are_read_through_its_profiles_pointers() {
+    // An agent that logs its usage as JSON lines in a file of its own, then waits.
+    let script = r#"mkdir -p "$HOME/.agent-log" && printf '%s\n' '{"u":{"in":100,"out":7}}' 'not json' '{"u":{"in":50,"out":3}}' >> "$HOME/.agent-log/run-$$.jsonl" && exec sleep 3600"#;
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.monitor.interval_secs = 1;
+        c.limits.max_per_user = 5;
+        let logger = |usage| pocketdev::instances::profiles::Profile {
+            name: "Logger".into(),
+            command: "bash".into(),
+            args: vec!["-c".into(), script.into()],
+            memory_mb: 10,
+            usage,
+            ..pocketdev::instances::profiles::Profile::default()
+        };
+        c.profiles.insert(
+            "logger".into(),
+            logger(Some(
+                toml::from_str(
+                    r#"reader = "jsonl"
+                    files = ".agent-log/*.jsonl"
+                    input = "/u/in"
+                    output = "/u/out"
+                    model_name = "logger-1""#,
+                )
+                .unwrap(),
+            )),
+        );
+        c.profiles.insert("silent".into(), logger(None));
+    })
+    .await;
+    app.create_user("lou", "lou-password-1").await;
+    let token = app.token("lou", "lou-password-1").await;
+    let first = app
+        .create_instance(&token, json!({ "profile": "logger" }))
+        .await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    let measured = expect_total(&app, &token, &first, 160).await;
+    assert_eq!(measured["measured"], true);
+    // No price for this model: tokens only, and said so.
+    assert_eq!(measured["total"]["unpriced_tokens"], 160, "{measured}");
+    assert_eq!(measured["total"]["cost"], 0.0);
+
+    // A second instance of the profile counts its own file, not the first one's again.
+    let second = app
+        .create_instance(&token, json!({ "profile": "logger" }))
+        .await;
+    let second = second["id"].as_str().unwrap().to_owned();
+    expect_total(&app, &token, &second, 160).await;
+    assert_eq!(usage(&app, &token, &first).await["total"]["tokens"], 160);
+    let account: Value = app
+        .get("/api/usage", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["today"]["tokens"], 320, "{account}");
+    assert_eq!(account["by_model"][0]["model"], "logger-1");
+    assert_eq!(account["by_model"][0]["priced"], false);
+
+    // A profile that names no source is not measured: not 0, unknown.
+    let silent = app
+        .create_instance(&token, json!({ "profile": "silent" }))
+        .await;
+    let silent = usage(&app, &token, silent["id"].as_str().unwrap()).await;
+    assert_eq!(silent["measured"], false, "{silent}");
+}

@@ -2,6 +2,7 @@
 import { api, type Instance, type Model } from '../api';
 import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast, inlineError } from '../ui';
 import { onInstances } from '../events';
+import { money, tokenCount, type AccountSpending } from './usage';
 import type { Ctx } from '../main';
 import { approvalPanel, outcomeWords } from '../approvals';
 
@@ -100,10 +101,11 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       : `${model?.name ?? i.profile} · ${ended(i)}${i.ended_at ? ` ${duration(i.ended_at)} ago` : ''}`;
     // A question with its buttons says more than the status line.
     const preview = live && !i.pending_approval ? i.status_reason ?? i.preview : null;
+    const today = spend.get(i.id);
     return h('article', { class: `card status-${i.status ?? i.state}`, 'data-instance': i.id, 'aria-label': i.name },
       h('a', { href: `#/t/${i.id}`, class: 'card-main' },
         h('span', { class: 'card-head' }, h('span', { class: 'card-name' }, i.name), statusBadge(i.state, i.status)),
-        h('span', { class: 'muted card-meta' }, meta),
+        h('span', { class: 'muted card-meta' }, meta, today && today.tokens > 0 ? ` · ${currency ? money(today.cost, currency) : `${tokenCount(today.tokens)} tokens`} today` : ''),
         preview ? h('span', { class: 'card-preview' }, preview) : null),
       // The event stream brings the card's next state; the toast says what the tap did.
       live && i.pending_approval ? approvalPanel(i.id, i.pending_approval, (reply) => {
@@ -111,6 +113,30 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       }, true) : null,
       h('button', { type: 'button', class: 'icon-button card-more', 'aria-label': `More for ${i.name}`, popovertarget: menuId }, '⋯'),
       menu);
+  };
+
+  const budgetNote = h('div', { class: 'budget-note' });
+  list.before(budgetNote);
+  // What each agent spent today, refreshed at most every 30 s as the list changes.
+  let spend = new Map<string, { tokens: number; cost: number }>();
+  let currency = '';
+  let spendAt = 0;
+  const loadSpend = async () => {
+    if (Date.now() - spendAt < 30_000) return;
+    spendAt = Date.now();
+    try {
+      const u = await api.get<AccountSpending>('api/usage');
+      currency = u.currency;
+      spend = new Map(u.today_by_instance.map((t) => [t.instance_id, t]));
+      // A budget nearly or wholly spent is said at the top, in words.
+      const pressing = u.budgets.filter((b) => b.state === 'warning' || b.state === 'exceeded');
+      clear(budgetNote, pressing.map((b) => h('p', { class: `budget budget-${b.state}`, role: b.state === 'exceeded' ? 'alert' : 'status' },
+        b.message ?? `${b.used_percent.toFixed(0)} % of the ${b.period === 'day' ? 'daily' : 'monthly'} budget is spent. `, h('a', { href: '#/settings' }, 'See usage'))));
+      shown = '';
+      render();
+    } catch {
+      // Spending is a detail of the card; the list works without it.
+    }
   };
 
   let shown = '';
@@ -138,6 +164,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
   return onInstances((list) => {
     instances = list;
     render();
+    void loadSpend();
   });
 }
 
@@ -147,6 +174,7 @@ function ended(i: Instance): string {
     case 'user': return 'stopped by you';
     case 'admin': return 'stopped by an admin';
     case 'idle': return 'stopped when idle';
+    case 'budget': return 'stopped: its budget is spent';
     case 'restart': return 'restarting';
     case 'lost': return 'its session vanished';
     case 'server_gone': return 'its tmux server stopped';

@@ -16,6 +16,7 @@ import { mountSelection } from '../terminal/select';
 import { effectiveTheme, jumpToNextWaiting, openSwitcher, waitingOnes, type Ctx } from '../main';
 import { muteMenuItem } from '../push';
 import { onInstances } from '../events';
+import { money, tokenCount, type SpendTotals } from './usage';
 
 const FONT_KEY = 'pd.fontSize';
 const themes = {
@@ -46,6 +47,17 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
   const waitingCount = h('span', { class: 'count', hidden: true });
   // One slim row: the agent's name gets the room; text size, the switcher and files live in a
   // menu (a popover: a tap outside closes it).
+  // What this agent spent, read when the menu opens; it leads to the account's usage.
+  const spendItem = h('a', { href: '#/settings', role: 'menuitem', class: 'term-spend', onclick: () => menu.hidePopover() }, 'Usage');
+  const showSpend = async () => {
+    try {
+      const u = await api.get<{ measured: boolean; currency: string; conversation: { tokens: number; cost: number } | null; today: SpendTotals }>(`api/instances/${encodeURIComponent(id)}/usage`);
+      spendItem.textContent = !u.measured ? 'Usage: not measured for this agent'
+        : `Usage: ${money(u.today.cost, u.currency)} today · this conversation ${tokenCount(u.conversation?.tokens ?? 0)} tokens`;
+    } catch {
+      spendItem.textContent = 'Usage';
+    }
+  };
   const menu = h('div', { class: 'term-menu', id: `term-menu-${id}`, popover: 'auto', role: 'menu', 'aria-label': 'Terminal menu' },
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize - 1) }, 'A− Smaller text'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize + 1) }, 'A+ Larger text'),
@@ -53,7 +65,11 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void import('../terminal/history').then((m) => m.openHistory({ instanceId: id, name: instance!.name })); } }, 'History and search'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); customizeKeys(() => keys.rebuild()); } }, 'Customize keys'),
     muteMenuItem(id, () => menu.hidePopover()),
+    spendItem,
     h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
+  menu.addEventListener('toggle', (e) => {
+    if ((e as ToggleEvent).newState === 'open') void showSpend();
+  });
   const header = h('header', { class: 'term-head' },
     h('a', { href: '#/', class: 'icon-button', 'aria-label': 'Back to agents' }, icon('back')),
     // The name on top with the whole width, the status small beneath it.
@@ -371,7 +387,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
       case 'exit': {
         ended = m.reason !== 'restart';
         setStatus(m.state);
-        const what = m.state === 'stopped' ? `The agent was stopped (${m.reason}).` : `The agent exited${m.exit_code !== null ? ` with status ${m.exit_code}` : ''}${m.reason !== 'exit' ? ` (${m.reason.replace('_', ' ')})` : ''}.`;
+        const what = m.reason === 'budget' ? 'The agent was stopped: its spending budget is spent. Settings → Usage says when it starts again.'
+          : m.state === 'stopped' ? `The agent was stopped (${m.reason}).` : `The agent exited${m.exit_code !== null ? ` with status ${m.exit_code}` : ''}${m.reason !== 'exit' ? ` (${m.reason.replace('_', ' ')})` : ''}.`;
         if (m.reason === 'restart') {
           // The close follows; reconnect once it has come (see onclose).
           restarting = true;

@@ -1,7 +1,7 @@
 // What agents spend: your own in Settings (today, this week, this month by model and by agent,
 // 30 days), every account's in Admin (side by side, the server's days, a CSV export).
 import { api, url } from '../api';
-import { h, clear } from '../ui';
+import { h, clear, act, inlineError } from '../ui';
 
 export interface SpendTotals {
   input_tokens: number;
@@ -13,8 +13,24 @@ export interface SpendTotals {
   unpriced_tokens: number;
 }
 interface DayTotals extends SpendTotals { day: string }
-interface AccountSpending {
+export interface Standing {
+  id: number;
+  user_id: number | null;
+  username: string | null;
+  period: 'day' | 'month';
+  cost_limit: number | null;
+  tokens_limit: number | null;
+  spent_cost: number;
+  spent_tokens: number;
+  used_percent: number;
+  state: 'ok' | 'warning' | 'exceeded' | 'lifted';
+  resets_at: string;
+  message: string | null;
+}
+export interface AccountSpending {
   currency: string;
+  today_by_instance: (SpendTotals & { instance_id: string; name: string })[];
+  budgets: Standing[];
   today: SpendTotals;
   week: SpendTotals;
   month: SpendTotals;
@@ -68,6 +84,15 @@ function dayBars(days: DayTotals[], currency: string): HTMLElement {
     h('figcaption', { class: 'day-bars-axis', 'aria-hidden': 'true' }, h('span', null, days[0]?.day.slice(5) ?? ''), h('span', null, `max ${say(max)}`), h('span', null, 'today')));
 }
 
+/** A budget in words: "Daily budget: $0.40 of $1.00 (40 %), starts again …". */
+export function budgetLine(b: Standing, currency: string): string {
+  const limit = [b.cost_limit !== null ? `${money(b.spent_cost, currency)} of ${money(b.cost_limit, currency)}` : '',
+    b.tokens_limit !== null ? `${tokenCount(b.spent_tokens)} of ${tokenCount(b.tokens_limit)} tokens` : ''].filter(Boolean).join(', ');
+  const whose = b.user_id === null ? 'Server' : b.username ?? 'Account';
+  const state = b.state === 'exceeded' ? ' — spent' : b.state === 'warning' ? ' — nearly spent' : b.state === 'lifted' ? ' — lifted for today' : '';
+  return `${whose}, ${b.period === 'day' ? 'daily' : 'monthly'}: ${limit} (${b.used_percent.toFixed(0)} %)${state}; starts again ${new Date(b.resets_at).toLocaleString()}`;
+}
+
 /** Settings: your own spending. */
 export function usagePanel(): HTMLElement {
   const box = h('section', { class: 'panel', 'aria-labelledby': 'usage-h' }, h('h2', { id: 'usage-h' }, 'Usage'), h('p', { class: 'muted' }, 'Loading…'));
@@ -77,6 +102,7 @@ export function usagePanel(): HTMLElement {
       const c = u.currency;
       clear(box, h('h2', { id: 'usage-h' }, 'Usage'),
         h('p', { class: 'muted' }, 'Tokens your agents used, read from their own records, and what they cost at the server\'s prices. Agents other than Claude Code are not measured.'),
+        u.budgets.map((b) => h('p', { class: `budget budget-${b.state}`, role: b.state === 'exceeded' ? 'alert' : undefined }, b.message ?? budgetLine(b, c))),
         h('dl', { class: 'usage-totals' },
           h('dt', null, 'Today'), h('dd', null, spent(u.today, c)),
           h('dt', null, 'Last 7 days'), h('dd', null, spent(u.week, c)),
@@ -90,6 +116,48 @@ export function usagePanel(): HTMLElement {
       clear(box, h('h2', { id: 'usage-h' }, 'Usage'), h('p', { class: 'form-error', role: 'alert' }, e instanceof Error ? e.message : String(e)));
     }
   })();
+  return box;
+}
+
+/** Admin: the budgets, each with Lift and Remove, and a form to set one. */
+async function budgetsBox(currency: string): Promise<HTMLElement> {
+  const box = h('div', { class: 'budgets' });
+  const users = await api.get<{ id: number; username: string }[]>('api/admin/users');
+  const render = async () => {
+    const all = await api.get<Standing[]>('api/admin/budgets');
+    const scope = h('select', { id: 'budget-scope' }, h('option', { value: '' }, 'The whole server'), users.map((u) => h('option', { value: String(u.id) }, u.username)));
+    const period = h('select', { id: 'budget-period' }, h('option', { value: 'day' }, 'Per day'), h('option', { value: 'month' }, 'Per month'));
+    const cost = h('input', { id: 'budget-cost', type: 'number', min: '0.01', step: '0.01', inputMode: 'decimal' });
+    const tokens = h('input', { id: 'budget-tokens', type: 'number', min: '1', step: '1', inputMode: 'numeric' });
+    const save = h('button', { type: 'submit', class: 'primary' }, 'Set budget');
+    const error = inlineError(save, 'budget-error');
+    const form = h('form', { class: 'stack budget-form' },
+      h('label', { class: 'field', for: 'budget-scope' }, h('span', null, 'For'), scope),
+      h('label', { class: 'field', for: 'budget-period' }, h('span', null, 'Period'), period),
+      h('label', { class: 'field', for: 'budget-cost' }, h('span', null, `At most (${currency})`), cost),
+      h('label', { class: 'field', for: 'budget-tokens' }, h('span', null, 'Or at most (tokens)'), tokens),
+      save, error.el);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const body = { user_id: scope.value ? Number(scope.value) : null, period: period.value, cost: cost.value ? Number(cost.value) : undefined, tokens: tokens.value ? Number(tokens.value) : undefined };
+      if (await act(save, () => api.put('api/admin/budgets', body), 'Budget set.', error)) void render();
+    });
+    clear(box, h('h3', null, 'Budgets'),
+      all.length ? h('ul', { class: 'usage-list' }, all.map((b) => {
+        const lift = h('button', { type: 'button', class: 'secondary small', 'aria-label': `Lift for today: ${budgetLine(b, currency)}` }, 'Lift for today');
+        lift.addEventListener('click', async () => {
+          if (await act(lift, () => api.post(`api/admin/budgets/${b.id}/lift`), 'Lifted for today.')) void render();
+        });
+        const remove = h('button', { type: 'button', class: 'danger small', 'aria-label': `Remove: ${budgetLine(b, currency)}` }, 'Remove');
+        remove.addEventListener('click', async () => {
+          if (await act(remove, () => api.del(`api/admin/budgets/${b.id}`).then(() => true), 'Budget removed.')) void render();
+        });
+        return h('li', { class: `budget-${b.state}` }, h('span', null, budgetLine(b, currency)), h('span', { class: 'row-actions' }, b.state === 'exceeded' ? lift : null, remove));
+      })) : h('p', { class: 'muted' }, 'No budget: agents may spend without limit.'),
+      h('p', { class: 'muted' }, 'At 80 % the account is told; when spent, its quiet agents stop, new ones are refused, and admins are alerted.'),
+      form);
+  };
+  await render();
   return box;
 }
 
@@ -108,7 +176,8 @@ export function adminUsagePanel(): HTMLElement {
             h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Account'), h('th', { scope: 'col' }, 'Today'), h('th', { scope: 'col' }, 'This month'))),
             h('tbody', null, rows))
           : h('p', { class: 'muted' }, 'No agent has spent anything in the last 30 days.'),
-        h('p', null, h('a', { href: url('api/admin/usage?format=csv'), download: 'pocketdev-usage.csv', class: 'button secondary small' }, 'Export 30 days as CSV')));
+        h('p', null, h('a', { href: url('api/admin/usage?format=csv'), download: 'pocketdev-usage.csv', class: 'button secondary small' }, 'Export 30 days as CSV')),
+        await budgetsBox(c));
     } catch (e) {
       clear(box, h('h2', { id: 'spend-h' }, 'Usage'), h('p', { class: 'form-error', role: 'alert' }, e instanceof Error ? e.message : String(e)));
     }
