@@ -8,14 +8,19 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import { createECDH, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Page } from '@playwright/test';
+import { join } from 'node:path';
 import { test as base, expect, signIn, expectTerminal } from '../fixtures';
+import { ROOT } from '../server';
 
 const test = base.extend({});
 test.use({
-  serverOptions: [{ extraToml: '[push]\nsubject = "mailto:ops@example.org"\nallowed_hosts = ["127.0.0.1"]' }, { scope: 'worker' }],
+  serverOptions: [{ extraToml: ['[push]', 'subject = "mailto:ops@example.org"', 'allowed_hosts = ["127.0.0.1"]',
+    // The fake agent, with Claude Code's dialog rules: its `dialog` command draws one.
+    '[profiles.asks]', 'name = "Asking agent"', `command = "${join(ROOT, 'tests/fixtures/fake-agent.sh')}"`, 'memory_mb = 10',
+    '[profiles.asks.approval]'].join('\n') }, { scope: 'worker' }],
 });
 
-type Payload = { kind: string; tag: string; title: string; body: string; url: string; instance: string | null; token: string | null; question: { text: string; choices: { id: string; label: string }[] } | null };
+type Payload = { kind: string; tag: string; title: string; body: string; url: string; instance: string | null; token: string | null; question: { approval?: string | null; text: string; choices: { id: string; label: string }[] } | null };
 
 /** A push service that plays the browser: it holds the subscription's keys and decrypts (RFC 8291). */
 class MockPushService {
@@ -151,6 +156,49 @@ test('a permission push shows Allow and Deny, answers with its token, and a tap 
     }, payload.tag);
     await expect(page).toHaveURL(new RegExp(`#/t/${id}$`));
     await expectTerminal(page, 'agent> ');
+  } finally {
+    push.close();
+  }
+});
+
+test("a notification's Allow answers the agent's dialog, from the service worker, with no page open on it", async ({ page, context, server }) => {
+  const origin = new URL(server.url).origin;
+  await context.grantPermissions(['notifications'], { origin });
+  const push = new MockPushService();
+  await push.listen();
+  try {
+    await signIn(page, server);
+    await page.evaluate(async () => navigator.serviceWorker.ready);
+    expect((await call(page, 'POST', 'api/push/subscriptions', { subscription: push.subscription(), device: 'E2E phone' })).status).toBe(201);
+    const instance = await call(page, 'POST', 'api/instances', { profile: 'asks' });
+    const id = instance.json.id as string;
+    await expect.poll(async () => (await call(page, 'GET', `api/instances/${id}/output`)).json?.output ?? '').toContain('agent>');
+    await call(page, 'POST', `api/instances/${id}/command`, { text: 'dialog' });
+
+    // The push carries the dialog pocketdev read, with its approval id and choices.
+    await expect.poll(() => push.received.find((p) => p.kind === 'permission' && p.question?.approval), { timeout: 30_000 }).toBeTruthy();
+    const payload = push.received.find((p) => p.kind === 'permission' && p.question?.approval)!;
+    expect(payload.question!.choices.map((c) => c.label).slice(0, 2)).toEqual(['Allow', 'Deny']);
+    await page.goto(`${server.url}/#/`);
+    await deliver(page, origin, payload);
+    const worker = context.serviceWorkers().find((w) => w.url().startsWith(origin)) ?? (await context.waitForEvent('serviceworker'));
+    await expect.poll(() => worker.evaluate(async (tag) => (await (self as unknown as Scope).registration.getNotifications({ tag })).length, payload.tag)).toBe(1);
+
+    // Allow, as from the lock screen: the notification's first action (titled Allow) carries
+    // the dialog's choice; the worker answers with the token, and the agent goes on.
+    const tapped = await worker.evaluate(async (tag) => {
+      const scope = self as unknown as Scope;
+      const [n] = await scope.registration.getNotifications({ tag });
+      const [allow] = (n as Notification & { actions: { action: string; title: string }[] }).actions;
+      await scope.handleNotificationClick(allow!.action, n!);
+      return allow!.title;
+    }, payload.tag);
+    expect(tapped).toBe('Allow');
+    await expect.poll(async () => (await call(page, 'GET', `api/instances/${id}/output`)).json?.output ?? '', { timeout: 15_000 }).toContain('chose 1 for rm -rf build');
+    const after = await call(page, 'GET', `api/instances/${id}`);
+    expect(after.json.pending_approval).toBeNull();
+    // Answered, so no notification is left to say otherwise.
+    expect(await worker.evaluate(async (tag) => (await (self as unknown as Scope).registration.getNotifications({ tag })).length, payload.tag)).toBe(0);
   } finally {
     push.close();
   }
