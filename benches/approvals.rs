@@ -8,11 +8,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pocketdev::config::Config;
 use pocketdev::instances::approvals::{ApprovalRules, Rules, parse};
 use pocketdev::instances::profiles::Profile;
 use serde_json::{Value, json};
@@ -83,15 +80,8 @@ async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let runs = if smoke { 5 } else { 50 };
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: tmp.path().join("data"),
-        ..Config::default()
-    };
+    let mut config = common::config(tmp.path());
     config.rate_limits.api_per_minute = 1_000_000;
-    config.limits.memory_reserve_mb = 0;
-    config.isolation.mode = pocketdev::config::IsolationMode::None;
-    config.tmux.launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_pocketdev")));
     // The fake agent takes keys at once: no pause is needed before them.
     let rules = ApprovalRules {
         pause_ms: 0,

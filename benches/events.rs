@@ -16,18 +16,11 @@ const USERS: usize = 10;
 const TABS: usize = 10;
 
 /// CPU time process `pid` has used (user + system).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / 100.0)
-}
-
 /// The server's resident memory at the end of `window` and the CPU it used during it.
 async fn measure(pid: u32, window: Duration) -> (u64, Duration) {
-    let before = cpu_time(pid);
+    let before = common::cpu_time(pid);
     tokio::time::sleep(window).await;
-    (common::resident_kb(pid), cpu_time(pid) - before)
+    (common::resident_kb(pid), common::cpu_time(pid) - before)
 }
 
 async fn token(client: &reqwest::Client, base: &str, username: &str, password: &str) -> String {

@@ -6,21 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use pocketdev::config::Config;
 use pocketdev::instances::profiles::Profile;
 use serde_json::json;
-
-/// CPU time this process has used (user + system).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / 100.0)
-}
 
 /// CPU time of this process's children that have been waited for (the tmux clients it ran).
 fn children_cpu_time() -> Duration {
@@ -35,19 +25,12 @@ async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let samples = if smoke { 20 } else { 500 };
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: tmp.path().join("data"),
-        ..Config::default()
-    };
+    let mut config = common::config(tmp.path());
     config.limits.max_total = 100;
     config.limits.max_per_user = 100;
     // One shared tmux server to sample; the instances benchmark measures isolation's cost.
-    config.isolation.mode = pocketdev::config::IsolationMode::None;
-    config.limits.memory_reserve_mb = 0;
     // The benchmark drives the sampler itself.
     config.monitor.interval_secs = 3600;
-    config.tmux.launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_pocketdev")));
     config.profiles.insert(
         "sleeper".into(),
         Profile {
@@ -89,21 +72,23 @@ async fn main() {
         .take(10)
         .collect();
 
-    let (cpu, children) = (cpu_time(), children_cpu_time());
+    let (cpu, children) = (common::cpu_time(std::process::id()), children_cpu_time());
     for _ in 0..samples {
         monitor.sample().await.unwrap();
     }
-    let per_sample =
-        (cpu_time() - cpu + (children_cpu_time() - children)).as_secs_f64() / samples as f64;
+    let per_sample = (common::cpu_time(std::process::id()) - cpu
+        + (children_cpu_time() - children))
+        .as_secs_f64()
+        / samples as f64;
 
-    let cpu = cpu_time();
+    let cpu = common::cpu_time(std::process::id());
     let rounds = samples * 10;
     for _ in 0..rounds {
         for pid in &pids {
             let _ = std::fs::read_to_string(format!("/proc/{pid}/stat"));
         }
     }
-    let baseline = (cpu_time() - cpu).as_secs_f64() / rounds as f64;
+    let baseline = (common::cpu_time(std::process::id()) - cpu).as_secs_f64() / rounds as f64;
 
     println!("one sample of the host and 10 instances ({samples} samples)");
     println!(

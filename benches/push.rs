@@ -12,11 +12,9 @@ mod common;
 #[path = "../tests/api/mock_push.rs"]
 mod mock_push;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pocketdev::config::Config;
 use pocketdev::instances::profiles::Profile;
 use serde_json::{Value, json};
 
@@ -30,18 +28,11 @@ async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let rounds = if smoke { 5 } else { 50 };
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: tmp.path().join("data"),
-        ..Config::default()
-    };
-    config.isolation.mode = pocketdev::config::IsolationMode::None;
-    config.limits.memory_reserve_mb = 0;
+    let mut config = common::config(tmp.path());
     // The hooks alone say the status; no screen sample comes between.
     config.monitor.interval_secs = 3600;
     config.push.subject = Some("mailto:ops@example.org".into());
     config.push.allowed_hosts = vec!["127.0.0.1".into()];
-    config.tmux.launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_pocketdev")));
     let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent.sh");
     config.profiles.insert(
         "fake".into(),

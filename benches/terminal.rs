@@ -644,19 +644,6 @@ fn watch(
 }
 
 /// CPU time (user and system) a process has used so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which sits in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
-
 /// The pid of the tmux server behind `socket`.
 async fn tmux_server_pid(socket: &Path) -> u32 {
     let out = Command::new("tmux")
@@ -698,7 +685,13 @@ async fn soak(server: &Server, sizes: &Sizes, echo_id: &str) {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tmux_pid = tmux_server_pid(&server.socket).await;
-    let cpu = || (cpu_time(server.pid), cpu_time(tmux_pid), Instant::now());
+    let cpu = || {
+        (
+            common::cpu_time(server.pid),
+            common::cpu_time(tmux_pid),
+            Instant::now(),
+        )
+    };
     let mut pty = Pty::attach(&server.socket, &echo_session).await;
     let start = cpu();
     let mut baseline = pty_echo(&mut pty, sizes.keystrokes).await;

@@ -8,20 +8,12 @@
 mod common;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pocketdev::config::Config;
 use pocketdev::instances::profiles::{Profile, ProfileKind};
 use serde_json::Value;
-
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / 100.0)
-}
 
 /// One reply as Claude Code writes it: about 1.5 KB with its text.
 fn reply(n: u64) -> String {
@@ -45,18 +37,11 @@ async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let (agents, megabytes, seconds) = if smoke { (4, 1, 5) } else { (20, 20, 60) };
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: tmp.path().join("data"),
-        ..Config::default()
-    };
+    let mut config = common::config(tmp.path());
     config.limits.max_total = 100;
     config.limits.max_per_user = 100;
-    config.limits.memory_reserve_mb = 0;
-    config.isolation.mode = pocketdev::config::IsolationMode::None;
     // The benchmark drives the follower itself.
     config.monitor.interval_secs = 3600;
-    config.tmux.launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_pocketdev")));
     config.profiles.insert(
         "writer".into(),
         Profile {
@@ -111,7 +96,7 @@ async fn main() {
 
     // Catch-up: everything already there, read at a pass's pace.
     let rss = common::resident_kb(std::process::id());
-    let (cpu, wall) = (cpu_time(), Instant::now());
+    let (cpu, wall) = (common::cpu_time(std::process::id()), Instant::now());
     let mut passes = 0;
     loop {
         usage.pass().await.unwrap();
@@ -130,7 +115,7 @@ async fn main() {
         }
         assert!(passes < 1000, "the follower never caught up: {counted}");
     }
-    let catch_up_cpu = (cpu_time() - cpu).as_secs_f64();
+    let catch_up_cpu = (common::cpu_time(std::process::id()) - cpu).as_secs_f64();
     let catch_up_wall = wall.elapsed().as_secs_f64();
     let grown_kb = common::resident_kb(std::process::id()).saturating_sub(rss);
 
@@ -141,7 +126,7 @@ async fn main() {
         let start_next = next;
         next += (seconds * agents) as u64;
         async move {
-            let (cpu, mut n) = (cpu_time(), start_next);
+            let (cpu, mut n) = (common::cpu_time(std::process::id()), start_next);
             for second in 0..seconds {
                 let tick = Instant::now();
                 for path in &files {
@@ -153,7 +138,7 @@ async fn main() {
                 }
                 tokio::time::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed())).await;
             }
-            (cpu_time() - cpu).as_secs_f64()
+            (common::cpu_time(std::process::id()) - cpu).as_secs_f64()
         }
     };
     let without = steady(false).await;

@@ -1,5 +1,9 @@
 //! What the benchmarks share: running the real `App` in process and signing in.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -89,4 +93,34 @@ pub fn verdict(met: bool) -> &'static str {
     } else {
         "MISSES target"
     }
+}
+
+/// A benchmark's in-process server: its data dir in `dir`, any free port, no isolation (the
+/// instances benchmark measures that), no memory held back, the launcher just built.
+#[allow(dead_code)]
+pub fn config(dir: &Path) -> pocketdev::Config {
+    let mut config = pocketdev::Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.join("data"),
+        ..pocketdev::Config::default()
+    };
+    config.isolation.mode = pocketdev::config::IsolationMode::None;
+    config.limits.memory_reserve_mb = 0;
+    config.tmux.launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_pocketdev")));
+    config
+}
+
+/// CPU time (user and system) process `pid` has used; nothing once it is gone.
+#[allow(dead_code)]
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which sits in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
