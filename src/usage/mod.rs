@@ -452,12 +452,6 @@ pub struct SpendTotals {
 }
 
 impl SpendTotals {
-    pub fn from_row(row: &store::Row) -> Self {
-        let mut totals = Self::default();
-        totals.add(row);
-        totals
-    }
-
     pub fn add(&mut self, row: &store::Row) {
         self.input_tokens += row.input_tokens;
         self.output_tokens += row.output_tokens;
