@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::initial_password::INITIAL_PASSWORD_FILE;
 use crate::auth::tokens::{self, TokenKeys};
 use crate::config::Config;
 use crate::error::AppError;
@@ -19,7 +20,6 @@ use crate::secrets::SecretBox;
 use crate::state::AppState;
 use crate::users::{self, Role};
 
-const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
 pub const INITIAL_ADMIN: &str = "admin";
 
 pub struct App {
@@ -79,14 +79,27 @@ impl App {
         isolation.check_private_namespaces(&launcher);
         let isolation = Arc::new(isolation);
         isolation.ensure_all().await?;
+        // The monitor's bookkeeping, which the instances feed and read through their traits.
+        let activity = Arc::new(crate::monitor::Activity::default());
+        let observers = crate::instances::Observers {
+            memory: activity.clone(),
+            input: activity.clone(),
+            alerts: Arc::new(crate::monitor::alerts::Raiser::new(
+                db.clone(),
+                config.alerts.webhook_url.clone(),
+            )),
+        };
         let instances = Arc::new(Manager::new(
             db.clone(),
             layout.clone(),
             config.clone(),
             secrets.clone(),
             isolation.clone(),
-            launcher,
-            hook_base(listener.local_addr()?, &config.base_path),
+            crate::instances::manager::Launcher {
+                program: launcher,
+                hook_base: hook_base(listener.local_addr()?, &config.base_path),
+            },
+            observers,
         )?);
         // Adopt what survived the last run before anyone can act on it.
         if let Err(err) = instances.reconcile().await {
@@ -100,6 +113,7 @@ impl App {
         crate::monitor::alerts::close_stale(&db).await?;
         let monitor = Arc::new(crate::monitor::Monitor::new(
             instances.clone(),
+            activity,
             db.clone(),
             &config,
             layout.root().to_path_buf(),
@@ -332,18 +346,6 @@ async fn create_first_admin(
         content.as_bytes(),
     )?;
     Ok(Some(password))
-}
-
-/// Removes the first admin's password file once that password is no longer in use.
-pub fn forget_initial_password(layout: &Layout, old_password: &str) {
-    let path = layout.server_dir().join(INITIAL_PASSWORD_FILE);
-    if let Ok(content) = std::fs::read_to_string(&path)
-        && content
-            .lines()
-            .any(|line| line.strip_prefix("password: ") == Some(old_password))
-    {
-        let _ = std::fs::remove_file(&path);
-    }
 }
 
 /// Binds the reverse proxy's socket: root's and the proxy's group's (0660), replacing a stale

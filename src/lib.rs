@@ -43,3 +43,7 @@ pub mod users;
 
 pub use app::App;
 pub use config::Config;
+
+/// Which way imports run, checked against the source.
+#[cfg(test)]
+mod architecture;

@@ -38,3 +38,35 @@ pub struct AppState {
     /// Cancelled on shutdown; long-lived tasks and sockets watch it.
     pub shutdown: CancellationToken,
 }
+
+// Each feature's routes take only what they need, cut from the whole here.
+
+impl axum::extract::FromRef<AppState> for crate::instances::routes::InstancesState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            manager: state.instances.clone(),
+            observer: state.monitor.clone(),
+            rate_limits: state.rate_limits.clone(),
+        }
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::monitor::routes::MonitorState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            monitor: state.monitor.clone(),
+            db: state.db.clone(),
+            isolation: state.isolation.clone(),
+        }
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::terminal::routes::TerminalState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            terminals: state.terminals.clone(),
+        }
+    }
+}

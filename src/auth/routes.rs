@@ -577,7 +577,7 @@ async fn change_password(
             user_id: auth.user.id,
             except: Some(auth.session_id.clone()),
         });
-    crate::app::forget_initial_password(&state.layout, &req.current_password);
+    crate::auth::initial_password::forget_initial_password(&state.layout, &req.current_password);
     audit::record(
         &state.db,
         Event {

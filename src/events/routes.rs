@@ -187,7 +187,7 @@ impl Pump {
         self.last_usage = None;
         let views: Vec<InstanceView> = instances
             .into_iter()
-            .map(|i| InstanceView::new(&self.state, i))
+            .map(|i| InstanceView::new(&self.state.instances, &*self.state.monitor, i))
             .collect();
         Ok(json_event("snapshot", &views))
     }
@@ -222,7 +222,10 @@ impl Pump {
             Some(_) => "changed",
             None => "created",
         };
-        Some(json_event(name, &InstanceView::new(&self.state, instance)))
+        Some(json_event(
+            name,
+            &InstanceView::new(&self.state.instances, &*self.state.monitor, instance),
+        ))
     }
 
     /// The user's live instances' figures, when they differ from those last sent.

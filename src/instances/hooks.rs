@@ -18,6 +18,8 @@ use crate::auth::tokens::hash_token;
 use crate::error::{AppError, AppResult, ErrorBody, Path};
 use crate::state::AppState;
 
+use super::routes::InstancesState;
+
 /// Environment variables the agent receives.
 pub const URL_ENV: &str = "POCKETDEV_HOOK_URL";
 pub const TOKEN_ENV: &str = "POCKETDEV_HOOK_TOKEN";
@@ -37,7 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 507, description = "the disk is full", body = ErrorBody)))]
 async fn report(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     Path(id): Path<String>,
     client: crate::http::client::ClientInfo,
     headers: HeaderMap,
@@ -80,8 +82,8 @@ async fn report(
             store::set_agent_session(&state.db, &instance.id, &session).await?;
         }
     }
-    state.instances.note_permission_hook(&instance.id, &event);
-    state.monitor.hook_event(&instance, &event).await;
+    state.manager.note_permission_hook(&instance.id, &event);
+    state.observer.clone().hook_event(&instance, &event).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,10 +7,12 @@ pub mod history;
 pub mod hooks;
 pub mod launcher;
 pub mod manager;
+pub mod observe;
 pub mod profiles;
 pub mod routes;
 pub mod store;
 pub mod tmux;
 
 pub use manager::Manager;
+pub use observe::{InputLog, MemoryView, Observer, Observers};
 pub use routes::router;

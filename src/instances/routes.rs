@@ -1,19 +1,36 @@
 //! `/api/models` and `/api/instances/*`: create, list, inspect, stop, restart, rename, delete,
 //! send input, read output and page through or search the tmux history. Someone else's instance answers 404, like one that does not exist.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::Manager;
 use super::manager::{Input, ModelInfo};
+use super::observe::{Observer, Status};
 use super::store::{self, Instance};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
+use crate::db::Db;
 use crate::error::{AppError, AppResult, ErrorBody, Json, JsonRejections, Path, Query};
 use crate::http::client::ClientInfo;
+use crate::http::rate_limit::RateLimits;
 use crate::state::AppState;
+
+/// What the instance routes (and the hook reports) need of the application; the routes that
+/// check usage budgets take the whole state for those.
+#[derive(Clone)]
+pub struct InstancesState {
+    pub db: Db,
+    pub manager: Arc<Manager>,
+    /// Whoever watches the instances (the monitor): usage, status, hook reports.
+    pub observer: Arc<dyn Observer>,
+    pub rate_limits: Arc<RateLimits>,
+}
 
 /// Largest text one command may type.
 pub const COMMAND_MAX: usize = 64 * 1024;
@@ -151,8 +168,8 @@ pub struct ListQuery {
 }
 
 /// Loads an instance the caller may act on: their own, or anyone's for an admin.
-pub(crate) async fn visible(state: &AppState, auth: &AuthUser, id: &str) -> AppResult<Instance> {
-    let instance = store::get(&state.db, id)
+pub(crate) async fn visible(db: &Db, auth: &AuthUser, id: &str) -> AppResult<Instance> {
+    let instance = store::get(db, id)
         .await?
         .ok_or_else(|| AppError::not_found("instance"))?;
     if instance.owner == auth.user.id || auth.user.is_admin() {
@@ -163,14 +180,14 @@ pub(crate) async fn visible(state: &AppState, auth: &AuthUser, id: &str) -> AppR
 }
 
 async fn audit_instance(
-    state: &AppState,
+    db: &Db,
     auth: &AuthUser,
     client: ClientInfo,
     action: &str,
     instance: &Instance,
 ) {
     audit::record(
-        &state.db,
+        db,
         Event {
             user_id: Some(auth.user.id),
             username: Some(&auth.user.username),
@@ -188,17 +205,17 @@ async fn audit_instance(
 /// Agent profiles, with whether the caller can start each now and why not.
 #[utoipa::path(get, path = "/api/models", tag = "instances", responses((status = 200, body = Vec<ModelInfo>)))]
 async fn list_models(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     auth: AuthUser,
 ) -> AppResult<Json<Vec<ModelInfo>>> {
-    Ok(Json(state.instances.models(&auth.user).await?))
+    Ok(Json(state.manager.models(&auth.user).await?))
 }
 
 /// The caller's instances, newest first (admins may pass `all=true`).
 #[utoipa::path(get, path = "/api/instances", tag = "instances", params(ListQuery),
     responses((status = 200, body = Vec<InstanceView>)))]
 async fn list_instances(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     auth: AuthUser,
     Query(query): Query<ListQuery>,
 ) -> AppResult<Json<Vec<InstanceView>>> {
@@ -211,7 +228,7 @@ async fn list_instances(
     Ok(Json(
         instances
             .into_iter()
-            .map(|i| InstanceView::new(&state, i))
+            .map(|i| InstanceView::new(&state.manager, &*state.observer, i))
             .collect(),
     ))
 }
@@ -226,7 +243,7 @@ pub struct InstanceView {
     /// CPU of the process tree, in % of one core.
     pub cpu_percent: Option<f32>,
     /// `working`, `waiting` or `needs_permission` while running; null otherwise.
-    pub status: Option<crate::monitor::Status>,
+    pub status: Option<Status>,
     /// What explains the status, such as the permission question on screen.
     pub status_reason: Option<String>,
     /// Last output or input, seconds since the epoch.
@@ -240,23 +257,23 @@ pub struct InstanceView {
 }
 
 impl InstanceView {
-    pub(crate) fn new(state: &AppState, instance: Instance) -> Self {
+    pub(crate) fn new(manager: &Manager, observer: &dyn Observer, instance: Instance) -> Self {
         let usage = instance
             .state
             .is_live()
-            .then(|| state.monitor.usage(&instance.id))
+            .then(|| observer.usage(&instance.id))
             .flatten();
-        let (status, status_reason) = state.monitor.status(&instance).unzip();
+        let (status, status_reason) = observer.status(&instance).unzip();
         Self {
             status,
             status_reason: status_reason.flatten(),
             memory_bytes: usage.as_ref().map(|u| u.memory_bytes),
             cpu_percent: usage.as_ref().map(|u| u.cpu_percent),
-            last_activity_at: usage.and_then(|u| u.last_output_at.max(u.last_input_at)),
+            last_activity_at: usage.and_then(|u| u.last_activity_at),
             preview: (instance.state == crate::instances::store::State::Running)
-                .then(|| state.monitor.preview(&instance.id))
+                .then(|| observer.preview(&instance.id))
                 .flatten(),
-            pending_approval: state.instances.pending_approval(&instance),
+            pending_approval: manager.pending_approval(&instance),
             instance,
         }
     }
@@ -285,7 +302,7 @@ async fn create_instance(
             req.workdir.as_deref(),
         )
         .await?;
-    audit_instance(&state, &auth, client, "instance.create", &instance).await;
+    audit_instance(&state.db, &auth, client, "instance.create", &instance).await;
     Ok((StatusCode::CREATED, Json(instance)))
 }
 
@@ -293,12 +310,16 @@ async fn create_instance(
 #[utoipa::path(get, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id")),
     responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
 async fn get_instance(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<Json<InstanceView>> {
-    let instance = visible(&state, &auth, &id).await?;
-    Ok(Json(InstanceView::new(&state, instance)))
+    let instance = visible(&state.db, &auth, &id).await?;
+    Ok(Json(InstanceView::new(
+        &state.manager,
+        &*state.observer,
+        instance,
+    )))
 }
 
 /// Renames an instance.
@@ -308,15 +329,15 @@ async fn get_instance(
         (status = 422, description = "the body's shape, or a name against the rules", body = ErrorBody),
         (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn rename_instance(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     auth: AuthUser,
     Path(id): Path<String>,
     Json(req): Json<RenameInstance>,
 ) -> AppResult<Json<Instance>> {
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     let name = super::manager::check_name(&req.name)?;
     store::rename(&state.db, &instance.id, &name).await?;
-    state.instances.publish(&instance.id).await?;
+    state.manager.publish(&instance.id).await?;
     Ok(Json(
         store::get(&state.db, &id)
             .await?
@@ -331,19 +352,19 @@ async fn rename_instance(
         (status = 503, description = "its tmux server does not answer", body = ErrorBody),
         (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn stop_instance(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     client: ClientInfo,
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<Json<Instance>> {
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     let reason = if instance.owner == auth.user.id {
         "user"
     } else {
         "admin"
     };
-    let stopped = state.instances.stop(&instance, reason).await?;
-    audit_instance(&state, &auth, client, "instance.stop", &stopped).await;
+    let stopped = state.manager.stop(&instance, reason).await?;
+    audit_instance(&state.db, &auth, client, "instance.stop", &stopped).await;
     Ok(Json(stopped))
 }
 
@@ -360,10 +381,10 @@ async fn restart_instance(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<Json<Instance>> {
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     crate::usage::budgets::admit(&state, instance.owner).await?;
     let restarted = state.instances.restart(&instance).await?;
-    audit_instance(&state, &auth, client, "instance.restart", &restarted).await;
+    audit_instance(&state.db, &auth, client, "instance.restart", &restarted).await;
     Ok(Json(restarted))
 }
 
@@ -374,14 +395,14 @@ async fn restart_instance(
         (status = 503, description = "its tmux server does not answer", body = ErrorBody),
         (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn delete_instance(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     client: ClientInfo,
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
-    let instance = visible(&state, &auth, &id).await?;
-    state.instances.delete(&instance).await?;
-    audit_instance(&state, &auth, client, "instance.delete", &instance).await;
+    let instance = visible(&state.db, &auth, &id).await?;
+    state.manager.delete(&instance).await?;
+    audit_instance(&state.db, &auth, client, "instance.delete", &instance).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -393,12 +414,12 @@ async fn delete_instance(
         (status = 422, description = "the body's shape, an unknown key or over 64 keys", body = ErrorBody),
         (status = 503, description = "its tmux server does not answer", body = ErrorBody)))]
 async fn send_command(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     auth: AuthUser,
     Path(id): Path<String>,
     Json(req): Json<Command>,
 ) -> AppResult<StatusCode> {
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     if req.text.as_ref().is_some_and(|t| t.len() > COMMAND_MAX) {
         return Err(AppError::PayloadTooLarge(format!(
             "a command is at most {COMMAND_MAX} bytes"
@@ -414,7 +435,7 @@ async fn send_command(
         keys: &req.keys,
         enter: req.enter.unwrap_or(true),
     };
-    state.instances.send(&instance, &input).await?;
+    state.manager.send(&instance, &input).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -423,14 +444,14 @@ async fn send_command(
     responses((status = 200, body = Output), (status = 404, body = ErrorBody),
         (status = 503, description = "its tmux server does not answer", body = ErrorBody)))]
 async fn read_output(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     auth: AuthUser,
     Path(id): Path<String>,
     Query(query): Query<OutputQuery>,
 ) -> AppResult<Json<Output>> {
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     let lines = query.lines.unwrap_or(200).min(10_000);
-    let output = state.instances.output(&instance, lines, query.ansi).await?;
+    let output = state.manager.output(&instance, lines, query.ansi).await?;
     Ok(Json(Output {
         id: instance.id,
         state: instance.state,
@@ -531,13 +552,13 @@ pub struct HistoryMatch {
         (status = 409, description = "not running (its tmux session and history are gone)", body = ErrorBody),
         (status = 503, description = "its tmux server does not answer", body = ErrorBody)))]
 async fn read_history(
-    State(state): State<AppState>,
+    State(state): State<InstancesState>,
     auth: AuthUser,
     Path(id): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> AppResult<Json<History>> {
     use super::history::{PAGE_DEFAULT, PAGE_MAX, QUERY_MAX};
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     if let Some(text) = query.q {
         if query.before.is_some() || query.lines.is_some() {
             return Err(AppError::BadRequest(
@@ -550,7 +571,7 @@ async fn read_history(
                 "q must be 1 to {QUERY_MAX} characters"
             )));
         }
-        let found = state.instances.history_search(&instance, &text).await?;
+        let found = state.manager.history_search(&instance, &text).await?;
         return Ok(Json(History::Search(HistorySearch {
             query: text,
             matches: found
@@ -572,10 +593,7 @@ async fn read_history(
         .ok()
         .filter(|l| (1..=PAGE_MAX).contains(l))
         .ok_or_else(|| AppError::BadRequest(format!("lines must be 1 to {PAGE_MAX}")))?;
-    let page = state
-        .instances
-        .history_page(&instance, before, lines)
-        .await?;
+    let page = state.manager.history_page(&instance, before, lines).await?;
     Ok(Json(History::Page(HistoryPage {
         lines: page.lines,
         first: page.first,

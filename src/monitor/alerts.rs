@@ -174,6 +174,40 @@ pub async fn record(
     Ok(())
 }
 
+/// Raises the alerts the instances report (through [`crate::instances::observe::Alerts`]).
+pub struct Raiser {
+    db: Db,
+    webhook: Option<String>,
+}
+
+impl Raiser {
+    pub fn new(db: Db, webhook: Option<String>) -> Self {
+        Self { db, webhook }
+    }
+}
+
+impl crate::instances::observe::Alerts for Raiser {
+    fn server_gone(&self, owner: i64, agents: u32) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let detail = format!(
+                "the tmux server of account {owner} stopped, taking {agents} running agent(s) with it; \
+                 the account's next agent starts a new one"
+            );
+            let raised = event(
+                &self.db,
+                self.webhook.as_deref(),
+                "tmux_server",
+                f64::from(agents),
+                &detail,
+            )
+            .await;
+            if let Err(err) = raised {
+                tracing::warn!(error = %err.logged(), "cannot record the alert");
+            }
+        })
+    }
+}
+
 /// An alert for something that happened rather than a level crossed (`kind`, with `value` of
 /// it and `detail` in words): stored raised and cleared at once, logged, and sent to the webhook.
 pub async fn event(

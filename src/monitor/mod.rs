@@ -90,8 +90,52 @@ pub struct Snapshot {
     pub instances: HashMap<String, InstanceUsage>,
 }
 
+/// The monitor's bookkeeping that the instances feed and read (through the traits of
+/// [`crate::instances::observe`]): when each instance last received input, and the memory each
+/// live instance's process tree used at the last sample.
+#[derive(Default)]
+pub struct Activity {
+    last_input: Mutex<HashMap<String, OffsetDateTime>>,
+    measured: Mutex<HashMap<String, u64>>,
+}
+
+impl Activity {
+    pub fn last_input(&self, id: &str) -> Option<OffsetDateTime> {
+        self.last_input.lock().get(id).copied()
+    }
+
+    /// The latest measurement of each live instance's memory, in bytes.
+    pub fn record_memory(&self, measured: HashMap<String, u64>) {
+        *self.measured.lock() = measured;
+    }
+
+    /// Forgets the input of instances that are no longer live.
+    fn retain_live(&self, live: &[Instance]) {
+        let ids: std::collections::HashSet<&str> = live.iter().map(|i| i.id.as_str()).collect();
+        self.last_input
+            .lock()
+            .retain(|id, _| ids.contains(id.as_str()));
+    }
+}
+
+impl crate::instances::InputLog for Activity {
+    /// Records that someone typed into the instance (it is not idle).
+    fn note_input(&self, id: &str) {
+        self.last_input
+            .lock()
+            .insert(id.to_owned(), OffsetDateTime::now_utc());
+    }
+}
+
+impl crate::instances::MemoryView for Activity {
+    fn measured(&self) -> HashMap<String, u64> {
+        self.measured.lock().clone()
+    }
+}
+
 pub struct Monitor {
     manager: Arc<Manager>,
+    activity: Arc<Activity>,
     db: Db,
     data_dir: PathBuf,
     interval: Duration,
@@ -115,9 +159,16 @@ pub enum MonitorEvent {
 }
 
 impl Monitor {
-    pub fn new(manager: Arc<Manager>, db: Db, config: &Config, data_dir: PathBuf) -> Self {
+    pub fn new(
+        manager: Arc<Manager>,
+        activity: Arc<Activity>,
+        db: Db,
+        config: &Config,
+        data_dir: PathBuf,
+    ) -> Self {
         Self {
             manager,
+            activity,
             db,
             data_dir,
             interval: Duration::from_secs(config.monitor.interval_secs.max(1)),
@@ -412,13 +463,14 @@ impl Monitor {
                     processes: tree.processes,
                     last_output_at: pane.and_then(|p| p.last_output),
                     last_input_at: self
-                        .manager
+                        .activity
                         .last_input(&instance.id)
                         .map(OffsetDateTime::unix_timestamp),
                 },
             );
         }
-        self.manager.record_memory(
+        self.activity.retain_live(&live);
+        self.activity.record_memory(
             instances
                 .iter()
                 .map(|(id, usage)| (id.clone(), usage.memory_bytes))
@@ -522,6 +574,33 @@ impl Monitor {
                 tracing::warn!(error = format!("{err:#}"), "sampling failed");
             }
         }
+    }
+}
+
+impl crate::instances::Observer for Monitor {
+    fn usage(&self, id: &str) -> Option<crate::instances::observe::Usage> {
+        let usage = Monitor::usage(self, id)?;
+        Some(crate::instances::observe::Usage {
+            memory_bytes: usage.memory_bytes,
+            cpu_percent: usage.cpu_percent,
+            last_activity_at: usage.last_output_at.max(usage.last_input_at),
+        })
+    }
+
+    fn status(&self, instance: &Instance) -> Option<(Status, Option<String>)> {
+        Monitor::status(self, instance)
+    }
+
+    fn preview(&self, id: &str) -> Option<String> {
+        Monitor::preview(self, id)
+    }
+
+    fn hook_event<'a>(
+        self: Arc<Self>,
+        instance: &'a Instance,
+        event: &'a serde_json::Value,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move { Monitor::hook_event(&self, instance, event).await })
     }
 }
 

@@ -16,6 +16,14 @@ use crate::error::{AppResult, ErrorBody, Json};
 use crate::instances::store;
 use crate::state::AppState;
 
+/// What the monitor's routes need of the application.
+#[derive(Clone)]
+pub struct MonitorState {
+    pub monitor: std::sync::Arc<super::Monitor>,
+    pub db: crate::db::Db,
+    pub isolation: std::sync::Arc<crate::isolation::Isolation>,
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(stats))
@@ -61,7 +69,10 @@ pub struct SystemStats {
 /// The host, each live instance's usage and status with its owner, and per-user totals.
 #[utoipa::path(get, path = "/api/system/stats", tag = "system",
     responses((status = 200, body = SystemStats), (status = 403, description = "not an admin", body = ErrorBody)))]
-async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Json<SystemStats>> {
+async fn stats(
+    State(state): State<MonitorState>,
+    _admin: AdminUser,
+) -> AppResult<Json<SystemStats>> {
     let latest = state.monitor.latest();
     let names: BTreeMap<i64, String> = crate::users::store::list(&state.db)
         .await?
@@ -115,7 +126,7 @@ async fn stats(State(state): State<AppState>, _admin: AdminUser) -> AppResult<Js
 #[utoipa::path(get, path = "/api/system/alerts", tag = "system",
     responses((status = 200, body = Vec<Alert>), (status = 403, description = "not an admin", body = ErrorBody)))]
 async fn list_alerts(
-    State(state): State<AppState>,
+    State(state): State<MonitorState>,
     _admin: AdminUser,
 ) -> AppResult<Json<Vec<Alert>>> {
     Ok(Json(alerts::recent(&state.db, 100).await?))
@@ -134,7 +145,7 @@ pub struct HistoryQuery {
     responses((status = 200, body = Vec<super::HistoryPoint>), (status = 403, description = "not an admin", body = ErrorBody),
         (status = 422, description = "minutes outside 1 to 60", body = ErrorBody)))]
 async fn history(
-    State(state): State<AppState>,
+    State(state): State<MonitorState>,
     _admin: AdminUser,
     crate::error::Query(query): crate::error::Query<HistoryQuery>,
 ) -> AppResult<Json<Vec<super::HistoryPoint>>> {

@@ -4,39 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::instances::profiles::ProfileKind;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Working,
-    /// Waiting for its user: only where pocketdev can tell (Claude Code's prompt or hooks).
-    Waiting,
-    NeedsPermission,
-    /// Quiet, and not known to wait for anyone: a shell at its prompt, or any program that
-    /// is neither printing nor asking.
-    Idle,
-}
+pub use crate::instances::observe::Status;
 
 /// A status with what explains it (the question on screen, for a permission prompt).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reading {
     pub status: Status,
     pub reason: Option<String>,
-}
-
-impl Status {
-    /// The name clients see (as serialised).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Working => "working",
-            Status::Waiting => "waiting",
-            Status::NeedsPermission => "needs_permission",
-            Status::Idle => "idle",
-        }
-    }
 }
 
 impl Reading {

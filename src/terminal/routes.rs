@@ -15,6 +15,14 @@ use crate::error::{AppError, AppResult, ErrorBody, Json, Path, Query};
 use crate::instances::routes::visible;
 use crate::state::AppState;
 
+/// What the ticket route needs of the application (the socket route authenticates and serves
+/// the viewer with the whole state).
+#[derive(Clone)]
+pub struct TerminalState {
+    pub db: crate::db::Db,
+    pub terminals: std::sync::Arc<super::Terminals>,
+}
+
 /// Frames beyond this end the connection at once; between [`protocol::MAX_FRAME`] and this, a frame is
 /// refused with an error message and the socket stays open.
 const TRANSPORT_LIMIT: usize = 1024 * 1024;
@@ -56,11 +64,11 @@ pub struct TicketResponse {
     params(("id" = String, Path, description = "instance id")),
     responses((status = 201, body = TicketResponse), (status = 404, body = ErrorBody)))]
 async fn issue_ticket(
-    State(state): State<AppState>,
+    State(state): State<TerminalState>,
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<(StatusCode, Json<TicketResponse>)> {
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     let ticket = state
         .terminals
         .tickets
@@ -115,7 +123,7 @@ async fn connect(
 ) -> AppResult<Response> {
     same_origin(&headers)?;
     let auth = authenticate_socket(&state, &query, &headers, &id).await?;
-    let instance = visible(&state, &auth, &id).await?;
+    let instance = visible(&state.db, &auth, &id).await?;
     let size = match (query.cols, query.rows) {
         (None, None) => None,
         (Some(cols), Some(rows)) => Some(protocol::size(cols, rows).map_err(|_| {

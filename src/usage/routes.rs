@@ -354,7 +354,7 @@ async fn instance(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<Json<InstanceSpending>> {
-    let instance = crate::instances::routes::visible(&state, &auth, &id).await?;
+    let instance = crate::instances::routes::visible(&state.db, &auth, &id).await?;
     let rows = store::instance_rows(&state.db, &instance.id).await?;
     let today = day(OffsetDateTime::now_utc());
     let mut totals = SpendTotals::default();

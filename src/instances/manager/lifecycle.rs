@@ -1,0 +1,600 @@
+//! An instance's life: create (admitted, recorded, started), start around the launch plan
+//! (the account's home, the environment file, tmux, the cgroup), stop, restart with the
+//! agent's conversation resumed, and delete.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::launch::{self, Conversation, LaunchInput, Paths};
+use super::{DEFAULT_COLS, DEFAULT_ROWS, LAST_SCREEN_LINES, Manager, tmux_error};
+use crate::error::AppError;
+use crate::instances::profiles::{Profile, ProfileKind, resolve_command, search_path};
+use crate::instances::store::{self, Instance, NewInstance, State};
+use crate::instances::tmux::{PaneInfo, SessionSpec, TmuxError};
+use crate::isolation::blocking_as;
+use crate::layout::write_private_file;
+use crate::users::User;
+
+impl Manager {
+    /// Admits, records and starts a new instance.
+    pub async fn create(
+        &self,
+        user: &User,
+        profile_id: &str,
+        name: Option<&str>,
+        workdir: Option<&str>,
+    ) -> Result<Instance, AppError> {
+        let profile = self.profile(profile_id).ok_or_else(|| {
+            AppError::Unprocessable(format!(
+                "there is no profile `{profile_id}`; see GET /api/models"
+            ))
+        })?;
+        let name = match name {
+            Some(name) => check_name(name)?,
+            None => profile.name.clone(),
+        };
+        let workdir = normalize_workdir(workdir.unwrap_or(""))?;
+        self.resolve_workdir(user.id, &workdir).await?;
+        let secrets = self.secrets_of(user.id).await?;
+        if let Some(missing) = profile.secrets.values().find(|s| !secrets.contains_key(*s)) {
+            return Err(AppError::Unprocessable(format!(
+                "the profile `{profile_id}` needs the secret {missing}; set it with PUT /api/secrets/{missing}"
+            )));
+        }
+        let id = new_instance_id();
+        let agent_session =
+            (profile.kind == ProfileKind::Claude).then(|| uuid::Uuid::new_v4().to_string());
+        // Busy before the record exists, so the reconciler never sees it without its session.
+        let _busy = self.busy(&id)?;
+        let instance = {
+            let _admission = self.admission.lock().await;
+            self.admit(user, profile).await?;
+            let new = NewInstance {
+                id: &id,
+                user_id: user.id,
+                name: &name,
+                profile: profile_id,
+                workdir: &workdir,
+                agent_session_id: agent_session.as_deref(),
+            };
+            store::insert(&self.db, &new).await?
+        };
+        self.publish(&instance.id).await?;
+        self.start(&instance, user, profile, &secrets).await?;
+        Ok(store::get(&self.db, &instance.id)
+            .await?
+            .unwrap_or(instance))
+    }
+
+    /// The path of `workdir` in the account's workspace, once the kernel found it a folder
+    /// beneath it, as the account: one answer for "missing" and "outside", so nothing learns
+    /// what exists where the account cannot look. (The agent enters it as the account, so a
+    /// link swapped meanwhile takes it nowhere the account could not go.)
+    async fn resolve_workdir(&self, user_id: i64, workdir: &str) -> Result<PathBuf, AppError> {
+        let identity = self.isolation.ensure(user_id).await?;
+        self.layout.prepare_user(user_id)?;
+        let workspace = self.layout.workspace(user_id);
+        let relative = workdir.to_owned();
+        let found = crate::isolation::blocking_as(identity, move |acting| {
+            let workspace = workspace.path(acting);
+            let path = crate::files::jail::RelPath::parse(&relative).ok()?;
+            crate::files::jail::Jail::open(workspace)
+                .ok()?
+                .check_dir(&path)
+                .ok()?;
+            // The real path, as programs see their working folder (Claude Code keys its
+            // trust of a folder by it); read with the account's rights, like the check.
+            let real = workspace.join(&relative).canonicalize().ok()?;
+            real.starts_with(workspace.canonicalize().ok()?)
+                .then_some(real)
+        })
+        .await?;
+        found.ok_or_else(|| {
+            AppError::Unprocessable(format!("`{workdir}` is not a folder in your workspace"))
+        })
+    }
+
+    /// Builds the agent's environment and command, and starts its tmux session.
+    async fn start(
+        &self,
+        instance: &Instance,
+        user: &User,
+        profile: &Profile,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), AppError> {
+        let result = self.start_session(instance, user, profile, secrets).await;
+        match result {
+            Ok(()) => {
+                store::mark_running(&self.db, &instance.id).await?;
+                self.publish(&instance.id).await
+            }
+            Err(err) => {
+                store::mark_ended(
+                    &self.db,
+                    &instance.id,
+                    State::Exited,
+                    None,
+                    "start_failed",
+                    None,
+                )
+                .await?;
+                self.publish(&instance.id).await?;
+                Err(err)
+            }
+        }
+    }
+
+    async fn start_session(
+        &self,
+        instance: &Instance,
+        user: &User,
+        profile: &Profile,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), AppError> {
+        let cwd = self.resolve_workdir(user.id, &instance.workdir).await?;
+        let home = self.layout.home(user.id);
+        // The agent's HOME, TMPDIR and sandbox rules: for its processes, which run as it.
+        #[allow(clippy::disallowed_methods)]
+        let home_path = home.for_account_process().to_path_buf();
+        #[allow(clippy::disallowed_methods)]
+        let workspace_path = self
+            .layout
+            .workspace(user.id)
+            .for_account_process()
+            .to_path_buf();
+        let path = search_path();
+        let command = resolve_command(&profile.command, &path).ok_or_else(|| {
+            AppError::Unprocessable(format!(
+                "`{}` is not installed on the server",
+                profile.command
+            ))
+        })?;
+        let identity = self.isolation.ensure(user.id).await?;
+        // A group of its own, so that everything the agent starts goes with it at a stop. A
+        // leftover from an earlier run of this instance goes first.
+        if let Some(old) = self
+            .isolation
+            .existing_instance_group(user.id, &instance.id)
+        {
+            tokio::task::spawn_blocking(move || crate::isolation::cgroups::kill_and_remove(&old))
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        let group = self.isolation.instance_group(user.id, &instance.id);
+        let program_root = self
+            .isolation
+            .landlock()
+            .then(|| crate::isolation::sandbox::program_root(&command));
+        let conversation = match &instance.agent_session_id {
+            Some(session) if profile.kind == ProfileKind::Claude => {
+                let home_for_check = home.clone();
+                let session_for_check = session.clone();
+                let resume = blocking_as(identity, move |acting| {
+                    has_transcript(home_for_check.path(acting), &session_for_check)
+                })
+                .await
+                .unwrap_or(false);
+                Conversation::of(profile.kind, Some(session), resume)
+            }
+            _ => Conversation::None,
+        };
+        // A fresh hook token per start: a report counts only with the current one.
+        let hook_token = crate::auth::tokens::random_token(24);
+        store::set_hook_token(
+            &self.db,
+            &instance.id,
+            &crate::auth::tokens::hash_token(&hook_token),
+        )
+        .await?;
+        let server_run_dir = self.layout.server_dir().join("run");
+        let plan = launch::plan(&LaunchInput {
+            instance_id: &instance.id,
+            username: &user.username,
+            profile,
+            secrets,
+            launcher: &self.launcher,
+            command: &command,
+            search_path: &path,
+            paths: Paths {
+                home: &home_path,
+                workspace: &workspace_path,
+                cwd: &cwd,
+                server_run_dir: &server_run_dir,
+            },
+            isolated: identity.is_some(),
+            cgroup: group.as_ref().map(|(_, seen)| seen.as_str()),
+            landlock_program_root: program_root.as_deref(),
+            conversation,
+            hook_token: &hook_token,
+        });
+
+        if profile.kind == ProfileKind::Claude {
+            let home_for_prep = home.clone();
+            let cwd_for_prep = plan.cwd.clone();
+            let key = plan.env.get("ANTHROPIC_API_KEY").cloned();
+            let hook_command = self.launcher.hook_command();
+            blocking_as(identity, move |acting| {
+                crate::instances::claude::prepare_home(
+                    home_for_prep.path(acting),
+                    &cwd_for_prep,
+                    key.as_deref(),
+                    &hook_command,
+                )
+            })
+            .await??;
+        }
+
+        // Written as the launcher's user: the account's, when it has one.
+        let env_text = serde_json::to_string(&plan.env).context("environment")?;
+        let env_path = plan.env_file.clone();
+        blocking_as(identity, move |_| {
+            if identity.is_some() {
+                create_private_dirs(env_path.parent().expect("a folder"))?;
+            }
+            write_private_file(&env_path, env_text.as_bytes())
+        })
+        .await??;
+
+        let tmux = self.tmux_for(user.id).await?;
+        if self.isolation.enabled() {
+            // Under the account's limits (and in its sandbox) from its first instruction on.
+            let start = self
+                .isolation
+                .server_start(user.id)
+                .map_err(|e| {
+                    tracing::error!(user_id = user.id, error = %format!("{e:#}"), "cannot prepare the account's limits");
+                    AppError::StartFailed(
+                        "the agent could not start: this server could not set up the account's \
+                         resource limits (cgroups); an admin finds the cause in the server's log \
+                         and with `pocketdev doctor`"
+                            .into(),
+                    )
+                })?;
+            tmux.start_server(&self.launcher.program, &start)
+                .await
+                .map_err(start_error)?;
+        }
+        let session = instance.tmux_session();
+        // A leftover dead session of this instance would block the name.
+        tmux.kill_session(&session).await.map_err(tmux_error)?;
+        let spec = SessionSpec {
+            name: &session,
+            cwd: &plan.cwd,
+            cols: DEFAULT_COLS,
+            rows: DEFAULT_ROWS,
+            argv: &plan.argv,
+        };
+        let started = tmux.new_session(&spec).await;
+        if started.is_err() {
+            let env_file = plan.env_file.clone();
+            let _ = blocking_as(identity, move |_| std::fs::remove_file(&env_file)).await;
+        }
+        started.map_err(start_error)?;
+        // The launcher waits in the pane until it is in its group.
+        if let Some((dir, _)) = group {
+            let placed = self
+                .isolation
+                .move_into(&dir, &plan.env_file, user.id)
+                .await;
+            if let Err(err) = placed {
+                let _ = tmux.kill_session(&session).await;
+                tracing::error!(instance = %instance.id, error = %format!("{err:#}"), "cannot place the agent in its cgroup");
+                return Err(AppError::StartFailed(
+                    "the agent could not start: the server could not place it in its own group"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a live instance: SIGHUP to the agent, SIGKILL after the grace period, then the
+    /// session goes; the record keeps its last screen and the reason.
+    pub async fn stop(&self, instance: &Instance, reason: &str) -> Result<Instance, AppError> {
+        let _busy = self.busy(&instance.id)?;
+        self.stop_inner(instance, reason).await?;
+        store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))
+    }
+
+    async fn stop_inner(&self, instance: &Instance, reason: &str) -> Result<(), AppError> {
+        if !instance.state.is_live() {
+            return Err(AppError::Conflict("this instance is not running".into()));
+        }
+        let tmux = self.tmux_for(instance.owner).await?;
+        let session = instance.tmux_session();
+        let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
+        let pane = self.pane(instance).await?;
+        let group = self
+            .isolation
+            .existing_instance_group(instance.owner, &instance.id);
+        // Signals go only to processes the kernel says are the account's: the pane's pid comes
+        // from the account's own tmux server, which could name any process.
+        let signal = |pid: u32, signal| self.isolation.signal_owned(instance.owner, pid, signal);
+        let mut exit_code = None;
+        if let Some(PaneInfo {
+            dead: false,
+            pid: Some(pid),
+            ..
+        }) = pane
+        {
+            match &group {
+                Some(dir) => {
+                    for member in crate::isolation::cgroups::members(dir) {
+                        signal(member.unsigned_abs(), rustix::process::Signal::HUP);
+                    }
+                }
+                None => {
+                    signal(pid, rustix::process::Signal::HUP);
+                }
+            }
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_secs(self.config.tmux.stop_grace_secs);
+            loop {
+                match self.pane(instance).await? {
+                    Some(p) if p.dead => {
+                        exit_code = p.exit_code();
+                        break;
+                    }
+                    None => break,
+                    Some(_) if tokio::time::Instant::now() >= deadline => {
+                        // With a group, cgroup.kill below ends everything at once.
+                        if group.is_none() {
+                            signal(pid, rustix::process::Signal::KILL);
+                        }
+                        break;
+                    }
+                    Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        tmux.kill_session(&session).await.map_err(tmux_error)?;
+        // Whatever the agent left running (nohup, setsid, a dev server) goes with it.
+        self.remove_group(instance).await;
+        store::mark_ended(
+            &self.db,
+            &instance.id,
+            State::Stopped,
+            exit_code,
+            reason,
+            screen.as_deref(),
+        )
+        .await?;
+        self.publish(&instance.id).await
+    }
+
+    /// Where the instance's own cgroup is when it has one (it may not exist: check it on a
+    /// blocking thread).
+    pub fn instance_group_dir(&self, instance: &Instance) -> Option<std::path::PathBuf> {
+        self.isolation
+            .instance_group_dir(instance.owner, &instance.id)
+    }
+
+    /// Whether `pid` is one of the account's processes, as the kernel says.
+    pub fn owns_process(&self, owner: i64, pid: u32) -> bool {
+        self.isolation.owns_process(owner, pid)
+    }
+
+    /// For reconciliation: `remove_group`, but not while someone acts on the instance (a
+    /// restart makes its new group under the same name and clears the old one itself).
+    pub(super) async fn remove_group_unless_busy(&self, instance: &Instance) {
+        if !self.busy.lock().contains(&instance.id) {
+            self.remove_group(instance).await;
+        }
+    }
+
+    /// Ends everything left in an instance's group and removes the group.
+    async fn remove_group(&self, instance: &Instance) {
+        if let Some(dir) = self
+            .isolation
+            .existing_instance_group(instance.owner, &instance.id)
+        {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::isolation::cgroups::kill_and_remove(&dir);
+            })
+            .await;
+        }
+    }
+
+    /// Starts an ended instance again (stopping it first if it runs), resuming the agent's
+    /// conversation where the profile supports it.
+    pub async fn restart(&self, instance: &Instance) -> Result<Instance, AppError> {
+        let _busy = self.busy(&instance.id)?;
+        let profile = self.profile(&instance.profile).ok_or_else(|| {
+            AppError::Conflict(format!(
+                "the profile `{}` no longer exists",
+                instance.profile
+            ))
+        })?;
+        if instance.state.is_live() {
+            self.stop_inner(instance, "restart").await?;
+        }
+        let secrets = self.secrets_of(instance.owner).await?;
+        if let Some(missing) = profile.secrets.values().find(|s| !secrets.contains_key(*s)) {
+            return Err(AppError::Unprocessable(format!(
+                "the profile needs the secret {missing}"
+            )));
+        }
+        // Limits count against the owner, also when an admin restarts it.
+        let owner = crate::users::store::by_id(&self.db, instance.owner)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))?;
+        {
+            let _admission = self.admission.lock().await;
+            self.admit(&owner, profile).await?;
+            store::mark_starting(&self.db, &instance.id).await?;
+        }
+        self.publish(&instance.id).await?;
+        self.start(instance, &owner, profile, &secrets).await?;
+        store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))
+    }
+
+    /// Stops the instance if it runs and removes its record.
+    pub async fn delete(&self, instance: &Instance) -> Result<(), AppError> {
+        let _busy = self.busy(&instance.id)?;
+        if instance.state.is_live() {
+            self.stop_inner(instance, "user").await?;
+        }
+        store::delete(&self.db, &instance.id).await?;
+        self.publish(&instance.id).await
+    }
+
+    async fn pane(&self, instance: &Instance) -> Result<Option<PaneInfo>, AppError> {
+        let session = instance.tmux_session();
+        let panes = self
+            .tmux_for(instance.owner)
+            .await?
+            .list_panes()
+            .await
+            .map_err(tmux_error)?;
+        Ok(panes.into_iter().find(|p| p.session == session))
+    }
+}
+
+/// A failure to start an agent, in words: what tmux or the launcher said, never "internal
+/// error".
+fn start_error(err: TmuxError) -> AppError {
+    match err {
+        TmuxError::Failed { command, stderr } => {
+            tracing::error!(command, stderr, "an agent could not start");
+            AppError::StartFailed(if command == "start-account-server" {
+                format!(
+                    "the agent could not start: the account's tmux server did not start ({stderr})"
+                )
+            } else {
+                format!("the agent could not start: tmux {command} said: {stderr}")
+            })
+        }
+        other => tmux_error(other),
+    }
+}
+
+/// A workdir relative to the workspace, with `.`/`..`/absolute paths refused.
+fn normalize_workdir(raw: &str) -> Result<String, AppError> {
+    let invalid =
+        || AppError::Unprocessable(format!("`{raw}` is not a folder inside your workspace"));
+    if raw.contains('\0') || raw.contains('\\') {
+        return Err(invalid());
+    }
+    let mut parts = Vec::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => return Err(invalid()),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Instance names: 1 to 64 characters, no control characters and no invisible formatting
+/// (bidirectional overrides, zero-width characters: a name must read as what it is); stored as
+/// given otherwise.
+pub fn check_name(raw: &str) -> Result<String, AppError> {
+    let name = raw.trim();
+    if name.is_empty()
+        || name.chars().count() > 64
+        || name.chars().any(|c| c.is_control() || is_format(c))
+    {
+        return Err(AppError::Unprocessable(
+            "a name is 1 to 64 characters, without control or invisible formatting characters"
+                .into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Unicode's format characters (category Cf) that can hide or reorder what a name shows.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+fn new_instance_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Whether Claude Code saved a transcript for `session` under `home` (so `--resume` works).
+fn has_transcript(home: &Path, session: &str) -> bool {
+    let file = format!("{session}.jsonl");
+    std::fs::read_dir(home.join(".claude/projects"))
+        .map(|dirs| dirs.flatten().any(|dir| dir.path().join(&file).is_file()))
+        .unwrap_or(false)
+}
+
+/// Creates folders (mode 0700) that do not exist yet; symlinks are refused, not followed.
+fn create_private_dirs(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut path = PathBuf::new();
+    for part in dir.components() {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => anyhow::bail!("{} is not a folder", path.display()),
+            Err(_) => std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workdirs_stay_relative() {
+        assert_eq!(normalize_workdir("").unwrap(), "");
+        assert_eq!(normalize_workdir("./src/app/").unwrap(), "src/app");
+        for bad in ["/etc", "../x", "a/../../b", "a\\..\\b", "nul\0"] {
+            assert!(normalize_workdir(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_refuse_invisible_formatting() {
+        assert_eq!(check_name("  my agent ").unwrap(), "my agent");
+        for bad in [
+            "evil\u{202E}txt.exe",
+            "zero\u{200B}width",
+            "bom\u{FEFF}",
+            "bell\u{7}",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("café ✓ 日本").is_ok());
+    }
+
+    #[test]
+    fn ids_are_short_and_safe() {
+        let id = new_instance_id();
+        assert_eq!(id.len(), 10);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+    }
+}
