@@ -289,8 +289,12 @@ pub struct LimitsConfig {
     pub max_total: u32,
     /// Whether admins may exceed `max_per_user` (never `max_total`).
     pub admins_exempt: bool,
-    /// Minutes without input or output before an instance is stopped; 0 disables.
+    /// Minutes without input or output before an instance is suspended or stopped (its
+    /// profile's `idle_policy` says which); 0 disables.
     pub idle_timeout_minutes: f64,
+    /// Whether a start that does not fit may suspend other accounts' idle agents once the
+    /// starting account has none left to suspend.
+    pub make_room_from_others: bool,
     /// Memory kept free when admitting a new instance.
     pub memory_reserve_mb: u64,
     /// Memory all agents together may use, in MB; 0: whatever the host has available.
@@ -374,6 +378,7 @@ impl Default for LimitsConfig {
             max_total: 4,
             admins_exempt: false,
             idle_timeout_minutes: 30.0,
+            make_room_from_others: true,
             memory_budget_mb: 0,
             memory_reserve_mb: 256,
             max_body_bytes: 1024 * 1024,

@@ -60,6 +60,11 @@ pub fn prepare_home(
     let settings_path = settings_dir.join("settings.json");
     let mut settings = read_object(&settings_path)?;
     settings.entry("autoUpdates").or_insert(json!(false));
+    // Transcripts are what a suspended agent resumes from: keep them about ten years, not
+    // Claude Code's 30 days (a user's own setting stays).
+    settings
+        .entry("cleanupPeriodDays")
+        .or_insert(json!(TRANSCRIPT_DAYS));
     // Predictable permission prompts: auto mode needs Anthropic's own servers to judge actions.
     object_at(&mut settings, "permissions")
         .entry("defaultMode")
@@ -73,6 +78,9 @@ pub fn prepare_home(
     )?;
     Ok(())
 }
+
+/// How long Claude Code keeps transcripts in accounts pocketdev prepares.
+const TRANSCRIPT_DAYS: u32 = 3650;
 
 /// The hooks pocketdev listens to: the conversation id (SessionStart) and the agent's status.
 pub const HOOK_EVENTS: &[&str] = &[
@@ -135,9 +143,197 @@ fn object_at<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<Stri
     slot.as_object_mut().expect("just made an object")
 }
 
+/// Whether Claude Code's screen shows its input prompt, not busy: ready for what is typed.
+pub fn at_prompt(screen: &str) -> bool {
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(6)..];
+    let busy = tail.iter().any(|l| l.contains("esc to interrupt"));
+    let dialog = lines.iter().any(|l| l.contains("Esc to cancel"));
+    let prompt = tail
+        .iter()
+        .any(|l| l.trim_start().starts_with("❯\u{a0}") || l.trim() == "❯");
+    prompt && !busy && !dialog
+}
+
+/// How much of a transcript's end is read to learn what a resume lost.
+pub const TRANSCRIPT_TAIL: u64 = 256 * 1024;
+
+/// The transcript of conversation `session` under `home`, if Claude Code saved one.
+pub fn transcript(home: &Path, session: &str) -> Option<std::path::PathBuf> {
+    let file = format!("{session}.jsonl");
+    std::fs::read_dir(home.join(".claude/projects"))
+        .ok()?
+        .flatten()
+        .map(|dir| dir.path().join(&file))
+        .find(|path| path.is_file())
+}
+
+/// The last `TRANSCRIPT_TAIL` bytes of `path`, from the first whole line.
+pub fn transcript_tail(path: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TRANSCRIPT_TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(TRANSCRIPT_TAIL).read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok(if start > 0 {
+        text.split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_owned())
+    } else {
+        text
+    })
+}
+
+/// What the end of a transcript says was in flight when the agent's process went: a prompt
+/// never answered, or a tool call that never finished. A completed turn gives `None`.
+pub fn interrupted(tail: &str) -> Option<super::store::Interrupted> {
+    let entries: Vec<Value> = tail
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| {
+            matches!(entry["type"].as_str(), Some("user" | "assistant"))
+                && entry["isSidechain"] != json!(true)
+                && entry["isMeta"] != json!(true)
+        })
+        .collect();
+    let last = entries.last()?;
+    let blocks = content_blocks(&last["message"]["content"]);
+    let last_prompt = || entries.iter().rev().find_map(prompt_of);
+    match last["type"].as_str()? {
+        "assistant" => {
+            let tool = blocks.iter().rev().find(|b| b["type"] == "tool_use")?;
+            let name = tool["name"].as_str().unwrap_or("a tool");
+            let input = &tool["input"];
+            let detail = [
+                "command",
+                "file_path",
+                "path",
+                "pattern",
+                "url",
+                "description",
+            ]
+            .iter()
+            .find_map(|key| input[*key].as_str())
+            .map_or_else(|| name.to_owned(), |what| format!("{name}: {what}"));
+            Some(super::store::Interrupted {
+                kind: "tool".into(),
+                text: shorten(&detail),
+                prompt: last_prompt(),
+            })
+        }
+        _ => {
+            // The user's own interruption (Esc) ends a turn as surely as an answer does.
+            let said = prompt_of(last);
+            if said
+                .as_deref()
+                .is_some_and(|p| p.starts_with("[Request interrupted"))
+            {
+                return None;
+            }
+            let prompt = said.or_else(last_prompt)?;
+            Some(super::store::Interrupted {
+                kind: "turn".into(),
+                text: shorten(&prompt),
+                prompt: Some(prompt),
+            })
+        }
+    }
+}
+
+/// A message's content as blocks (a plain string is one text block).
+fn content_blocks(content: &Value) -> Vec<Value> {
+    match content {
+        Value::String(text) => vec![json!({ "type": "text", "text": text })],
+        Value::Array(blocks) => blocks.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// What the person typed, for a user entry that holds a prompt (not a tool's result or a slash
+/// command's bookkeeping).
+fn prompt_of(entry: &Value) -> Option<String> {
+    if entry["type"] != "user" {
+        return None;
+    }
+    let text: Vec<String> = content_blocks(&entry["message"]["content"])
+        .iter()
+        .filter(|b| b["type"] == "text")
+        .filter_map(|b| b["text"].as_str().map(str::to_owned))
+        .collect();
+    let text = text.join("\n");
+    let bookkeeping = text.starts_with('<') || text.starts_with("Caveat:");
+    (!text.trim().is_empty() && !bookkeeping).then_some(text)
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 200;
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= MAX {
+        return line;
+    }
+    let mut short: String = line.chars().take(MAX - 1).collect();
+    short.push('…');
+    short
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user(content: Value) -> String {
+        json!({ "type": "user", "message": { "role": "user", "content": content } }).to_string()
+    }
+
+    fn assistant(content: Value) -> String {
+        json!({ "type": "assistant", "message": { "role": "assistant", "content": content } })
+            .to_string()
+    }
+
+    #[test]
+    fn a_transcripts_end_names_what_was_lost() {
+        let asked = user(json!("write hello.txt"));
+        let answered = assistant(json!([{ "type": "text", "text": "Done." }]));
+        let calls = assistant(json!([{ "type": "tool_use", "id": "t1", "name": "Bash",
+            "input": { "command": "npm test" } }]));
+        let result = user(json!([{ "type": "tool_result", "tool_use_id": "t1", "content": "ok" }]));
+        let meta = json!({ "type": "user", "isMeta": true,
+            "message": { "content": "<command-name>/clear</command-name>" } })
+        .to_string();
+        let summary = json!({ "type": "summary", "summary": "x" }).to_string();
+
+        assert_eq!(
+            interrupted(&[asked.clone(), answered.clone()].join("\n")),
+            None
+        );
+        assert_eq!(interrupted(""), None);
+
+        let cut = interrupted(&[answered, asked.clone(), summary].join("\n")).unwrap();
+        assert_eq!(
+            (cut.kind.as_str(), cut.prompt.as_deref()),
+            ("turn", Some("write hello.txt"))
+        );
+
+        let tool = interrupted(&[asked.clone(), calls.clone()].join("\n")).unwrap();
+        assert_eq!(tool.kind, "tool");
+        assert_eq!(tool.text, "Bash: npm test");
+        assert_eq!(tool.prompt.as_deref(), Some("write hello.txt"));
+
+        let after_tool = interrupted(&[asked.clone(), calls, result, meta].join("\n")).unwrap();
+        assert_eq!(
+            (after_tool.kind.as_str(), after_tool.text.as_str()),
+            ("turn", "write hello.txt")
+        );
+
+        let escaped = user(json!([{ "type": "text", "text": "[Request interrupted by user]" }]));
+        assert_eq!(interrupted(&[asked, escaped].join("\n")), None);
+        assert_eq!(interrupted("not json\n{\"type\":\"user\"}\n\u{0}"), None);
+    }
 
     #[test]
     fn first_run_screens_are_answered_and_user_choices_kept() {
@@ -172,6 +368,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings["permissions"]["defaultMode"], "default");
+        assert_eq!(settings["cleanupPeriodDays"], TRANSCRIPT_DAYS);
         let starts = settings["hooks"]["SessionStart"].as_array().unwrap();
         assert_eq!(
             starts.len(),

@@ -15,6 +15,10 @@ use super::store::Instance;
 pub trait MemoryView: Send + Sync {
     /// Bytes per instance id.
     fn measured(&self) -> HashMap<String, u64>;
+    /// Running instances at rest at the last look (quiet, not asking, no process of theirs
+    /// at work), each with when it was last active (seconds since the epoch): those a start
+    /// that does not fit may suspend.
+    fn resting(&self) -> HashMap<String, i64>;
 }
 
 /// Where input to an instance is noted (API commands, terminal keystrokes): it is not idle.

@@ -18,6 +18,22 @@ pub enum ProfileKind {
     Generic,
 }
 
+/// What happens to an agent left idle for its idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdlePolicy {
+    /// Its process goes and its conversation is resumed on the next tap (profiles that can
+    /// resume; others are stopped).
+    Suspend,
+    /// It is stopped.
+    Stop,
+    /// It is left running.
+    Off,
+}
+
+/// Stands for the agent's conversation id in `session_args` and `resume_args`.
+pub const SESSION_PLACEHOLDER: &str = "{session}";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Profile {
@@ -37,6 +53,19 @@ pub struct Profile {
     pub memory_mb: u64,
     /// Overrides `limits.idle_timeout_minutes` for this profile; 0 disables.
     pub idle_timeout_minutes: Option<f64>,
+    /// What an idle timeout does: `suspend` (the default where the agent can resume), `stop`
+    /// (the default otherwise) or `off`.
+    pub idle_policy: Option<IdlePolicy>,
+    /// Arguments, after `args`, that start a new conversation under an id pocketdev chooses
+    /// (`{session}` stands for it). Claude profiles: `--session-id {session}`.
+    pub session_args: Option<Vec<String>>,
+    /// Arguments, after `args`, that resume the agent's conversation (`{session}` stands for
+    /// its id). Claude profiles: `--resume {session}`. Without them an agent cannot be
+    /// suspended: it is stopped instead.
+    pub resume_args: Option<Vec<String>>,
+    /// Whether agents that were running when the server went down are resumed when it starts
+    /// again (default: on where the agent can resume).
+    pub resume_on_boot: Option<bool>,
     pub enabled: bool,
     /// How the agent's permission dialogs look, for one-tap approvals; Claude profiles have
     /// Claude Code's rules without it, others none.
@@ -58,11 +87,70 @@ impl Default for Profile {
             optional_secrets: BTreeMap::new(),
             memory_mb: 500,
             idle_timeout_minutes: None,
+            idle_policy: None,
+            session_args: None,
+            resume_args: None,
+            resume_on_boot: None,
             enabled: true,
             approval: None,
             usage: None,
         }
     }
+}
+
+impl Profile {
+    /// Arguments for a new conversation under `session`, if the profile names one.
+    pub fn session_args(&self) -> Option<Vec<String>> {
+        let args = match (&self.session_args, self.kind) {
+            (Some(args), _) => args.clone(),
+            (None, ProfileKind::Claude) => vec!["--session-id".into(), SESSION_PLACEHOLDER.into()],
+            (None, ProfileKind::Generic) => return None,
+        };
+        Some(args)
+    }
+
+    /// Arguments that resume a conversation, if the agent can.
+    pub fn resume_args(&self) -> Option<Vec<String>> {
+        match (&self.resume_args, self.kind) {
+            (Some(args), _) => Some(args.clone()),
+            (None, ProfileKind::Claude) => {
+                Some(vec!["--resume".into(), SESSION_PLACEHOLDER.into()])
+            }
+            (None, ProfileKind::Generic) => None,
+        }
+    }
+
+    /// Whether pocketdev chooses the agent's conversation id (its arguments name it).
+    pub fn names_its_session(&self) -> bool {
+        let names = |args: Option<Vec<String>>| {
+            args.is_some_and(|a| a.iter().any(|x| x.contains(SESSION_PLACEHOLDER)))
+        };
+        names(self.session_args()) || names(self.resume_args())
+    }
+
+    pub fn can_resume(&self) -> bool {
+        self.resume_args().is_some()
+    }
+
+    /// The idle policy in force: `suspend` needs a way to resume.
+    pub fn idle_policy(&self) -> IdlePolicy {
+        match self.idle_policy {
+            Some(IdlePolicy::Suspend) | None if self.can_resume() => IdlePolicy::Suspend,
+            Some(IdlePolicy::Suspend) | None => IdlePolicy::Stop,
+            Some(policy) => policy,
+        }
+    }
+
+    pub fn resume_on_boot(&self) -> bool {
+        self.can_resume() && self.resume_on_boot.unwrap_or(true)
+    }
+}
+
+/// `args` with `{session}` replaced by the conversation id.
+pub fn with_session(args: &[String], session: &str) -> Vec<String> {
+    args.iter()
+        .map(|a| a.replace(SESSION_PLACEHOLDER, session))
+        .collect()
 }
 
 /// Environment that keeps Claude Code from updating itself (a global npm install) or phoning home.
@@ -186,6 +274,36 @@ mod tests {
                 profile.name
             );
         }
+    }
+
+    #[test]
+    fn claude_resumes_and_others_need_a_recipe() {
+        let profiles = defaults();
+        let claude = &profiles["claude-sonnet-4-5-20250929"];
+        assert_eq!(claude.idle_policy(), IdlePolicy::Suspend);
+        assert!(claude.resume_on_boot());
+        assert_eq!(
+            with_session(&claude.resume_args().unwrap(), "abc"),
+            ["--resume", "abc"]
+        );
+        let shell = &profiles["shell"];
+        assert_eq!(
+            shell.idle_policy(),
+            IdlePolicy::Stop,
+            "a shell cannot resume"
+        );
+        assert!(!shell.resume_on_boot() && !shell.names_its_session());
+        let mut codex = shell.clone();
+        codex.resume_args = Some(vec!["resume".into(), "--last".into()]);
+        codex.idle_policy = Some(IdlePolicy::Suspend);
+        assert_eq!(codex.idle_policy(), IdlePolicy::Suspend);
+        assert!(
+            !codex.names_its_session(),
+            "no id of pocketdev's in its arguments"
+        );
+        let mut off = claude.clone();
+        off.idle_policy = Some(IdlePolicy::Off);
+        assert_eq!(off.idle_policy(), IdlePolicy::Off);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::Manager;
-use super::manager::{Input, ModelInfo};
+use super::manager::{Input, ModelInfo, Sent};
 use super::observe::{Observer, Status};
 use super::store::{self, Instance};
 use crate::audit::{self, Event};
@@ -42,6 +42,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_instance, delete_instance, rename_instance))
         .routes(routes!(stop_instance))
         .routes(routes!(restart_instance))
+        .routes(routes!(suspend_instance))
+        .routes(routes!(resume_instance))
+        .routes(routes!(dismiss_interrupted))
+        .routes(routes!(retry_interrupted))
         .routes(routes!(send_command))
         .routes(routes!(read_output))
         .routes(routes!(read_history))
@@ -279,10 +283,30 @@ impl InstanceView {
     }
 }
 
-/// Starts a new instance of a profile.
+/// A new instance, and the idle agents suspended to make room for it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedInstance {
+    #[serde(flatten)]
+    pub instance: Instance,
+    /// Idle agents suspended because the new one did not fit otherwise (the account's own
+    /// first, the longest idle first); empty when it fitted.
+    pub made_room: Vec<MadeRoom>,
+}
+
+/// An agent suspended to make room.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MadeRoom {
+    pub id: String,
+    pub name: String,
+    /// Its owner's user id (another account's agent is suspended only by server policy).
+    pub owner: i64,
+}
+
+/// Starts a new instance of a profile. Where it does not fit (a limit, memory), idle agents
+/// that can resume are suspended for it, the account's own first; `made_room` names them.
 #[utoipa::path(post, path = "/api/instances", tag = "instances", request_body = CreateInstance,
-    responses((status = 201, body = Instance), JsonRejections,
-        (status = 409, description = "over a limit or not enough memory", body = ErrorBody),
+    responses((status = 201, body = CreatedInstance), JsonRejections,
+        (status = 409, description = "over a limit or not enough memory, with no idle agent to suspend for it", body = ErrorBody),
         (status = 422, description = "the body's shape, an unknown or unusable profile (its program missing, a secret missing), a bad workdir or name", body = ErrorBody),
         (status = 503, description = "tmux is missing or does not answer, the agent could not start, or the account could not be provisioned", body = ErrorBody),
         (status = 507, description = "the server's disk is full", body = ErrorBody)))]
@@ -291,9 +315,9 @@ async fn create_instance(
     client: ClientInfo,
     auth: AuthUser,
     Json(req): Json<CreateInstance>,
-) -> AppResult<(StatusCode, Json<Instance>)> {
+) -> AppResult<(StatusCode, Json<CreatedInstance>)> {
     crate::usage::budgets::admit(&state, auth.user.id).await?;
-    let instance = state
+    let created = state
         .instances
         .create(
             &auth.user,
@@ -302,8 +326,30 @@ async fn create_instance(
             req.workdir.as_deref(),
         )
         .await?;
-    audit_instance(&state.db, &auth, client, "instance.create", &instance).await;
-    Ok((StatusCode::CREATED, Json(instance)))
+    audit_instance(
+        &state.db,
+        &auth,
+        client,
+        "instance.create",
+        &created.instance,
+    )
+    .await;
+    let made_room = created
+        .made_room
+        .into_iter()
+        .map(|i| MadeRoom {
+            id: i.id,
+            name: i.name,
+            owner: i.owner,
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedInstance {
+            instance: created.instance,
+            made_room,
+        }),
+    ))
 }
 
 /// One instance.
@@ -388,6 +434,120 @@ async fn restart_instance(
     Ok(Json(restarted))
 }
 
+/// Suspends a running agent that can resume: its process goes, freeing its memory; the
+/// conversation, last screen and size stay, and it resumes where it was on the next terminal,
+/// command, approval or `POST …/resume`.
+#[utoipa::path(post, path = "/api/instances/{id}/suspend", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody),
+        (status = 409, description = "not running, its agent cannot resume (no `resume_args`), or another operation on it is in progress", body = ErrorBody),
+        (status = 503, description = "its tmux server does not answer", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
+async fn suspend_instance(
+    State(state): State<InstancesState>,
+    client: ClientInfo,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Instance>> {
+    let instance = visible(&state.db, &auth, &id).await?;
+    let reason = if instance.owner == auth.user.id {
+        "user"
+    } else {
+        "admin"
+    };
+    let suspended = state.manager.suspend(&instance, reason).await?;
+    audit_instance(&state.db, &auth, client, "instance.suspend", &suspended).await;
+    Ok(Json(suspended))
+}
+
+/// Resumes a suspended agent where it was (its conversation, at its size). A running one is
+/// answered as it is.
+#[utoipa::path(post, path = "/api/instances/{id}/resume", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody),
+        (status = 409, description = "it ended (restart it instead), its profile is gone, over a limit or a budget, or not enough memory", body = ErrorBody),
+        (status = 422, description = "the profile needs a secret that is not set", body = ErrorBody),
+        (status = 503, description = "tmux does not answer, or the agent could not start", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
+async fn resume_instance(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Instance>> {
+    let instance = visible(&state.db, &auth, &id).await?;
+    if instance.state != store::State::Suspended {
+        return match instance.state {
+            store::State::Running | store::State::Starting => Ok(Json(instance)),
+            _ => Err(AppError::Conflict(
+                "this instance is not suspended but ended; restart it instead".into(),
+            )),
+        };
+    }
+    let resumed = resume_checked(&state, &instance, None).await?;
+    audit_instance(&state.db, &auth, client, "instance.resume", &resumed).await;
+    Ok(Json(resumed))
+}
+
+/// Resumes a suspended instance for whoever needs it (a terminal, a command, an approval),
+/// within its owner's budgets.
+pub(crate) async fn resume_checked(
+    state: &AppState,
+    instance: &Instance,
+    size: Option<(u16, u16)>,
+) -> AppResult<Instance> {
+    crate::usage::budgets::admit(state, instance.owner).await?;
+    state.instances.resume(instance, size).await
+}
+
+/// Forgets what the last resume lost (the terminal's banner goes).
+#[utoipa::path(delete, path = "/api/instances/{id}/interrupted", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
+async fn dismiss_interrupted(
+    State(state): State<InstancesState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    let instance = visible(&state.db, &auth, &id).await?;
+    store::set_interrupted(&state.db, &instance.id, None).await?;
+    state.manager.publish(&instance.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends the prompt the last resume lost again (typed, then Enter) and forgets it.
+#[utoipa::path(post, path = "/api/instances/{id}/interrupted/retry", tag = "instances", params(("id" = String, Path, description = "instance id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody),
+        (status = 409, description = "nothing was lost, or it is not running", body = ErrorBody),
+        (status = 503, description = "its tmux server does not answer", body = ErrorBody),
+        (status = 507, description = "the server's disk is full", body = ErrorBody)))]
+async fn retry_interrupted(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Instance>> {
+    let instance = visible(&state.db, &auth, &id).await?;
+    let prompt = instance
+        .interrupted
+        .as_ref()
+        .and_then(|lost| lost.0.prompt.clone())
+        .ok_or_else(|| AppError::Conflict("nothing was lost to send again".into()))?;
+    if instance.state == store::State::Suspended {
+        crate::usage::budgets::admit(&state, instance.owner).await?;
+    }
+    let input = Input {
+        text: Some(&prompt),
+        keys: &[],
+        enter: true,
+    };
+    state.instances.send(&instance, &input).await?;
+    store::set_interrupted(&state.db, &instance.id, None).await?;
+    state.instances.publish(&instance.id).await?;
+    Ok(Json(
+        store::get(&state.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))?,
+    ))
+}
+
 /// Stops the instance if it runs and deletes its record.
 #[utoipa::path(delete, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id")),
     responses((status = 204), (status = 404, body = ErrorBody),
@@ -409,12 +569,14 @@ async fn delete_instance(
 /// Types into the instance: text (literally), named keys, then Enter.
 #[utoipa::path(post, path = "/api/instances/{id}/command", tag = "instances", request_body = Command,
     params(("id" = String, Path, description = "instance id")),
-    responses((status = 204), JsonRejections, (status = 404, body = ErrorBody), (status = 409, description = "not running", body = ErrorBody),
+    responses((status = 204), (status = 202, description = "the agent was suspended: it is resuming, and the input is typed once it is ready"),
+        JsonRejections, (status = 404, body = ErrorBody),
+        (status = 409, description = "it ended, or resuming it is over a limit or a budget", body = ErrorBody),
         (status = 413, description = "the text is over 64 KiB", body = ErrorBody),
         (status = 422, description = "the body's shape, an unknown key or over 64 keys", body = ErrorBody),
         (status = 503, description = "its tmux server does not answer", body = ErrorBody)))]
 async fn send_command(
-    State(state): State<InstancesState>,
+    State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
     Json(req): Json<Command>,
@@ -435,8 +597,13 @@ async fn send_command(
         keys: &req.keys,
         enter: req.enter.unwrap_or(true),
     };
-    state.manager.send(&instance, &input).await?;
-    Ok(StatusCode::NO_CONTENT)
+    if instance.state == store::State::Suspended {
+        crate::usage::budgets::admit(&state, instance.owner).await?;
+    }
+    match state.instances.send(&instance, &input).await? {
+        Sent::Typed => Ok(StatusCode::NO_CONTENT),
+        Sent::Queued => Ok(StatusCode::ACCEPTED),
+    }
 }
 
 /// The current screen and history; for an ended instance, its last screen.

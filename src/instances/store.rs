@@ -16,6 +16,9 @@ use crate::error::AppError;
 pub enum State {
     Starting,
     Running,
+    /// Its process is gone, to free memory; the record keeps what resuming it needs (the
+    /// agent's conversation id, working folder, last screen and size).
+    Suspended,
     /// The agent ended by itself (see `exit_code`), or was lost with a reboot.
     Exited,
     /// Stopped by pocketdev (see `end_reason`: user, idle, admin, limit).
@@ -32,6 +35,7 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Running => "running",
+            State::Suspended => "suspended",
             State::Exited => "exited",
             State::Stopped => "stopped",
         }
@@ -63,6 +67,28 @@ pub struct Instance {
     pub end_reason: Option<String>,
     /// Claude Code's conversation id, resumed on restart.
     pub agent_session_id: Option<String>,
+    /// When it was suspended (state `suspended`).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub suspended_at: Option<OffsetDateTime>,
+    /// Why: `idle`, `user`, `memory` (to make room for another agent), `budget`.
+    pub suspend_reason: Option<String>,
+    /// Resident memory of its process tree when it was suspended, which suspending freed.
+    pub freed_bytes: Option<i64>,
+    /// What the last resume lost, named in the terminal until sent again or dismissed.
+    #[schema(value_type = Option<Interrupted>)]
+    pub interrupted: Option<sqlx::types::Json<Interrupted>>,
+}
+
+/// Work in flight when the agent's process went (a crash, a reboot, a kill mid-turn), which
+/// resuming its conversation cannot bring back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Interrupted {
+    /// `turn`: a prompt the agent never answered; `tool`: a tool call that never finished.
+    pub kind: String,
+    /// The prompt, or the tool and what it was given, shortened.
+    pub text: String,
+    /// What "send again" types: the unanswered prompt (none for a tool call).
+    pub prompt: Option<String>,
 }
 
 impl Instance {
@@ -78,7 +104,7 @@ pub fn session_name(id: &str) -> String {
     format!("{SESSION_PREFIX}{id}")
 }
 
-const COLUMNS: &str = "id, name, profile, user_id, workdir, state, created_at, started_at, ended_at, exit_code, end_reason, agent_session_id";
+const COLUMNS: &str = "id, name, profile, user_id, workdir, state, created_at, started_at, ended_at, exit_code, end_reason, agent_session_id, suspended_at, suspend_reason, freed_bytes, interrupted";
 
 pub struct NewInstance<'a> {
     pub id: &'a str,
@@ -149,7 +175,7 @@ pub async fn prune_ended(db: &Db, keep: u32) -> Result<u64, AppError> {
                 SELECT id, ROW_NUMBER() OVER (
                     PARTITION BY user_id ORDER BY COALESCE(ended_at, created_at) DESC, id DESC
                 ) AS newest
-                FROM instances WHERE state NOT IN ('starting', 'running')
+                FROM instances WHERE state NOT IN ('starting', 'running', 'suspended')
             ) WHERE newest > ?
         )",
     )
@@ -188,10 +214,13 @@ pub async fn keep_screen(db: &Db, id: &str, screen: &str) -> Result<(), AppError
 }
 
 pub async fn mark_starting(db: &Db, id: &str) -> Result<(), AppError> {
-    sqlx::query("UPDATE instances SET state = 'starting' WHERE id = ?")
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE instances SET state = 'starting', suspended_at = NULL, suspend_reason = NULL,
+             freed_bytes = NULL WHERE id = ?",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -207,7 +236,125 @@ pub async fn mark_running(db: &Db, id: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Records the end of a live instance; `false` if it had already ended.
+/// Records that a live instance's process went to free memory; `false` if it was no longer live.
+pub async fn mark_suspended(
+    db: &Db,
+    id: &str,
+    suspension: &Suspension<'_>,
+) -> Result<bool, AppError> {
+    let done = sqlx::query(
+        "UPDATE instances SET state = 'suspended', suspended_at = ?, suspend_reason = ?,
+             freed_bytes = ?, cols = ?, rows = ?, last_screen = COALESCE(?, last_screen)
+         WHERE id = ? AND state IN ('starting', 'running')",
+    )
+    .bind(OffsetDateTime::now_utc())
+    .bind(suspension.reason)
+    .bind(
+        suspension
+            .freed_bytes
+            .map(|b| b.min(i64::MAX as u64) as i64),
+    )
+    .bind(suspension.size.map(|(cols, _)| cols))
+    .bind(suspension.size.map(|(_, rows)| rows))
+    .bind(suspension.screen)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a suspension records.
+pub struct Suspension<'a> {
+    pub reason: &'a str,
+    pub freed_bytes: Option<u64>,
+    pub screen: Option<&'a str>,
+    /// The terminal's columns and rows, to come back at that size.
+    pub size: Option<(u16, u16)>,
+}
+
+/// The size a suspended instance had, to resume at.
+pub async fn suspended_size(db: &Db, id: &str) -> Result<Option<(u16, u16)>, AppError> {
+    let row: Option<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT cols, rows FROM instances WHERE id = ?")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.and_then(|(cols, rows)| {
+        Some((
+            u16::try_from(cols?).ok()?.max(2),
+            u16::try_from(rows?).ok()?.max(2),
+        ))
+    }))
+}
+
+/// Suspended instances, longest suspended first.
+pub async fn suspended(db: &Db) -> Result<Vec<Instance>, AppError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM instances WHERE state = 'suspended' ORDER BY suspended_at, id"
+    ))
+    .fetch_all(db)
+    .await?)
+}
+
+/// Queues text typed into an instance that is not running yet (suspended, or resuming), to
+/// be typed once it is ready; `false` if it is neither.
+pub async fn queue_input(db: &Db, id: &str, text: &str) -> Result<bool, AppError> {
+    let done = sqlx::query(
+        "UPDATE instances SET pending_input = json_insert(COALESCE(pending_input, '[]'), '$[#]', ?)
+         WHERE id = ? AND state IN ('suspended', 'starting')",
+    )
+    .bind(text)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes (and clears) the queued input, oldest first, so each piece is typed once: cleared only
+/// if it is still what was read, so input queued meanwhile is taken next time, not lost.
+pub async fn take_pending_input(db: &Db, id: &str) -> Result<Vec<String>, AppError> {
+    loop {
+        let queued: Option<String> =
+            sqlx::query_scalar("SELECT pending_input FROM instances WHERE id = ?")
+                .bind(id)
+                .fetch_optional(db)
+                .await?
+                .flatten();
+        let Some(queued) = queued else {
+            return Ok(Vec::new());
+        };
+        let taken = sqlx::query(
+            "UPDATE instances SET pending_input = NULL WHERE id = ? AND pending_input = ?",
+        )
+        .bind(id)
+        .bind(&queued)
+        .execute(db)
+        .await?;
+        if taken.rows_affected() == 1 {
+            return Ok(serde_json::from_str(&queued).unwrap_or_default());
+        }
+    }
+}
+
+/// Records (or with `None` clears) what the last resume lost.
+pub async fn set_interrupted(
+    db: &Db,
+    id: &str,
+    interrupted: Option<&Interrupted>,
+) -> Result<(), AppError> {
+    let json = interrupted
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    sqlx::query("UPDATE instances SET interrupted = ? WHERE id = ?")
+        .bind(json)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Records the end of a live or suspended instance; `false` if it had already ended.
 pub async fn mark_ended(
     db: &Db,
     id: &str,
@@ -217,8 +364,9 @@ pub async fn mark_ended(
     last_screen: Option<&str>,
 ) -> Result<bool, AppError> {
     let done = sqlx::query(
-        "UPDATE instances SET state = ?, ended_at = ?, exit_code = ?, end_reason = ?, last_screen = COALESCE(?, last_screen)
-         WHERE id = ? AND state IN ('starting', 'running')",
+        "UPDATE instances SET state = ?, ended_at = ?, exit_code = ?, end_reason = ?,
+             last_screen = COALESCE(?, last_screen), pending_input = NULL
+         WHERE id = ? AND state IN ('starting', 'running', 'suspended')",
     )
     .bind(state)
     .bind(OffsetDateTime::now_utc())

@@ -602,6 +602,28 @@ impl Tmux {
         Ok(())
     }
 
+    /// The pane's columns and rows now.
+    pub async fn pane_size(&self, session: &str) -> Result<(u16, u16), TmuxError> {
+        let target = format!("={session}:");
+        let out = self
+            .run(&[
+                "display-message",
+                "-p",
+                "-t",
+                &target,
+                "#{pane_width} #{pane_height}",
+            ])
+            .await?;
+        let mut words = out.split_whitespace().map(str::parse::<u16>);
+        match (words.next(), words.next()) {
+            (Some(Ok(cols)), Some(Ok(rows))) => Ok((cols, rows)),
+            _ => Err(TmuxError::Failed {
+                command: "display-message".into(),
+                stderr: format!("unexpected answer {:?}", out.trim()),
+            }),
+        }
+    }
+
     /// The pane's history and screen rows now.
     pub async fn pane_rows(&self, session: &str) -> Result<PaneRows, TmuxError> {
         let target = format!("={session}:");

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::Db;
 use crate::instances::Manager;
+use crate::instances::MemoryView;
+use crate::instances::profiles::IdlePolicy;
 use crate::instances::store::{self, Instance, State};
 use crate::instances::tmux::PaneInfo;
 use sampler::{HostUsage, Sampler, Tree};
@@ -97,6 +99,8 @@ pub struct Snapshot {
 pub struct Activity {
     last_input: Mutex<HashMap<String, OffsetDateTime>>,
     measured: Mutex<HashMap<String, u64>>,
+    /// Running instances at rest at the last sample, with when each was last active.
+    resting: Mutex<HashMap<String, i64>>,
 }
 
 impl Activity {
@@ -131,7 +135,14 @@ impl crate::instances::MemoryView for Activity {
     fn measured(&self) -> HashMap<String, u64> {
         self.measured.lock().clone()
     }
+
+    fn resting(&self) -> HashMap<String, i64> {
+        self.resting.lock().clone()
+    }
 }
+
+/// CPU of an agent's whole process tree under which it counts as at rest, in % of one core.
+const RESTING_CPU_PERCENT: f32 = 5.0;
 
 pub struct Monitor {
     manager: Arc<Manager>,
@@ -522,40 +533,74 @@ impl Monitor {
         });
         let answering: Vec<Instance> = live.into_iter().filter(|i| answered(i)).collect();
         self.evaluate_all(&answering).await;
+        *self.activity.resting.lock() = self.resting(&answering);
         let _ = self.events.send(MonitorEvent::Sampled);
-        self.stop_idle(&answering).await;
+        self.apply_idle_policy(&answering).await;
         Ok(())
     }
 
-    /// Stops running instances that had no input and no output for their idle timeout.
-    async fn stop_idle(&self, live: &[Instance]) {
-        let now = OffsetDateTime::now_utc();
+    /// When a running instance was last active: its start, its last output or input.
+    fn last_activity(&self, instance: &Instance) -> Option<i64> {
         let latest = self.latest();
+        let usage = latest.instances.get(&instance.id);
+        [
+            instance.started_at.map(OffsetDateTime::unix_timestamp),
+            usage.and_then(|u| u.last_output_at),
+            usage.and_then(|u| u.last_input_at),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+
+    /// Running instances really at rest: waiting or idle (not working, not asking), no
+    /// permission dialog up, and no process of theirs at work (a dev server or a test run in
+    /// the background counts, as does CPU), each with when it was last active.
+    fn resting(&self, live: &[Instance]) -> HashMap<String, i64> {
+        let latest = self.latest();
+        live.iter()
+            .filter(|i| i.state == State::Running)
+            .filter(|i| matches!(self.status(i), Some((Status::Waiting | Status::Idle, _))))
+            .filter(|i| self.manager.pending_approval(i).is_none())
+            .filter(|i| {
+                latest
+                    .instances
+                    .get(&i.id)
+                    .is_some_and(|u| u.processes <= 1 && u.cpu_percent < RESTING_CPU_PERCENT)
+            })
+            .filter_map(|i| Some((i.id.clone(), self.last_activity(i)?)))
+            .collect()
+    }
+
+    /// Running instances without input or output for their idle timeout are suspended (when
+    /// their profile says so and they are really at rest) or stopped, as their profile's
+    /// `idle_policy` says.
+    async fn apply_idle_policy(&self, live: &[Instance]) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let resting = self.activity.resting();
         for instance in live.iter().filter(|i| i.state == State::Running) {
             let Some(timeout) = self.manager.idle_timeout(&instance.profile) else {
                 continue;
             };
-            let usage = latest.instances.get(&instance.id);
-            let last_activity = [
-                instance.started_at.map(OffsetDateTime::unix_timestamp),
-                usage.and_then(|u| u.last_output_at),
-                usage.and_then(|u| u.last_input_at),
-            ]
-            .into_iter()
-            .flatten()
-            .max();
-            let Some(last_activity) = last_activity else {
+            let Some(last_activity) = self.last_activity(instance) else {
                 continue;
             };
-            if now.unix_timestamp() - last_activity < timeout.as_secs_f64().ceil() as i64 {
+            if now - last_activity < timeout.as_secs_f64().ceil() as i64 {
                 continue;
             }
-            match self.manager.stop(instance, "idle").await {
-                Ok(_) => {
-                    tracing::info!(instance = %instance.id, "idle instance stopped");
+            let outcome = match self.manager.idle_policy(&instance.profile) {
+                IdlePolicy::Off => continue,
+                // Only at rest: a quiet agent with a build running is not idle.
+                IdlePolicy::Suspend if !resting.contains_key(&instance.id) => continue,
+                IdlePolicy::Suspend => self.manager.suspend(instance, "idle").await,
+                IdlePolicy::Stop => self.manager.stop(instance, "idle").await,
+            };
+            match outcome {
+                Ok(done) => {
+                    tracing::info!(instance = %instance.id, state = done.state.as_str(), "idle instance put to rest");
                 }
                 Err(err) => {
-                    tracing::debug!(instance = %instance.id, error = %err.logged(), "idle stop skipped");
+                    tracing::debug!(instance = %instance.id, error = %err.logged(), "idle policy skipped");
                 }
             }
         }

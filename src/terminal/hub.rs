@@ -977,10 +977,15 @@ impl Hub {
             }
             InstanceEvent::Changed(instance) => {
                 self.flush();
+                let reason = if instance.state == State::Suspended {
+                    instance.suspend_reason.clone()
+                } else {
+                    instance.end_reason.clone()
+                };
                 let exit = ServerMessage::Exit {
                     state: instance.state.as_str().to_owned(),
                     exit_code: instance.exit_code,
-                    reason: instance.end_reason.clone(),
+                    reason,
                 };
                 self.broadcast_text(&exit);
                 self.close_all(close::ENDED, &ended_reason(&instance));
@@ -1044,6 +1049,10 @@ pub fn ended_reason(instance: &Instance) -> String {
     match (instance.state, instance.exit_code) {
         (State::Exited, Some(code)) => format!("the agent exited with status {code}"),
         (State::Exited, None) => "the agent exited".into(),
+        (State::Suspended, _) => format!(
+            "the agent was suspended ({}); it resumes when opened",
+            instance.suspend_reason.as_deref().unwrap_or("user")
+        ),
         _ => format!(
             "the instance was stopped ({})",
             instance.end_reason.as_deref().unwrap_or("user")

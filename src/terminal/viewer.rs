@@ -36,6 +36,30 @@ pub async fn serve(
     size: Option<(u16, u16)>,
 ) {
     let (mut sink, mut stream) = socket.split();
+    // A suspended agent comes back for whoever opens it: the viewer learns it is resuming,
+    // then sees it as it was.
+    let instance = if instance.state == crate::instances::store::State::Suspended {
+        let hello = text(&ServerMessage::Hello {
+            instance: instance.id.clone(),
+            state: instance.state.as_str().to_owned(),
+        });
+        if sink.send(hello).await.is_err() {
+            return;
+        }
+        match crate::instances::routes::resume_checked(&state, &instance, size).await {
+            Ok(resumed) => resumed,
+            Err(err) => {
+                let message = ServerMessage::error("resume_failed", err.to_string());
+                let _ = sink.send(text(&message)).await;
+                let _ = sink
+                    .send(close_message(close::ENDED, "the agent could not resume"))
+                    .await;
+                return;
+            }
+        }
+    } else {
+        instance
+    };
     if !instance.state.is_live() {
         // An ended instance shows what it left on screen, then why it ended.
         let kept = crate::instances::store::last_screen(&state.db, &instance.id)

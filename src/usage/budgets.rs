@@ -1,8 +1,8 @@
 //! Budgets: what an account (or the whole server) may spend per day or per month, in money
 //! and/or tokens. At 80 % the account's user is told; at 100 % the admins are alerted, new
-//! agents are refused with the budget and its reset in words, and running agents are stopped
-//! (reason `budget`) at their next quiet moment, never mid-turn. An admin can lift a budget for
-//! the rest of the day.
+//! agents are refused with the budget and its reset in words, and running agents are paused
+//! (suspended where they can resume, else stopped; reason `budget`) at their next quiet moment,
+//! never mid-turn. An admin can lift a budget for the rest of the day.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -310,8 +310,8 @@ pub async fn enforce(state: &AppState) -> anyhow::Result<()> {
                 crate::push::budget_notice(state, user, message);
             }
         }
-        // Agents of the scope that are not in the middle of a turn stop now; the others at
-        // their next quiet moment (a later pass).
+        // Agents of the scope that are not in the middle of a turn are paused now (suspended
+        // where they can resume, else stopped); the others at their next quiet moment.
         for instance in crate::instances::store::live(&state.db).await? {
             if budget.user_id.is_some_and(|u| u != instance.owner) {
                 continue;
@@ -323,8 +323,13 @@ pub async fn enforce(state: &AppState) -> anyhow::Result<()> {
             if working || instance.state != crate::instances::store::State::Running {
                 continue;
             }
-            if let Err(e) = state.instances.stop(&instance, "budget").await {
-                tracing::warn!(instance = %instance.id, error = %e, "could not stop an agent over its budget");
+            let paused = if state.instances.can_resume(&instance.profile) {
+                state.instances.suspend(&instance, "budget").await
+            } else {
+                state.instances.stop(&instance, "budget").await
+            };
+            if let Err(e) = paused {
+                tracing::warn!(instance = %instance.id, error = %e, "could not pause an agent over its budget");
             }
         }
     }

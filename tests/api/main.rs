@@ -26,6 +26,7 @@ mod push;
 mod registration;
 mod restart;
 mod standin_tmux;
+mod suspend;
 mod term;
 mod terminal;
 mod usage;

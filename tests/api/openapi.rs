@@ -36,6 +36,10 @@ const NO_SUCCESS_HERE: &[(&str, &str)] = &[
         "answering from a notification waits for approvals (push.rs spends real tokens)",
     ),
     (
+        "POST /api/instances/{id}/interrupted/retry",
+        "only an agent killed mid-turn leaves a prompt to send again (claude.rs kills one)",
+    ),
+    (
         "POST /api/auth/password",
         "would change the admin's password under the other calls (auth.rs changes passwords)",
     ),
@@ -138,6 +142,10 @@ async fn every_operation_answers_only_what_the_description_documents() {
         c.limits.max_per_user = 10;
         c.push.subject = Some("mailto:ops@example.org".into());
         c.push.allowed_hosts = vec!["127.0.0.1".into()];
+        let mut resumable = crate::helpers::fake_profile();
+        resumable.session_args = Some(vec!["--session-id".into(), "{session}".into()]);
+        resumable.resume_args = Some(vec!["--resume".into(), "{session}".into()]);
+        c.profiles.insert("fake-resumable".into(), resumable);
     })
     .await;
     let doc: Value = app
@@ -569,8 +577,14 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
     let deleted_instance = app
         .create_instance(&token, json!({ "profile": "fake" }))
         .await;
+    // Suspended and resumed (in either order): an agent that can resume.
+    let suspendable = app
+        .create_instance(&token, json!({ "profile": "fake-resumable" }))
+        .await;
     let instance = str_of(&instance["id"]).to_owned();
     let deleted_instance = str_of(&deleted_instance["id"]).to_owned();
+    let suspendable = str_of(&suspendable["id"]).to_owned();
+    app.wait_for_state(&token, &suspendable, "running").await;
     app.wait_for_state(&token, &instance, "running").await;
     app.wait_for_state(&token, &deleted_instance, "running")
         .await;
@@ -671,6 +685,8 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         "/api/instances/{id}/command",
         "/api/instances/{id}/history",
         "/api/instances/{id}/hooks",
+        "/api/instances/{id}/interrupted",
+        "/api/instances/{id}/interrupted/retry",
         "/api/instances/{id}/output",
         "/api/instances/{id}/restart",
         "/api/instances/{id}/stop",
@@ -681,6 +697,9 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         set(&format!("* {path}"), "id", instance.clone());
     }
     set("DELETE /api/instances/{id}", "id", deleted_instance);
+    for path in ["/api/instances/{id}/suspend", "/api/instances/{id}/resume"] {
+        set(&format!("* {path}"), "id", suspendable.clone());
+    }
     // No dialog is up on the fake agent: the answer is `gone`.
     set(
         "* /api/instances/{id}/approvals/{approval_id}",

@@ -295,20 +295,21 @@ async fn a_spent_budget_stops_the_quiet_agent_and_refuses_new_ones_until_lifted(
     assert_eq!(app.instance(&token, &id).await["state"], "running");
     turn(&app, &token, &id, "Second turn").await;
 
-    // Once the reader has the second reply, the agent (at its prompt) is stopped.
+    // Once the reader has the second reply, the agent (at its prompt) is paused: Claude Code
+    // resumes, so it is suspended, its conversation kept.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let stopped = loop {
+    let paused = loop {
         let now = app.instance(&token, &id).await;
-        if now["state"] == "stopped" {
+        if now["state"] == "suspended" {
             break now;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the agent over its budget was not stopped: {now}"
+            "the agent over its budget was not paused: {now}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(stopped["end_reason"], "budget", "{stopped}");
+    assert_eq!(paused["suspend_reason"], "budget", "{paused}");
 
     // New agents and restarts are refused, saying which budget and when it starts again.
     let usage: Value = app
@@ -326,14 +327,21 @@ async fn a_spent_budget_stops_the_quiet_agent_and_refuses_new_ones_until_lifted(
         )
         .await;
     crate::helpers::expect_error_saying(refused, StatusCode::CONFLICT, "daily budget").await;
-    let refused = app
-        .post(
-            &format!("/api/instances/{id}/restart"),
-            Some(&token),
-            json!({}),
-        )
+    for way_back in ["restart", "resume"] {
+        let refused = app
+            .post(
+                &format!("/api/instances/{id}/{way_back}"),
+                Some(&token),
+                json!({}),
+            )
+            .await;
+        crate::helpers::expect_error_saying(refused, StatusCode::CONFLICT, "starts again at").await;
+    }
+    let typed = app
+        .command(&token, &id, json!({ "text": "one more turn" }))
         .await;
-    crate::helpers::expect_error_saying(refused, StatusCode::CONFLICT, "starts again at").await;
+    crate::helpers::expect_error_saying(typed, StatusCode::CONFLICT, "starts again at").await;
+    assert_eq!(app.instance(&token, &id).await["state"], "suspended");
 
     // The admins were alerted.
     let alerts: Value = app
@@ -363,14 +371,14 @@ async fn a_spent_budget_stops_the_quiet_agent_and_refuses_new_ones_until_lifted(
         .await
         .unwrap();
     assert_eq!(lifted["state"], "lifted", "{lifted}");
-    let restarted = app
+    let resumed = app
         .post(
-            &format!("/api/instances/{id}/restart"),
+            &format!("/api/instances/{id}/resume"),
             Some(&token),
             json!({}),
         )
         .await;
-    assert_eq!(restarted.status(), StatusCode::OK);
+    assert_eq!(resumed.status(), StatusCode::OK);
     let removed = app
         .call(
             Method::DELETE,

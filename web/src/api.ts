@@ -43,12 +43,18 @@ export interface Instance {
   profile: string;
   owner: number;
   workdir: string;
-  state: 'starting' | 'running' | 'exited' | 'stopped';
+  state: 'starting' | 'running' | 'suspended' | 'exited' | 'stopped';
   created_at: string;
   started_at: string | null;
   ended_at: string | null;
   exit_code: number | null;
   end_reason: string | null;
+  /** When its process went to free memory (state `suspended`), why, and how much it freed. */
+  suspended_at?: string | null;
+  suspend_reason?: string | null;
+  freed_bytes?: number | null;
+  /** What the last resume lost: a turn cut mid-way or a tool call that never finished. */
+  interrupted?: { kind: 'turn' | 'tool'; text: string; prompt: string | null } | null;
   memory_bytes?: number | null;
   cpu_percent?: number | null;
   status?: 'working' | 'waiting' | 'needs_permission' | 'idle' | null;

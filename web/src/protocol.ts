@@ -1,7 +1,7 @@
 // The terminal WebSocket's control messages. Mirrors src/terminal/protocol.rs and
 // docs/terminal-protocol.md; binary frames carry terminal bytes both ways.
 
-export type State = 'starting' | 'running' | 'exited' | 'stopped';
+export type State = 'starting' | 'running' | 'suspended' | 'exited' | 'stopped';
 export type Status = 'working' | 'waiting' | 'needs_permission' | 'idle';
 
 export type ServerMessage =

@@ -226,6 +226,7 @@ export function statusBadge(state: string, status?: string | null): HTMLElement 
   // The instance's state first; a running one shows what the monitor sees on its screen.
   const key = state === 'exited' || state === 'stopped' ? 'exited'
     : state === 'starting' ? 'starting'
+    : state === 'suspended' ? 'suspended'
     : status === 'needs_permission' || status === 'waiting' || status === 'working' || status === 'idle' ? status
     : 'running';
   const text = key === 'exited' ? state : key.replace('_', ' ');

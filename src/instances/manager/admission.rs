@@ -8,8 +8,17 @@ use serde::Serialize;
 use super::Manager;
 use crate::error::AppError;
 use crate::instances::profiles::{Profile, ProfileKind, resolve_command, search_path};
-use crate::instances::store;
+use crate::instances::store::{self, Instance};
 use crate::users::User;
+
+/// What a refused start is short of: room in the account (its own limit), on the server (the
+/// total or memory), or nothing suspending could give (the database failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Account,
+    Server,
+    None,
+}
 
 /// A profile as `GET /api/models` shows it to one user.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -73,24 +82,123 @@ impl Manager {
             .collect())
     }
 
-    /// Refuses a start beyond the instance limits or the memory that is free.
-    pub(super) async fn admit(&self, user: &User, profile: &Profile) -> Result<(), AppError> {
+    /// Admits a start (of a new instance, or of `starting`, an existing one) within the
+    /// instance limits and the memory that is free. Where it does not fit, idle agents that can
+    /// resume are suspended for it, the longest idle first: the account's own, then others'
+    /// (`limits.make_room_from_others`). Answers those suspended; the caller holds `admission`.
+    pub(super) async fn admit(
+        &self,
+        user: &User,
+        profile: &Profile,
+        starting: Option<&str>,
+    ) -> Result<Vec<Instance>, AppError> {
+        let mut made_room: Vec<Instance> = Vec::new();
+        let mut tried: HashSet<String> = starting.into_iter().map(str::to_owned).collect();
+        loop {
+            let (room, refusal) = match self.check_room(user, profile).await {
+                Ok(()) => return Ok(made_room),
+                Err(refused) => refused,
+            };
+            let Some(idle) = self.longest_idle(user, room, &tried).await? else {
+                return Err(refusal);
+            };
+            tried.insert(idle.id.clone());
+            // One at a time, and never one that someone is acting on.
+            let Ok(_busy) = self.busy(&idle.id) else {
+                continue;
+            };
+            match self.suspend_inner(&idle, "memory").await {
+                Ok(()) => {
+                    crate::audit::record(
+                        &self.db,
+                        crate::audit::Event {
+                            user_id: Some(user.id),
+                            username: Some(&user.username),
+                            action: "instance.suspend",
+                            target: Some(format!("instance:{}", idle.id)),
+                            detail: Some(serde_json::json!({
+                                "reason": "memory",
+                                "to_make_room_for": profile.name,
+                                "owner": idle.owner,
+                                "refused_because": refusal.to_string(),
+                            })),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                    made_room.push(idle);
+                }
+                Err(err) => {
+                    tracing::info!(instance = %idle.id, error = %err.logged(), "could not suspend an idle agent to make room");
+                }
+            }
+        }
+    }
+
+    /// The running agent at rest the longest that suspending would make room for: of the
+    /// account first; of others only where the server's count or memory is what is short.
+    async fn longest_idle(
+        &self,
+        user: &User,
+        room: Room,
+        tried: &HashSet<String>,
+    ) -> Result<Option<Instance>, AppError> {
+        let resting = self.observers.memory.resting();
+        let busy = self.busy.lock().clone();
+        let mut candidates: Vec<(bool, i64, Instance)> = store::live(&self.db)
+            .await?
+            .into_iter()
+            .filter(|i| i.state == store::State::Running)
+            .filter(|i| !tried.contains(&i.id) && !busy.contains(&i.id))
+            .filter(|i| {
+                self.config.profiles.get(&i.profile).is_some_and(|p| {
+                    p.can_resume() && p.idle_policy() != crate::instances::profiles::IdlePolicy::Off
+                })
+            })
+            .filter(|i| match room {
+                Room::Account => i.owner == user.id,
+                Room::Server => i.owner == user.id || self.config.limits.make_room_from_others,
+                Room::None => false,
+            })
+            .filter_map(|i| {
+                let since = *resting.get(&i.id)?;
+                Some((i.owner != user.id, since, i))
+            })
+            .collect();
+        // Own before others', then the longest idle.
+        candidates.sort_by_key(|(others, since, _)| (*others, *since));
+        Ok(candidates.into_iter().next().map(|(_, _, i)| i))
+    }
+
+    /// Refuses a start beyond the instance limits or the memory that is free, saying which
+    /// room is short.
+    async fn check_room(&self, user: &User, profile: &Profile) -> Result<(), (Room, AppError)> {
         let limits = &self.config.limits;
-        let (mine, total) = store::live_counts(&self.db, user.id).await?;
+        let (mine, total) = store::live_counts(&self.db, user.id)
+            .await
+            .map_err(|e| (Room::None, e))?;
         if total >= i64::from(limits.max_total) {
-            return Err(AppError::Conflict(format!(
-                "the server runs its maximum of {} instances; stop one first",
-                limits.max_total
-            )));
+            return Err((
+                Room::Server,
+                AppError::Conflict(format!(
+                    "the server runs its maximum of {} instances; stop one first",
+                    limits.max_total
+                )),
+            ));
         }
         if let Some(max) = limits.per_user(user.is_admin())
             && mine >= i64::from(max)
         {
-            return Err(AppError::Conflict(format!(
-                "you already run your maximum of {max} instances; stop one first"
-            )));
+            return Err((
+                Room::Account,
+                AppError::Conflict(format!(
+                    "you already run your maximum of {max} instances; stop one first"
+                )),
+            ));
         }
-        self.admit_memory(user, profile).await
+        self.admit_memory(user, profile)
+            .await
+            .map_err(|e| (Room::Server, e))
     }
 
     /// Refuses a start that would not fit in memory. Running agents count with what they

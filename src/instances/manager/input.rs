@@ -1,8 +1,11 @@
 //! Input and output: keys and text typed into a running agent (noted, so it is not idle),
 //! its screen and history read back, and every screen kept at shutdown.
 
+use std::sync::Arc;
+
 use super::{DEFAULT_ROWS, LAST_SCREEN_LINES, Manager, tmux_error};
 use crate::error::AppError;
+use crate::instances::profiles::ProfileKind;
 use crate::instances::store::{self, Instance, State};
 use crate::instances::tmux::{Tmux, TmuxError};
 
@@ -13,25 +16,81 @@ pub struct Input<'a> {
     pub enter: bool,
 }
 
+/// Input kept for an agent that is not ready for it yet (suspended, resuming), as stored.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Queued {
+    text: Option<String>,
+    /// tmux's key names.
+    keys: Vec<String>,
+    enter: bool,
+}
+
+/// What became of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Typed into the agent.
+    Typed,
+    /// Kept, to be typed once the agent (resumed for it) is ready.
+    Queued,
+}
+
+/// How long a resumed agent may take to show it is ready before queued input goes anyway.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Manager {
-    pub async fn send(&self, instance: &Instance, input: &Input<'_>) -> Result<(), AppError> {
+    /// Types `input` into the agent. A suspended agent is resumed for it, and the input typed
+    /// once the agent is ready, once.
+    pub async fn send(
+        self: &Arc<Self>,
+        instance: &Instance,
+        input: &Input<'_>,
+    ) -> Result<Sent, AppError> {
+        let queued = Queued {
+            text: input.text.filter(|t| !t.is_empty()).map(str::to_owned),
+            keys: input
+                .keys
+                .iter()
+                .map(|k| tmux_key(k).map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?,
+            enter: input.enter,
+        };
+        self.note_input(&instance.id);
+        let instance = match instance.state {
+            State::Suspended => self.resume(instance, None).await?,
+            State::Running => instance.clone(),
+            _ => {
+                return Err(AppError::Conflict(
+                    "this instance is not running; restart it first".into(),
+                ));
+            }
+        };
+        {
+            // Behind input still waiting for the agent to be ready, never ahead of it.
+            let delivering = self.delivering.lock().await;
+            if delivering.contains(&instance.id) {
+                let json = serde_json::to_string(&queued).map_err(anyhow::Error::from)?;
+                if store::queue_input(&self.db, &instance.id, &json).await? {
+                    return Ok(Sent::Queued);
+                }
+            }
+        }
         if instance.state != State::Running {
             return Err(AppError::Conflict(
                 "this instance is not running; restart it first".into(),
             ));
         }
-        self.note_input(&instance.id);
-        let keys = input
-            .keys
-            .iter()
-            .map(|k| tmux_key(k))
-            .collect::<Result<Vec<_>, _>>()?;
+        self.type_input(&instance, &queued).await?;
+        Ok(Sent::Typed)
+    }
+
+    async fn type_input(&self, instance: &Instance, input: &Queued) -> Result<(), AppError> {
         let tmux = self.tmux_for(instance.owner).await?;
         let session = instance.tmux_session();
-        if let Some(text) = input.text.filter(|t| !t.is_empty()) {
+        if let Some(text) = &input.text {
             tmux.send_text(&session, text).await.map_err(tmux_error)?;
         }
-        if !keys.is_empty() {
+        if !input.keys.is_empty() {
+            let keys: Vec<&str> = input.keys.iter().map(String::as_str).collect();
             tmux.send_keys(&session, &keys).await.map_err(tmux_error)?;
         }
         if input.enter {
@@ -40,6 +99,88 @@ impl Manager {
                 .map_err(tmux_error)?;
         }
         Ok(())
+    }
+
+    /// After a resume: waits until the agent is ready for input (Claude Code at its prompt;
+    /// another agent's screen settled), then types what was queued for it, in order, once.
+    pub(super) fn deliver_when_ready(self: &Arc<Self>, id: &str) {
+        let manager = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            if !manager.delivering.lock().await.insert(id.clone()) {
+                return;
+            }
+            manager.wait_until_ready(&id).await;
+            loop {
+                let taken = {
+                    let mut delivering = manager.delivering.lock().await;
+                    let taken = store::take_pending_input(&manager.db, &id)
+                        .await
+                        .unwrap_or_default();
+                    if taken.is_empty() {
+                        delivering.remove(&id);
+                        return;
+                    }
+                    taken
+                };
+                let Ok(Some(instance)) = store::get(&manager.db, &id).await else {
+                    manager.delivering.lock().await.remove(&id);
+                    return;
+                };
+                for json in taken {
+                    let Ok(input) = serde_json::from_str::<Queued>(&json) else {
+                        continue;
+                    };
+                    if let Err(err) = manager.type_input(&instance, &input).await {
+                        tracing::warn!(instance = %id, error = %err.logged(), "queued input could not be typed");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        });
+    }
+
+    /// Polls the agent's screen until it is ready for input, or `READY_WAIT` passed.
+    async fn wait_until_ready(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        let mut previous: Option<String> = None;
+        let mut steady = 0;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let Ok(Some(instance)) = store::get(&self.db, id).await else {
+                return;
+            };
+            match instance.state {
+                State::Running => {}
+                State::Starting => continue,
+                _ => return,
+            }
+            let Some(tmux) = self.tmux.for_account(instance.owner) else {
+                return;
+            };
+            let Ok(screen) = tmux.capture(&instance.tmux_session(), 0, false).await else {
+                continue;
+            };
+            if self.profile_kind(&instance.profile) == ProfileKind::Claude {
+                if crate::instances::claude::at_prompt(&screen) {
+                    // Keys sent the moment the prompt is drawn can be dropped.
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    return;
+                }
+                continue;
+            }
+            // Another agent: ready once its screen shows something and holds still.
+            if !screen.trim().is_empty() && previous.as_deref() == Some(screen.as_str()) {
+                steady += 1;
+                if steady >= 2 {
+                    return;
+                }
+            } else {
+                steady = 0;
+            }
+            previous = Some(screen);
+        }
+        tracing::warn!(instance = %id, "the resumed agent never looked ready; typing its queued input anyway");
     }
 
     /// The screen plus up to `lines` lines of history; for an ended instance, what was kept.

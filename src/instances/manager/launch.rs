@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::instances::hooks;
-use crate::instances::profiles::{Profile, ProfileKind};
+use crate::instances::profiles::{Profile, with_session};
 
 /// The launcher program agents start through, and where they report hook events.
 #[derive(Debug, Clone)]
@@ -25,34 +25,49 @@ impl Launcher {
     }
 }
 
-/// Which conversation the agent continues, for agents that keep them (Claude Code).
+/// Which conversation the agent continues, for agents that keep them (Claude Code, or any
+/// profile with `session_args` / `resume_args`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conversation {
     /// Start the conversation with this id.
     New(String),
-    /// Resume the conversation with this id (its transcript exists).
-    Resume(String),
+    /// Resume the conversation with this id (or, for agents that name their own, the last).
+    Resume(Option<String>),
     /// The agent keeps no conversation pocketdev knows of.
     None,
 }
 
 impl Conversation {
-    /// The conversation a start continues: the instance's, resumed when its transcript exists.
-    pub fn of(kind: ProfileKind, session: Option<&str>, has_transcript: bool) -> Self {
-        match (kind, session) {
-            (ProfileKind::Claude, Some(id)) if has_transcript => Self::Resume(id.to_owned()),
-            (ProfileKind::Claude, Some(id)) => Self::New(id.to_owned()),
+    /// The conversation a start continues: the instance's, resumed once it exists (Claude
+    /// Code: its transcript was saved; others: the agent ran before).
+    pub fn of(profile: &Profile, session: Option<&str>, exists: bool) -> Self {
+        match session {
+            Some(id) if profile.names_its_session() => {
+                if exists && profile.can_resume() {
+                    Self::Resume(Some(id.to_owned()))
+                } else {
+                    Self::New(id.to_owned())
+                }
+            }
+            _ if exists && profile.can_resume() && !profile.names_its_session() => {
+                Self::Resume(None)
+            }
             _ => Self::None,
         }
     }
 
-    /// The agent's arguments for it.
-    fn args(&self) -> Vec<String> {
-        match self {
-            Self::New(id) => vec!["--session-id".into(), id.clone()],
-            Self::Resume(id) => vec!["--resume".into(), id.clone()],
-            Self::None => Vec::new(),
-        }
+    /// The agent's arguments for it, from its profile's recipe.
+    fn args(&self, profile: &Profile) -> Vec<String> {
+        let recipe = match self {
+            Self::New(_) => profile.session_args(),
+            Self::Resume(_) => profile.resume_args(),
+            Self::None => None,
+        };
+        let id = match self {
+            Self::New(id) | Self::Resume(Some(id)) => id.as_str(),
+            Self::Resume(None) | Self::None => "",
+        };
+        recipe.map_or_else(Vec::new, |args| with_session(&args, id))
     }
 }
 
@@ -172,7 +187,7 @@ pub fn plan(input: &LaunchInput<'_>) -> LaunchPlan {
     }
     argv.extend(["--".into(), input.command.to_string_lossy().into_owned()]);
     argv.extend(profile.args.iter().cloned());
-    argv.extend(input.conversation.args());
+    argv.extend(input.conversation.args(profile));
     LaunchPlan {
         env,
         argv,
@@ -184,6 +199,7 @@ pub fn plan(input: &LaunchInput<'_>) -> LaunchPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instances::profiles::ProfileKind;
 
     struct Fixture {
         profile: Profile,
@@ -300,7 +316,7 @@ mod tests {
     fn claude_conversations_are_started_or_resumed() {
         let f = fixture(ProfileKind::Claude);
         let session = "0b0e1b36-3f4a-4d55-9c8e-2f5d0a6c9b11";
-        let conversation = Conversation::of(ProfileKind::Claude, Some(session), false);
+        let conversation = Conversation::of(&f.profile, Some(session), false);
         let fresh = plan(&LaunchInput {
             conversation,
             ..input(&f)
@@ -309,7 +325,7 @@ mod tests {
             fresh.argv[fresh.argv.len() - 2..],
             ["--session-id", session]
         );
-        let conversation = Conversation::of(ProfileKind::Claude, Some(session), true);
+        let conversation = Conversation::of(&f.profile, Some(session), true);
         let resumed = plan(&LaunchInput {
             conversation,
             ..input(&f)
@@ -318,13 +334,45 @@ mod tests {
             resumed.argv[resumed.argv.len() - 2..],
             ["--resume", session]
         );
+        let generic = fixture(ProfileKind::Generic);
         assert_eq!(
-            Conversation::of(ProfileKind::Generic, Some(session), true),
+            Conversation::of(&generic.profile, Some(session), true),
             Conversation::None,
-            "other agents keep no conversation"
+            "other agents keep no conversation without a recipe"
+        );
+        assert_eq!(Conversation::of(&f.profile, None, true), Conversation::None);
+    }
+
+    #[test]
+    fn a_profiles_recipe_says_how_its_agent_resumes() {
+        let mut f = fixture(ProfileKind::Generic);
+        f.profile.session_args = Some(vec!["--new".into(), "id={session}".into()]);
+        f.profile.resume_args = Some(vec!["resume".into(), "{session}".into()]);
+        fn tail(f: &Fixture, conversation: Conversation) -> Vec<String> {
+            let plan = plan(&LaunchInput {
+                conversation,
+                ..input(f)
+            });
+            plan.argv[plan.argv.len() - 2..].to_vec()
+        }
+        assert_eq!(
+            tail(&f, Conversation::of(&f.profile, Some("s1"), false)),
+            ["--new", "id=s1"]
         );
         assert_eq!(
-            Conversation::of(ProfileKind::Claude, None, true),
+            tail(&f, Conversation::of(&f.profile, Some("s1"), true)),
+            ["resume", "s1"]
+        );
+        // An agent that names its own conversations resumes its last one.
+        f.profile.session_args = None;
+        f.profile.resume_args = Some(vec!["resume".into(), "--last".into()]);
+        assert_eq!(
+            Conversation::of(&f.profile, None, true),
+            Conversation::Resume(None)
+        );
+        assert_eq!(tail(&f, Conversation::Resume(None)), ["resume", "--last"]);
+        assert_eq!(
+            Conversation::of(&f.profile, None, false),
             Conversation::None
         );
     }

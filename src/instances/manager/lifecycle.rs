@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,14 +20,15 @@ use crate::layout::write_private_file;
 use crate::users::User;
 
 impl Manager {
-    /// Admits, records and starts a new instance.
+    /// Admits, records and starts a new instance; says which idle agents were suspended to
+    /// make room for it.
     pub async fn create(
         &self,
         user: &User,
         profile_id: &str,
         name: Option<&str>,
         workdir: Option<&str>,
-    ) -> Result<Instance, AppError> {
+    ) -> Result<Created, AppError> {
         let profile = self.profile(profile_id).ok_or_else(|| {
             AppError::Unprocessable(format!(
                 "there is no profile `{profile_id}`; see GET /api/models"
@@ -45,13 +47,14 @@ impl Manager {
             )));
         }
         let id = new_instance_id();
-        let agent_session =
-            (profile.kind == ProfileKind::Claude).then(|| uuid::Uuid::new_v4().to_string());
+        let agent_session = profile
+            .names_its_session()
+            .then(|| uuid::Uuid::new_v4().to_string());
         // Busy before the record exists, so the reconciler never sees it without its session.
         let _busy = self.busy(&id)?;
-        let instance = {
+        let (instance, made_room) = {
             let _admission = self.admission.lock().await;
-            self.admit(user, profile).await?;
+            let made_room = self.admit(user, profile, None).await?;
             let new = NewInstance {
                 id: &id,
                 user_id: user.id,
@@ -60,13 +63,17 @@ impl Manager {
                 workdir: &workdir,
                 agent_session_id: agent_session.as_deref(),
             };
-            store::insert(&self.db, &new).await?
+            (store::insert(&self.db, &new).await?, made_room)
         };
         self.publish(&instance.id).await?;
-        self.start(&instance, user, profile, &secrets).await?;
-        Ok(store::get(&self.db, &instance.id)
+        self.start(&instance, user, profile, &secrets, None).await?;
+        let instance = store::get(&self.db, &instance.id)
             .await?
-            .unwrap_or(instance))
+            .unwrap_or(instance);
+        Ok(Created {
+            instance,
+            made_room,
+        })
     }
 
     /// The path of `workdir` in the account's workspace, once the kernel found it a folder
@@ -97,15 +104,19 @@ impl Manager {
         })
     }
 
-    /// Builds the agent's environment and command, and starts its tmux session.
+    /// Builds the agent's environment and command, and starts its tmux session at `size`
+    /// (the default size without one).
     async fn start(
         &self,
         instance: &Instance,
         user: &User,
         profile: &Profile,
         secrets: &BTreeMap<String, String>,
+        size: Option<(u16, u16)>,
     ) -> Result<(), AppError> {
-        let result = self.start_session(instance, user, profile, secrets).await;
+        let result = self
+            .start_session(instance, user, profile, secrets, size)
+            .await;
         match result {
             Ok(()) => {
                 store::mark_running(&self.db, &instance.id).await?;
@@ -133,6 +144,7 @@ impl Manager {
         user: &User,
         profile: &Profile,
         secrets: &BTreeMap<String, String>,
+        size: Option<(u16, u16)>,
     ) -> Result<(), AppError> {
         let cwd = self.resolve_workdir(user.id, &instance.workdir).await?;
         let home = self.layout.home(user.id);
@@ -168,19 +180,21 @@ impl Manager {
             .isolation
             .landlock()
             .then(|| crate::isolation::sandbox::program_root(&command));
-        let conversation = match &instance.agent_session_id {
+        // Claude Code's conversation exists once its transcript does; another agent's once it
+        // ran.
+        let exists = match &instance.agent_session_id {
             Some(session) if profile.kind == ProfileKind::Claude => {
                 let home_for_check = home.clone();
                 let session_for_check = session.clone();
-                let resume = blocking_as(identity, move |acting| {
+                blocking_as(identity, move |acting| {
                     has_transcript(home_for_check.path(acting), &session_for_check)
                 })
                 .await
-                .unwrap_or(false);
-                Conversation::of(profile.kind, Some(session), resume)
+                .unwrap_or(false)
             }
-            _ => Conversation::None,
+            _ => instance.started_at.is_some(),
         };
+        let conversation = Conversation::of(profile, instance.agent_session_id.as_deref(), exists);
         // A fresh hook token per start: a report counts only with the current one.
         let hook_token = crate::auth::tokens::random_token(24);
         store::set_hook_token(
@@ -260,11 +274,12 @@ impl Manager {
         let session = instance.tmux_session();
         // A leftover dead session of this instance would block the name.
         tmux.kill_session(&session).await.map_err(tmux_error)?;
+        let (cols, rows) = size.unwrap_or((DEFAULT_COLS, DEFAULT_ROWS));
         let spec = SessionSpec {
             name: &session,
             cwd: &plan.cwd,
-            cols: DEFAULT_COLS,
-            rows: DEFAULT_ROWS,
+            cols,
+            rows,
             argv: &plan.argv,
         };
         let started = tmux.new_session(&spec).await;
@@ -302,12 +317,37 @@ impl Manager {
     }
 
     async fn stop_inner(&self, instance: &Instance, reason: &str) -> Result<(), AppError> {
-        if !instance.state.is_live() {
+        if instance.state == State::Suspended {
+            // Nothing runs: what it left in its group goes, and the record says it stopped.
+            self.remove_group(instance).await;
+        } else if !instance.state.is_live() {
             return Err(AppError::Conflict("this instance is not running".into()));
         }
+        let ended = if instance.state.is_live() {
+            self.end_process(instance).await?
+        } else {
+            Ended::default()
+        };
+        store::mark_ended(
+            &self.db,
+            &instance.id,
+            State::Stopped,
+            ended.exit_code,
+            reason,
+            ended.screen.as_deref(),
+        )
+        .await?;
+        self.publish(&instance.id).await
+    }
+
+    /// Ends a live instance's agent: SIGHUP to everything in its group (the agent's own clean
+    /// exit), the grace period, then the group killed and the session gone. Answers what was
+    /// on screen, the size, and how it ended.
+    async fn end_process(&self, instance: &Instance) -> Result<Ended, AppError> {
         let tmux = self.tmux_for(instance.owner).await?;
         let session = instance.tmux_session();
         let screen = tmux.capture(&session, LAST_SCREEN_LINES, false).await.ok();
+        let size = tmux.pane_size(&session).await.ok();
         let pane = self.pane(instance).await?;
         let group = self
             .isolation
@@ -355,16 +395,164 @@ impl Manager {
         tmux.kill_session(&session).await.map_err(tmux_error)?;
         // Whatever the agent left running (nohup, setsid, a dev server) goes with it.
         self.remove_group(instance).await;
-        store::mark_ended(
-            &self.db,
-            &instance.id,
-            State::Stopped,
+        Ok(Ended {
+            screen,
+            size,
             exit_code,
+        })
+    }
+
+    /// Suspends a running agent that can resume: its process goes (gracefully, as at a stop),
+    /// the record keeps its conversation, last screen and size, and the memory it freed.
+    pub async fn suspend(&self, instance: &Instance, reason: &str) -> Result<Instance, AppError> {
+        let _busy = self.busy(&instance.id)?;
+        let current = store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))?;
+        self.suspend_inner(&current, reason).await?;
+        store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))
+    }
+
+    /// `suspend`, for a caller that holds the instance busy.
+    pub(super) async fn suspend_inner(
+        &self,
+        instance: &Instance,
+        reason: &str,
+    ) -> Result<(), AppError> {
+        if !self.can_resume(&instance.profile) {
+            return Err(AppError::Conflict(
+                "this agent cannot resume (its profile has no resume_args), so it is not \
+                 suspended; stop it instead"
+                    .into(),
+            ));
+        }
+        if instance.state != State::Running {
+            return Err(AppError::Conflict("this instance is not running".into()));
+        }
+        let freed = self.observers.memory.measured().get(&instance.id).copied();
+        let ended = self.end_process(instance).await?;
+        let suspension = store::Suspension {
             reason,
-            screen.as_deref(),
-        )
-        .await?;
+            freed_bytes: freed,
+            screen: ended.screen.as_deref(),
+            size: ended.size,
+        };
+        if store::mark_suspended(&self.db, &instance.id, &suspension).await? {
+            tracing::info!(instance = %instance.id, reason, freed_bytes = ?freed, "agent suspended");
+        }
         self.publish(&instance.id).await
+    }
+
+    /// Whether agents of `profile` can be suspended and resumed.
+    pub fn can_resume(&self, profile: &str) -> bool {
+        self.config
+            .profiles
+            .get(profile)
+            .is_some_and(Profile::can_resume)
+    }
+
+    /// Brings a suspended instance back where it was: its conversation resumed, at its size
+    /// (or `size`, a viewer's), input queued meanwhile typed once it is ready. An instance that
+    /// runs already (another resume got there first) is answered as it is.
+    pub async fn resume(
+        self: &Arc<Self>,
+        instance: &Instance,
+        size: Option<(u16, u16)>,
+    ) -> Result<Instance, AppError> {
+        // Several ways lead here at once (a terminal, a command, a tap): one resumes, the
+        // others wait for it, so no conversation is ever started twice.
+        let deadline = tokio::time::Instant::now() + RESUME_WAIT;
+        let _busy = loop {
+            match self.busy(&instance.id) {
+                Ok(guard) => break guard,
+                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let current = store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))?;
+        match current.state {
+            State::Running | State::Starting => return Ok(current),
+            State::Suspended => {}
+            State::Exited | State::Stopped => {
+                return Err(AppError::Conflict(
+                    "this instance is not suspended but ended; restart it instead".into(),
+                ));
+            }
+        }
+        self.resume_inner(&current, size).await?;
+        store::get(&self.db, &instance.id)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))
+    }
+
+    /// `resume`, for a caller that holds the instance busy.
+    pub(super) async fn resume_inner(
+        self: &Arc<Self>,
+        instance: &Instance,
+        size: Option<(u16, u16)>,
+    ) -> Result<(), AppError> {
+        let profile = self.profile(&instance.profile).ok_or_else(|| {
+            AppError::Conflict(format!(
+                "the profile `{}` no longer exists",
+                instance.profile
+            ))
+        })?;
+        let secrets = self.secrets_of(instance.owner).await?;
+        if let Some(missing) = profile.secrets.values().find(|s| !secrets.contains_key(*s)) {
+            return Err(AppError::Unprocessable(format!(
+                "the profile needs the secret {missing}"
+            )));
+        }
+        let owner = crate::users::store::by_id(&self.db, instance.owner)
+            .await?
+            .ok_or_else(|| AppError::not_found("instance"))?;
+        {
+            let _admission = self.admission.lock().await;
+            self.admit(&owner, profile, Some(&instance.id)).await?;
+            store::mark_starting(&self.db, &instance.id).await?;
+        }
+        self.publish(&instance.id).await?;
+        let lost = self.lost_work(instance, profile).await;
+        let size = match size {
+            Some(size) => Some(size),
+            None => store::suspended_size(&self.db, &instance.id).await?,
+        };
+        self.start(instance, &owner, profile, &secrets, size)
+            .await?;
+        store::set_interrupted(&self.db, &instance.id, lost.as_ref()).await?;
+        if lost.is_some() {
+            self.publish(&instance.id).await?;
+        }
+        tracing::info!(instance = %instance.id, "agent resumed");
+        self.deliver_when_ready(&instance.id);
+        Ok(())
+    }
+
+    /// What the agent was doing when its process went and resuming will not bring back, read
+    /// from the end of its transcript (Claude Code), as the account.
+    async fn lost_work(
+        &self,
+        instance: &Instance,
+        profile: &Profile,
+    ) -> Option<store::Interrupted> {
+        let session = instance.agent_session_id.clone()?;
+        if profile.kind != ProfileKind::Claude {
+            return None;
+        }
+        let identity = self.isolation.ensure(instance.owner).await.ok()?;
+        let home = self.layout.home(instance.owner);
+        blocking_as(identity, move |acting| {
+            let path = crate::instances::claude::transcript(home.path(acting), &session)?;
+            let tail = crate::instances::claude::transcript_tail(&path).ok()?;
+            crate::instances::claude::interrupted(&tail)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Where the instance's own cgroup is when it has one (it may not exist: check it on a
@@ -410,7 +598,7 @@ impl Manager {
                 instance.profile
             ))
         })?;
-        if instance.state.is_live() {
+        if instance.state.is_live() || instance.state == State::Suspended {
             self.stop_inner(instance, "restart").await?;
         }
         let secrets = self.secrets_of(instance.owner).await?;
@@ -425,11 +613,12 @@ impl Manager {
             .ok_or_else(|| AppError::not_found("instance"))?;
         {
             let _admission = self.admission.lock().await;
-            self.admit(&owner, profile).await?;
+            self.admit(&owner, profile, Some(&instance.id)).await?;
             store::mark_starting(&self.db, &instance.id).await?;
         }
         self.publish(&instance.id).await?;
-        self.start(instance, &owner, profile, &secrets).await?;
+        self.start(instance, &owner, profile, &secrets, None)
+            .await?;
         store::get(&self.db, &instance.id)
             .await?
             .ok_or_else(|| AppError::not_found("instance"))
@@ -438,7 +627,7 @@ impl Manager {
     /// Stops the instance if it runs and removes its record.
     pub async fn delete(&self, instance: &Instance) -> Result<(), AppError> {
         let _busy = self.busy(&instance.id)?;
-        if instance.state.is_live() {
+        if instance.state.is_live() || instance.state == State::Suspended {
             self.stop_inner(instance, "user").await?;
         }
         store::delete(&self.db, &instance.id).await?;
@@ -455,6 +644,24 @@ impl Manager {
             .map_err(tmux_error)?;
         Ok(panes.into_iter().find(|p| p.session == session))
     }
+}
+
+/// How long a resume waits for another operation on the instance (another resume) to end.
+const RESUME_WAIT: Duration = Duration::from_secs(60);
+
+/// What ending an agent's process left to keep.
+#[derive(Default)]
+struct Ended {
+    screen: Option<String>,
+    size: Option<(u16, u16)>,
+    exit_code: Option<i32>,
+}
+
+/// A new instance, and the idle agents suspended to make room for it.
+#[derive(Debug)]
+pub struct Created {
+    pub instance: Instance,
+    pub made_room: Vec<Instance>,
 }
 
 /// A failure to start an agent, in words: what tmux or the launcher said, never "internal

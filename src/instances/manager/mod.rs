@@ -29,9 +29,9 @@ use crate::layout::Layout;
 use crate::secrets::SecretBox;
 
 pub use admission::ModelInfo;
-pub use input::Input;
+pub use input::{Input, Sent};
 pub use launch::Launcher;
-pub use lifecycle::check_name;
+pub use lifecycle::{Created, check_name};
 
 /// Lines of history kept with an ended instance's last screen.
 const LAST_SCREEN_LINES: u32 = 2000;
@@ -64,6 +64,12 @@ pub struct Manager {
     observers: Observers,
     /// Permission dialogs on screens, and how each profile draws them.
     pub(super) approvals: super::approvals::Registry,
+    /// Resumed instances whose queued input waits for the agent to be ready; input for them
+    /// queues behind it (held across the queue's reads and writes, so none is skipped).
+    delivering: tokio::sync::Mutex<HashSet<String>>,
+    /// Instances resumed by the reconciler after their session went, and when: one that goes
+    /// again soon after is left suspended rather than resumed in a loop.
+    auto_resumed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// A change of an instance's state, as live terminals learn of it.
@@ -154,6 +160,8 @@ impl Manager {
             events: tokio::sync::broadcast::channel(256).0,
             observers,
             approvals,
+            delivering: tokio::sync::Mutex::new(HashSet::new()),
+            auto_resumed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -164,6 +172,14 @@ impl Manager {
             status: status.to_owned(),
             reason: reason.map(str::to_owned),
         });
+    }
+
+    /// What an idle timeout does to agents of `profile`.
+    pub fn idle_policy(&self, profile: &str) -> super::profiles::IdlePolicy {
+        self.config
+            .profiles
+            .get(profile)
+            .map_or(super::profiles::IdlePolicy::Stop, Profile::idle_policy)
     }
 
     pub fn profile_kind(&self, profile: &str) -> ProfileKind {

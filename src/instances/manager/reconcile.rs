@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{LAST_SCREEN_LINES, Manager};
+
+/// An instance the reconciler resumed is not resumed again by it within this long.
+const AUTO_RESUME_SPACING: Duration = Duration::from_secs(60);
 use crate::error::AppError;
 use crate::instances::store::{self, Instance, SESSION_PREFIX, State};
 use crate::instances::tmux::PaneInfo;
 
 impl Manager {
     /// are recorded as exited; sessions without a record are reported (or killed if configured).
-    pub async fn reconcile(&self) -> Result<(), AppError> {
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), AppError> {
         // A listing says nothing of an instance that started after it began (a slow server
         // can hold a listing for seconds while other accounts create agents).
         let began = time::OffsetDateTime::now_utc();
@@ -51,12 +54,27 @@ impl Manager {
                     } else {
                         "lost"
                     };
+                    if reason == "server_gone" {
+                        *servers_gone.entry(instance.owner).or_default() += 1;
+                    }
+                    // An agent that can resume comes back where it was (a reboot, a crashed
+                    // tmux server); others are lost with their session.
+                    if self.resumes_on_boot(&instance.profile) {
+                        let suspension = store::Suspension {
+                            reason,
+                            freed_bytes: None,
+                            screen: None,
+                            size: None,
+                        };
+                        if store::mark_suspended(&self.db, &instance.id, &suspension).await? {
+                            self.publish(&instance.id).await?;
+                            self.resume_in_background(instance);
+                        }
+                        continue;
+                    }
                     if store::mark_ended(&self.db, &instance.id, State::Exited, None, reason, None)
                         .await?
                     {
-                        if reason == "server_gone" {
-                            *servers_gone.entry(instance.owner).or_default() += 1;
-                        }
                         tracing::warn!(instance = %instance.id, reason, "tmux session vanished; instance marked exited");
                         self.publish(&instance.id).await?;
                     }
@@ -66,6 +84,24 @@ impl Manager {
                     let code = pane.exit_code();
                     // What it left running goes before anyone sees it ended (and restarts it).
                     self.remove_group_unless_busy(instance).await;
+                    // Killed by a signal (the OOM killer, a `kill -9`): an agent that can
+                    // resume waits suspended, to come back on the next tap.
+                    if pane.exit_signal.is_some() && self.can_resume(&instance.profile) {
+                        let suspension = store::Suspension {
+                            reason: "crash",
+                            freed_bytes: None,
+                            screen: screen.as_deref(),
+                            size: None,
+                        };
+                        if store::mark_suspended(&self.db, &instance.id, &suspension).await? {
+                            tracing::warn!(instance = %instance.id, signal = ?pane.exit_signal, "agent killed; suspended, to resume on the next tap");
+                            self.publish(&instance.id).await?;
+                        }
+                        if let Err(err) = tmux.kill_session(&session).await {
+                            tracing::warn!(instance = %instance.id, error = %err, "cannot remove an ended agent's session");
+                        }
+                        continue;
+                    }
                     if store::mark_ended(
                         &self.db,
                         &instance.id,
@@ -139,6 +175,35 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    fn resumes_on_boot(&self, profile: &str) -> bool {
+        self.config
+            .profiles
+            .get(profile)
+            .is_some_and(crate::instances::profiles::Profile::resume_on_boot)
+    }
+
+    /// Resumes an instance whose session went, unless it was resumed so a minute ago (an
+    /// agent that cannot stay up is left suspended, not restarted in a loop).
+    fn resume_in_background(self: &Arc<Self>, instance: &Instance) {
+        {
+            let mut resumed = self.auto_resumed.lock();
+            resumed.retain(|_, at| at.elapsed() < AUTO_RESUME_SPACING);
+            if resumed.contains_key(&instance.id) {
+                tracing::warn!(instance = %instance.id, "session went again soon after it was resumed; left suspended");
+                return;
+            }
+            resumed.insert(instance.id.clone(), std::time::Instant::now());
+        }
+        tracing::warn!(instance = %instance.id, "tmux session vanished; resuming the agent's conversation");
+        let manager = self.clone();
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            if let Err(err) = manager.resume(&instance, None).await {
+                tracing::warn!(instance = %instance.id, error = %err.logged(), "could not resume the agent; it stays suspended");
+            }
+        });
     }
 
     /// Whether this is the second listing in a row, each begun after the instance started,

@@ -81,9 +81,17 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       });
       return b;
     };
-    menu.append(
-      item(live ? 'Stop' : 'Restart', async () => {
-        await act(null, () => api.post<Instance>(`api/instances/${i.id}/${live ? 'stop' : 'restart'}`), live ? `Stopped ${i.name}.` : `Restarted ${i.name}.`);
+    const suspended = i.state === 'suspended';
+    menu.append(...[
+      live ? item('Suspend', async () => {
+        await act(null, () => api.post<Instance>(`api/instances/${i.id}/suspend`), `Suspended ${i.name}: it resumes when you open it.`);
+      }) : null,
+      suspended ? item('Resume', async () => {
+        await act(null, () => api.post<Instance>(`api/instances/${i.id}/resume`), `Resumed ${i.name}.`);
+      }) : null,
+      item(live || suspended ? 'Stop' : 'Restart', async () => {
+        const stop = live || suspended;
+        await act(null, () => api.post<Instance>(`api/instances/${i.id}/${stop ? 'stop' : 'restart'}`), stop ? `Stopped ${i.name}.` : `Restarted ${i.name}.`);
       }),
       item('Rename', async () => {
         const next = await promptDialog(`Rename ${i.name}`, 'New name', i.name, 'Rename', 'text',
@@ -95,10 +103,11 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
         if (!(await confirmDialog(`Delete ${i.name}?`, live ? 'The agent will be stopped and its record deleted. Files in your workspace stay.' : 'Its record and last screen will be deleted. Files in your workspace stay.'))) return;
         await act(null, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
       }, true),
-    );
+    ].filter((b): b is HTMLButtonElement => b !== null));
     const model = models.find((m) => m.id === i.profile);
     const meta = live ? `${model?.name ?? i.profile} · ${bytes(i.memory_bytes)} · up ${duration(i.started_at)}`
-      : `${model?.name ?? i.profile} · ${ended(i)}${i.ended_at ? ` ${duration(i.ended_at)} ago` : ''}`;
+      : suspended ? `${model?.name ?? i.profile} · ${suspendedWhy(i)}${i.suspended_at ? ` ${duration(i.suspended_at)} ago` : ''}${i.freed_bytes ? ` · freed ${bytes(i.freed_bytes)}` : ''} · opens where it was`
+        : `${model?.name ?? i.profile} · ${ended(i)}${i.ended_at ? ` ${duration(i.ended_at)} ago` : ''}`;
     // A question with its buttons says more than the status line.
     const preview = live && !i.pending_approval ? i.status_reason ?? i.preview : null;
     const today = spend.get(i.id);
@@ -166,6 +175,19 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     render();
     void loadSpend();
   });
+}
+
+/** Why an instance was suspended, in words. */
+function suspendedWhy(i: Instance): string {
+  switch (i.suspend_reason) {
+    case 'user': return 'suspended by you';
+    case 'idle': return 'suspended when idle';
+    case 'memory': return 'suspended to make room';
+    case 'budget': return 'suspended: its budget is spent';
+    case 'lost': case 'server_gone': return 'suspended when its session went';
+    case 'crash': return 'suspended after its process was killed';
+    default: return 'suspended';
+  }
 }
 
 /** Why an instance ended, in words. */

@@ -65,6 +65,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void import('../terminal/history').then((m) => m.openHistory({ instanceId: id, name: instance!.name })); } }, 'History and search'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); customizeKeys(() => keys.rebuild()); } }, 'Customize keys'),
     muteMenuItem(id, () => menu.hidePopover()),
+    h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void suspendNow(); } }, 'Suspend (free its memory)'),
     spendItem,
     h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
   menu.addEventListener('toggle', (e) => {
@@ -344,6 +345,47 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     };
   }
 
+  async function suspendNow() {
+    const done = await act(null, () => api.post<Instance>(`api/instances/${id}/suspend`));
+    if (done) toast('Suspended: its memory is free. It resumes where it was when you come back.', 'ok');
+  }
+
+  function resumeButton() {
+    const b = h('button', { type: 'button', class: 'primary small' }, 'Resume');
+    b.addEventListener('click', () => {
+      ended = false;
+      hideBanner();
+      void connect();
+    });
+    return b;
+  }
+
+  /** Names what the agent's last resume lost, with a one-tap "send again". */
+  async function showInterrupted() {
+    let current: Instance;
+    try {
+      current = await api.get<Instance>(`api/instances/${id}`);
+    } catch {
+      return;
+    }
+    const lost = current.interrupted;
+    if (!lost || closed) return;
+    const what = lost.kind === 'tool' ? `A tool call never finished when the agent's process went: ${lost.text}.`
+      : `The agent's process went before it answered: “${lost.text}”.`;
+    const again = h('button', { type: 'button', class: 'primary small' }, 'Send again');
+    const dismiss = h('button', { type: 'button', class: 'secondary small' }, 'Dismiss');
+    again.hidden = !lost.prompt;
+    again.addEventListener('click', async () => {
+      const sent = await act(again, () => api.post<Instance>(`api/instances/${id}/interrupted/retry`), 'Sent again.');
+      if (sent) hideBanner();
+    });
+    dismiss.addEventListener('click', async () => {
+      hideBanner();
+      await api.del(`api/instances/${id}/interrupted`).catch(() => undefined);
+    });
+    showBanner(what, again, dismiss);
+  }
+
   function restartButton() {
     const b = h('button', { type: 'button', class: 'primary small' }, 'Restart');
     b.addEventListener('click', async () => {
@@ -372,6 +414,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     switch (m.type) {
       case 'hello':
         setStatus(m.state);
+        // The server resumes a suspended agent for whoever opens it; its screen follows.
+        if (m.state === 'suspended') showBanner('Resuming the agent where it was…');
         if (m.state === 'exited' || m.state === 'stopped') {
           term.reset();
           expectSnapshot = false;
@@ -379,6 +423,10 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
         break;
       case 'snapshot':
         expectSnapshot = true;
+        if (m.reason === 'connect') {
+          if (!banner.hidden && /^Resuming/.test(banner.textContent ?? '')) hideBanner();
+          void showInterrupted();
+        }
         break;
       case 'status':
         setStatus(m.state, m.status, m.reason);
@@ -389,7 +437,10 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
         setStatus(m.state);
         const what = m.reason === 'budget' ? 'The agent was stopped: its spending budget is spent. Settings → Usage says when it starts again.'
           : m.state === 'stopped' ? `The agent was stopped (${m.reason}).` : `The agent exited${m.exit_code !== null ? ` with status ${m.exit_code}` : ''}${m.reason !== 'exit' ? ` (${m.reason.replace('_', ' ')})` : ''}.`;
-        if (m.reason === 'restart') {
+        if (m.state === 'suspended') {
+          ended = true;
+          showBanner('Suspended: the agent\'s process is gone and its memory free. It comes back where it was.', resumeButton());
+        } else if (m.reason === 'restart') {
           // The close follows; reconnect once it has come (see onclose).
           restarting = true;
           showBanner('The agent is restarting…');
