@@ -99,3 +99,74 @@ pub async fn status(url: &str) -> anyhow::Result<DbStatus> {
         DbStatus::Pending { applied, total }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The suspension migration rebuilds `instances` inside the migrator's transaction, where
+    /// foreign keys stay on: what refers to an instance must survive it.
+    #[tokio::test]
+    async fn rebuilding_instances_keeps_what_refers_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options(&url).unwrap().create_if_missing(true))
+            .await
+            .unwrap();
+        // The database as it was before suspension: migrations up to 9.
+        let earlier = dir.path().join("earlier");
+        std::fs::create_dir(&earlier).unwrap();
+        for migration in MIGRATOR.iter().filter(|m| m.version < 10) {
+            let name = format!("{:04}_{}.sql", migration.version, migration.description);
+            std::fs::write(earlier.join(name), migration.sql.as_bytes()).unwrap();
+        }
+        Migrator::new(earlier.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for sql in [
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES ('ann', 'x', 'user', '2026-01-01T00:00:00Z')",
+            "INSERT INTO instances (id, user_id, name, profile, workdir, state, created_at, agent_session_id, last_screen)
+             VALUES ('i1', 1, 'agent', 'shell', '', 'running', '2026-01-01T00:00:00Z', 's1', 'screen')",
+            "INSERT INTO push_mutes (instance_id, user_id) VALUES ('i1', 1)",
+            "INSERT INTO push_action_tokens (token_hash, instance_id, user_id, choices, expires_at)
+             VALUES ('t', 'i1', 1, '[]', '2026-01-02T00:00:00Z')",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+
+        MIGRATOR.run(&pool).await.unwrap();
+        let kept: (String, String, String) = sqlx::query_as(
+            "SELECT state, agent_session_id, last_screen FROM instances WHERE id = 'i1'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(kept, ("running".into(), "s1".into(), "screen".into()));
+        for table in ["push_mutes", "push_action_tokens"] {
+            let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(rows, 1, "{table} kept its row");
+        }
+        sqlx::query("UPDATE instances SET state = 'suspended' WHERE id = 'i1'")
+            .execute(&pool)
+            .await
+            .expect("the new state is allowed");
+        // The foreign keys still hold: deleting the instance takes its rows with it.
+        sqlx::query("DELETE FROM instances WHERE id = 'i1'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_mutes")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}

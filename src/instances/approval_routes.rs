@@ -24,11 +24,29 @@ pub struct Answer {
     pub choice: String,
 }
 
+/// An answer to a suspended agent brings it back (within its owner's budgets); its question
+/// went with its process, so the answer that follows is `gone` and the person sees it anew.
+pub(crate) async fn resume_for_an_answer(
+    state: &AppState,
+    user: &crate::users::User,
+    id: &str,
+) -> AppResult<()> {
+    let suspended = crate::instances::store::get(&state.db, id)
+        .await?
+        .filter(|i| i.owner == user.id || user.is_admin())
+        .filter(|i| i.state == crate::instances::store::State::Suspended);
+    if let Some(instance) = suspended {
+        super::routes::resume_checked(state, &instance, None).await?;
+    }
+    Ok(())
+}
+
 /// Answers the permission dialog `approval_id` (`pending_approval.id` of the instance) with one
 /// of its choices. The screen is read again first: when no dialog is up any more the answer is
 /// `gone`, when another one is, `changed` — nothing is sent then. Otherwise the choice's keys
 /// are sent (once the dialog has been up long enough for the agent to take them) and the
-/// dialog watched until it goes: `done`, or `still_open` after a few seconds. Audited.
+/// dialog watched until it goes: `done`, or `still_open` after a few seconds. A suspended agent
+/// is resumed first (and answers `gone`: its question went with its process). Audited.
 #[utoipa::path(post, path = "/api/instances/{id}/approvals/{approval_id}", tag = "instances",
     request_body = Answer,
     params(("id" = String, Path, description = "instance id"),
@@ -44,6 +62,7 @@ async fn answer(
     Path((id, approval_id)): Path<(String, String)>,
     Json(req): Json<Answer>,
 ) -> AppResult<Json<Answered>> {
+    resume_for_an_answer(&state, &auth.user, &id).await?;
     let by = AnsweredBy {
         user: &auth.user,
         ip: Some(client.ip),

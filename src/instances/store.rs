@@ -296,12 +296,12 @@ pub async fn suspended(db: &Db) -> Result<Vec<Instance>, AppError> {
     .await?)
 }
 
-/// Queues text typed into an instance that is not running yet (suspended, or resuming), to
-/// be typed once it is ready; `false` if it is neither.
+/// Queues input for an instance whose agent is not ready for it yet (suspended, resuming, or
+/// resumed and still drawing), to be typed once it is; `false` if it ended.
 pub async fn queue_input(db: &Db, id: &str, text: &str) -> Result<bool, AppError> {
     let done = sqlx::query(
         "UPDATE instances SET pending_input = json_insert(COALESCE(pending_input, '[]'), '$[#]', ?)
-         WHERE id = ? AND state IN ('suspended', 'starting')",
+         WHERE id = ? AND state IN ('suspended', 'starting', 'running')",
     )
     .bind(text)
     .bind(id)

@@ -322,6 +322,9 @@ pub async fn answer(
     let Some(approval_id) = approval_id else {
         return Err(routes::ActError::NotAvailable);
     };
+    crate::instances::approval_routes::resume_for_an_answer(state, owner, instance_id)
+        .await
+        .map_err(routes::ActError::App)?;
     let by = crate::instances::approvals::AnsweredBy {
         user: owner,
         ip: None,

@@ -4,6 +4,7 @@ mod admin;
 mod approvals;
 mod auth;
 mod claude;
+mod claude_suspend;
 mod cli;
 mod counting_stream;
 mod deploy;

@@ -372,3 +372,24 @@ async fn a_restart_of_pocketdev_adopts_running_agents_and_a_reboot_resumes_them(
         "{lost}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_to_a_suspended_agent_resumes_it_and_says_its_question_is_gone() {
+    let (app, token) = app_with(|_| {}).await;
+    let (id, session) = start(&app, &token, RESUMABLE).await;
+    post(&app, &token, &format!("/api/instances/{id}/suspend")).await;
+    let response = app
+        .post(
+            &format!("/api/instances/{id}/approvals/0123456789abcdef"),
+            Some(&token),
+            json!({ "choice": "1" }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answered: Value = response.json().await.unwrap();
+    assert_eq!(answered["outcome"], "gone", "{answered}");
+    assert_eq!(app.instance(&token, &id).await["state"], "running");
+    app.wait_for_output(&token, &id, "resumed conversation")
+        .await;
+    assert_eq!(agents_on(&session), 1);
+}

@@ -103,13 +103,14 @@ impl Manager {
 
     /// After a resume: waits until the agent is ready for input (Claude Code at its prompt;
     /// another agent's screen settled), then types what was queued for it, in order, once.
-    pub(super) fn deliver_when_ready(self: &Arc<Self>, id: &str) {
+    /// Input sent from now on queues behind it, whatever the task's progress.
+    pub(super) async fn deliver_when_ready(self: &Arc<Self>, id: &str) {
+        if !self.delivering.lock().await.insert(id.to_owned()) {
+            return;
+        }
         let manager = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
-            if !manager.delivering.lock().await.insert(id.clone()) {
-                return;
-            }
             manager.wait_until_ready(&id).await;
             loop {
                 let taken = {

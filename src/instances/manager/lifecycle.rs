@@ -528,7 +528,7 @@ impl Manager {
             self.publish(&instance.id).await?;
         }
         tracing::info!(instance = %instance.id, "agent resumed");
-        self.deliver_when_ready(&instance.id);
+        self.deliver_when_ready(&instance.id).await;
         Ok(())
     }
 
