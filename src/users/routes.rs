@@ -187,9 +187,11 @@ async fn update_user(
             });
     }
     if disables {
-        // Its agents hold its secrets and act for it: they stop with the account.
+        // Its agents hold its secrets and act for it: they stop with the account (suspended ones
+        // too, so none comes back by a tap or a reboot).
         for instance in crate::instances::store::list(&state.db, Some(id)).await? {
-            if instance.state.is_live()
+            let resting = instance.state == crate::instances::store::State::Suspended;
+            if (instance.state.is_live() || resting)
                 && let Err(err) = state.instances.stop(&instance, "disabled").await
             {
                 tracing::warn!(instance = %instance.id, error = %err.logged(), "cannot stop an agent of a disabled account");
