@@ -4,6 +4,8 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 
 export const REPLY_PREFIX = 'MOCK-REPLY';
+/** Words in a prompt that make the mock wait 3 s before it answers. */
+export const SLOW_TRIGGER = 'take your time';
 
 interface Seen { apiKey: string | null; body: Record<string, unknown> }
 type Block = { type?: string; text?: string };
@@ -61,6 +63,8 @@ export class MockAnthropic {
       return;
     }
     this.seen.push({ apiKey: (req.headers['x-api-key'] as string) ?? null, body });
+    // A prompt that asks the mock to take its time keeps the turn going for a while (a turn to cut short).
+    if (JSON.stringify(body.messages ?? []).includes(SLOW_TRIGGER)) await new Promise((ok) => setTimeout(ok, 3000));
     const model = typeof body.model === 'string' ? body.model : 'claude-sonnet-4-5-20250929';
     const asked = lastUserText(body as { messages?: Message[] });
     // `MOCK-TOOL:<Name> <JSON input>` in a prompt gets a call of that tool (Claude Code asks

@@ -1,5 +1,5 @@
 // Starts the real `pocketdev serve` for a test: a temp data dir, a temp TOML config with the fake
-// agent (tests/fixtures/fake-agent.sh), generous rate limits, and a port chosen up front so the
+// agent (tests/fixtures/fake-agent.sh, plain and resumable), generous rate limits, and a port chosen up front so the
 // server can be restarted on it. Stops it (and its tmux server) afterwards.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync, readFileSync, existsSync } from 'node:fs';
@@ -75,6 +75,9 @@ export class Server {
       '[limits]', 'max_per_user = 20', 'max_total = 40', 'memory_reserve_mb = 0', 'idle_timeout_minutes = 0',
       '[tmux]', 'stop_grace_secs = 1',
       '[profiles.fake]', 'name = "Fake agent"', `command = "${join(ROOT, 'tests/fixtures/fake-agent.sh')}"`, 'memory_mb = 10',
+      // The same agent with a conversation that outlives its process (as Claude Code's does), for suspend and resume.
+      '[profiles.fake-resumable]', 'name = "Resumable fake agent"', `command = "${join(ROOT, 'tests/fixtures/fake-agent.sh')}"`, 'memory_mb = 10',
+      'session_args = ["--session-id", "{session}"]', 'resume_args = ["--resume", "{session}"]',
       // A plain bash with a fixed prompt, for the key bar tests.
       '[profiles.bash]', 'name = "Bash"', 'command = "bash"', 'args = ["--noprofile", "--norc", "-i"]', 'memory_mb = 10', '[profiles.bash.env]', 'PS1 = "pd$ "',
       // The web app does not depend on OS isolation; parallel test servers must not share

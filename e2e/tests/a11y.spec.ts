@@ -58,6 +58,13 @@ for (const scheme of ['light', 'dark'] as const) {
     await page.getByRole('link', { name: 'Back to agents' }).click();
     await expect(page.getByRole('article', { name: `a11y-${scheme}` })).toBeVisible();
     found.push(...(await audit(page, 'dashboard with an agent')));
+    // A suspended agent's card: its badge and what it freed.
+    const { token } = await server.token('admin', server.adminPassword);
+    const sleeper = (await (await server.api('POST', 'api/instances', token, { profile: 'fake-resumable', name: `a11y-suspended-${scheme}` })).json()) as { id: string };
+    await expect(page.getByRole('article', { name: `a11y-suspended-${scheme}` })).toBeVisible();
+    expect((await server.api('POST', `api/instances/${sleeper.id}/suspend`, token, {})).status).toBe(200);
+    await expect(page.getByRole('article', { name: `a11y-suspended-${scheme}` }).locator('.badge')).toHaveText('suspended');
+    found.push(...(await audit(page, 'dashboard with a suspended agent')));
     await page.getByRole('link', { name: 'Files', exact: true }).click();
     await page.getByRole('button', { name: 'New file' }).click();
     await page.getByRole('dialog').getByLabel('File name').fill(`a11y-${scheme}.md`);

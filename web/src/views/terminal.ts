@@ -323,6 +323,9 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
       ws = null;
       full.dataset.connected = 'false';
       if (closed) return;
+      // After an `exit`, however the socket went: a reconnect would only show the end again, or resume an agent
+      // just suspended. The banner's own button is the way back.
+      if (ended && !restarting) return;
       if (event.code === Close.normal && restarting) {
         restarting = false;
         retryTimer = setTimeout(() => void connect(), 1000);
@@ -439,7 +442,13 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
           : m.state === 'stopped' ? `The agent was stopped (${m.reason}).` : `The agent exited${m.exit_code !== null ? ` with status ${m.exit_code}` : ''}${m.reason !== 'exit' ? ` (${m.reason.replace('_', ' ')})` : ''}.`;
         if (m.state === 'suspended') {
           ended = true;
-          showBanner('Suspended: the agent\'s process is gone and its memory free. It comes back where it was.', resumeButton());
+          // Said by why: a kill is not something the user chose.
+          const why = m.reason === 'crash' ? 'The agent\'s process was killed. It waits suspended and comes back where it was.'
+            : m.reason === 'idle' ? 'Suspended after a while idle: its process is gone and its memory free. It comes back where it was.'
+              : m.reason === 'memory' ? 'Suspended to make room for another agent. It comes back where it was.'
+                : m.reason === 'budget' ? 'Suspended: the spending budget is spent. Settings → Usage says when it can resume.'
+                  : 'Suspended: the agent\'s process is gone and its memory free. It comes back where it was.';
+          showBanner(why, resumeButton());
         } else if (m.reason === 'restart') {
           // The close follows; reconnect once it has come (see onclose).
           restarting = true;
