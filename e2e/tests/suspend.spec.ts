@@ -158,13 +158,16 @@ test("the terminal's menu suspends the agent, and its banner's Resume brings it 
   const { token } = await server.token(user, 'suspend-password-2');
   await signIn(page, server, user, 'suspend-password-2');
 
-  // An agent that cannot resume is refused, in words; its terminal stays.
-  await createAgent(page, 'fake', `plain-${info.project.name}`);
+  // An agent that cannot resume is not offered a suspension; the API refuses one in words.
+  const plain = await createAgent(page, 'fake', `plain-${info.project.name}`);
   await expectTerminal(page, 'agent> ');
   await page.getByRole('button', { name: 'More' }).click();
-  await page.getByRole('menuitem', { name: 'Suspend (free its memory)' }).click();
-  await expect(page.locator('.toast').filter({ hasText: /cannot resume/ })).toBeVisible();
-  await expect(page.locator('.term-page')).toHaveAttribute('data-connected', 'true');
+  await expect(page.getByRole('menuitem', { name: 'Files' })).toBeVisible();
+  await expect(page.getByRole('menuitem', { name: 'Suspend (free its memory)' })).toHaveCount(0);
+  await page.keyboard.press('Escape');
+  const refused = await server.api('POST', `api/instances/${plain}/suspend`, token);
+  expect(refused.status).toBe(409);
+  expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/cannot resume/);
   await page.getByRole('link', { name: 'Back to agents' }).click();
 
   const id = await createAgent(page, RESUMABLE, `napper-${info.project.name}`);

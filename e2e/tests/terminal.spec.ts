@@ -402,7 +402,7 @@ test("the header keeps the agent's full name beside its status, with the rest in
 
   await page.getByRole('button', { name: 'More' }).click();
   const menu = page.getByRole('menu', { name: 'Terminal menu' });
-  await expect(menu.getByRole('menuitem')).toHaveText(['A− Smaller text', 'A+ Larger text', 'Switch agent', 'History and search', 'Customize keys', 'Mute notifications', 'Suspend (free its memory)', /^Usage: not measured/, 'Files']);
+  await expect(menu.getByRole('menuitem')).toHaveText(['A− Smaller text', 'A+ Larger text', 'Switch agent', 'History and search', 'Customize keys', 'Mute notifications', /^Usage: not measured/, 'Files']);
   const fontSize = () => page.evaluate(() => (document.querySelector('.term-screen') as Element & { terminal: { options: { fontSize: number } } }).terminal.options.fontSize);
   const before = await fontSize();
   await menu.getByRole('menuitem', { name: 'A+ Larger text' }).click();

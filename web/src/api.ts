@@ -36,6 +36,8 @@ export interface Model {
   usable: boolean;
   reason: string | null;
   required_secrets: string[];
+  /** Whether its agents can be suspended and resumed where they were. */
+  can_resume: boolean;
 }
 export interface Instance {
   id: string;

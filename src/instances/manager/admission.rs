@@ -33,6 +33,8 @@ pub struct ModelInfo {
     pub reason: Option<String>,
     /// Secret names the profile needs, for a link to set them.
     pub required_secrets: Vec<String>,
+    /// Whether its agents can be suspended and resumed where they were (`resume_args`).
+    pub can_resume: bool,
 }
 
 impl Manager {
@@ -77,6 +79,7 @@ impl Manager {
                     usable: reason.is_none(),
                     reason,
                     required_secrets: profile.secrets.values().cloned().collect(),
+                    can_resume: profile.can_resume(),
                 }
             })
             .collect())

@@ -323,11 +323,14 @@ impl Manager {
         } else if !instance.state.is_live() {
             return Err(AppError::Conflict("this instance is not running".into()));
         }
-        let ended = if instance.state.is_live() {
+        let live = instance.state.is_live();
+        let ended = if live {
             self.end_process(instance).await?
         } else {
             Ended::default()
         };
+        // Recorded before the session goes, so its viewers learn why it ended rather than
+        // only that their terminal went.
         store::mark_ended(
             &self.db,
             &instance.id,
@@ -337,12 +340,16 @@ impl Manager {
             ended.screen.as_deref(),
         )
         .await?;
-        self.publish(&instance.id).await
+        self.publish(&instance.id).await?;
+        if live {
+            self.clear_session(instance).await?;
+        }
+        Ok(())
     }
 
     /// Ends a live instance's agent: SIGHUP to everything in its group (the agent's own clean
-    /// exit), the grace period, then the group killed and the session gone. Answers what was
-    /// on screen, the size, and how it ended.
+    /// exit), then the grace period. Answers what was on screen, the size, and how it ended;
+    /// `clear_session` then removes what is left.
     async fn end_process(&self, instance: &Instance) -> Result<Ended, AppError> {
         let tmux = self.tmux_for(instance.owner).await?;
         let session = instance.tmux_session();
@@ -392,14 +399,20 @@ impl Manager {
                 }
             }
         }
-        tmux.kill_session(&session).await.map_err(tmux_error)?;
-        // Whatever the agent left running (nohup, setsid, a dev server) goes with it.
-        self.remove_group(instance).await;
         Ok(Ended {
             screen,
             size,
             exit_code,
         })
+    }
+
+    /// Removes an ended agent's session and whatever it left running (nohup, setsid, a dev
+    /// server: its group is killed).
+    async fn clear_session(&self, instance: &Instance) -> Result<(), AppError> {
+        let tmux = self.tmux_for(instance.owner).await?;
+        let killed = tmux.kill_session(&instance.tmux_session()).await;
+        self.remove_group(instance).await;
+        killed.map_err(tmux_error)
     }
 
     /// Suspends a running agent that can resume: its process goes (gracefully, as at a stop),
@@ -423,8 +436,8 @@ impl Manager {
     ) -> Result<(), AppError> {
         if !self.can_resume(&instance.profile) {
             return Err(AppError::Conflict(
-                "this agent cannot resume (its profile has no resume_args), so it is not \
-                 suspended; stop it instead"
+                "this agent cannot resume where it was (its profile has no resume_args), so \
+                 it is not suspended; stop it instead"
                     .into(),
             ));
         }
@@ -442,7 +455,8 @@ impl Manager {
         if store::mark_suspended(&self.db, &instance.id, &suspension).await? {
             tracing::info!(instance = %instance.id, reason, freed_bytes = ?freed, "agent suspended");
         }
-        self.publish(&instance.id).await
+        self.publish(&instance.id).await?;
+        self.clear_session(instance).await
     }
 
     /// Whether agents of `profile` can be suspended and resumed.

@@ -82,8 +82,9 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       return b;
     };
     const suspended = i.state === 'suspended';
+    const resumable = models.find((m) => m.id === i.profile)?.can_resume ?? false;
     menu.append(...[
-      live ? item('Suspend', async () => {
+      live && resumable ? item('Suspend', async () => {
         await act(null, () => api.post<Instance>(`api/instances/${i.id}/suspend`), `Suspended ${i.name}: it resumes when you open it.`);
       }) : null,
       suspended ? item('Resume', async () => {

@@ -5,7 +5,7 @@ import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { WebLinksAddon } from '@xterm/addon-web-links';
 import '@xterm/xterm/css/xterm.css';
-import { api, ApiError, mkdirp, upload, type Instance } from '../api';
+import { api, ApiError, mkdirp, upload, type Instance, type Model } from '../api';
 import type { ServerMessage, ClientMessage } from '../protocol';
 import { Close, MAX_FRAME } from '../protocol';
 import { h, clear, toast, showError, statusBadge, act, icon } from '../ui';
@@ -58,6 +58,11 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
       spendItem.textContent = 'Usage';
     }
   };
+  // Offered only for agents that can come back where they were (their profile says how).
+  const suspendItem = h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void suspendNow(); } }, 'Suspend (free its memory)');
+  void api.get<Model[]>('api/models').then((models) => {
+    if (models.find((m) => m.id === instance!.profile)?.can_resume) spendItem.before(suspendItem);
+  }).catch(() => undefined);
   const menu = h('div', { class: 'term-menu', id: `term-menu-${id}`, popover: 'auto', role: 'menu', 'aria-label': 'Terminal menu' },
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize - 1) }, 'A− Smaller text'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize + 1) }, 'A+ Larger text'),
@@ -65,7 +70,6 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void import('../terminal/history').then((m) => m.openHistory({ instanceId: id, name: instance!.name })); } }, 'History and search'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); customizeKeys(() => keys.rebuild()); } }, 'Customize keys'),
     muteMenuItem(id, () => menu.hidePopover()),
-    h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void suspendNow(); } }, 'Suspend (free its memory)'),
     spendItem,
     h('a', { href: '#/files', role: 'menuitem', onclick: () => menu.hidePopover() }, 'Files'));
   menu.addEventListener('toggle', (e) => {
