@@ -66,6 +66,10 @@ export interface Instance {
   preview?: string | null;
   /** The permission dialog on its screen, parsed (see approvals.ts). */
   pending_approval?: import('./approvals').PendingApproval | null;
+  /** The repository (a folder in the workspace), branch and base of an agent started on a branch. */
+  git_repo?: string | null;
+  git_branch?: string | null;
+  git_base?: string | null;
 }
 export interface Entry {
   name: string;

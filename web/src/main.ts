@@ -312,6 +312,8 @@ async function route(): Promise<void> {
   let view: View;
   let active = '';
   let fullScreen = false;
+  // A page of its own, without the tab bar: its header leads back to the agent.
+  let bare = false;
   switch (name) {
     case '':
       view = dashboardView;
@@ -320,6 +322,10 @@ async function route(): Promise<void> {
     case 't':
       view = (await import('./views/terminal')).terminalView;
       fullScreen = true;
+      break;
+    case 'changes':
+      view = (await import('./views/changes')).changesView;
+      bare = true;
       break;
     case 'files':
     case 'edit':
@@ -346,6 +352,9 @@ async function route(): Promise<void> {
   let root: HTMLElement;
   if (fullScreen) {
     root = h('div', { class: 'full' });
+    clear(app, root);
+  } else if (bare) {
+    root = h('main', { id: 'main', class: 'bare', tabindex: -1 });
     clear(app, root);
   } else {
     const s = shell(user, active);

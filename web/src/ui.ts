@@ -241,6 +241,7 @@ const ICONS: Record<string, string> = {
   image: 'M3 5h18v14H3z M3 16l5-5 4 4 3-3 6 6 M15.5 9.5h.01',
   back: 'M15 5l-7 7 7 7',
   up: 'M12 19V5 M6 11l6-6 6 6',
+  branch: 'M6 3v12 M15 6a3 3 0 1 0 6 0a3 3 0 1 0-6 0 M3 18a3 3 0 1 0 6 0a3 3 0 1 0-6 0 M18 9a9 9 0 0 1-9 9',
 };
 
 /** A small stroked SVG icon (no emoji: not every device has an emoji font). */

@@ -1,6 +1,6 @@
 // The agents dashboard: a card per instance with its live status, and creating new ones.
 import { api, type Instance, type Model } from '../api';
-import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast, inlineError } from '../ui';
+import { h, clear, act, bytes, duration, statusBadge, confirmDialog, promptDialog, showError, toast, inlineError, icon } from '../ui';
 import { onInstances } from '../events';
 import { money, tokenCount, type AccountSpending } from './usage';
 import type { Ctx } from '../main';
@@ -29,6 +29,22 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     const firstUsable = models.find((m) => m.usable);
     if (firstUsable) select.value = firstUsable.id;
     const name = h('input', { id: 'agent-name', name: 'name', placeholder: 'optional', autocomplete: 'off', maxLength: 64 });
+    // A branch of a repository in the workspace: the agent starts in a worktree of its own.
+    const text = (id: string, placeholder: string) => {
+      const input = h('input', { id, name: id, placeholder, autocomplete: 'off', autocapitalize: 'off', maxLength: 200 });
+      input.spellcheck = false;
+      return input;
+    };
+    const repo = text('agent-repo', 'a folder in your workspace');
+    const branch = text('agent-branch', 'e.g. feature-x');
+    const baseBranch = text('agent-base', 'optional, e.g. main');
+    const onBranch = h('details', { class: 'branch-fold' },
+      h('summary', null, 'Work on a branch'),
+      h('div', { class: 'branch-fields' },
+        h('label', { class: 'field', for: 'agent-repo' }, h('span', null, 'Repository'), repo),
+        h('label', { class: 'field', for: 'agent-branch' }, h('span', null, 'Branch'), branch),
+        h('label', { class: 'field', for: 'agent-base' }, h('span', null, 'Base'), baseBranch),
+        h('p', { class: 'muted small-print' }, 'The agent works in a worktree of its own for this branch, made from the base (or the current branch) when it is new.')));
     const submit = h('button', { type: 'submit', class: 'primary', disabled: !firstUsable, 'aria-describedby': 'agent-limit' }, 'Start agent');
     const createError = inlineError(submit, 'create-error');
     const unusable = models.filter((m) => !m.usable);
@@ -41,6 +57,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     const form = h('form', { class: 'create-form' },
       h('div', { class: 'field' }, h('label', { for: 'profile' }, h('span', null, 'Agent')), select),
       h('label', { class: 'field', for: 'agent-name' }, h('span', null, 'Name'), name),
+      onBranch,
       submit);
     updateLimit = () => {
       const live = instances.filter((i) => i.state === 'running' || i.state === 'starting').length;
@@ -56,6 +73,10 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       e.preventDefault();
       const body: Record<string, string> = { profile: select.value };
       if (name.value.trim()) body.name = name.value.trim();
+      // Filled in is meant, also when the fold was closed again afterwards.
+      if (repo.value.trim()) body.repo = repo.value.trim().replace(/^\/+|\/+$/g, '');
+      if (branch.value.trim()) body.branch = branch.value.trim();
+      if (baseBranch.value.trim()) body.base = baseBranch.value.trim();
       submit.textContent = 'Starting…';
       const created = await act(submit, () => api.post<Instance>('api/instances', body), undefined, createError);
       submit.textContent = 'Start agent';
@@ -84,6 +105,9 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     const suspended = i.state === 'suspended';
     const resumable = models.find((m) => m.id === i.profile)?.can_resume ?? false;
     menu.append(...[
+      i.git_branch ? item('Changes', async () => {
+        location.hash = `#/changes/${i.id}`;
+      }) : null,
       live && resumable ? item('Suspend', async () => {
         await act(null, () => api.post<Instance>(`api/instances/${i.id}/suspend`), `Suspended ${i.name}: it resumes when you open it.`);
       }) : null,
@@ -115,7 +139,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     return h('article', { class: `card status-${i.status ?? i.state}`, 'data-instance': i.id, 'aria-label': i.name },
       h('a', { href: `#/t/${i.id}`, class: 'card-main' },
         h('span', { class: 'card-head' }, h('span', { class: 'card-name' }, i.name), statusBadge(i.state, i.status)),
-        h('span', { class: 'muted card-meta' }, meta, today && today.tokens > 0 ? ` · ${currency ? money(today.cost, currency) : `${tokenCount(today.tokens)} tokens`} today` : ''),
+        h('span', { class: 'muted card-meta' }, meta, i.git_branch ? [' · ', h('span', { class: 'card-branch' }, icon('branch', 13), h('span', { class: 'sr-only' }, 'branch '), i.git_branch)] : null, today && today.tokens > 0 ? ` · ${currency ? money(today.cost, currency) : `${tokenCount(today.tokens)} tokens`} today` : ''),
         preview ? h('span', { class: 'card-preview' }, preview) : null),
       // The event stream brings the card's next state; the toast says what the tap did.
       live && i.pending_approval ? approvalPanel(i.id, i.pending_approval, (reply) => {
@@ -153,7 +177,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
   const render = () => {
     // Keep the focus of someone using the keyboard or a screen reader: no re-render under it
     // unless the set of agents changed.
-    const ids = instances.map((i) => `${i.id}:${i.state}:${i.name}:${i.pending_approval?.id ?? ''}`).join();
+    const ids = instances.map((i) => `${i.id}:${i.state}:${i.name}:${i.pending_approval?.id ?? ''}:${i.git_branch ?? ''}`).join();
     updateLimit();
     if (list.contains(document.activeElement) && ids === shown) return;
     shown = ids;

@@ -68,6 +68,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('button', { type: 'button', role: 'menuitem', onclick: () => setFont(fontSize + 1) }, 'A+ Larger text'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void openSwitcher(); } }, 'Switch agent'),
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); void import('../terminal/history').then((m) => m.openHistory({ instanceId: id, name: instance!.name })); } }, 'History and search'),
+    // Its branch's diff, for an agent started on a branch (issue 17).
+    instance.git_branch ? h('a', { href: `#/changes/${encodeURIComponent(id)}`, role: 'menuitem', onclick: () => menu.hidePopover() }, 'Changes') : null,
     h('button', { type: 'button', role: 'menuitem', onclick: () => { menu.hidePopover(); customizeKeys(() => keys.rebuild()); } }, 'Customize keys'),
     muteMenuItem(id, () => menu.hidePopover()),
     spendItem,
@@ -81,7 +83,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     h('div', { class: 'term-titles' }, title, badge),
     h('div', { class: 'term-head-actions' },
       h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Next agent waiting for you', title: 'Next waiting agent', onclick: () => void jumpToNextWaiting(id) }, icon('next'), waitingCount),
-      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'More', title: 'Text size, switch agent, files', popovertarget: `term-menu-${id}` }, '⋯')),
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': 'More', title: instance.git_branch ? 'Text size, switch agent, changes, files' : 'Text size, switch agent, files', popovertarget: `term-menu-${id}` }, '⋯')),
     menu);
   const banner = h('div', { class: 'term-banner', role: 'status', hidden: true });
   const screen = h('div', { class: 'term-screen', 'aria-label': `Terminal of ${instance.name}`, role: 'region' });
