@@ -1,6 +1,7 @@
 //! The resource monitor: samples the host and every live instance's process tree on an
-//! interval, feeds measured memory to admission, stops idle instances, and answers what each
-//! instance costs and whether it is working or waiting.
+//! interval, feeds measured memory (and which agents are at rest) to admission, suspends or
+//! stops idle instances, and answers what each instance costs and whether it is working or
+//! waiting.
 
 pub mod alerts;
 pub mod metrics;
