@@ -36,7 +36,7 @@ pub struct DiffLine {
     pub new: Option<u32>,
     /// The file ends here without a newline.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    #[schema(default = false)]
+    #[schema(default = false, required = false)]
     pub no_newline: bool,
 }
 

@@ -250,11 +250,6 @@ impl Git {
         check_branch_name(&git, &dir, branch).await?;
         let repo_name = repo_rel.rsplit('/').next().unwrap_or(&repo_rel);
         let workdir = format!("{WORKTREES}/{repo_name}/{}", branch.replace('/', "-"));
-        if self.exists(user_id, &workdir).await? {
-            return Err(AppError::Conflict(format!(
-                "`{workdir}` exists already; remove it or choose another branch name"
-            )));
-        }
         let existing = git
             .maybe(
                 &dir,
@@ -267,6 +262,29 @@ impl Git {
             )
             .await?
             .is_some();
+        if existing {
+            let listing = git
+                .text(&dir, &["worktree", "list", "--porcelain", "-z"])
+                .await?;
+            let wanted = format!("branch refs/heads/{branch}");
+            let mut at = None;
+            for field in listing.split('\0') {
+                if let Some(path) = field.strip_prefix("worktree ") {
+                    at = Some(path.to_owned());
+                } else if field == wanted {
+                    return Err(AppError::Conflict(format!(
+                        "the branch `{branch}` is checked out already in `{}`; a branch can be \
+                         checked out in one place at a time",
+                        git.clean(at.as_deref().unwrap_or("another worktree"))
+                    )));
+                }
+            }
+        }
+        if self.exists(user_id, &workdir).await? {
+            return Err(AppError::Conflict(format!(
+                "`{workdir}` exists already; remove it or choose another branch name"
+            )));
+        }
         let base = match base {
             Some(base) => {
                 check_revision(&git, &dir, base).await?;

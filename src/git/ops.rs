@@ -12,7 +12,7 @@ use crate::error::AppError;
 use crate::files::jail::RelPath;
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Status {
+pub struct GitStatus {
     /// The repository's folder in the workspace.
     pub repo: String,
     pub branch: String,
@@ -129,7 +129,7 @@ impl Place {
             .await
     }
 
-    pub async fn status(&self) -> Result<Status, AppError> {
+    pub async fn status(&self) -> Result<GitStatus, AppError> {
         let out = self
             .git
             .run(Call::new(
@@ -161,7 +161,7 @@ impl Place {
             }
         }
         let counts = status::count(&parsed.files);
-        Ok(Status {
+        Ok(GitStatus {
             repo: self.repo_rel.clone(),
             branch: parsed.branch.unwrap_or_else(|| self.branch.clone()),
             base: self.base.clone(),

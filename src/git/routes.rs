@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ops::{Against, Committed, Diff, Discarded, Merged, Pulled, Pushed, Status};
+use super::ops::{Against, Committed, Diff, Discarded, GitStatus, Merged, Pulled, Pushed};
 use super::{Cloned, Git, Place};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
@@ -184,14 +184,14 @@ async fn audit_git(
 /// The branch, its base, ahead/behind, and every changed file.
 #[utoipa::path(get, path = "/api/instances/{id}/git/status", tag = "git",
     params(("id" = String, Path, description = "instance id")),
-    responses((status = 200, body = Status), (status = 404, body = ErrorBody),
+    responses((status = 200, body = GitStatus), (status = 404, body = ErrorBody),
         (status = 409, description = "not started on a branch, its worktree is gone, or git refused", body = ErrorBody),
         (status = 503, description = "git is missing or did not finish in time", body = ErrorBody)))]
 async fn git_status(
     State(state): State<GitState>,
     auth: AuthUser,
     Path(id): Path<String>,
-) -> AppResult<Json<Status>> {
+) -> AppResult<Json<GitStatus>> {
     let (_, place) = place(&state, &auth, &id).await?;
     Ok(Json(place.status().await?))
 }
@@ -228,7 +228,7 @@ async fn git_diff(
 /// answers the new status.
 #[utoipa::path(post, path = "/api/instances/{id}/git/stage", tag = "git", request_body = PathsRequest,
     params(("id" = String, Path, description = "instance id")),
-    responses((status = 200, body = Status), JsonRejections, (status = 404, body = ErrorBody),
+    responses((status = 200, body = GitStatus), JsonRejections, (status = 404, body = ErrorBody),
         (status = 409, description = "not started on a branch, a hunk is no longer in the diff, or git refused (a file it does not know)", body = ErrorBody),
         (status = 422, description = "the body's shape, a path outside the worktree, or no path", body = ErrorBody),
         (status = 503, description = "git is missing or did not finish in time", body = ErrorBody)))]
@@ -237,7 +237,7 @@ async fn git_stage(
     auth: AuthUser,
     Path(id): Path<String>,
     Json(req): Json<PathsRequest>,
-) -> AppResult<Json<Status>> {
+) -> AppResult<Json<GitStatus>> {
     let (_, place) = place(&state, &auth, &id).await?;
     place.stage(&req.paths, req.hunks.as_deref()).await?;
     Ok(Json(place.status().await?))
@@ -247,7 +247,7 @@ async fn git_stage(
 /// (`git apply --cached --reverse`); answers the new status.
 #[utoipa::path(post, path = "/api/instances/{id}/git/unstage", tag = "git", request_body = PathsRequest,
     params(("id" = String, Path, description = "instance id")),
-    responses((status = 200, body = Status), JsonRejections, (status = 404, body = ErrorBody),
+    responses((status = 200, body = GitStatus), JsonRejections, (status = 404, body = ErrorBody),
         (status = 409, description = "not started on a branch, a hunk is no longer in the diff, or git refused", body = ErrorBody),
         (status = 422, description = "the body's shape, a path outside the worktree, or no path", body = ErrorBody),
         (status = 503, description = "git is missing or did not finish in time", body = ErrorBody)))]
@@ -256,7 +256,7 @@ async fn git_unstage(
     auth: AuthUser,
     Path(id): Path<String>,
     Json(req): Json<PathsRequest>,
-) -> AppResult<Json<Status>> {
+) -> AppResult<Json<GitStatus>> {
     let (_, place) = place(&state, &auth, &id).await?;
     place.unstage(&req.paths, req.hunks.as_deref()).await?;
     Ok(Json(place.status().await?))
