@@ -211,7 +211,6 @@ pub fn parse(raw: &[u8]) -> Vec<RawFile> {
             hunks: Vec::new(),
         };
         let (mut minus, mut plus, mut renamed_from, mut renamed_to) = (None, None, None, None);
-        let (mut minus_seen, mut plus_seen) = (false, false);
         i += 1;
         // The extended header.
         while i < lines.len()
@@ -221,10 +220,8 @@ pub fn parse(raw: &[u8]) -> Vec<RawFile> {
             let l = lines[i];
             file.header.push(l.to_vec());
             if let Some(rest) = l.strip_prefix(b"--- ") {
-                minus_seen = true;
                 minus = side(rest, b"a/");
             } else if let Some(rest) = l.strip_prefix(b"+++ ") {
-                plus_seen = true;
                 plus = side(rest, b"b/");
             } else if let Some(rest) = l
                 .strip_prefix(b"rename from ")
@@ -276,7 +273,6 @@ pub fn parse(raw: &[u8]) -> Vec<RawFile> {
         if file.status == FileStatus::Renamed {
             file.old_path = renamed_from.or(minus);
         }
-        let _ = (minus_seen, plus_seen);
         // The hunks.
         while i < lines.len() && lines[i].starts_with(b"@@ ") {
             let header = lines[i].to_vec();
