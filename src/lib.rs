@@ -18,6 +18,8 @@ pub mod error;
 pub mod events;
 /// Workspace files inside a jail.
 pub mod files;
+/// Git for instances on a branch: worktrees, status, diffs, commits, push, merge, clone.
+pub mod git;
 /// Router, middleware, OpenAPI.
 pub mod http;
 /// Agent instances and the tmux seam.

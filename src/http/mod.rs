@@ -38,6 +38,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::instances::router())
         .merge(crate::terminal::router())
         .merge(crate::files::router())
+        .merge(crate::git::router())
         .merge(crate::monitor::router())
         .merge(crate::usage::router())
         .merge(crate::push::router())

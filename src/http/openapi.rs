@@ -20,6 +20,7 @@ use crate::config::Config;
         (name = "instances", description = "Agent instances: profiles, lifecycle, input and output"),
         (name = "terminal", description = "Live terminals over WebSocket (docs/terminal-protocol.md)"),
         (name = "files", description = "Your workspace's files"),
+        (name = "git", description = "Git for instances started on a branch: status, diffs, staging, commits, push, pull, merge; clones"),
         (name = "secrets", description = "Per-user secrets such as API keys"),
         (name = "system", description = "Health"),
         (name = "push", description = "Web Push notifications: devices, preferences, actions"),

@@ -71,6 +71,14 @@ pub struct CreateInstance {
     /// A folder inside the workspace to work in (default: the workspace).
     #[schema(pattern = r"^[^\\\x00]*$", example = "project")]
     pub workdir: Option<String>,
+    /// A folder of the workspace holding a git repository: the agent works in a worktree of
+    /// it, `worktrees/<repo folder>/<branch with / as ->`, on `branch` (then without `workdir`).
+    pub repo: Option<String>,
+    /// The branch (new, or existing and not checked out elsewhere); required with `repo`.
+    pub branch: Option<String>,
+    /// Where a new branch starts, and what it is compared with and merged into (default: the
+    /// repository's current branch).
+    pub base: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -324,6 +332,7 @@ async fn create_instance(
             &req.profile,
             req.name.as_deref(),
             req.workdir.as_deref(),
+            git_request(&req)?.as_ref(),
         )
         .await?;
     audit_instance(
@@ -350,6 +359,31 @@ async fn create_instance(
             made_room,
         }),
     ))
+}
+
+/// `repo`, `branch` and `base` of a create request, which come together.
+fn git_request(req: &CreateInstance) -> AppResult<Option<super::manager::GitRequest>> {
+    match (&req.repo, &req.branch) {
+        (None, None) if req.base.is_none() => Ok(None),
+        (Some(repo), Some(branch)) => Ok(Some(super::manager::GitRequest {
+            repo: repo.clone(),
+            branch: branch.clone(),
+            base: req.base.clone(),
+        })),
+        _ => Err(AppError::Unprocessable(
+            "`repo` and `branch` come together (and `base` only with them)".into(),
+        )),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct DeleteQuery {
+    /// Also remove the instance's git worktree (the branch stays).
+    #[serde(default)]
+    pub remove_worktree: bool,
+    /// With `remove_worktree`: even with uncommitted changes in it.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// One instance.
@@ -548,10 +582,12 @@ async fn retry_interrupted(
     ))
 }
 
-/// Stops the instance if it runs and deletes its record.
-#[utoipa::path(delete, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id")),
+/// Stops the instance if it runs and deletes its record. An instance on a branch keeps its
+/// branch and worktree unless `remove_worktree=true`, which refuses (409, naming the files)
+/// while the worktree has uncommitted changes, unless `force=true`.
+#[utoipa::path(delete, path = "/api/instances/{id}", tag = "instances", params(("id" = String, Path, description = "instance id"), DeleteQuery),
     responses((status = 204), (status = 404, body = ErrorBody),
-        (status = 409, description = "another operation on it is in progress", body = ErrorBody),
+        (status = 409, description = "another operation on it is in progress, or its worktree has uncommitted changes", body = ErrorBody),
         (status = 503, description = "its tmux server does not answer", body = ErrorBody),
         (status = 507, description = "the server's disk is full", body = ErrorBody)))]
 async fn delete_instance(
@@ -559,9 +595,13 @@ async fn delete_instance(
     client: ClientInfo,
     auth: AuthUser,
     Path(id): Path<String>,
+    Query(query): Query<DeleteQuery>,
 ) -> AppResult<StatusCode> {
     let instance = visible(&state.db, &auth, &id).await?;
-    state.manager.delete(&instance).await?;
+    state
+        .manager
+        .delete(&instance, query.remove_worktree, query.force)
+        .await?;
     audit_instance(&state.db, &auth, client, "instance.delete", &instance).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -77,6 +77,13 @@ pub struct Instance {
     /// What the last resume lost, named in the terminal until sent again or dismissed.
     #[schema(value_type = Option<Interrupted>)]
     pub interrupted: Option<sqlx::types::Json<Interrupted>>,
+    /// The repository (a folder of the workspace) whose worktree the instance works in, when
+    /// it was started on a branch; its `workdir` is then the worktree.
+    pub git_repo: Option<String>,
+    /// The branch checked out in the instance's worktree.
+    pub git_branch: Option<String>,
+    /// What the branch is compared with and merged back into.
+    pub git_base: Option<String>,
 }
 
 /// Work in flight when the agent's process went (a crash, a reboot, a kill mid-turn), which
@@ -104,7 +111,7 @@ pub fn session_name(id: &str) -> String {
     format!("{SESSION_PREFIX}{id}")
 }
 
-const COLUMNS: &str = "id, name, profile, user_id, workdir, state, created_at, started_at, ended_at, exit_code, end_reason, agent_session_id, suspended_at, suspend_reason, freed_bytes, interrupted";
+const COLUMNS: &str = "id, name, profile, user_id, workdir, state, created_at, started_at, ended_at, exit_code, end_reason, agent_session_id, suspended_at, suspend_reason, freed_bytes, interrupted, git_repo, git_branch, git_base";
 
 pub struct NewInstance<'a> {
     pub id: &'a str,
@@ -113,12 +120,22 @@ pub struct NewInstance<'a> {
     pub profile: &'a str,
     pub workdir: &'a str,
     pub agent_session_id: Option<&'a str>,
+    pub git: Option<&'a GitPlace>,
+}
+
+/// Where an instance started on a git branch works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitPlace {
+    pub repo: String,
+    pub branch: String,
+    pub base: Option<String>,
 }
 
 pub async fn insert(db: &Db, new: &NewInstance<'_>) -> Result<Instance, AppError> {
     sqlx::query_as(&format!(
-        "INSERT INTO instances (id, user_id, name, profile, workdir, state, created_at, agent_session_id)
-         VALUES (?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING {COLUMNS}"
+        "INSERT INTO instances (id, user_id, name, profile, workdir, state, created_at, agent_session_id,
+            git_repo, git_branch, git_base)
+         VALUES (?, ?, ?, ?, ?, 'starting', ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
     ))
     .bind(new.id)
     .bind(new.user_id)
@@ -127,6 +144,9 @@ pub async fn insert(db: &Db, new: &NewInstance<'_>) -> Result<Instance, AppError
     .bind(new.workdir)
     .bind(OffsetDateTime::now_utc())
     .bind(new.agent_session_id)
+    .bind(new.git.map(|g| g.repo.as_str()))
+    .bind(new.git.map(|g| g.branch.as_str()))
+    .bind(new.git.and_then(|g| g.base.as_deref()))
     .fetch_all(db)
     .await
     .map_err(AppError::from)

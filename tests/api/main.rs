@@ -11,6 +11,7 @@ mod deploy;
 mod deploy_vm;
 mod events;
 mod files;
+mod git;
 mod hardening;
 mod helpers;
 mod history;

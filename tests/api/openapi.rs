@@ -67,6 +67,10 @@ fn overrides(op: &str, fixtures: &Fixtures) -> Option<Override> {
         "POST /api/files/move" => {
             Override::Body(json!({ "from": "to-move.txt", "to": "moved.txt" }))
         }
+        // A clone of the fixture's bare repository, which the account can read.
+        "POST /api/git/clone" => Override::Body(json!({
+            "url": fixtures.git_remote, "folder": "conformance-clone",
+        })),
         _ => return None,
     })
 }
@@ -94,6 +98,8 @@ struct Fixtures {
     refresh_token: String,
     /// (method and path, parameter) → value; `*` for any method.
     params: BTreeMap<(String, String), String>,
+    /// A bare repository in the admin's workspace (the git instance's `origin`).
+    git_remote: String,
 }
 
 impl Fixtures {
@@ -649,6 +655,74 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
     )
     .await;
 
+    // A repository with an `origin`, an instance on a branch of it pushed there (so pull has
+    // an upstream), a change staged (so commit has something to commit, and merge then
+    // something to merge) and one not.
+    let admin_id = app.user_id(&token).await;
+    let workspace = app.data_dir().join(format!("users/{admin_id}/workspace"));
+    crate::git::make_repo(
+        app,
+        admin_id,
+        "conformance-repo",
+        &[("README.md", b"hello\n"), ("CHANGES.md", b"one\ntwo\n")],
+    )
+    .await;
+    let remote = workspace.join("conformance-remote.git");
+    let remote_path = remote.to_string_lossy().into_owned();
+    crate::git::git_as(
+        app,
+        admin_id,
+        &workspace,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "conformance-repo",
+            "conformance-remote.git",
+        ],
+    )
+    .await;
+    crate::git::git_as(
+        app,
+        admin_id,
+        &workspace.join("conformance-repo"),
+        &["remote", "add", "origin", &remote_path],
+    )
+    .await;
+    let git_instance = app
+        .create_instance(
+            &token,
+            json!({ "profile": "fake", "repo": "conformance-repo", "branch": "conformance" }),
+        )
+        .await;
+    let git_instance = str_of(&git_instance["id"]).to_owned();
+    let worktree = "worktrees/conformance-repo/conformance";
+    crate::git::git_as(
+        app,
+        admin_id,
+        &workspace.join(worktree),
+        &["push", "-q", "-u", "origin", "conformance"],
+    )
+    .await;
+    crate::git::put(
+        app,
+        admin_id,
+        &format!("{worktree}/README.md"),
+        b"hello again\n",
+    );
+    // Left unstaged, so the diff has lines to check against its schema.
+    crate::git::put(app, admin_id, &format!("{worktree}/CHANGES.md"), b"one\n2");
+    created(
+        app.post(
+            &format!("/api/instances/{git_instance}/git/stage"),
+            Some(&token),
+            json!({ "paths": ["README.md"] }),
+        )
+        .await,
+        "staged change",
+    )
+    .await;
+
     let refresh = app.sign_in(ADMIN, &app.admin_password).await["refresh_token"].clone();
     let mut params = BTreeMap::new();
     let mut set = |op: &str, name: &str, value: String| {
@@ -697,6 +771,15 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         set(&format!("* {path}"), "id", instance.clone());
     }
     set("DELETE /api/instances/{id}", "id", deleted_instance);
+    for what in [
+        "status", "diff", "stage", "unstage", "discard", "commit", "push", "pull", "merge",
+    ] {
+        set(
+            &format!("* /api/instances/{{id}}/git/{what}"),
+            "id",
+            git_instance.clone(),
+        );
+    }
     for path in ["/api/instances/{id}/suspend", "/api/instances/{id}/resume"] {
         set(&format!("* {path}"), "id", suspendable.clone());
     }
@@ -716,6 +799,7 @@ async fn make_fixtures(app: &TestApp, doc: &Value) -> Fixtures {
         admin_password: app.admin_password.clone(),
         refresh_token: str_of(&refresh).to_owned(),
         params,
+        git_remote: remote_path,
     }
 }
 

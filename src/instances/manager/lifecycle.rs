@@ -28,6 +28,7 @@ impl Manager {
         profile_id: &str,
         name: Option<&str>,
         workdir: Option<&str>,
+        git: Option<&GitRequest>,
     ) -> Result<Created, AppError> {
         let profile = self.profile(profile_id).ok_or_else(|| {
             AppError::Unprocessable(format!(
@@ -38,32 +39,55 @@ impl Manager {
             Some(name) => check_name(name)?,
             None => profile.name.clone(),
         };
-        let workdir = normalize_workdir(workdir.unwrap_or(""))?;
-        self.resolve_workdir(user.id, &workdir).await?;
+        if git.is_some() && workdir.is_some() {
+            return Err(AppError::Unprocessable(
+                "give either `workdir` or `repo` and `branch` (the worktree is the workdir)".into(),
+            ));
+        }
         let secrets = self.secrets_of(user.id).await?;
         if let Some(missing) = profile.secrets.values().find(|s| !secrets.contains_key(*s)) {
             return Err(AppError::Unprocessable(format!(
                 "the profile `{profile_id}` needs the secret {missing}; set it with PUT /api/secrets/{missing}"
             )));
         }
-        let id = new_instance_id();
-        let agent_session = profile
-            .names_its_session()
-            .then(|| uuid::Uuid::new_v4().to_string());
-        // Busy before the record exists, so the reconciler never sees it without its session.
-        let _busy = self.busy(&id)?;
-        let (instance, made_room) = {
-            let _admission = self.admission.lock().await;
-            let made_room = self.admit(user, profile, None).await?;
-            let new = NewInstance {
-                id: &id,
-                user_id: user.id,
-                name: &name,
-                profile: profile_id,
-                workdir: &workdir,
-                agent_session_id: agent_session.as_deref(),
-            };
-            (store::insert(&self.db, &new).await?, made_room)
+        // On a branch: its own worktree, made now (and removed again if the instance is not).
+        let worktree = match git {
+            Some(request) => Some(
+                self.git
+                    .add_worktree(
+                        user.id,
+                        &request.repo,
+                        &request.branch,
+                        request.base.as_deref(),
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
+        let workdir = match &worktree {
+            Some(made) => made.workdir.clone(),
+            None => normalize_workdir(workdir.unwrap_or(""))?,
+        };
+        let place = git
+            .zip(worktree.as_ref())
+            .map(|(request, made)| store::GitPlace {
+                repo: crate::files::jail::RelPath::parse(&request.repo)
+                    .map(|p| p.display())
+                    .unwrap_or_else(|_| request.repo.clone()),
+                branch: made.branch.clone(),
+                base: Some(made.base.clone()),
+            });
+        let admitted = self
+            .record(user, profile, profile_id, &name, &workdir, place.as_ref())
+            .await;
+        let (instance, made_room, _busy) = match admitted {
+            Ok(done) => done,
+            Err(err) => {
+                if let (Some(place), Some(made)) = (&place, &worktree) {
+                    self.git.undo_worktree(user.id, &place.repo, made).await;
+                }
+                return Err(err);
+            }
         };
         self.publish(&instance.id).await?;
         self.start(&instance, user, profile, &secrets, None).await?;
@@ -74,6 +98,41 @@ impl Manager {
             instance,
             made_room,
         })
+    }
+
+    /// Checks the working folder, admits and records a new instance (busy, so the reconciler
+    /// leaves it alone until it is started).
+    async fn record(
+        &self,
+        user: &User,
+        profile: &Profile,
+        profile_id: &str,
+        name: &str,
+        workdir: &str,
+        git: Option<&store::GitPlace>,
+    ) -> Result<(Instance, Vec<Instance>, super::BusyGuard<'_>), AppError> {
+        self.resolve_workdir(user.id, workdir).await?;
+        let id = new_instance_id();
+        let agent_session = profile
+            .names_its_session()
+            .then(|| uuid::Uuid::new_v4().to_string());
+        // Busy before the record exists, so the reconciler never sees it without its session.
+        let busy = self.busy(&id)?;
+        let (instance, made_room) = {
+            let _admission = self.admission.lock().await;
+            let made_room = self.admit(user, profile, None).await?;
+            let new = NewInstance {
+                id: &id,
+                user_id: user.id,
+                name,
+                profile: profile_id,
+                workdir,
+                agent_session_id: agent_session.as_deref(),
+                git,
+            };
+            (store::insert(&self.db, &new).await?, made_room)
+        };
+        Ok((instance, made_room, busy))
     }
 
     /// The path of `workdir` in the account's workspace, once the kernel found it a folder
@@ -639,13 +698,56 @@ impl Manager {
     }
 
     /// Stops the instance if it runs and removes its record.
-    pub async fn delete(&self, instance: &Instance) -> Result<(), AppError> {
+    ///
+    /// An instance on a branch keeps its branch and worktree unless `remove_worktree`; then
+    /// uncommitted changes in it (untracked files too) refuse the deletion, named, unless
+    /// `force`.
+    pub async fn delete(
+        &self,
+        instance: &Instance,
+        remove_worktree: bool,
+        force: bool,
+    ) -> Result<(), AppError> {
         let _busy = self.busy(&instance.id)?;
+        let worktree = if remove_worktree && instance.git_repo.is_some() {
+            let place = self
+                .git
+                .place(
+                    instance.owner,
+                    &instance.workdir,
+                    instance.git_repo.as_deref(),
+                    instance.git_branch.as_deref(),
+                    instance.git_base.as_deref(),
+                )
+                .await;
+            match place {
+                Ok(place) => {
+                    let uncommitted = crate::git::Git::uncommitted(&place).await?;
+                    if !uncommitted.is_empty() && !force {
+                        return Err(AppError::Conflict(format!(
+                            "the worktree has uncommitted changes: {}; commit or discard them, or \
+                             delete with `force=true`",
+                            uncommitted.join(", ")
+                        )));
+                    }
+                    Some(place)
+                }
+                // Gone already: nothing to remove.
+                Err(AppError::Conflict(_)) => None,
+                Err(err) => return Err(err),
+            }
+        } else {
+            None
+        };
         if instance.state.is_live() || instance.state == State::Suspended {
             self.stop_inner(instance, "user").await?;
         }
         store::delete(&self.db, &instance.id).await?;
-        self.publish(&instance.id).await
+        self.publish(&instance.id).await?;
+        if let Some(place) = worktree {
+            crate::git::Git::remove_worktree(&place).await?;
+        }
+        Ok(())
     }
 
     async fn pane(&self, instance: &Instance) -> Result<Option<PaneInfo>, AppError> {
@@ -669,6 +771,15 @@ struct Ended {
     screen: Option<String>,
     size: Option<(u16, u16)>,
     exit_code: Option<i32>,
+}
+
+/// Where a new instance on a branch works: `branch` of the repository in the workspace folder
+/// `repo`, new from `base` (default: what the repository has checked out) or existing.
+#[derive(Debug, Clone)]
+pub struct GitRequest {
+    pub repo: String,
+    pub branch: String,
+    pub base: Option<String>,
 }
 
 /// A new instance, and the idle agents suspended to make room for it.

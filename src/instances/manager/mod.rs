@@ -31,7 +31,7 @@ use crate::secrets::SecretBox;
 pub use admission::ModelInfo;
 pub use input::{Input, Sent};
 pub use launch::Launcher;
-pub use lifecycle::{Created, check_name};
+pub use lifecycle::{Created, GitRequest, check_name};
 
 /// Lines of history kept with an ended instance's last screen.
 const LAST_SCREEN_LINES: u32 = 2000;
@@ -45,6 +45,8 @@ pub struct Manager {
     secrets: Arc<SecretBox>,
     tmux: TmuxServers,
     isolation: Arc<Isolation>,
+    /// Worktrees for instances started on a branch.
+    git: crate::git::Git,
     /// The launcher program and where agents report hook events.
     launcher: Launcher,
     /// Held while counting and inserting, so concurrent creates cannot overshoot a limit.
@@ -73,6 +75,8 @@ pub struct Manager {
 }
 
 /// A change of an instance's state, as live terminals learn of it.
+// Most events are whole instances; boxing them would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum InstanceEvent {
     Changed(Instance),
@@ -146,10 +150,11 @@ impl Manager {
         let approvals = super::approvals::Registry::new(&config.profiles)?;
         Ok(Self {
             db,
-            layout,
+            layout: layout.clone(),
             config,
             secrets,
             tmux,
+            git: crate::git::Git::new(isolation.clone(), layout),
             isolation,
             launcher,
             admission: tokio::sync::Mutex::new(()),
