@@ -14,7 +14,7 @@
 //! without it (or with `POCKETDEV_TEST_CLAUDE` set empty), the fake agent with
 //! `--session-id`/`--resume` stands in, so the paths still run.
 //!
-//! Run: `cargo bench --bench suspend`. `-- --smoke` runs 3 resume rounds and 4 agents, with the
+//! Run: `cargo bench --bench suspend`. `-- --smoke` runs 2 resume rounds and 3 agents, with the
 //! budget scaled to hold 2 of them so that making room is exercised too.
 
 mod common;
@@ -650,7 +650,7 @@ fn machine_memory_mb() -> u64 {
 #[tokio::main]
 async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
-    let (rounds, agents) = if smoke { (3, 4) } else { (20, 24) };
+    let (rounds, agents) = if smoke { (2, 3) } else { (20, 24) };
     let cli = Cli::detect();
     let mock = MockAnthropic::start().await;
     let tmp = tempfile::tempdir().unwrap();
