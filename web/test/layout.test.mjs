@@ -82,3 +82,19 @@ test('a commit message is prefilled from what the agent said last', () => {
   assert.ok(long.endsWith('…'));
   assert.ok(!long.includes(' …'));
 });
+
+test('a later page continues the file and the hunk cut between pages, without counting twice', () => {
+  const line = (n) => ({ kind: 'add', text: `line ${n}`, new: n });
+  const hunk = (id, from, to) => ({ id, header: `@@ ${id} @@`, old_start: 0, old_lines: 0, new_start: 1, new_lines: 3000,
+    lines: Array.from({ length: to - from }, (_, k) => line(from + k)) });
+  const file = (path, hunks) => ({ path, status: 'added', binary: false, additions: 3000, deletions: 0, hunks });
+  const shown = [];
+  L.appendPage(shown, [file('big.txt', [hunk('h1', 0, 2000)])]);
+  L.appendPage(shown, [file('big.txt', [hunk('h1', 2000, 3000)]), file('next.txt', [hunk('h2', 0, 1)])]);
+  assert.equal(shown.length, 2);
+  assert.equal(shown[0].additions, 3000);
+  assert.equal(shown[0].hunks.length, 1);
+  assert.equal(shown[0].hunks[0].lines.length, 3000);
+  assert.equal(shown[0].hunks[0].lines[2999].text, 'line 2999');
+  assert.equal(shown[1].path, 'next.txt');
+});

@@ -120,3 +120,23 @@ export function commitPrefill(preview: string | null | undefined, max = 72): str
   }
   return text;
 }
+
+/**
+ * Adds a later page of a diff to the files shown. A file cut between pages continues the last
+ * one (its counts are the whole file's on every page, so they are not added up), and so does a
+ * hunk cut between them: it comes again with the same id and its further lines.
+ */
+export function appendPage(into: DiffFile[], next: readonly DiffFile[]): void {
+  for (const f of next) {
+    const last = into[into.length - 1];
+    if (!last || last.path !== f.path || last.status !== f.status) {
+      into.push({ ...f, hunks: f.hunks.map((h) => ({ ...h, lines: [...h.lines] })) });
+      continue;
+    }
+    for (const hunk of f.hunks) {
+      const open = last.hunks[last.hunks.length - 1];
+      if (open && open.id === hunk.id) open.lines.push(...hunk.lines);
+      else last.hunks.push({ ...hunk, lines: [...hunk.lines] });
+    }
+  }
+}

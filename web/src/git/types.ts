@@ -51,6 +51,8 @@ export interface DiffLine {
   text: string;
   old?: number | null;
   new?: number | null;
+  /** The file ends here without a newline. */
+  no_newline?: boolean;
 }
 
 export interface CommitResult {

@@ -11,7 +11,7 @@ import { h, clear, act, toast, showError, confirmDialog, inlineError, icon, erro
 import type { Ctx } from '../main';
 import { hunkWords, type Segment } from '../git/words';
 import {
-  aheadBehind, canStage, commitPrefill, countsLine, diffQuery, foldedAtFirst, hangingIndent, numberDigits,
+  aheadBehind, appendPage, canStage, commitPrefill, countsLine, diffQuery, foldedAtFirst, hangingIndent, numberDigits,
   splitPath, stagedState, statusGlyph, toggleAction, type Mode,
 } from '../git/layout';
 import type { CommitResult, DiffFile, GitDiff, GitStatus, Hunk, MergeResult, PushResult, StatusFile } from '../git/types';
@@ -90,7 +90,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     try {
       for (let p = 0; p <= upTo && (!last || p < last.pages); p++) {
         last = await api.get<GitDiff>(`${base}/git/diff${q(diffQuery(asked, p))}`);
-        append(got, last.files);
+        appendPage(got, last.files);
       }
       if (asked !== mode) return;
       files = got;
@@ -108,7 +108,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     const asked = mode;
     const next = await api.get<GitDiff>(`${base}/git/diff${q(diffQuery(asked, p))}`);
     if (asked !== mode || gone) return;
-    append(files, next.files);
+    appendPage(files, next.files);
     page = next.page;
     pages = next.pages;
     render();
@@ -159,7 +159,9 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   }
 
   function renderModes(): void {
-    const label = (m: Mode) => m === 'worktree' ? 'Working tree' : m === 'staged' ? 'Staged' : m === 'last_commit' ? 'Last commit' : `vs ${status?.base ?? 'base'}`;
+    // `last_commit` is the server's "against the last commit": everything not committed yet,
+    // staged or not (not what the last commit changed).
+    const label = (m: Mode) => m === 'worktree' ? 'Working tree' : m === 'staged' ? 'Staged' : m === 'last_commit' ? 'Uncommitted' : `vs ${status?.base ?? 'base'}`;
     clear(modes, MODES.filter((m) => m !== 'base' || status?.base || instance.git_base).map((m) =>
       h('button', { type: 'button', class: 'cf-mode', 'aria-pressed': String(m === mode), 'data-key': `mode:${m}`, onclick: () => void switchMode(m) }, label(m))));
   }
@@ -179,6 +181,17 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
 
   const statusOf = (path: string) => status?.files.find((f) => f.path === path);
   const diffOf = (path: string) => files.find((f) => f.path === path);
+  /**
+   * The diff's files, and after its last page the untracked ones in the modes that show the
+   * working tree: git's diff leaves them out, yet they are what an agent adds most, and
+   * discarding one happens here.
+   */
+  const shownFiles = (): DiffFile[] => {
+    if ((mode !== 'worktree' && mode !== 'last_commit') || !status || page + 1 < pages) return files;
+    const untracked = status.files.filter((f) => f.status === 'untracked' && !diffOf(f.path))
+      .map((f): DiffFile => ({ path: f.path, status: 'untracked', binary: false, additions: 0, deletions: 0, hunks: [] }));
+    return untracked.length ? [...files, ...untracked] : files;
+  };
 
   function renderList(): void {
     // Uncommitted modes list every changed file (with its staging box); the others list the
@@ -187,7 +200,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     if (canStage(mode) && status) {
       for (const f of status.files) rows.push(listRow(f.path, f.status, diffOf(f.path), f));
     } else {
-      for (const f of files) rows.push(listRow(f.path, f.status, f, undefined));
+      for (const f of shownFiles()) rows.push(listRow(f.path, f.status, f, undefined));
     }
     if (!rows.length) {
       clear(list, loading ? null : h('p', { class: 'muted cf-empty' }, emptyWords()));
@@ -199,9 +212,9 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   function emptyWords(): string {
     if (!status && statusError) return '';
     switch (mode) {
-      case 'worktree': return 'Nothing changed in the working tree.';
+      case 'worktree': return status?.files.length ? 'Nothing unstaged: every change is staged.' : 'Nothing changed in the working tree.';
       case 'staged': return 'Nothing is staged.';
-      case 'last_commit': return 'The last commit changed nothing that can be shown.';
+      case 'last_commit': return 'Nothing uncommitted: the working tree is the last commit.';
       case 'base': return `This branch has no changes against ${status?.base ?? 'its base'}.`;
     }
   }
@@ -217,7 +230,8 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       diff ? stat(diff) : null);
   }
 
-  function stat(f: DiffFile): HTMLElement {
+  function stat(f: DiffFile): HTMLElement | null {
+    if (f.status === 'untracked' && !f.hunks.length) return null;
     return h('span', { class: 'cf-stat' },
       f.binary ? 'bin' : [h('span', { class: 'cf-plus' }, `+${f.additions}`), ' ', h('span', { class: 'cf-minus' }, `−${f.deletions}`)]);
   }
@@ -241,9 +255,14 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       clear(diffs, h('p', { class: 'muted' }, 'Loading…'));
       return;
     }
+    const shown = shownFiles();
+    // The list says it when it is empty too; when it lists files with nothing to show in this
+    // mode (Staged, with nothing staged), the diff says so.
+    const nothing = !shown.length && !diffError && list.querySelector('.cf-row') ? h('p', { class: 'muted cf-empty' }, emptyWords()) : null;
     clear(diffs,
       diffError ? h('p', { class: 'form-error', role: 'alert' }, errorText(diffError)) : null,
-      files.map(fileSection));
+      nothing,
+      shown.map(fileSection));
   }
 
   function fileSection(f: DiffFile): HTMLElement {
@@ -292,6 +311,10 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   function fillBody(body: HTMLElement, f: DiffFile): void {
     if (f.binary) {
       clear(body, h('p', { class: 'muted cf-note' }, 'Binary file: not shown.'));
+      return;
+    }
+    if (!f.hunks.length && f.status === 'untracked') {
+      clear(body, h('p', { class: 'muted cf-note' }, 'New, not in git yet: stage it to see its lines under Staged.'));
       return;
     }
     if (!f.hunks.length) {
@@ -488,20 +511,6 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     gone = true;
     document.removeEventListener('visibilitychange', onVisible);
   };
-}
-
-/** Files of a later page: one cut between pages continues the last file. */
-function append(into: DiffFile[], next: DiffFile[]): void {
-  for (const f of next) {
-    const last = into[into.length - 1];
-    if (last && last.path === f.path && last.status === f.status) {
-      last.hunks.push(...f.hunks);
-      last.additions += f.additions;
-      last.deletions += f.deletions;
-    } else {
-      into.push(f);
-    }
-  }
 }
 
 /** A path made safe for an element id. */
