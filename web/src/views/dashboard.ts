@@ -174,11 +174,24 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
   };
 
   let shown = '';
+  let renderWhenClosed = false;
+  list.addEventListener('toggle', (e) => {
+    if ((e as ToggleEvent).newState === 'closed' && renderWhenClosed) {
+      renderWhenClosed = false;
+      // After the tapped item's own work has begun.
+      setTimeout(render, 0);
+    }
+  }, true);
   const render = () => {
     // Keep the focus of someone using the keyboard or a screen reader: no re-render under it
     // unless the set of agents changed.
     const ids = instances.map((i) => `${i.id}:${i.state}:${i.name}:${i.pending_approval?.id ?? ''}:${i.git_branch ?? ''}`).join();
     updateLimit();
+    // Never under an open menu: the item a finger is on would vanish. It renders once closed.
+    if (list.querySelector(':popover-open')) {
+      renderWhenClosed = true;
+      return;
+    }
     if (list.contains(document.activeElement) && ids === shown) return;
     shown = ids;
     if (!instances.length) {
