@@ -37,19 +37,8 @@ async fn wait_until(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        let instance = app.instance(token, id).await;
-        if check(&instance) {
-            return instance;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never {what}: {instance}\n{}",
-            app.output(token, id).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    app.wait_until(token, id, what, Duration::from_secs(40), check)
+        .await
 }
 
 /// Requests to the mock whose last user message is `prompt`.

@@ -629,6 +629,32 @@ impl TestApp {
         }
     }
 
+    /// Polls the instance until `check` holds; returns it. Panics after `within` with the
+    /// instance and its screen.
+    pub async fn wait_until(
+        &self,
+        token: &str,
+        id: &str,
+        what: &str,
+        within: std::time::Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let instance = self.instance(token, id).await;
+            if check(&instance) {
+                return instance;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "never {what}: {instance}\nscreen:\n{}",
+                    self.output(token, id).await
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn command(&self, token: &str, id: &str, body: Value) -> Response {
         self.post(&format!("/api/instances/{id}/command"), Some(token), body)
             .await

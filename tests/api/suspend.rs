@@ -78,18 +78,8 @@ async fn wait_until(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let instance = app.instance(token, id).await;
-        if check(&instance) {
-            return instance;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never {what}: {instance}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_until(token, id, what, Duration::from_secs(20), check)
+        .await
 }
 
 #[tokio::test]
