@@ -246,7 +246,11 @@ impl Manager {
                 let home_for_check = home.clone();
                 let session_for_check = session.clone();
                 blocking_as(identity, move |acting| {
-                    has_transcript(home_for_check.path(acting), &session_for_check)
+                    crate::instances::claude::transcript(
+                        home_for_check.path(acting),
+                        &session_for_check,
+                    )
+                    .is_some()
                 })
                 .await
                 .unwrap_or(false)
@@ -865,14 +869,6 @@ fn new_instance_id() -> String {
     (0..10)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
         .collect()
-}
-
-/// Whether Claude Code saved a transcript for `session` under `home` (so `--resume` works).
-fn has_transcript(home: &Path, session: &str) -> bool {
-    let file = format!("{session}.jsonl");
-    std::fs::read_dir(home.join(".claude/projects"))
-        .map(|dirs| dirs.flatten().any(|dir| dir.path().join(&file).is_file()))
-        .unwrap_or(false)
 }
 
 /// Creates folders (mode 0700) that do not exist yet; symlinks are refused, not followed.
