@@ -7,7 +7,7 @@
 import { createServer, type Server as HttpServer } from 'node:http';
 import { createECDH, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Page } from '@playwright/test';
+import type { Page, Worker } from '@playwright/test';
 import { join } from 'node:path';
 import { test as base, expect, signIn, expectTerminal } from '../fixtures';
 import { ROOT } from '../server';
@@ -86,8 +86,25 @@ async function call(page: Page, method: string, path: string, body?: unknown): P
   }, { method, path, body });
 }
 
-async function deliver(page: Page, origin: string, payload: Payload): Promise<void> {
-  const cdp = await page.context().newCDPSession(page);
+/**
+ * Delivers `payload` to the page's service worker as a push, and returns the worker once its
+ * notification is shown. Chromium drops a notification whose display a concurrent
+ * `getNotifications` overtakes, so nothing reads them before `showNotification` has resolved.
+ */
+async function deliver(page: Page, origin: string, payload: Payload): Promise<Worker> {
+  const context = page.context();
+  const worker = context.serviceWorkers().find((w) => w.url().startsWith(origin)) ?? (await context.waitForEvent('serviceworker'));
+  await worker.evaluate(() => {
+    const scope = self as unknown as Scope & { shownTags?: string[] };
+    if (scope.shownTags) return;
+    scope.shownTags = [];
+    const show = scope.registration.showNotification.bind(scope.registration);
+    scope.registration.showNotification = async (title, options) => {
+      await show(title, options);
+      scope.shownTags!.push(options?.tag ?? '');
+    };
+  });
+  const cdp = await context.newCDPSession(page);
   const registered = new Promise<string>((ok) => {
     cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
       const mine = registrations.find((r) => r.scopeURL.startsWith(origin) && !r.isDeleted);
@@ -97,6 +114,9 @@ async function deliver(page: Page, origin: string, payload: Payload): Promise<vo
   await cdp.send('ServiceWorker.enable');
   const registrationId = await registered;
   await cdp.send('ServiceWorker.deliverPushMessage', { origin, registrationId, data: JSON.stringify(payload) });
+  await expect.poll(() => worker.evaluate((tag) => (self as unknown as { shownTags: string[] }).shownTags.includes(tag), payload.tag),
+    { message: 'the push shows its notification' }).toBe(true);
+  return worker;
 }
 
 test('a permission push shows Allow and Deny, answers with its token, and a tap opens the terminal', async ({ page, context, server }) => {
@@ -122,8 +142,7 @@ test('a permission push shows Allow and Deny, answers with its token, and a tap 
 
     // The server's own payload, delivered to the service worker.
     await page.goto(`${server.url}/#/`);
-    await deliver(page, origin, payload);
-    const worker = context.serviceWorkers().find((w) => w.url().startsWith(origin)) ?? (await context.waitForEvent('serviceworker'));
+    const worker = await deliver(page, origin, payload);
     const notification = () => worker.evaluate(async (tag) => {
       const [n] = await (self as unknown as Scope).registration.getNotifications({ tag });
       return n ? { title: n.title, body: n.body, actions: (n as Notification & { actions: { action: string }[] }).actions.map((a) => a.action), token: (n.data as Payload).token } : null;
@@ -180,8 +199,7 @@ test("a notification's Allow answers the agent's dialog, from the service worker
     const payload = push.received.find((p) => p.kind === 'permission' && p.question?.approval)!;
     expect(payload.question!.choices.map((c) => c.label).slice(0, 2)).toEqual(['Allow', 'Deny']);
     await page.goto(`${server.url}/#/`);
-    await deliver(page, origin, payload);
-    const worker = context.serviceWorkers().find((w) => w.url().startsWith(origin)) ?? (await context.waitForEvent('serviceworker'));
+    const worker = await deliver(page, origin, payload);
     await expect.poll(() => worker.evaluate(async (tag) => (await (self as unknown as Scope).registration.getNotifications({ tag })).length, payload.tag)).toBe(1);
 
     // Allow, as from the lock screen: the notification's first action (titled Allow) carries
