@@ -118,6 +118,12 @@ test('an agent on a branch: its changes staged, discarded, committed, pushed and
   await expect(readme.locator('.cf-del')).toHaveCount(1);
   await expect(readme.locator('.cf-add')).toHaveCount(1);
   await expect(readme.locator('.cf-stat')).toHaveText('+1 −1');
+  // Coloured as Markdown (its grammar loads with the first file): the title is a heading.
+  await expect(readme.locator('.cf-context .tok-heading').first()).toHaveText(/Project/);
+  // The new file comes with its lines from the server, and no hunk to stage on its own.
+  const newFile = page.locator('.cf-file[data-path="NEW.md"]');
+  await expect(newFile.locator('.cf-add')).toHaveText(['a new file']);
+  await expect(newFile.getByRole('button', { name: /hunk/ })).toHaveCount(0);
   const noSideways = () => page.evaluate(() => document.documentElement.scrollWidth <= innerWidth);
   expect(await noSideways(), 'no horizontal scrolling').toBe(true);
   await shot(page, info, '60-changes');
@@ -131,7 +137,7 @@ test('an agent on a branch: its changes staged, discarded, committed, pushed and
   await expect(page.locator('.toast').getByText('Staged README.md.')).toBeVisible();
   await expect(box).toHaveAttribute('aria-checked', 'true');
   await expect(readme).toHaveCount(0);
-  await expect(page.locator('.cf-file[data-path="NEW.md"]')).toContainText('New, not in git yet');
+  await expect(newFile.locator('.cf-add')).toHaveText(['a new file']);
   await page.getByRole('button', { name: 'Staged', exact: true }).click();
   await expect(page).toHaveURL(/\?mode=staged$/);
   await expect(readme.locator('.cf-add .cf-word')).toHaveText(['bold']);
@@ -143,7 +149,7 @@ test('an agent on a branch: its changes staged, discarded, committed, pushed and
   expect(git(worktree, 'diff', '--cached', '--name-only')).toBe('');
 
   // The new file: Cancel keeps it, Delete removes it.
-  await page.getByRole('button', { name: 'Working tree', exact: true }).click();
+  await page.getByRole('button', { name: 'Unstaged', exact: true }).click();
   const discard = page.getByRole('button', { name: 'Discard changes to NEW.md' });
   await discard.click();
   const confirm = page.getByRole('dialog', { name: 'Delete NEW.md?' });
@@ -177,8 +183,19 @@ test('an agent on a branch: its changes staged, discarded, committed, pushed and
   await expect(readme.locator('.cf-del .cf-word')).toHaveText(['brave']);
   // Uncommitted: the working tree and the index against the last commit; clean now.
   await page.getByRole('button', { name: 'Uncommitted', exact: true }).click();
+  await expect(page).toHaveURL(/\?mode=head$/);
   await expect(page.getByText('Nothing uncommitted: the working tree is the last commit.')).toBeVisible();
   await expect(page.locator('.cf-file')).toHaveCount(0);
+  // Last commit: what the commit itself changed, under its id, summary, author and age.
+  await page.getByRole('button', { name: 'Last commit', exact: true }).click();
+  const commitLine = page.locator('.cf-commit-line');
+  await expect(commitLine).toContainText(commit.slice(0, 7));
+  await expect(commitLine).toContainText('Say bold, not brave');
+  await expect(commitLine).toContainText(/by .+, (just now|\d+ minutes? ago)/);
+  await expect(readme.locator('.cf-add .cf-word')).toHaveText(['bold']);
+  await expect(page.locator('.cf-file')).toHaveCount(1);
+  expect(await noSideways(), 'no horizontal scrolling').toBe(true);
+  await expectAccessible(page, 'the last commit');
   expect(await noSideways(), 'no horizontal scrolling').toBe(true);
 
   // Push to the local bare origin: no forge, so no compare link.

@@ -324,7 +324,8 @@ async function route(): Promise<void> {
       fullScreen = true;
       break;
     case 'changes':
-      view = (await import('./views/changes')).changesView;
+    case 'repo':
+      view = name === 'changes' ? (await import('./views/changes')).changesView : (await import('./views/changes')).repoView;
       bare = true;
       break;
     case 'files':

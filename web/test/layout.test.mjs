@@ -12,7 +12,32 @@ test('each mode asks the diff it names', () => {
   assert.equal(L.diffQuery('base', 0, 'a.rs').against, 'base');
   assert.equal(L.diffQuery('base', 0, 'a.rs').path, 'a.rs');
   assert.ok(L.canStage('worktree') && L.canStage('staged'));
-  assert.ok(!L.canStage('last_commit') && !L.canStage('base'));
+  assert.ok(!L.canStage('last_commit') && !L.canStage('base') && !L.canStage('head'));
+  // Uncommitted is the working tree against HEAD; staged means nothing outside Staged.
+  assert.deepEqual(L.diffQuery('head', 1), { path: undefined, staged: false, against: 'head', page: 1 });
+  assert.ok(L.showsUntracked('worktree') && L.showsUntracked('head'));
+  assert.ok(!L.showsUntracked('staged') && !L.showsUntracked('last_commit') && !L.showsUntracked('base'));
+});
+
+test('a commit date reads relative to now', () => {
+  const now = Date.UTC(2026, 11, 7, 12, 0, 0);
+  const at = (secondsAgo) => now / 1000 - secondsAgo;
+  assert.equal(L.relativeTime(at(5), now), 'just now');
+  assert.equal(L.relativeTime(at(60), now), '1 minute ago');
+  assert.equal(L.relativeTime(at(7200), now), '2 hours ago');
+  assert.equal(L.relativeTime(at(3 * 86400), now), '3 days ago');
+  assert.equal(L.relativeTime(at(90 * 86400), now), '2026-09-08');
+  // A clock a little behind the server's is not "in the future".
+  assert.equal(L.relativeTime(at(-30), now), 'just now');
+});
+
+test('a clone goes to the URL\'s last segment without .git', () => {
+  assert.equal(L.cloneFolder('https://github.com/acme/widget.git'), 'widget');
+  assert.equal(L.cloneFolder('git@github.com:acme/widget.git'), 'widget');
+  assert.equal(L.cloneFolder('git@host:widget'), 'widget');
+  assert.equal(L.cloneFolder('ssh://git@host/srv/repos/tool/'), 'tool');
+  assert.equal(L.cloneFolder('/tmp/x/origin.git'), 'origin');
+  assert.equal(L.cloneFolder(''), '');
 });
 
 test('the staging box is ticked, half or empty, and a tap goes the right way', () => {

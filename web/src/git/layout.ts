@@ -3,16 +3,41 @@
 //! and what a commit message is prefilled with. No DOM; unit-tested in test/layout.test.mjs.
 import type { DiffFile, FileStatus, GitStatus, StatusFile } from './types';
 
-export type Mode = 'worktree' | 'staged' | 'last_commit' | 'base';
+/**
+ * What a diff shows: `worktree` the unstaged changes, `staged` the index against HEAD, `head`
+ * everything uncommitted (staged or not), `last_commit` what the last commit itself changed,
+ * `base` the branch against where it left its base.
+ */
+export type Mode = 'worktree' | 'staged' | 'head' | 'last_commit' | 'base';
 
 /** The query of GET …/git/diff for a mode and page. */
 export function diffQuery(mode: Mode, page: number, path?: string): Record<string, string | number | boolean | undefined> {
   return {
     path,
     staged: mode === 'staged',
-    against: mode === 'last_commit' ? 'last_commit' : mode === 'base' ? 'base' : 'worktree',
+    against: mode === 'staged' ? 'worktree' : mode,
     page,
   };
+}
+
+/** The modes whose diff has the working tree's untracked files (after the tracked ones). */
+export const showsUntracked = (mode: Mode) => mode === 'worktree' || mode === 'head';
+
+/** "just now", "5 minutes ago", "3 hours ago", "2 days ago", or the date past a month. */
+export function relativeTime(unixSeconds: number, now = Date.now()): string {
+  const s = Math.max(0, Math.round(now / 1000 - unixSeconds));
+  const ago = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'} ago`;
+  if (s < 60) return 'just now';
+  if (s < 3600) return ago(Math.floor(s / 60), 'minute');
+  if (s < 86400) return ago(Math.floor(s / 3600), 'hour');
+  if (s < 30 * 86400) return ago(Math.floor(s / 86400), 'day');
+  return new Date(unixSeconds * 1000).toISOString().slice(0, 10);
+}
+
+/** The folder a clone goes to by default: the URL's last segment without `.git`. */
+export function cloneFolder(url: string): string {
+  const last = url.trim().replace(/[/\\]+$/, '').split(/[/:\\]/).pop() ?? '';
+  return last.replace(/\.git$/i, '').replace(/^\.+/, '');
 }
 
 /** Staging happens in the two modes that show uncommitted changes. */

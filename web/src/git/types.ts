@@ -1,5 +1,5 @@
 //! The git API of issue 17 ("Git on the phone"), as the web app uses it. It mirrors the
-//! backend's JSON (the instance's git routes and POST /api/git/clone); keep the two in step.
+//! backend's JSON (the instance's git routes, the read-only per-repository ones, clone and the SSH key); keep the two in step.
 
 export type FileStatus = 'modified' | 'added' | 'deleted' | 'renamed' | 'untracked' | 'conflicted' | 'typechange';
 
@@ -22,11 +22,40 @@ export interface StatusFile {
   unstaged: boolean;
 }
 
-/** GET /api/instances/{id}/git/diff */
+/** GET /api/instances/{id}/git/diff and GET /api/git/repo/diff */
 export interface GitDiff {
   files: DiffFile[];
   page: number;
   pages: number;
+  /** With `against=last_commit`: the commit shown (null before the first commit). */
+  commit?: CommitInfo | null;
+}
+export interface CommitInfo {
+  id: string;
+  summary: string;
+  author: string;
+  /** Unix seconds. */
+  date: number;
+}
+
+/** GET /api/git/repos: the repositories in the workspace (top-level folders and one level down). */
+export interface RepoEntry {
+  folder: string;
+  branch: string | null;
+  head: string | null;
+  changed: number;
+}
+
+/** GET and POST /api/git/ssh-key: the account's ~/.ssh/id_ed25519.pub. */
+export interface SshKey {
+  public_key: string | null;
+  fingerprint: string | null;
+}
+
+/** POST /api/git/clone */
+export interface CloneResult {
+  folder: string;
+  branch: string | null;
 }
 export interface DiffFile {
   path: string;

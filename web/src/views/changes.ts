@@ -3,8 +3,10 @@
 // their own indentation (no sideways scrolling), small line numbers, foldable files and hunks,
 // and the changed words within a line marked. Stage, unstage and discard per file or hunk;
 // commit, push, pull and merge into the base from the bar at the bottom. Merge conflicts are
-// listed, never resolved here. Text is shown plain (no syntax colours): the word marks carry
-// what matters, and a grammar per language would cost more than this whole view.
+// listed, never resolved here. Code is coloured by its language's Lezer grammar (git/highlight.ts,
+// loaded with the first file that has one), under the word marks; other files stay plain.
+// The same page shows a repository of the workspace read-only (#/repo/<folder>): its status and
+// diffs, without staging, discarding or the bar.
 // Loaded lazily from main.ts, with its stylesheet.
 import { api, q, type Instance } from '../api';
 import { h, clear, act, toast, showError, confirmDialog, inlineError, icon, errorText } from '../ui';
@@ -12,14 +14,36 @@ import type { Ctx } from '../main';
 import { hunkWords, type Segment } from '../git/words';
 import {
   aheadBehind, appendPage, canStage, commitPrefill, countsLine, diffQuery, foldedAtFirst, hangingIndent, numberDigits,
-  splitPath, stagedState, statusGlyph, toggleAction, type Mode,
+  relativeTime, showsUntracked, splitPath, stagedState, statusGlyph, toggleAction, type Mode,
 } from '../git/layout';
-import type { CommitResult, DiffFile, GitDiff, GitStatus, Hunk, MergeResult, PushResult, StatusFile } from '../git/types';
+import { highlightHunk, languageFor, loadLanguage, type Highlighter, type Token } from '../git/highlight';
+import type { CommitInfo, CommitResult, DiffFile, GitDiff, GitStatus, Hunk, MergeResult, PushResult, StatusFile } from '../git/types';
 import '../changes.css';
 
-const MODES: Mode[] = ['worktree', 'staged', 'last_commit', 'base'];
+const MODES: Mode[] = ['worktree', 'staged', 'head', 'last_commit', 'base'];
 const isMode = (m: string | null): m is Mode => MODES.includes(m as Mode);
 
+/** Where a Changes page reads from, and whether it may change anything. */
+interface Source {
+  /** GET: the status. */
+  status: string;
+  /** GET: a diff, with the query of diffQuery. */
+  diff: string;
+  /** The instance's API path its actions post to; null for a read-only page. */
+  actions: string | null;
+  /** The route of the page, without its mode. */
+  hash: string;
+  /** Under the title: the agent's or the repository's name. */
+  subtitle: string;
+  back: { href: string; label: string };
+  /** Whether "vs base" may be offered before the status says. */
+  base: string | null;
+  /** Said when the status cannot be read. */
+  notGit: string;
+  instance: Instance | null;
+}
+
+/** #/changes/<id>: an agent's worktree, with staging, commit, push, pull and merge. */
 export async function changesView(ctx: Ctx): Promise<() => void> {
   const id = ctx.params[0] ?? '';
   const base = `api/instances/${encodeURIComponent(id)}`;
@@ -31,8 +55,34 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       h('a', { href: '#/', class: 'button primary' }, 'Back to agents')));
     return () => undefined;
   }
+  return changesPage(ctx, {
+    status: `${base}/git/status`, diff: `${base}/git/diff`, actions: base, hash: `#/changes/${encodeURIComponent(id)}`,
+    subtitle: instance.name, back: { href: `#/t/${encodeURIComponent(id)}`, label: `Back to the terminal of ${instance.name}` },
+    base: instance.git_base ?? null, instance,
+    notGit: instance.git_repo ? `Repository: ${instance.git_repo}` : 'This agent was not started on a branch; its folder may not be a git repository.',
+  });
+}
 
+/** #/repo/<folder>: a repository of the workspace, read-only (its status and diffs). */
+export async function repoView(ctx: Ctx): Promise<() => void> {
+  const folder = ctx.params.join('/');
+  const query = (more: Record<string, string | number | boolean | undefined> = {}) => q({ folder, ...more });
+  return changesPage(ctx, {
+    status: `api/git/repo/status${query()}`, diff: `api/git/repo/diff${query()}`, actions: null,
+    hash: `#/repo/${folder.split('/').map(encodeURIComponent).join('/')}`,
+    subtitle: folder, back: { href: '#/files', label: 'Back to files' }, base: null, instance: null,
+    notGit: `${folder} may not be a git repository.`,
+  });
+}
+
+async function changesPage(ctx: Ctx, src: Source): Promise<() => void> {
+  // The instance's action routes; read-only pages never reach a use of it.
+  const base = src.actions ?? '';
+  const readOnly = src.actions === null;
+  const instance = src.instance;
   let mode: Mode = isMode(ctx.query.get('mode')) ? ctx.query.get('mode') as Mode : 'worktree';
+  if (mode === 'base' && readOnly) mode = 'worktree';
+  let commit: CommitInfo | null = null;
   let status: GitStatus | null = null;
   let statusError: unknown = null;
   let files: DiffFile[] = [];
@@ -48,12 +98,13 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   // --- layout ------------------------------------------------------------------------------
   const refreshButton = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Refresh', title: 'Refresh', onclick: () => void act(refreshButton, () => refresh(true)) }, '⟳');
   const header = h('header', { class: 'cf-head' },
-    h('a', { href: `#/t/${encodeURIComponent(id)}`, class: 'icon-button', 'aria-label': `Back to the terminal of ${instance.name}` }, icon('back')),
-    h('div', { class: 'cf-titles' }, h('h1', null, 'Changes'), h('span', { class: 'cf-agent' }, instance.name)),
+    h('a', { href: src.back.href, class: 'icon-button', 'aria-label': src.back.label }, icon('back')),
+    h('div', { class: 'cf-titles' }, h('h1', null, 'Changes'), h('span', { class: 'cf-agent' }, src.subtitle)),
     refreshButton);
   const summary = h('section', { class: 'cf-summary', 'aria-label': 'Branch' });
   const notice = h('div', { class: 'cf-notice', hidden: true });
   const modes = h('div', { class: 'cf-modes', role: 'group', 'aria-label': 'Which changes to show' });
+  const commitLine = h('p', { class: 'cf-commit-line', hidden: true });
   const list = h('nav', { class: 'cf-list', 'aria-label': 'Changed files' });
   const diffs = h('div', { class: 'cf-diffs' });
   const more = h('button', { type: 'button', class: 'secondary wide cf-more', hidden: true }, 'More');
@@ -66,7 +117,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   pullButton.addEventListener('click', () => void pull());
   mergeButton.addEventListener('click', () => void merge());
   const bar = h('div', { class: 'cf-bar', role: 'toolbar', 'aria-label': 'Git actions' }, commitButton, pushButton, pullButton, mergeButton);
-  clear(ctx.root, h('div', { class: 'cf-page' }, header, h('div', { class: 'cf-content' }, summary, notice, modes, list, diffs, more), bar));
+  clear(ctx.root, h('div', { class: 'cf-page' }, header, h('div', { class: 'cf-content' }, summary, notice, modes, commitLine, list, diffs, more), readOnly ? null : bar));
 
   // --- loading -----------------------------------------------------------------------------
   /** The key (data-key) of the control with the focus, which gets it back after a rendering. */
@@ -74,13 +125,16 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
 
   async function loadStatus(): Promise<void> {
     try {
-      status = await api.get<GitStatus>(`${base}/git/status`);
+      status = await api.get<GitStatus>(src.status);
       statusError = null;
     } catch (e) {
       status = null;
       statusError = e;
     }
   }
+
+  /** A page of a mode's diff; the repository's route has its folder in the query already. */
+  const diffUrl = (m: Mode, p: number) => `${src.diff}${src.diff.includes('?') ? q(diffQuery(m, p)).replace(/^\?/, '&') : q(diffQuery(m, p))}`;
 
   /** Pages 0..`upTo` of the current mode's diff, in order. */
   async function loadDiff(upTo: number): Promise<void> {
@@ -89,13 +143,14 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     let last: GitDiff | null = null;
     try {
       for (let p = 0; p <= upTo && (!last || p < last.pages); p++) {
-        last = await api.get<GitDiff>(`${base}/git/diff${q(diffQuery(asked, p))}`);
+        last = await api.get<GitDiff>(diffUrl(asked, p));
         appendPage(got, last.files);
       }
       if (asked !== mode) return;
       files = got;
       page = last?.page ?? 0;
       pages = last?.pages ?? 1;
+      commit = last?.commit ?? null;
       diffError = null;
     } catch (e) {
       if (asked !== mode) return;
@@ -106,7 +161,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
 
   async function loadPage(p: number): Promise<void> {
     const asked = mode;
-    const next = await api.get<GitDiff>(`${base}/git/diff${q(diffQuery(asked, p))}`);
+    const next = await api.get<GitDiff>(diffUrl(asked, p));
     if (asked !== mode || gone) return;
     appendPage(files, next.files);
     page = next.page;
@@ -127,6 +182,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   function render(key = focusedKey()): void {
     renderSummary();
     renderModes();
+    renderCommitLine();
     renderList();
     renderDiffs();
     more.hidden = page + 1 >= pages;
@@ -144,8 +200,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       return;
     }
     if (!status) {
-      clear(summary, h('p', { class: 'form-error', role: 'alert' }, errorText(statusError)),
-        h('p', { class: 'muted' }, instance.git_repo ? `Repository: ${instance.git_repo}` : 'This agent was not started on a branch; its folder may not be a git repository.'));
+      clear(summary, h('p', { class: 'form-error', role: 'alert' }, errorText(statusError)), h('p', { class: 'muted' }, src.notGit));
       return;
     }
     const s = status;
@@ -159,11 +214,20 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   }
 
   function renderModes(): void {
-    // `last_commit` is the server's "against the last commit": everything not committed yet,
-    // staged or not (not what the last commit changed).
-    const label = (m: Mode) => m === 'worktree' ? 'Working tree' : m === 'staged' ? 'Staged' : m === 'last_commit' ? 'Uncommitted' : `vs ${status?.base ?? 'base'}`;
-    clear(modes, MODES.filter((m) => m !== 'base' || status?.base || instance.git_base).map((m) =>
+    const label = (m: Mode) => m === 'worktree' ? 'Unstaged' : m === 'staged' ? 'Staged' : m === 'head' ? 'Uncommitted'
+      : m === 'last_commit' ? 'Last commit' : `vs ${status?.base ?? src.base ?? 'base'}`;
+    clear(modes, MODES.filter((m) => m !== 'base' || (!readOnly && (status?.base || src.base))).map((m) =>
       h('button', { type: 'button', class: 'cf-mode', 'aria-pressed': String(m === mode), 'data-key': `mode:${m}`, onclick: () => void switchMode(m) }, label(m))));
+  }
+
+  /** The last commit's short id, summary, author and when, above its files. */
+  function renderCommitLine(): void {
+    commitLine.hidden = mode !== 'last_commit' || loading || !commit;
+    if (commitLine.hidden || !commit) return;
+    const at = new Date(commit.date * 1000);
+    clear(commitLine, h('span', { class: 'sr-only' }, 'Commit '), h('code', null, commit.id.slice(0, 7)), ' ',
+      h('strong', { class: 'cf-commit-summary' }, commit.summary), ' ',
+      h('span', { class: 'muted' }, `by ${commit.author}, `, h('time', { datetime: at.toISOString(), title: at.toLocaleString() }, relativeTime(commit.date))));
   }
 
   async function switchMode(next: Mode): Promise<void> {
@@ -172,7 +236,8 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     files = [];
     page = 0;
     pages = 1;
-    history.replaceState(null, '', `#/changes/${encodeURIComponent(id)}${next === 'worktree' ? '' : `?mode=${next}`}`);
+    commit = null;
+    history.replaceState(null, '', `${src.hash}${next === 'worktree' ? '' : `?mode=${next}`}`);
     clear(diffs, h('p', { class: 'muted' }, 'Loading…'));
     render();
     await loadDiff(0);
@@ -182,12 +247,12 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
   const statusOf = (path: string) => status?.files.find((f) => f.path === path);
   const diffOf = (path: string) => files.find((f) => f.path === path);
   /**
-   * The diff's files, and after its last page the untracked ones in the modes that show the
-   * working tree: git's diff leaves them out, yet they are what an agent adds most, and
-   * discarding one happens here.
+   * The diff's files. The server sends the untracked ones after the tracked (with their lines);
+   * any the status lists that the diff lacks (an older server) come after its last page, bare,
+   * since they are what an agent adds most, and discarding one happens here.
    */
   const shownFiles = (): DiffFile[] => {
-    if ((mode !== 'worktree' && mode !== 'last_commit') || !status || page + 1 < pages) return files;
+    if (!showsUntracked(mode) || !status || page + 1 < pages) return files;
     const untracked = status.files.filter((f) => f.status === 'untracked' && !diffOf(f.path))
       .map((f): DiffFile => ({ path: f.path, status: 'untracked', binary: false, additions: 0, deletions: 0, hunks: [] }));
     return untracked.length ? [...files, ...untracked] : files;
@@ -197,7 +262,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     // Uncommitted modes list every changed file (with its staging box); the others list the
     // files of the diff loaded so far.
     const rows: HTMLElement[] = [];
-    if (canStage(mode) && status) {
+    if (canStage(mode) && status && !readOnly) {
       for (const f of status.files) rows.push(listRow(f.path, f.status, diffOf(f.path), f));
     } else {
       for (const f of shownFiles()) rows.push(listRow(f.path, f.status, f, undefined));
@@ -214,7 +279,8 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     switch (mode) {
       case 'worktree': return status?.files.length ? 'Nothing unstaged: every change is staged.' : 'Nothing changed in the working tree.';
       case 'staged': return 'Nothing is staged.';
-      case 'last_commit': return 'Nothing uncommitted: the working tree is the last commit.';
+      case 'head': return 'Nothing uncommitted: the working tree is the last commit.';
+      case 'last_commit': return commit ? 'The last commit changed no file.' : 'No commit yet.';
       case 'base': return `This branch has no changes against ${status?.base ?? 'its base'}.`;
     }
   }
@@ -223,7 +289,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     const g = statusGlyph(st);
     const { dir, name } = splitPath(path);
     return h('li', { class: 'cf-row' },
-      sf && sf.status !== 'conflicted' ? stageBox(sf) : h('span', { class: 'cf-box-space', 'aria-hidden': 'true' }),
+      readOnly ? null : sf && sf.status !== 'conflicted' ? stageBox(sf) : h('span', { class: 'cf-box-space', 'aria-hidden': 'true' }),
       h('span', { class: `cf-glyph cf-${st}`, title: g.words, 'aria-hidden': 'true' }, g.glyph),
       h('button', { type: 'button', class: 'cf-jump', 'data-key': `jump:${path}`, onclick: () => void jumpTo(path) },
         h('span', { class: 'sr-only' }, `${g.words}: `), dir ? h('span', { class: 'cf-dir' }, dir) : null, h('span', { class: 'cf-name' }, name)),
@@ -282,7 +348,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       body.hidden = !open;
       if (open && !body.childElementCount) fillBody(body, f);
     });
-    const sf = canStage(mode) ? statusOf(f.path) : undefined;
+    const sf = canStage(mode) && !readOnly ? statusOf(f.path) : undefined;
     const actions = h('div', { class: 'cf-file-actions' },
       stat(f),
       sf && sf.status !== 'conflicted' ? stageBox(sf) : null,
@@ -314,7 +380,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       return;
     }
     if (!f.hunks.length && f.status === 'untracked') {
-      clear(body, h('p', { class: 'muted cf-note' }, 'New, not in git yet: stage it to see its lines under Staged.'));
+      clear(body, h('p', { class: 'muted cf-note' }, 'New, not in git yet; its lines are not shown (one of very many new files). Stage it to see them under Staged.'));
       return;
     }
     if (!f.hunks.length) {
@@ -322,16 +388,30 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       return;
     }
     body.style.setProperty('--digits', String(numberDigits(f)));
-    clear(body, f.hunks.map((hunk) => hunkBlock(f, hunk)));
+    clear(body, f.hunks.map((hunk) => hunkBlock(f, hunk, null)));
+    colour(body, f);
   }
 
-  function hunkBlock(f: DiffFile, hunk: Hunk): HTMLElement {
+  /** Draws a file's hunks again with its language's colours, once its grammar has loaded. */
+  function colour(body: HTMLElement, f: DiffFile): void {
+    const language = languageFor(f.path);
+    if (!language) return;
+    void loadLanguage(language).then((highlighter) => {
+      if (gone || !highlighter || !body.isConnected || !body.childElementCount) return;
+      const open = [...body.querySelectorAll<HTMLElement>('.cf-hunk')];
+      f.hunks.forEach((hunk, k) => open[k]?.replaceWith(hunkBlock(f, hunk, highlighter)));
+    }, () => undefined);
+  }
+
+  function hunkBlock(f: DiffFile, hunk: Hunk, highlighter: Highlighter | null): HTMLElement {
     const key = `${mode}:${f.path}:${hunk.header}`;
     const folded = hunkFolds.get(key) ?? false;
     const linesId = `cf-hunk-${cssId(f.path)}-${cssId(hunk.id)}`;
     const lines = h('div', { class: 'cf-lines', id: linesId, hidden: folded });
     const words = hunkWords(hunk.lines);
-    lines.append(...hunk.lines.map((line, k) => lineRow(line.kind, line.kind === 'del' ? line.old : line.new ?? line.old, line.text, words[k] ?? null)));
+    const tokens = highlighter ? highlightHunk(highlighter, hunk.lines) : null;
+    lines.append(...hunk.lines.map((line, k) => lineRow(line.kind, line.kind === 'del' ? line.old : line.new ?? line.old, line.text,
+      words[k] ?? [{ text: line.text, changed: false }], tokens?.[k] ?? null)));
     const fold = h('button', { type: 'button', class: 'cf-hunk-fold', 'aria-expanded': String(!folded), 'aria-controls': linesId, 'data-key': `hunk:${f.path}:${hunk.id}` },
       h('span', { class: 'cf-chevron', 'aria-hidden': 'true' }), h('span', { class: 'sr-only' }, 'Lines '), hunk.header);
     fold.addEventListener('click', () => {
@@ -341,8 +421,9 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
       lines.hidden = !open;
     });
     const sf = statusOf(f.path);
-    const hunkAction = mode === 'worktree' ? 'stage' : mode === 'staged' ? 'unstage' : null;
-    const stageHunk = hunkAction && sf && sf.status !== 'untracked' && sf.status !== 'conflicted'
+    // An untracked file has no hunks in git's index to stage: its box stages it whole.
+    const hunkAction = readOnly ? null : mode === 'worktree' ? 'stage' : mode === 'staged' ? 'unstage' : null;
+    const stageHunk = hunkAction && sf && f.status !== 'untracked' && sf.status !== 'untracked' && sf.status !== 'conflicted'
       ? h('button', { type: 'button', class: 'secondary small cf-hunk-stage', 'aria-label': `${hunkAction === 'stage' ? 'Stage' : 'Unstage'} hunk at line ${hunk.new_start} of ${f.path}`, 'data-key': `hunkstage:${f.path}:${hunk.id}` },
         hunkAction === 'stage' ? 'Stage hunk' : 'Unstage hunk')
       : null;
@@ -351,11 +432,9 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     return h('div', { class: 'cf-hunk' }, h('div', { class: 'cf-hunk-head' }, fold, stageHunk), lines);
   }
 
-  function lineRow(kind: 'context' | 'add' | 'del', no: number | null | undefined, text: string, segments: Segment[] | null): HTMLElement {
+  function lineRow(kind: 'context' | 'add' | 'del', no: number | null | undefined, text: string, segments: Segment[], tokens: Token[] | null): HTMLElement {
     const tag = kind === 'add' ? 'ins' : kind === 'del' ? 'del' : 'span';
-    const content = h(tag, { class: 'cf-text' }, segments
-      ? segments.map((s) => (s.changed ? h('span', { class: 'cf-word' }, s.text) : s.text))
-      : text || '\u200b');
+    const content = h(tag, { class: 'cf-text' }, text ? paint(segments, tokens) : '\u200b');
     const row = h('div', { class: `cf-line cf-${kind}` },
       h('span', { class: 'cf-no', 'aria-hidden': 'true' }, no ?? ''),
       h('span', { class: 'cf-sign', 'aria-hidden': 'true' }, kind === 'add' ? '+' : kind === 'del' ? '−' : ' '),
@@ -377,7 +456,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     }
     const section = find();
     if (!section) {
-      toast(`${path} has no changes to show here${canStage(mode) ? ` in ${mode === 'staged' ? 'Staged' : 'Working tree'}` : ''}.`, 'info');
+      toast(`${path} has no changes to show here${canStage(mode) ? ` in ${mode === 'staged' ? 'Staged' : 'Unstaged'}` : ''}.`, 'info');
       return;
     }
     const fold = section.querySelector<HTMLButtonElement>('.cf-file-fold');
@@ -445,7 +524,7 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
 
   /** The commit sheet: a message (prefilled from what the agent said last), what goes in. */
   async function openCommit(): Promise<void> {
-    if (!status) return;
+    if (!status || !instance) return;
     const staged = status.files.filter((f) => f.staged);
     if (!status.files.length) {
       toast('Nothing to commit: no file changed.', 'info');
@@ -511,6 +590,33 @@ export async function changesView(ctx: Ctx): Promise<() => void> {
     gone = true;
     document.removeEventListener('visibilitychange', onVisible);
   };
+}
+
+/**
+ * A line's text as nodes: the word marks (changed words) with the grammar's token classes
+ * inside them, each piece a span of its own when it has a class.
+ */
+function paint(segments: Segment[], tokens: Token[] | null): (Node | string)[] {
+  const out: (Node | string)[] = [];
+  let at = 0;
+  for (const seg of segments) {
+    const pieces = tokens ? slice(tokens, at, at + seg.text.length) : [{ text: seg.text, cls: '' }];
+    at += seg.text.length;
+    const nodes = pieces.map((p) => (p.cls ? h('span', { class: p.cls }, p.text) : p.text));
+    out.push(seg.changed ? h('span', { class: 'cf-word' }, nodes) : nodes.length === 1 && typeof nodes[0] === 'string' ? nodes[0] : h('span', null, nodes));
+  }
+  return out;
+}
+
+/** The tokens' text between two offsets of the line, cut where the range cuts them. */
+function slice(tokens: Token[], from: number, to: number): { text: string; cls: string }[] {
+  const out: { text: string; cls: string }[] = [];
+  for (const t of tokens) {
+    const a = Math.max(from, t.from);
+    const b = Math.min(to, t.to);
+    if (a < b) out.push({ text: t.text.slice(a - t.from, b - t.from), cls: t.cls });
+  }
+  return out;
 }
 
 /** A path made safe for an element id. */
