@@ -5,6 +5,8 @@ import { onInstances } from '../events';
 import { money, tokenCount, type AccountSpending } from './usage';
 import type { Ctx } from '../main';
 import { approvalPanel, outcomeWords } from '../approvals';
+import { cloneDialog, listRepos } from '../git/repos';
+import type { GitStatus } from '../git/types';
 
 export async function dashboardView(ctx: Ctx): Promise<() => void> {
   const list = h('div', { class: 'cards', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading agents…'));
@@ -36,12 +38,27 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
       return input;
     };
     const repo = text('agent-repo', 'a folder in your workspace');
+    // The workspace's repositories as choices; any folder may still be typed.
+    repo.setAttribute('list', 'agent-repos');
+    const repoChoices = h('datalist', { id: 'agent-repos' });
+    const loadChoices = () => listRepos().then((repos) => clear(repoChoices, repos.map((r) => h('option', { value: r.folder }, r.branch ? `${r.folder} (${r.branch})` : r.folder))), () => undefined);
+    void loadChoices();
+    const cloneButton = h('button', { type: 'button', class: 'secondary small' }, 'Clone a repository');
+    cloneButton.addEventListener('click', async () => {
+      const cloned = await cloneDialog();
+      if (!cloned) return;
+      repo.value = cloned.folder;
+      if (cloned.branch && !baseBranch.value.trim()) baseBranch.value = cloned.branch;
+      await loadChoices();
+      branch.focus();
+    });
     const branch = text('agent-branch', 'e.g. feature-x');
     const baseBranch = text('agent-base', 'optional, e.g. main');
     const onBranch = h('details', { class: 'branch-fold' },
       h('summary', null, 'Work on a branch'),
       h('div', { class: 'branch-fields' },
-        h('label', { class: 'field', for: 'agent-repo' }, h('span', null, 'Repository'), repo),
+        h('label', { class: 'field', for: 'agent-repo' }, h('span', null, 'Repository'), repo, repoChoices),
+        h('div', null, cloneButton),
         h('label', { class: 'field', for: 'agent-branch' }, h('span', null, 'Branch'), branch),
         h('label', { class: 'field', for: 'agent-base' }, h('span', null, 'Base'), baseBranch),
         h('p', { class: 'muted small-print' }, 'The agent works in a worktree of its own for this branch, made from the base (or the current branch) when it is new.')));
@@ -124,10 +141,7 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
         if (next === null || !next.trim() || next.trim() === i.name) return;
         toast('Renamed.');
       }),
-      item('Delete', async () => {
-        if (!(await confirmDialog(`Delete ${i.name}?`, live ? 'The agent will be stopped and its record deleted. Files in your workspace stay.' : 'Its record and last screen will be deleted. Files in your workspace stay.'))) return;
-        await act(null, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
-      }, true),
+      item('Delete', () => deleteInstance(i, live), true),
     ].filter((b): b is HTMLButtonElement => b !== null));
     const model = models.find((m) => m.id === i.profile);
     const meta = live ? `${model?.name ?? i.profile} · ${bytes(i.memory_bytes)} · up ${duration(i.started_at)}`
@@ -212,6 +226,57 @@ export async function dashboardView(ctx: Ctx): Promise<() => void> {
     instances = list;
     render();
     void loadSpend();
+  });
+}
+
+/**
+ * Deletes an agent after asking. One on a branch is asked about its worktree too: kept (the
+ * default) or removed; removing one with uncommitted files names them first. The branch stays.
+ */
+async function deleteInstance(i: Instance, live: boolean): Promise<void> {
+  const what = live ? 'The agent will be stopped and its record deleted.' : 'Its record and last screen will be deleted.';
+  if (!i.git_branch) {
+    if (!(await confirmDialog(`Delete ${i.name}?`, `${what} Files in your workspace stay.`))) return;
+    await act(null, () => api.del(`api/instances/${i.id}`).then(() => true), `Deleted ${i.name}.`);
+    return;
+  }
+  const choice = await worktreeChoice(i, what);
+  if (!choice) return;
+  if (choice === 'remove') {
+    const status = await api.get<GitStatus>(`api/instances/${i.id}/git/status`).catch(() => null);
+    const dirty = status?.files ?? [];
+    if (dirty.length) {
+      const names = dirty.slice(0, 5).map((f) => f.path).join(', ') + (dirty.length > 5 ? `, and ${dirty.length - 5} more` : '');
+      if (!(await confirmDialog(`Remove the worktree of ${i.name}?`,
+        `${dirty.length} ${dirty.length === 1 ? 'file has' : 'files have'} uncommitted changes that will be lost: ${names}. The branch ${i.git_branch} keeps what was committed.`,
+        'Delete and remove'))) return;
+    }
+  }
+  const query = choice === 'remove' ? '?remove_worktree=true&force=true' : '';
+  await act(null, () => api.del(`api/instances/${i.id}${query}`).then(() => true),
+    choice === 'remove' ? `Deleted ${i.name} and removed its worktree; the branch ${i.git_branch} stays.` : `Deleted ${i.name}; its worktree and branch stay.`);
+}
+
+/** Delete, keeping or removing the agent's worktree; null when cancelled. */
+function worktreeChoice(i: Instance, what: string): Promise<'keep' | 'remove' | null> {
+  return new Promise((resolve) => {
+    const d = h('dialog', { class: 'dialog', 'aria-labelledby': 'delete-title', 'aria-describedby': 'delete-what' });
+    const button = (label: string, value: string, kind: string) => h('button', { type: 'submit', value, class: kind }, label);
+    d.append(h('form', { method: 'dialog' },
+      h('h2', { id: 'delete-title' }, `Delete ${i.name}?`),
+      h('p', { id: 'delete-what' }, `${what} It works on the branch ${i.git_branch} in its own worktree${i.workdir ? ` (${i.workdir})` : ''}. The branch is kept either way; the worktree too, unless you remove it.`),
+      h('div', { class: 'delete-choice' },
+        button('Delete, keep the worktree', 'keep', 'danger'),
+        button('Delete and remove the worktree', 'remove', 'danger'),
+        button('Cancel', 'cancel', 'secondary'))));
+    // Nothing is deleted by an Enter pressed out of habit.
+    d.querySelector<HTMLButtonElement>('button[value="cancel"]')!.autofocus = true;
+    document.body.append(d);
+    d.addEventListener('close', () => {
+      d.remove();
+      resolve(d.returnValue === 'keep' || d.returnValue === 'remove' ? d.returnValue : null);
+    });
+    d.showModal();
   });
 }
 

@@ -3,6 +3,7 @@
 import { api, ApiError, q, upload, url, refreshSession, requestBlob, type Entry, type FileContent, type Listing } from '../api';
 import { h, clear, bytes, icon, confirmDialog, promptDialog, showError, toast, errorText, act } from '../ui';
 import { guardLeaving, type Ctx } from '../main';
+import { reposPanel } from '../git/repos';
 
 const join = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
 const parent = (path: string) => path.split('/').slice(0, -1).join('/');
@@ -73,8 +74,11 @@ export async function filesView(ctx: Ctx): Promise<() => void> {
   const mkdirButton = h('button', { type: 'button', class: 'secondary' }, 'New folder');
   const newFileButton = h('button', { type: 'button', class: 'secondary' }, 'New file');
   const hiddenToggle = h('input', { type: 'checkbox', id: 'show-hidden', checked: hidden });
+  // At the workspace's top: its git repositories, each with its changes, and cloning one.
+  const repos = path ? null : reposPanel(() => void refresh());
   clear(ctx.root,
     h('div', { class: 'page-head' }, h('h1', null, 'Files')),
+    repos?.el,
     crumbs(path),
     h('div', { class: 'toolbar' }, uploadButton, uploadInput, mkdirButton, newFileButton,
       h('label', { class: 'check', for: 'show-hidden' }, hiddenToggle, ' Hidden files')),
@@ -175,7 +179,7 @@ export async function filesView(ctx: Ctx): Promise<() => void> {
     void refresh();
   });
 
-  await refresh();
+  await Promise.all([refresh(), repos?.load()]);
   return () => undefined;
 }
 

@@ -4,6 +4,7 @@ import { h, clear, act, confirmDialog, when, toast, inlineError } from '../ui';
 import { applyTheme, getTheme, session, type Ctx, type Theme } from '../main';
 import { notificationsPanel } from '../push';
 import { usagePanel } from './usage';
+import type { SshKey } from '../git/types';
 
 export async function settingsView(ctx: Ctx): Promise<() => void> {
   const secretList = h('ul', { class: 'secret-list', 'aria-label': 'Your secrets' }, h('li', { class: 'muted' }, 'Loading…'));
@@ -35,12 +36,14 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
       ` ${t === 'system' ? 'Follow the system' : t === 'light' ? 'Light' : 'Dark'}`)));
 
   const notifications = notificationsPanel();
+  const ssh = sshKeyPanel();
   clear(ctx.root,
     h('div', { class: 'page-head' }, h('h1', null, 'Settings')),
     h('section', { class: 'panel', 'aria-labelledby': 'secrets-h' }, h('h2', { id: 'secrets-h' }, 'API keys and secrets'),
       h('p', { class: 'muted' }, 'Agents get these as environment variables, for example ANTHROPIC_API_KEY for Claude Code or GLM_API_KEY for GLM.'),
       secretList, secretForm),
     notifications.el,
+    ssh.el,
     usagePanel(),
     h('section', { class: 'panel', 'aria-labelledby': 'pw-h' }, h('h2', { id: 'pw-h' }, 'Password'), pwForm),
     h('section', { class: 'panel', 'aria-labelledby': 'look-h' }, h('h2', { id: 'look-h' }, 'Appearance'), themeBox),
@@ -88,6 +91,57 @@ export async function settingsView(ctx: Ctx): Promise<() => void> {
     }
   });
   if (wanted) valueInput.focus();
-  await Promise.all([refresh(), notifications.load()]);
+  await Promise.all([refresh(), notifications.load(), ssh.load()]);
   return () => undefined;
+}
+
+/**
+ * Git SSH key: the account's public key (~/.ssh/id_ed25519.pub), to copy into a forge, or a
+ * button that makes one. Clones and pushes over SSH use it.
+ */
+function sshKeyPanel(): { el: HTMLElement; load: () => Promise<void> } {
+  const body = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  const show = (key: SshKey) => {
+    if (!key.public_key) {
+      const create = h('button', { type: 'button', class: 'primary' }, 'Create a key');
+      create.addEventListener('click', async () => {
+        const made = await act(create, () => api.post<SshKey>('api/git/ssh-key', {}), 'Created an SSH key.');
+        if (made) show(made);
+        else void load();
+      });
+      clear(body, h('p', null, 'This account has no SSH key yet. Git over SSH needs one.'), create);
+      return;
+    }
+    const publicKey = key.public_key.trim();
+    const copy = h('button', { type: 'button', class: 'secondary small', 'aria-label': 'Copy the public key' }, 'Copy');
+    copy.addEventListener('click', async () => {
+      try {
+        await navigator.clipboard.writeText(publicKey);
+        toast('Copied the public key.');
+      } catch {
+        // No clipboard (an insecure origin): the key is selected to copy by hand.
+        const range = document.createRange();
+        range.selectNodeContents(keyText);
+        getSelection()?.removeAllRanges();
+        getSelection()?.addRange(range);
+        toast('Selected the key: copy it from the menu.', 'info');
+      }
+    });
+    const keyText = h('p', { class: 'ssh-key', id: 'ssh-public-key' }, publicKey);
+    clear(body,
+      keyText,
+      h('div', { class: 'toolbar' }, copy, key.fingerprint ? h('span', { class: 'muted small-print ssh-fingerprint' }, `Fingerprint ${key.fingerprint}`) : null));
+  };
+  const load = async () => {
+    try {
+      show(await api.get<SshKey>('api/git/ssh-key'));
+    } catch (e) {
+      clear(body, h('p', { class: 'form-error', role: 'alert' }, e instanceof Error ? e.message : String(e)));
+    }
+  };
+  const el = h('section', { class: 'panel', 'aria-labelledby': 'ssh-h' },
+    h('h2', { id: 'ssh-h' }, 'Git SSH key'),
+    h('p', { class: 'muted' }, 'Add this public key to your forge\'s deploy keys or account SSH keys to clone and push over SSH.'),
+    body);
+  return { el, load };
 }
