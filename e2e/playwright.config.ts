@@ -40,6 +40,8 @@ export default defineConfig({
     },
     {
       name: 'desktop',
+      // The git walkthrough is the phone's story; the desktop runs the Changes spec itself.
+      testIgnore: /git-walkthrough\.spec\.ts$/,
       use: { browserName: 'chromium', viewport: { width: 1280, height: 800 } },
     },
   ],
