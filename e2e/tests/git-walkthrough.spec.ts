@@ -100,7 +100,7 @@ test('clone, two agents on two branches, commit, push and merge one, from the ph
 
   await page.goto(`${server.url}/#/changes/${idB}`);
   const notes = page.locator('.cf-file[data-path="NOTES.md"]');
-  await expect(notes.locator('.cf-add')).toHaveText(['# Notes', '', 'sell more']);
+  await expect(notes.locator('.cf-add')).toHaveText(['# Notes', /^.?$/, 'sell more']);
   await expect(page.locator('.cf-file')).toHaveCount(1);
   await expect(page.locator('.cf-file[data-path="app.py"]')).toHaveCount(0);
   await shot(page, info, 'git-03-changes-b');
@@ -175,4 +175,31 @@ test('clone, two agents on two branches, commit, push and merge one, from the ph
   await expect(page.locator('.toast').getByText('Deleted agent-a; its worktree and branch stay.')).toBeVisible();
   expect(existsSync(join(treeA, 'app.py'))).toBe(true);
   expect(git(treeA, 'rev-parse', 'HEAD')).toBe(commit);
+});
+
+test('Settings: the account\'s SSH key for git, made in the app and shown to copy', async ({ page, server }, info) => {
+  const user = `sshkey${info.repeatEachIndex}r${info.retry}`;
+  const password = 'sshkey-password-1';
+  const userId = await server.createUser(user, password);
+  await signIn(page, server, user, password);
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings' }).click();
+  const panel = page.getByRole('region', { name: 'Git SSH key' });
+  await expect(panel).toContainText('deploy keys or account SSH keys');
+  await panel.getByRole('button', { name: 'Create a key' }).click();
+  await expect(page.locator('.toast').getByText('Created an SSH key.')).toBeVisible();
+  const key = panel.locator('.ssh-key');
+  await expect(key).toHaveText(/^ssh-ed25519 \S+/);
+  await expect(panel).toContainText(/Fingerprint SHA256:/);
+  await expect(panel.getByRole('button', { name: 'Copy the public key' })).toBeVisible();
+  // The key shown is the account's own, in its home.
+  const onDisk = readFileSync(join(server.dataDir, 'users', String(userId), 'home/.ssh/id_ed25519.pub'), 'utf8').trim();
+  await expect(key).toHaveText(onDisk);
+  expect(await noSideways(page), 'no horizontal scrolling').toBe(true);
+  await panel.scrollIntoViewIfNeeded();
+  await shot(page, info, 'git-08-ssh-key');
+  await expectAccessible(page, 'Settings with an SSH key');
+  // A second visit shows it, with no button to make another.
+  await page.reload();
+  await expect(panel.locator('.ssh-key')).toHaveText(onDisk);
+  await expect(panel.getByRole('button', { name: 'Create a key' })).toHaveCount(0);
 });

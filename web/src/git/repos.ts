@@ -90,8 +90,9 @@ export function cloneDialog(): Promise<CloneResult | null> {
       }
       if (!done) return;
       result = done;
-      toast(`Cloned into ${done.folder}${done.branch ? ` (${done.branch})` : ''}.`);
+      // Closed first: a toast shown in the dialog would go with it.
       d.close();
+      toast(`Cloned into ${done.folder}${done.branch ? ` (${done.branch})` : ''}.`);
     });
     d.append(form);
     document.body.append(d);
