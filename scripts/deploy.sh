@@ -105,7 +105,8 @@ else
 fi
 
 say "1. packages"
-PACKAGES=(tmux nginx passwd)
+# git and ssh-keygen: the Changes view, clones and the account's SSH key.
+PACKAGES=(tmux nginx passwd git openssh-client)
 if [ "$TLS" -eq 1 ] && [ -z "$CERT" ]; then PACKAGES+=(certbot); fi
 # Installs what is missing, quietly; the package lists are refreshed first, since a fresh
 # cloud image may have none.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: shell scripts, formatting, lints, benchmarks in smoke mode, unit
 # and integration tests, the web app's checks and the browser tests. Installs what is missing
-# (tmux, nginx, openssl, curl, shellcheck, fail2ban, bubblewrap, Chromium, vim-tiny, npm packages, the
+# (tmux, git, ssh-keygen, nginx, openssl, curl, shellcheck, fail2ban, bubblewrap, Chromium, vim-tiny, npm packages, the
 # pinned Claude Code CLI) or says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 require_rust
 ensure_package tmux tmux
+ensure_package git git
+# The account's SSH key for forges is made with ssh-keygen.
+ensure_package ssh-keygen openssh-client
 # The deploy path's end-to-end test runs the distribution's nginx with a self-signed certificate.
 ensure_package nginx nginx
 keep_service_off nginx nginx

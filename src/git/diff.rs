@@ -80,6 +80,20 @@ pub struct RawFile {
     pub hunks: Vec<RawHunk>,
 }
 
+impl RawFile {
+    /// An untracked file listed without its content.
+    pub fn without_content(path: String) -> Self {
+        Self {
+            path,
+            old_path: None,
+            status: FileStatus::Untracked,
+            binary: false,
+            header: Vec::new(),
+            hunks: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RawHunk {
     pub id: String,

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod routes;
 pub mod run;
 pub mod status;
+pub mod workspace;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -31,10 +31,14 @@ pub struct GitStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Against {
-    /// Working tree against the index (`staged`: index against the last commit).
+    /// Working tree against the index (`staged`: index against the last commit). Untracked
+    /// files come as added ones, after the tracked.
     #[default]
     Worktree,
-    /// Working tree (`staged`: index) against the last commit.
+    /// Everything uncommitted: working tree (`staged`: index) against the last commit.
+    /// Untracked files come as added ones, after the tracked.
+    Head,
+    /// What the last commit itself changed, against its first parent (`staged` is ignored).
     LastCommit,
     /// Working tree (`staged`: index) against where the branch left its base.
     Base,
@@ -47,7 +51,23 @@ pub struct Diff {
     pub page: usize,
     /// How many pages the whole diff has (at least 1).
     pub pages: usize,
+    /// With `against=last_commit`: the commit shown (none before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitInfo>,
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommitInfo {
+    pub id: String,
+    /// The message's first line.
+    pub summary: String,
+    pub author: String,
+    /// When it was committed, in seconds since 1970.
+    pub date: i64,
+}
+
+/// Untracked files beyond this many come in a diff without their content.
+const UNTRACKED_WITH_CONTENT: usize = 200;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Committed {
@@ -195,12 +215,23 @@ impl Place {
         ]
         .map(String::from)
         .to_vec();
-        if staged {
+        if staged && against != Against::LastCommit {
             args.push("--cached".into());
         }
         match against {
             Against::Worktree if !staged => {}
-            Against::Worktree | Against::LastCommit => {
+            Against::LastCommit => {
+                if self.head().await?.is_none() {
+                    return Ok(Vec::new());
+                }
+                let parent = self
+                    .git
+                    .maybe(&self.worktree, &["rev-parse", "--verify", "-q", "HEAD^"])
+                    .await?;
+                args.push(parent.unwrap_or_else(|| EMPTY_TREE.into()));
+                args.push("HEAD".into());
+            }
+            Against::Worktree | Against::Head => {
                 if self.head().await?.is_some() {
                     args.push("HEAD".into());
                 } else if !staged {
@@ -240,9 +271,121 @@ impl Place {
             Some(p) if !p.is_empty() => check_paths(&[p.to_owned()])?,
             _ => Vec::new(),
         };
-        let files = self.raw_diff(against, staged, &paths).await?;
+        let mut files = self.raw_diff(against, staged, &paths).await?;
+        if !staged && matches!(against, Against::Worktree | Against::Head) {
+            files.extend(self.untracked(&paths).await?);
+        }
+        let commit = match against {
+            Against::LastCommit => self.last_commit().await?,
+            _ => None,
+        };
         let (files, pages) = diff::page(&files, page);
-        Ok(Diff { files, page, pages })
+        Ok(Diff {
+            files,
+            page,
+            pages,
+            commit,
+        })
+    }
+
+    /// Untracked files (not ignored) as added ones, content and all: git's diff leaves them
+    /// out, yet they are most of what an agent writes.
+    async fn untracked(&self, paths: &[String]) -> Result<Vec<diff::RawFile>, AppError> {
+        let args = with_paths(
+            ["ls-files", "--others", "--exclude-standard", "-z"]
+                .map(String::from)
+                .to_vec(),
+            paths,
+        );
+        let out = self.git.run(Call::new(&self.worktree, &args)).await?;
+        let names: Vec<String> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        let mut files = Vec::with_capacity(names.len());
+        for (i, name) in names.into_iter().enumerate() {
+            let content = if i < UNTRACKED_WITH_CONTENT {
+                self.untracked_content(&name).await?
+            } else {
+                None
+            };
+            files.push(content.unwrap_or_else(|| diff::RawFile::without_content(name)));
+        }
+        Ok(files)
+    }
+
+    /// One untracked file against nothing; `None` when git cannot show it (too large, a
+    /// nested repository, a name that is not UTF-8).
+    async fn untracked_content(&self, name: &str) -> Result<Option<diff::RawFile>, AppError> {
+        let call = Call::new(
+            &self.worktree,
+            &[
+                "-c",
+                "core.quotePath=false",
+                "diff",
+                "--no-index",
+                "--patch",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--unified=3",
+                "--src-prefix=a/",
+                "--dst-prefix=b/",
+                "--",
+                "/dev/null",
+                name,
+            ],
+        );
+        let out = match self.git.runner.output(call).await {
+            Ok(out) => out,
+            Err(super::run::GitError::TooLarge(_)) => return Ok(None),
+            Err(err) => return Err(super::say(&self.git, err)),
+        };
+        // `--no-index` exits 1 when the files differ, which they do.
+        if !matches!(out.code, Some(0 | 1)) {
+            return Ok(None);
+        }
+        Ok(diff::parse(&out.stdout).into_iter().next().map(|mut file| {
+            file.status = status::FileStatus::Untracked;
+            file.path = name.to_owned();
+            file.old_path = None;
+            file
+        }))
+    }
+
+    /// The commit HEAD names, for the last commit's diff.
+    async fn last_commit(&self) -> Result<Option<CommitInfo>, AppError> {
+        let Some(line) = self
+            .git
+            .maybe(
+                &self.worktree,
+                &[
+                    "log",
+                    "-1",
+                    "--no-show-signature",
+                    "--format=%H%x00%s%x00%an%x00%ct",
+                    "HEAD",
+                    "--",
+                ],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut parts = line.trim_end_matches('\n').split('\0');
+        let (Some(id), Some(summary), Some(author), Some(date)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(CommitInfo {
+            id: id.to_owned(),
+            summary: summary.to_owned(),
+            author: author.to_owned(),
+            date: date.trim().parse().unwrap_or(0),
+        }))
     }
 
     /// Stages whole files, or the chosen hunks of the working tree's diff.
@@ -293,7 +436,7 @@ impl Place {
             return Err(AppError::Unprocessable("at most 1000 hunks at once".into()));
         }
         let against = if reverse {
-            Against::LastCommit
+            Against::Head
         } else {
             Against::Worktree
         };

@@ -1,6 +1,8 @@
 //! `/api/instances/{id}/git/*` (status, diff, stage, unstage, discard, commit, push, pull,
-//! merge) and `/api/git/clone`. Someone else's instance answers 404, like one that does not
-//! exist; git runs as the instance's owner.
+//! merge), `/api/git/clone`, the workspace's repositories (`/api/git/repos`, read-only
+//! `/api/git/repo/status` and `/diff`) and the account's SSH key (`/api/git/ssh-key`).
+//! Someone else's instance answers 404, like one that does not exist; git runs as the
+//! instance's owner.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ops::{Against, Committed, Diff, Discarded, GitStatus, Merged, Pulled, Pushed};
+use super::workspace::{Repos, SshKey};
 use super::{Cloned, Git, Place};
 use crate::audit::{self, Event};
 use crate::auth::extract::AuthUser;
@@ -54,6 +57,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(git_pull))
         .routes(routes!(git_merge))
         .routes(routes!(git_clone))
+        .routes(routes!(git_repos))
+        .routes(routes!(repo_status))
+        .routes(routes!(repo_diff))
+        .routes(routes!(ssh_key_show, ssh_key_make))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -104,6 +111,33 @@ pub struct DiffQuery {
     #[serde(default)]
     pub staged: bool,
     /// What to compare with (default `worktree`).
+    #[serde(default)]
+    #[param(inline)]
+    pub against: Against,
+    /// Which page of at most 2000 diff lines (from 0).
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 1000000)]
+    pub page: usize,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepoQuery {
+    /// The repository's folder, relative to the workspace.
+    pub folder: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepoDiffQuery {
+    /// The repository's folder, relative to the workspace.
+    pub folder: String,
+    /// One file only (relative to the repository).
+    pub path: Option<String>,
+    /// The index instead of the working tree.
+    #[serde(default)]
+    pub staged: bool,
+    /// What to compare with (default `worktree`; `base` is refused).
     #[serde(default)]
     #[param(inline)]
     pub against: Against,
@@ -442,4 +476,89 @@ fn redact_url(url: &str) -> String {
         },
         None => url.to_owned(),
     }
+}
+
+/// The git repositories of the caller's workspace (top-level folders and one level down; the
+/// worktrees of agents are not listed), each with what it has checked out and how many files
+/// have uncommitted changes. At most 50.
+#[utoipa::path(get, path = "/api/git/repos", tag = "git",
+    responses((status = 200, body = Repos),
+        (status = 503, description = "git is missing", body = ErrorBody)))]
+async fn git_repos(State(state): State<GitState>, auth: AuthUser) -> AppResult<Json<Repos>> {
+    Ok(Json(state.git.repos(auth.user.id).await?))
+}
+
+/// A repository's status, as for an instance (`base` is none).
+#[utoipa::path(get, path = "/api/git/repo/status", tag = "git", params(RepoQuery),
+    responses((status = 200, body = GitStatus),
+        (status = 404, description = "no repository at that folder", body = ErrorBody),
+        (status = 422, description = "a folder outside the workspace", body = ErrorBody),
+        (status = 503, description = "git is missing or did not finish in time", body = ErrorBody)))]
+async fn repo_status(
+    State(state): State<GitState>,
+    auth: AuthUser,
+    Query(query): Query<RepoQuery>,
+) -> AppResult<Json<GitStatus>> {
+    let place = state.git.repo_place(auth.user.id, &query.folder).await?;
+    Ok(Json(place.status().await?))
+}
+
+/// A repository's diff, as for an instance; `against=base` has no base here (409).
+#[utoipa::path(get, path = "/api/git/repo/diff", tag = "git", params(RepoDiffQuery),
+    responses((status = 200, body = Diff),
+        (status = 404, description = "no repository at that folder", body = ErrorBody),
+        (status = 409, description = "`against=base`, or git refused", body = ErrorBody),
+        (status = 422, description = "a bad folder or path, or a diff too large to read", body = ErrorBody),
+        (status = 503, description = "git is missing or did not finish in time", body = ErrorBody)))]
+async fn repo_diff(
+    State(state): State<GitState>,
+    auth: AuthUser,
+    Query(query): Query<RepoDiffQuery>,
+) -> AppResult<Json<Diff>> {
+    let place = state.git.repo_place(auth.user.id, &query.folder).await?;
+    Ok(Json(
+        place
+            .diff(
+                query.path.as_deref(),
+                query.staged,
+                query.against,
+                query.page,
+            )
+            .await?,
+    ))
+}
+
+/// The account's SSH key for forges (`~/.ssh/id_ed25519.pub`), which git over `ssh://` and
+/// `user@host:path` uses; `public_key` is null until one is made.
+#[utoipa::path(get, path = "/api/git/ssh-key", tag = "git",
+    responses((status = 200, body = SshKey)))]
+async fn ssh_key_show(State(state): State<GitState>, auth: AuthUser) -> AppResult<Json<SshKey>> {
+    Ok(Json(state.git.ssh_key(auth.user.id).await?))
+}
+
+/// Makes the account's ed25519 SSH key, as the account, without a passphrase; answers its
+/// public half to copy into the forge (a deploy key or the account's keys).
+#[utoipa::path(post, path = "/api/git/ssh-key", tag = "git",
+    responses((status = 201, body = SshKey),
+        (status = 409, description = "the account has a key already", body = ErrorBody),
+        (status = 503, description = "ssh-keygen is missing", body = ErrorBody)))]
+async fn ssh_key_make(
+    State(state): State<GitState>,
+    client: ClientInfo,
+    auth: AuthUser,
+) -> AppResult<(StatusCode, Json<SshKey>)> {
+    let key = state
+        .git
+        .make_ssh_key(auth.user.id, &auth.user.username)
+        .await?;
+    audit_git(
+        &state.db,
+        &auth,
+        client,
+        "git.ssh_key",
+        format!("user:{}", auth.user.id),
+        serde_json::json!({ "fingerprint": key.fingerprint }),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(key)))
 }

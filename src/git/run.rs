@@ -83,6 +83,8 @@ pub struct Call<'a> {
     pub env: Vec<(String, String)>,
     /// Written to git's standard input (a commit message, a patch); never on a command line.
     pub input: Option<Vec<u8>>,
+    /// Another program of git's world run the same way (`ssh-keygen`); it starts in `/`.
+    pub program: Option<&'static str>,
 }
 
 impl<'a> Call<'a> {
@@ -93,6 +95,15 @@ impl<'a> Call<'a> {
             timeout: TIMEOUT,
             env: Vec::new(),
             input: None,
+            program: None,
+        }
+    }
+
+    /// `program <args>` instead of git, as the account, with git's clean environment.
+    pub fn tool(program: &'static str, args: &[&str]) -> Call<'static> {
+        Call {
+            program: Some(program),
+            ..Call::new(Path::new("/"), args)
         }
     }
 
@@ -126,6 +137,11 @@ impl Runner {
         Self { confinement, home }
     }
 
+    /// The account's home, as its processes see it.
+    pub fn home(&self) -> &std::path::Path {
+        &self.home
+    }
+
     /// The uid git runs as; `None`: the server's own.
     pub fn uid(&self) -> Option<u32> {
         self.confinement.as_ref().map(|c| c.identity.uid)
@@ -133,7 +149,7 @@ impl Runner {
 
     /// The command, before its arguments: confined, in a clean environment, `-C` the folder.
     fn command(&self, call: &Call<'_>) -> Result<Command, GitError> {
-        let mut command = Command::new("git");
+        let mut command = Command::new(call.program.unwrap_or("git"));
         command
             .env_clear()
             .env("HOME", &self.home)
@@ -146,11 +162,19 @@ impl Runner {
             .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
             // ssh may not ask (there is no one to answer); a host key it does not know fails.
             .env("SSH_ASKPASS_REQUIRE", "never")
+            // A forge met for the first time is trusted and remembered in the account's
+            // known_hosts (as a first `ssh` would after a yes); a changed key still fails.
+            .env(
+                "GIT_SSH_COMMAND",
+                "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+            )
             .envs(call.env.iter().map(|(k, v)| (k, v)))
             // The folder is entered by git (`-C`), as the account, not by the server as root.
-            .current_dir("/")
-            .arg("-C")
-            .arg(call.dir)
+            .current_dir("/");
+        if call.program.is_none() {
+            command.arg("-C").arg(call.dir);
+        }
+        command
             .args(&call.args)
             .stdin(if call.input.is_some() {
                 Stdio::piped()

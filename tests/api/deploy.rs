@@ -47,7 +47,7 @@ async fn the_dry_run_prints_every_step_and_changes_nothing() {
     assert!(ok, "{plan}");
     for expected in [
         "dry run: nothing is changed",
-        "install what is missing of tmux nginx passwd certbot from the distribution (skipped: dry run)",
+        "install what is missing of tmux nginx passwd git openssh-client certbot from the distribution (skipped: dry run)",
         &format!("{prefix}/usr/local/bin/pocketdev"),
         "creates a Unix user per account",
         &format!("write {prefix}/etc/pocketdev/pocketdev.toml (0640)"),

@@ -394,7 +394,7 @@ async fn the_diff_shows_added_removed_renamed_binary_and_pages_a_long_file() {
 
     let mut seen: std::collections::BTreeMap<String, Value> = Default::default();
     let mut big_lines = Vec::new();
-    let first = git_get(&app, &token, id, "diff?against=last_commit&staged=true").await;
+    let first = git_get(&app, &token, id, "diff?against=head&staged=true").await;
     let pages = first["pages"].as_u64().unwrap();
     assert!(
         pages >= 5,
@@ -405,7 +405,7 @@ async fn the_diff_shows_added_removed_renamed_binary_and_pages_a_long_file() {
             &app,
             &token,
             id,
-            &format!("diff?against=last_commit&staged=true&page={page}"),
+            &format!("diff?against=head&staged=true&page={page}"),
         )
         .await;
         assert_eq!(diff["page"], page);
@@ -479,7 +479,7 @@ async fn the_diff_shows_added_removed_renamed_binary_and_pages_a_long_file() {
         &app,
         &token,
         id,
-        "diff?against=last_commit&staged=true&path=keep.txt",
+        "diff?against=head&staged=true&path=keep.txt",
     )
     .await;
     assert_eq!(one["files"].as_array().unwrap().len(), 1);
@@ -1034,4 +1034,309 @@ async fn hooks_and_fsmonitor_planted_in_a_repository_run_as_the_account_inside_i
     for target in &targets {
         assert!(!target.exists(), "{} was not written", target.display());
     }
+}
+
+#[tokio::test]
+async fn the_last_commit_everything_uncommitted_and_new_files_each_have_a_diff() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let me = prepare(&app, &token).await;
+    make_repo(&app, me, "proj", &[("a.txt", b"one\ntwo\n")]).await;
+    let instance = app
+        .create_instance(
+            &token,
+            json!({ "profile": "fake", "repo": "proj", "branch": "work" }),
+        )
+        .await;
+    let id = instance["id"].as_str().unwrap();
+    let wt = "worktrees/proj/work";
+    let dir = workspace(&app, me).join(wt);
+    put(&app, me, &format!("{wt}/a.txt"), b"one\nTWO\n");
+    git_as(&app, me, &dir, &["commit", "-q", "-am", "Shout two"]).await;
+    // Uncommitted: one staged change, one unstaged, and two new files git does not track.
+    put(&app, me, &format!("{wt}/a.txt"), b"one\nTWO\nthree\n");
+    git_as(&app, me, &dir, &["add", "a.txt"]).await;
+    put(&app, me, &format!("{wt}/a.txt"), b"zero\none\nTWO\nthree\n");
+    put(&app, me, &format!("{wt}/new/notes.md"), b"# Notes\nfirst\n");
+    put(&app, me, &format!("{wt}/blob.bin"), &[0, 1, 2, 0, 255]);
+    let lines_of = |file: &Value| -> Vec<String> {
+        file["hunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| h["lines"].as_array().unwrap().clone())
+            .map(|l| {
+                format!(
+                    "{}:{}",
+                    l["kind"].as_str().unwrap(),
+                    l["text"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+
+    let last = git_get(&app, &token, id, "diff?against=last_commit").await;
+    assert_eq!(last["commit"]["summary"], "Shout two", "{last}");
+    assert_eq!(last["commit"]["author"], "Test");
+    assert!(last["commit"]["date"].as_i64().unwrap() > 1_600_000_000);
+    let files = last["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "only what the commit changed: {last}");
+    assert_eq!(
+        lines_of(&files[0]),
+        ["context:one", "del:two", "add:TWO"],
+        "the commit's own change, not what came after it"
+    );
+    // `staged` changes nothing for a commit.
+    let staged_last = git_get(&app, &token, id, "diff?against=last_commit&staged=true").await;
+    assert_eq!(staged_last["files"], last["files"]);
+
+    let uncommitted = git_get(&app, &token, id, "diff?against=head").await;
+    assert!(uncommitted.get("commit").is_none(), "{uncommitted}");
+    let paths: Vec<&str> = uncommitted["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["a.txt", "blob.bin", "new/notes.md"],
+        "tracked first, then new files"
+    );
+    let files = uncommitted["files"].as_array().unwrap();
+    assert_eq!(
+        lines_of(&files[0]),
+        ["add:zero", "context:one", "context:TWO", "add:three"],
+        "staged and unstaged alike, against the last commit"
+    );
+    assert_eq!(files[1]["status"], "untracked");
+    assert_eq!(files[1]["binary"], true);
+    assert_eq!(files[2]["status"], "untracked");
+    assert_eq!(files[2]["additions"], 2);
+    assert_eq!(lines_of(&files[2]), ["add:# Notes", "add:first"]);
+
+    // The working tree against the index: the unstaged line, and the new files too.
+    let unstaged = git_get(&app, &token, id, "diff").await;
+    let files = unstaged["files"].as_array().unwrap();
+    assert_eq!(
+        lines_of(&files[0]),
+        ["add:zero", "context:one", "context:TWO", "context:three"]
+    );
+    assert_eq!(files.len(), 3, "{unstaged}");
+    // The index against the last commit: no new files there.
+    let staged = git_get(&app, &token, id, "diff?staged=true").await;
+    let files = staged["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{staged}");
+    assert_eq!(
+        lines_of(&files[0]),
+        ["context:one", "context:TWO", "add:three"]
+    );
+    // One new file asked for by name.
+    let one = git_get(&app, &token, id, "diff?against=head&path=new/notes.md").await;
+    assert_eq!(one["files"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["files"][0]["path"], "new/notes.md");
+    // A new file's whole-file hunk can be staged only as a file.
+    let hunk = files_hunk_id(&git_get(&app, &token, id, "diff?path=new/notes.md").await);
+    let refused = git_post(
+        &app,
+        &token,
+        id,
+        "stage",
+        json!({ "paths": ["new/notes.md"], "hunks": [hunk] }),
+    )
+    .await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    json_of(
+        git_post(
+            &app,
+            &token,
+            id,
+            "stage",
+            json!({ "paths": ["new/notes.md"] }),
+        )
+        .await,
+        StatusCode::OK,
+        "stage a new file",
+    )
+    .await;
+    let after = git_get(&app, &token, id, "diff?staged=true&path=new/notes.md").await;
+    assert_eq!(after["files"][0]["status"], "added", "{after}");
+}
+
+fn files_hunk_id(diff: &Value) -> String {
+    diff["files"][0]["hunks"][0]["id"]
+        .as_str()
+        .expect("a hunk")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_account_makes_its_ssh_key_once_and_only_its_public_half_is_shown() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let me = prepare(&app, &token).await;
+    let none = json_of(
+        app.get("/api/git/ssh-key", Some(&token)).await,
+        StatusCode::OK,
+        "no key yet",
+    )
+    .await;
+    assert_eq!(none, json!({ "public_key": null, "fingerprint": null }));
+
+    let made = json_of(
+        app.post("/api/git/ssh-key", Some(&token), json!({})).await,
+        StatusCode::CREATED,
+        "make a key",
+    )
+    .await;
+    let public = made["public_key"].as_str().unwrap();
+    assert!(public.starts_with("ssh-ed25519 "), "{made}");
+    assert!(public.ends_with(" pocketdev admin"), "{made}");
+    assert!(
+        made["fingerprint"].as_str().unwrap().starts_with("SHA256:"),
+        "{made}"
+    );
+    assert!(
+        !made.to_string().contains("PRIVATE"),
+        "never the private half"
+    );
+
+    // It is the account's, in its home, readable by it alone.
+    let home = app.data_dir().join(format!("users/{me}/home"));
+    let private = home.join(".ssh/id_ed25519");
+    let meta = std::fs::metadata(&private).expect("the key is in the account's home");
+    assert_eq!(
+        meta.mode() & 0o077,
+        0,
+        "the private key is the account's alone"
+    );
+    assert_eq!(meta.uid(), owner_of(&workspace(&app, me)).0);
+    assert_eq!(
+        std::fs::metadata(home.join(".ssh")).unwrap().mode() & 0o777,
+        0o700
+    );
+
+    expect_error_saying(
+        app.post("/api/git/ssh-key", Some(&token), json!({})).await,
+        StatusCode::CONFLICT,
+        "already",
+    )
+    .await;
+    let shown = json_of(
+        app.get("/api/git/ssh-key", Some(&token)).await,
+        StatusCode::OK,
+        "the key",
+    )
+    .await;
+    assert_eq!(shown, made, "the same key, not a new one");
+
+    // Another account has none of it.
+    app.create_user("neighbour", "neighbour-password").await;
+    let neighbour = app.token("neighbour", "neighbour-password").await;
+    prepare(&app, &neighbour).await;
+    let theirs = json_of(
+        app.get("/api/git/ssh-key", Some(&neighbour)).await,
+        StatusCode::OK,
+        "the neighbour's",
+    )
+    .await;
+    assert_eq!(theirs["public_key"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_workspaces_repositories_are_listed_and_read_without_an_agent() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let me = prepare(&app, &token).await;
+    make_repo(&app, me, "proj", &[("a.txt", b"a\n")]).await;
+    make_repo(&app, me, "group/lib", &[("b.txt", b"b\n")]).await;
+    put(&app, me, "proj/a.txt", b"a\nmore\n");
+    put(&app, me, "plain/readme.txt", b"not a repository\n");
+    // An agent's worktree is the agent's, not a repository of its own in the list.
+    app.create_instance(
+        &token,
+        json!({ "profile": "fake", "repo": "group/lib", "branch": "feature" }),
+    )
+    .await;
+
+    let listed = json_of(
+        app.get("/api/git/repos", Some(&token)).await,
+        StatusCode::OK,
+        "repos",
+    )
+    .await;
+    assert_eq!(
+        listed["repos"],
+        json!([
+            { "folder": "group/lib", "branch": "main", "head": listed["repos"][0]["head"], "changed": 0 },
+            { "folder": "proj", "branch": "main", "head": listed["repos"][1]["head"], "changed": 1 },
+        ]),
+        "{listed}"
+    );
+
+    let status = json_of(
+        app.get("/api/git/repo/status?folder=proj", Some(&token))
+            .await,
+        StatusCode::OK,
+        "status",
+    )
+    .await;
+    assert_eq!(status["repo"], "proj");
+    assert_eq!(status["branch"], "main");
+    assert_eq!(status["files"][0]["path"], "a.txt");
+    let diff = json_of(
+        app.get("/api/git/repo/diff?folder=proj&against=head", Some(&token))
+            .await,
+        StatusCode::OK,
+        "diff",
+    )
+    .await;
+    assert_eq!(diff["files"][0]["additions"], 1, "{diff}");
+    let last = json_of(
+        app.get(
+            "/api/git/repo/diff?folder=proj&against=last_commit",
+            Some(&token),
+        )
+        .await,
+        StatusCode::OK,
+        "last commit",
+    )
+    .await;
+    assert_eq!(last["commit"]["summary"], "initial");
+
+    for (query, status) in [
+        ("folder=plain", StatusCode::NOT_FOUND),
+        ("folder=proj/sub", StatusCode::NOT_FOUND),
+        ("folder=nowhere", StatusCode::NOT_FOUND),
+        ("folder=../proj", StatusCode::UNPROCESSABLE_ENTITY),
+        ("folder=/etc", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let response = app
+            .get(&format!("/api/git/repo/status?{query}"), Some(&token))
+            .await;
+        assert_eq!(response.status(), status, "{query}");
+    }
+    expect_error_saying(
+        app.get("/api/git/repo/diff?folder=proj&against=base", Some(&token))
+            .await,
+        StatusCode::CONFLICT,
+        "base",
+    )
+    .await;
+
+    // Another account sees none of them.
+    app.create_user("neighbour", "neighbour-password").await;
+    let neighbour = app.token("neighbour", "neighbour-password").await;
+    prepare(&app, &neighbour).await;
+    let theirs = json_of(
+        app.get("/api/git/repos", Some(&neighbour)).await,
+        StatusCode::OK,
+        "the neighbour's",
+    )
+    .await;
+    assert_eq!(theirs["repos"], json!([]));
+    let refused = app
+        .get("/api/git/repo/status?folder=proj", Some(&neighbour))
+        .await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
 }

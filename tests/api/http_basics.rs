@@ -269,3 +269,54 @@ async fn unauthenticated_api_calls_get_401_with_www_authenticate() {
     )
     .await;
 }
+
+/// JSON answers come gzipped to a client that takes gzip; files keep their bytes and their
+/// byte ranges (a download resumes), and nothing is compressed for a client that did not ask.
+#[tokio::test]
+async fn json_is_gzipped_for_clients_that_accept_it_and_files_are_not() {
+    use std::io::Read;
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let text = "a line of a file that repeats, as source code does\n".repeat(200);
+    let saved = app
+        .post(
+            "/api/files/save",
+            Some(&token),
+            serde_json::json!({ "path": "notes.txt", "content": text }),
+        )
+        .await;
+    assert!(saved.status().is_success(), "{}", saved.status());
+    let get = |path: &'static str, gzip: bool| {
+        let mut request = reqwest::Client::new()
+            .get(app.url(path))
+            .bearer_auth(&token);
+        if gzip {
+            request = request.header("accept-encoding", "gzip");
+        }
+        async move { request.send().await.expect("the server answers") }
+    };
+
+    let plain = get("/api/files/content?path=notes.txt", false).await;
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain: Value = plain.json().await.unwrap();
+    let zipped = get("/api/files/content?path=notes.txt", true).await;
+    assert_eq!(zipped.status(), StatusCode::OK);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let bytes = zipped.bytes().await.unwrap();
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut json)
+        .expect("a gzip stream");
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), plain);
+    assert!(
+        bytes.len() * 5 < json.len(),
+        "{} bytes for {} of JSON",
+        bytes.len(),
+        json.len()
+    );
+
+    let download = get("/api/files/download?path=notes.txt", true).await;
+    assert!(download.headers().get("content-encoding").is_none());
+    assert_eq!(download.headers()["accept-ranges"], "bytes");
+    assert_eq!(download.bytes().await.unwrap(), text.as_bytes());
+}

@@ -71,6 +71,9 @@ fn overrides(op: &str, fixtures: &Fixtures) -> Option<Override> {
         "POST /api/git/clone" => Override::Body(json!({
             "url": fixtures.git_remote, "folder": "conformance-clone",
         })),
+        "GET /api/git/repo/status" | "GET /api/git/repo/diff" => {
+            Override::Query(vec![("folder".into(), "conformance-repo".into())])
+        }
         _ => return None,
     })
 }

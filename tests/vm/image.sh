@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, once, the Debian 12 machine the deploy test boots: a root made by debootstrap from the
 # distribution's registry (the mirror this host's apt uses), with Debian's kernel, systemd,
-# openssh, nginx (its default site enabled, as the package leaves it) and tmux, and nothing of
+# openssh, nginx (its default site enabled, as the package leaves it), tmux and git, and nothing of
 # pocketdev. Cached in CACHE_DIR (outside the clone), so only the first run pays for it; a change
 # of RECIPE below builds it again.
 #
@@ -11,8 +11,8 @@
 # SSH key the test signs in with (id_ed25519).
 set -euo pipefail
 
-RECIPE=1
-PACKAGES=systemd-sysv,udev,linux-image-amd64,openssh-server,nginx,tmux,passwd,curl,openssl,ca-certificates,iproute2,procps,kmod,hostname
+RECIPE=2
+PACKAGES=systemd-sysv,udev,linux-image-amd64,openssh-server,nginx,tmux,passwd,git,curl,openssl,ca-certificates,iproute2,procps,kmod,hostname
 cache=${1:?give the cache folder}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
