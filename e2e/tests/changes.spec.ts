@@ -93,7 +93,7 @@ test('an agent on a branch: its changes staged, discarded, committed, pushed and
   await expect(readme.locator('.cf-context .tok-heading').first()).toHaveText(/Project/);
   // The new file comes with its lines from the server, and no hunk to stage on its own.
   const newFile = page.locator('.cf-file[data-path="NEW.md"]');
-  await expect(newFile.locator('.cf-add')).toHaveText(['a new file']);
+  await expect(newFile.locator('.cf-add .cf-text')).toHaveText(['a new file']);
   await expect(newFile.getByRole('button', { name: /hunk/ })).toHaveCount(0);
   const noSideways = () => page.evaluate(() => document.documentElement.scrollWidth <= innerWidth);
   expect(await noSideways(), 'no horizontal scrolling').toBe(true);
@@ -108,7 +108,7 @@ test('an agent on a branch: its changes staged, discarded, committed, pushed and
   await expect(page.locator('.toast').getByText('Staged README.md.')).toBeVisible();
   await expect(box).toHaveAttribute('aria-checked', 'true');
   await expect(readme).toHaveCount(0);
-  await expect(newFile.locator('.cf-add')).toHaveText(['a new file']);
+  await expect(newFile.locator('.cf-add .cf-text')).toHaveText(['a new file']);
   await page.getByRole('button', { name: 'Staged', exact: true }).click();
   await expect(page).toHaveURL(/\?mode=staged$/);
   await expect(readme.locator('.cf-add .cf-word')).toHaveText(['bold']);

@@ -100,7 +100,7 @@ test('clone, two agents on two branches, commit, push and merge one, from the ph
 
   await page.goto(`${server.url}/#/changes/${idB}`);
   const notes = page.locator('.cf-file[data-path="NOTES.md"]');
-  await expect(notes.locator('.cf-add')).toHaveText(['# Notes', /^.?$/, 'sell more']);
+  await expect(notes.locator('.cf-add .cf-text')).toHaveText(['# Notes', /^.?$/, 'sell more']);
   await expect(page.locator('.cf-file')).toHaveCount(1);
   await expect(page.locator('.cf-file[data-path="app.py"]')).toHaveCount(0);
   await shot(page, info, 'git-03-changes-b');
