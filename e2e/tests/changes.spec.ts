@@ -90,7 +90,7 @@ test('an agent on a branch: its changes staged, discarded, committed, pushed and
   await expect(readme.locator('.cf-add')).toHaveCount(1);
   await expect(readme.locator('.cf-stat')).toHaveText('+1 −1');
   // Coloured as Markdown (its grammar loads with the first file): the title is a heading.
-  await expect(readme.locator('.cf-context .tok-heading').first()).toHaveText(/Project/);
+  await expect(readme.locator('.cf-context .tok-heading', { hasText: 'Project' })).toHaveCount(1);
   // The new file comes with its lines from the server, and no hunk to stage on its own.
   const newFile = page.locator('.cf-file[data-path="NEW.md"]');
   await expect(newFile.locator('.cf-add .cf-text')).toHaveText(['a new file']);
