@@ -137,6 +137,9 @@ test('clone, two agents on two branches, commit, push and merge one, from the ph
   const row = repos.getByRole('link', { name: /^shop/ });
   await expect(row).toContainText('main');
   await expect(row).toContainText('no changes');
+  expect(await noSideways(page), 'no horizontal scrolling').toBe(true);
+  await shot(page, info, 'git-06-repositories');
+  await expectAccessible(page, 'Files with its repositories');
   await row.click();
   await expect(page).toHaveURL(/#\/repo\/shop$/);
   await expect(page.getByRole('heading', { name: 'Changes', level: 1 })).toBeVisible();
@@ -146,8 +149,9 @@ test('clone, two agents on two branches, commit, push and merge one, from the ph
   await expect(page.locator('.cf-file[data-path="app.py"] .cf-add .cf-word')).toHaveText(['good day, ']);
   await expect(page.getByRole('checkbox')).toHaveCount(0);
   await expect(page.getByRole('button', { name: /Discard|hunk/ })).toHaveCount(0);
+  await expect(page.getByRole('button', { name: /^More/ })).toBeHidden();
   expect(await noSideways(page), 'no horizontal scrolling').toBe(true);
-  await shot(page, info, 'git-06-repo');
+  await shot(page, info, 'git-07-repo-changes');
   await expectAccessible(page, 'the repository\'s Changes');
 
   // 7. Delete agent-b and its worktree: the app names the file that would be lost; the branch stays.
@@ -157,7 +161,7 @@ test('clone, two agents on two branches, commit, push and merge one, from the ph
   await cardB.getByRole('menuitem', { name: 'Delete' }).click();
   const question = page.getByRole('dialog', { name: 'Delete agent-b?' });
   await expect(question).toContainText('The branch is kept either way');
-  await shot(page, info, 'git-07-delete');
+  await shot(page, info, 'git-08-delete');
   await expectAccessible(page, 'the delete question', 'dialog[open]');
   await question.getByRole('button', { name: 'Delete and remove the worktree' }).click();
   const lost = page.getByRole('dialog', { name: 'Remove the worktree of agent-b?' });
@@ -196,7 +200,7 @@ test('Settings: the account\'s SSH key for git, made in the app and shown to cop
   await expect(key).toHaveText(onDisk);
   expect(await noSideways(page), 'no horizontal scrolling').toBe(true);
   await panel.scrollIntoViewIfNeeded();
-  await shot(page, info, 'git-08-ssh-key');
+  await shot(page, info, 'git-09-ssh-key');
   await expectAccessible(page, 'Settings with an SSH key');
   // A second visit shows it, with no button to make another.
   await page.reload();
