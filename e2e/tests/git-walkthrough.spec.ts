@@ -71,6 +71,13 @@ test('clone, two agents on two branches, commit, push and merge one, from the ph
   await dialog.getByRole('button', { name: 'Clone' }).click();
   await expect(dialog.locator('#clone-folder-error')).toBeVisible();
   await expect(dialog.getByLabel('Folder in your workspace')).toHaveAttribute('aria-invalid', 'true');
+  // A repository that is not there: git's words, under the URL.
+  await dialog.getByLabel('URL').fill(join(here, 'missing.git'));
+  await dialog.getByLabel('Folder in your workspace').fill('shop2');
+  await dialog.getByRole('button', { name: 'Clone' }).click();
+  await expect(dialog.locator('#clone-url-error')).toContainText(/missing\.git/);
+  await expect(dialog.getByLabel('URL')).toHaveAttribute('aria-invalid', 'true');
+  await expect(dialog.locator('#clone-folder-error')).toBeHidden();
   await dialog.getByRole('button', { name: 'Cancel' }).click();
   await expect(dialog).toHaveCount(0);
 

@@ -40,6 +40,15 @@ test('a clone goes to the URL\'s last segment without .git', () => {
   assert.equal(L.cloneFolder(''), '');
 });
 
+test('a clone\'s refusal is said by the field it concerns', () => {
+  assert.equal(L.cloneErrorField('`shop` exists already'), 'folder');
+  assert.equal(L.cloneErrorField('`a/b` is not a folder in your workspace'), 'folder');
+  assert.equal(L.cloneErrorField('`folder` names a new folder inside your workspace'), 'folder');
+  assert.equal(L.cloneErrorField('This URL cannot be cloned: use https://, ssh://, user@host:path, file:// or an absolute path'), 'url');
+  assert.equal(L.cloneErrorField("fatal: repository '/tmp/nope' does not exist"), 'url');
+  assert.equal(L.cloneErrorField('Could not resolve host: example.invalid'), 'url');
+});
+
 test('the staging box is ticked, half or empty, and a tap goes the right way', () => {
   const f = (staged, unstaged) => ({ staged, unstaged, status: 'modified' });
   assert.equal(L.stagedState(f(true, false)), 'true');

@@ -34,6 +34,16 @@ export function relativeTime(unixSeconds: number, now = Date.now()): string {
   return new Date(unixSeconds * 1000).toISOString().slice(0, 10);
 }
 
+/**
+ * Which field of the clone dialog a refusal concerns: the folder's when it names the folder (it
+ * exists, or is not a folder of the workspace), else the URL's (a refused URL, or git's own words
+ * on a failed clone).
+ */
+export function cloneErrorField(message: string): 'url' | 'folder' {
+  if (/\bURL\b|^fatal:|repository/i.test(message)) return 'url';
+  return /folder|exists already/i.test(message) ? 'folder' : 'url';
+}
+
 /** The folder a clone goes to by default: the URL's last segment without `.git`. */
 export function cloneFolder(url: string): string {
   const last = url.trim().replace(/[/\\]+$/, '').split(/[/:\\]/).pop() ?? '';

@@ -3,7 +3,7 @@
 // top of the Files view; the clone dialog is also in the dashboard's "Work on a branch".
 import { api, ApiError } from '../api';
 import { h, clear, act, errorText, icon, inlineError, toast } from '../ui';
-import { cloneFolder } from './layout';
+import { cloneErrorField, cloneFolder } from './layout';
 import type { CloneResult, RepoEntry } from './types';
 
 export const repoHash = (folder: string) => `#/repo/${folder.split('/').map(encodeURIComponent).join('/')}`;
@@ -83,7 +83,7 @@ export function cloneDialog(): Promise<CloneResult | null> {
         undefined, { el: urlError.el, hide: () => undefined, show: (err) => { failure = err; } });
       submit.textContent = 'Clone';
       if (failure) {
-        const onFolder = failure instanceof ApiError && /folder|exists/i.test(failure.message) && !/repository .*not found|could not read|fatal/i.test(failure.message);
+        const onFolder = failure instanceof ApiError && cloneErrorField(failure.message) === 'folder';
         (onFolder ? folderError : urlError).show(failure);
         (onFolder ? folder : url).focus();
         return;
