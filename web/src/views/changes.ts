@@ -16,7 +16,7 @@ import {
   aheadBehind, appendPage, canStage, commitPrefill, countsLine, diffQuery, foldedAtFirst, hangingIndent, numberDigits,
   relativeTime, showsUntracked, splitPath, stagedState, statusGlyph, toggleAction, type Mode,
 } from '../git/layout';
-import { highlightHunk, languageFor, loadLanguage, type Highlighter, type Token } from '../git/highlight';
+import { highlightHunk, languageFor, loadLanguage, type Token } from '../git/highlight';
 import type { CommitInfo, CommitResult, DiffFile, GitDiff, GitStatus, Hunk, MergeResult, PushResult, StatusFile } from '../git/types';
 import '../changes.css';
 
@@ -388,30 +388,42 @@ async function changesPage(ctx: Ctx, src: Source): Promise<() => void> {
       return;
     }
     body.style.setProperty('--digits', String(numberDigits(f)));
-    clear(body, f.hunks.map((hunk) => hunkBlock(f, hunk, null)));
-    colour(body, f);
+    const blocks = f.hunks.map((hunk) => hunkBlock(f, hunk));
+    clear(body, blocks);
+    colour(body, f, blocks);
   }
 
-  /** Draws a file's hunks again with its language's colours, once its grammar has loaded. */
-  function colour(body: HTMLElement, f: DiffFile): void {
+  /**
+   * Colours a file's lines by its language once the grammar has loaded: only the text of each
+   * line is drawn again, so the buttons (and the focus on one) stay.
+   */
+  function colour(body: HTMLElement, f: DiffFile, blocks: HTMLElement[]): void {
     const language = languageFor(f.path);
     if (!language) return;
     void loadLanguage(language).then((highlighter) => {
-      if (gone || !highlighter || !body.isConnected || !body.childElementCount) return;
-      const open = [...body.querySelectorAll<HTMLElement>('.cf-hunk')];
-      f.hunks.forEach((hunk, k) => open[k]?.replaceWith(hunkBlock(f, hunk, highlighter)));
+      if (gone || !highlighter) return;
+      f.hunks.forEach((hunk, k) => {
+        const block = blocks[k];
+        if (!block || !body.contains(block)) return;
+        const texts = block.querySelectorAll<HTMLElement>('.cf-line > .cf-text');
+        const tokens = highlightHunk(highlighter, hunk.lines);
+        const words = hunkWords(hunk.lines);
+        hunk.lines.forEach((line, j) => {
+          const t = tokens[j];
+          if (t && line.text && texts[j]) texts[j].replaceChildren(...paint(words[j] ?? [{ text: line.text, changed: false }], t));
+        });
+      });
     }, () => undefined);
   }
 
-  function hunkBlock(f: DiffFile, hunk: Hunk, highlighter: Highlighter | null): HTMLElement {
+  function hunkBlock(f: DiffFile, hunk: Hunk): HTMLElement {
     const key = `${mode}:${f.path}:${hunk.header}`;
     const folded = hunkFolds.get(key) ?? false;
     const linesId = `cf-hunk-${cssId(f.path)}-${cssId(hunk.id)}`;
     const lines = h('div', { class: 'cf-lines', id: linesId, hidden: folded });
     const words = hunkWords(hunk.lines);
-    const tokens = highlighter ? highlightHunk(highlighter, hunk.lines) : null;
     lines.append(...hunk.lines.map((line, k) => lineRow(line.kind, line.kind === 'del' ? line.old : line.new ?? line.old, line.text,
-      words[k] ?? [{ text: line.text, changed: false }], tokens?.[k] ?? null)));
+      words[k] ?? [{ text: line.text, changed: false }])));
     const fold = h('button', { type: 'button', class: 'cf-hunk-fold', 'aria-expanded': String(!folded), 'aria-controls': linesId, 'data-key': `hunk:${f.path}:${hunk.id}` },
       h('span', { class: 'cf-chevron', 'aria-hidden': 'true' }), h('span', { class: 'sr-only' }, 'Lines '), hunk.header);
     fold.addEventListener('click', () => {
@@ -432,9 +444,9 @@ async function changesPage(ctx: Ctx, src: Source): Promise<() => void> {
     return h('div', { class: 'cf-hunk' }, h('div', { class: 'cf-hunk-head' }, fold, stageHunk), lines);
   }
 
-  function lineRow(kind: 'context' | 'add' | 'del', no: number | null | undefined, text: string, segments: Segment[], tokens: Token[] | null): HTMLElement {
+  function lineRow(kind: 'context' | 'add' | 'del', no: number | null | undefined, text: string, segments: Segment[]): HTMLElement {
     const tag = kind === 'add' ? 'ins' : kind === 'del' ? 'del' : 'span';
-    const content = h(tag, { class: 'cf-text' }, text ? paint(segments, tokens) : '\u200b');
+    const content = h(tag, { class: 'cf-text' }, text ? paint(segments, null) : '\u200b');
     const row = h('div', { class: `cf-line cf-${kind}` },
       h('span', { class: 'cf-no', 'aria-hidden': 'true' }, no ?? ''),
       h('span', { class: 'cf-sign', 'aria-hidden': 'true' }, kind === 'add' ? '+' : kind === 'del' ? '−' : ' '),
