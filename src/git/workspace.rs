@@ -165,7 +165,7 @@ impl Git {
             .runner
             .output(Call::tool("cat", &["--", &public]))
             .await
-            .map_err(tool_error)?;
+            .map_err(tool_error(git.runner.home()))?;
         if !read.success() {
             return Ok(SshKey {
                 public_key: None,
@@ -196,7 +196,7 @@ impl Git {
             .runner
             .output(Call::tool("test", &["-e", &private]))
             .await
-            .map_err(tool_error)?;
+            .map_err(tool_error(&home))?;
         if exists.success() {
             return Err(AppError::Conflict(
                 "this account has an SSH key already; it is shown in Settings".into(),
@@ -209,7 +209,7 @@ impl Git {
                 &["-p", "-m", "700", "--", &ssh_dir.to_string_lossy()],
             ))
             .await
-            .map_err(tool_error)?;
+            .map_err(tool_error(&home))?;
         let comment = format!("pocketdev {username}");
         git.runner
             .run(Call::tool(
@@ -219,19 +219,24 @@ impl Git {
                 ],
             ))
             .await
-            .map_err(tool_error)?;
+            .map_err(tool_error(&home))?;
         self.ssh_key(user_id).await
     }
 }
 
-/// A helper program's failure in words (its name, not git's).
-fn tool_error(err: GitError) -> AppError {
+/// A helper program's failure in words (its name, not git's; the home's path as `~`).
+fn tool_error(home: &std::path::Path) -> impl Fn(GitError) -> AppError {
+    let home = home.to_string_lossy().into_owned();
+    move |err| tool_error_in(&home, err)
+}
+
+fn tool_error_in(home: &str, err: GitError) -> AppError {
     match err {
         GitError::Missing => AppError::Unavailable(
             "ssh-keygen is not installed on the server (Debian: apt-get install openssh-client)"
                 .into(),
         ),
-        GitError::Failed { stderr, .. } => AppError::Conflict(stderr),
+        GitError::Failed { stderr, .. } => AppError::Conflict(stderr.replace(home, "~")),
         GitError::Timeout(_) => AppError::Unavailable(err.to_string()),
         other => AppError::Internal(anyhow::anyhow!(other.to_string())),
     }
