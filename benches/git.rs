@@ -399,7 +399,7 @@ async fn main() {
         "  server: {pages} pages; Content-Encoding: {}",
         encoding
             .as_deref()
-            .unwrap_or("none (the API does not compress: tower-http's compression is not enabled)")
+            .unwrap_or("none (the API did not compress its JSON)")
     );
     row(&format!("GET …/git/diff, all {pages} pages"), &all_pages);
     row("GET …/git/diff, the first page", &first_page);
@@ -430,7 +430,7 @@ async fn main() {
         wire as f64 / git_bytes as f64
     );
     println!(
-        "    the JSON gzipped (-6) {gzipped:>10}   {:.2}x git diff   (what compression would send; not sent today)",
+        "    the JSON gzipped (-6) {gzipped:>10}   {:.2}x git diff   (gzip -6 of the same JSON, to compare with the wire)",
         gzipped as f64 / git_bytes as f64
     );
 
