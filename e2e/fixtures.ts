@@ -1,7 +1,8 @@
 // Shared test fixtures: a server per test file, a page that fails the test on console errors,
-// sign-in, terminal text, and phone-profile screenshots in artifacts/.
+// sign-in, terminal text, phone-profile screenshots in artifacts/, and axe-core's check.
 import { test as base, expect, type Page, type TestInfo } from '@playwright/test';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Server, type ServerOptions } from './server';
 
@@ -101,4 +102,21 @@ export async function expectScreenMatchesTmux(page: Page, server: Server, id: st
     const truth = tmuxScreen(server, id);
     return JSON.stringify(shown) === JSON.stringify(truth) ? 'same' : JSON.stringify({ shown, truth }, null, 1);
   }, { timeout, message: 'the terminal shows what tmux shows' }).toBe('same');
+}
+
+// axe-core's WCAG 2 A/AA rules, injected through the DevTools protocol (the app's CSP refuses
+// script tags), in the light and the dark theme.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+export async function expectAccessible(page: Page, screen: string, within = 'html'): Promise<void> {
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await page.evaluate(axeSource);
+    const violations = await page.evaluate(async (selector) => {
+      // @ts-expect-error axe is injected above
+      const result = await window.axe.run(document.querySelector(selector), { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+      return (result.violations as { id: string; nodes: { target: string[] }[] }[]).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join('; ')}`);
+    }, within);
+    expect(violations, `${screen} (${scheme})`).toEqual([]);
+  }
+  await page.emulateMedia({ colorScheme: null });
 }

@@ -2,13 +2,11 @@
 // call asks permission; the dashboard's card shows the question, Allow writes the file and
 // Deny does not; the card follows a question replaced by another; and the terminal shows the
 // question as a sheet over it. Needs the pinned CLI (see claude.spec.ts).
-import { test as base, expect, signIn, shot } from '../fixtures';
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { test as base, expect, signIn, shot, expectAccessible } from '../fixtures';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MockAnthropic } from '../mock-anthropic';
 import { ROOT, type Server } from '../server';
-import type { Page } from '@playwright/test';
 
 const PROFILE = 'claude-sonnet-4-5-20250929';
 const CLAUDE = process.env.POCKETDEV_TEST_CLAUDE ?? join(ROOT, '.test-tools/node_modules/.bin/claude');
@@ -81,22 +79,6 @@ async function startAgent(server: Server, user: string, password: string): Promi
   return agent;
 }
 
-// As in a11y.spec.ts: axe-core's WCAG 2 A/AA rules, through the DevTools protocol (the CSP
-// refuses injected script tags), in both themes.
-const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-async function expectAccessible(page: Page, screen: string, within = 'html'): Promise<void> {
-  for (const scheme of ['light', 'dark'] as const) {
-    await page.emulateMedia({ colorScheme: scheme });
-    await page.evaluate(axeSource);
-    const violations = await page.evaluate(async (selector) => {
-      // @ts-expect-error axe is injected above
-      const result = await window.axe.run(document.querySelector(selector), { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
-      return (result.violations as { id: string; nodes: { target: string[] }[] }[]).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join('; ')}`);
-    }, within);
-    expect(violations, `${screen} (${scheme})`).toEqual([]);
-  }
-  await page.emulateMedia({ colorScheme: null });
-}
 
 test('a Write tool call is allowed and denied from the card and the terminal, following the question live', async ({ page, server }, info) => {
   test.setTimeout(240_000);

@@ -5,10 +5,10 @@
 // merge into `main`, and a conflicting merge that is listed and aborted, checked with git itself.
 // e2e's server runs without isolation (server.ts), so the test makes and reads the repositories
 // with its own git, as the server's user, like the agent would.
-import { test, expect, signIn, shot, expectTerminal } from '../fixtures';
+import { test, expect, signIn, shot, expectTerminal, expectAccessible } from '../fixtures';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { git, expectAccessible } from '../git-helpers';
+import { git } from '../git-helpers';
 
 const README = '# Project\n\nhello brave world\nsecond line\n';
 

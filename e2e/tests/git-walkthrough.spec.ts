@@ -4,11 +4,11 @@
 // branch committed, pushed to the bare origin and merged into main, checked with git; the
 // repository's read-only Changes from Files; and deleting the other agent with its worktree,
 // after the app names the file that would be lost, keeping its branch.
-import { test, expect, signIn, shot, expectTerminal, ARTIFACTS } from '../fixtures';
+import { test, expect, signIn, shot, expectTerminal, expectAccessible, ARTIFACTS } from '../fixtures';
 import type { Page } from '@playwright/test';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { git, expectAccessible, noSideways } from '../git-helpers';
+import { git, noSideways } from '../git-helpers';
 
 const APP = 'def greet(name):\n    # say hello\n    return "hello " + name\n\n\nprint(greet("world"))\n';
 

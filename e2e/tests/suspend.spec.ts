@@ -2,9 +2,8 @@
 // menu frees its process and comes back where it was (the resumable fake agent of e2e/server.ts
 // replays its conversation as `earlier: …`); a turn of the real Claude Code CLI cut by a kill is
 // named after the resume and sent again with one tap (needs the pinned CLI, as claude.spec.ts).
-import { test as base, expect, signIn, shot, expectTerminal, terminalText } from '../fixtures';
+import { test as base, expect, signIn, shot, expectTerminal, terminalText, expectAccessible } from '../fixtures';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { MockAnthropic, REPLY_PREFIX, SLOW_TRIGGER } from '../mock-anthropic';
 import { ROOT, type Server } from '../server';
@@ -74,21 +73,6 @@ async function bannersSeen(page: Page): Promise<string[]> {
   return page.evaluate(() => (window as unknown as { banners: string[] }).banners);
 }
 
-// As in approvals.spec.ts: axe-core's WCAG 2 A/AA rules, through the DevTools protocol, in both themes.
-const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-async function expectAccessible(page: Page, screen: string, within = 'html'): Promise<void> {
-  for (const scheme of ['light', 'dark'] as const) {
-    await page.emulateMedia({ colorScheme: scheme });
-    await page.evaluate(axeSource);
-    const violations = await page.evaluate(async (selector) => {
-      // @ts-expect-error axe is injected above
-      const result = await window.axe.run(document.querySelector(selector), { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
-      return (result.violations as { id: string; nodes: { target: string[] }[] }[]).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join('; ')}`);
-    }, within);
-    expect(violations, `${screen} (${scheme})`).toEqual([]);
-  }
-  await page.emulateMedia({ colorScheme: null });
-}
 
 test('an agent suspended from its card frees its memory and opens where it was', async ({ page, server }, info) => {
   const user = `susp${info.project.name}`;

@@ -214,6 +214,21 @@ impl Git {
         .await?)
     }
 
+    /// The real path of a repository's top folder in the workspace, and the account's git;
+    /// `None` when `relative` is not one.
+    async fn repo_top(
+        &self,
+        user_id: i64,
+        relative: &str,
+    ) -> Result<Option<(PathBuf, AccountGit)>, AppError> {
+        let Some(dir) = self.folder(user_id, relative).await? else {
+            return Ok(None);
+        };
+        let git = self.account(user_id).await?;
+        let top = git.maybe(&dir, &["rev-parse", "--show-toplevel"]).await?;
+        Ok((top.as_deref().map(Path::new) == Some(dir.as_path())).then_some((dir, git)))
+    }
+
     /// Makes the worktree a new instance on `branch` of `repo` works in:
     /// `worktrees/<repo folder>/<branch, / as ->`, on a new branch from `base` (default: what the
     /// repository has checked out) or on an existing one.
@@ -231,23 +246,10 @@ impl Git {
             ));
         }
         let repo_rel = repo_path.display();
-        let not_a_repo = || {
-            AppError::Unprocessable(format!(
-                "`{repo_rel}` is not a git repository in your workspace (its top folder)"
-            ))
-        };
-        let dir = self
-            .folder(user_id, &repo_rel)
+        let (dir, git) = self
+            .repo_top(user_id, &repo_rel)
             .await?
-            .ok_or_else(not_a_repo)?;
-        let git = self.account(user_id).await?;
-        let top = git
-            .maybe(&dir, &["rev-parse", "--show-toplevel"])
-            .await?
-            .ok_or_else(not_a_repo)?;
-        if Path::new(&top) != dir {
-            return Err(not_a_repo());
-        }
+            .ok_or_else(|| AppError::Unprocessable(not_a_repo(&repo_rel)))?;
         check_branch_name(&git, &dir, branch).await?;
         let repo_name = repo_rel.rsplit('/').next().unwrap_or(&repo_rel);
         let workdir = format!("{WORKTREES}/{repo_name}/{}", branch.replace('/', "-"));
@@ -464,6 +466,10 @@ impl Git {
         let branch = git.current_branch(&dir).await?;
         Ok(Cloned { folder, branch })
     }
+}
+
+fn not_a_repo(folder: &str) -> String {
+    format!("`{folder}` is not a git repository in your workspace (its top folder)")
 }
 
 /// A refused path from a request body: 422, like the body's other values.

@@ -152,16 +152,7 @@ impl Place {
     pub async fn status(&self) -> Result<GitStatus, AppError> {
         let out = self
             .git
-            .run(Call::new(
-                &self.worktree,
-                &[
-                    "status",
-                    "--porcelain=v2",
-                    "-z",
-                    "--branch",
-                    "--untracked-files=all",
-                ],
-            ))
+            .run(Call::new(&self.worktree, &status::PORCELAIN))
             .await?;
         let parsed = status::parse(&out.stdout);
         let (mut ahead, mut behind) = (0, 0);

@@ -127,26 +127,6 @@ pub struct RepoQuery {
     pub folder: String,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RepoDiffQuery {
-    /// The repository's folder, relative to the workspace.
-    pub folder: String,
-    /// One file only (relative to the repository).
-    pub path: Option<String>,
-    /// The index instead of the working tree.
-    #[serde(default)]
-    pub staged: bool,
-    /// What to compare with (default `worktree`; `base` is refused).
-    #[serde(default)]
-    #[param(inline)]
-    pub against: Against,
-    /// Which page of at most 2000 diff lines (from 0).
-    #[serde(default)]
-    #[param(minimum = 0, maximum = 1000000)]
-    pub page: usize,
-}
-
 /// An instance the caller may act on (their own, or anyone's for an admin), and where its git
 /// work happens.
 async fn place(state: &GitState, auth: &AuthUser, id: &str) -> AppResult<(Instance, Place)> {
@@ -504,7 +484,7 @@ async fn repo_status(
 }
 
 /// A repository's diff, as for an instance; `against=base` has no base here (409).
-#[utoipa::path(get, path = "/api/git/repo/diff", tag = "git", params(RepoDiffQuery),
+#[utoipa::path(get, path = "/api/git/repo/diff", tag = "git", params(RepoQuery, DiffQuery),
     responses((status = 200, body = Diff),
         (status = 404, description = "no repository at that folder", body = ErrorBody),
         (status = 409, description = "`against=base`, or git refused", body = ErrorBody),
@@ -513,9 +493,10 @@ async fn repo_status(
 async fn repo_diff(
     State(state): State<GitState>,
     auth: AuthUser,
-    Query(query): Query<RepoDiffQuery>,
+    Query(repo): Query<RepoQuery>,
+    Query(query): Query<DiffQuery>,
 ) -> AppResult<Json<Diff>> {
-    let place = state.git.repo_place(auth.user.id, &query.folder).await?;
+    let place = state.git.repo_place(auth.user.id, &repo.folder).await?;
     Ok(Json(
         place
             .diff(

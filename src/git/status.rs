@@ -64,6 +64,16 @@ fn status_of(code: u8) -> Option<FileStatus> {
 }
 
 /// Reads porcelain v2 with `-z` (entries end with NUL; a rename's original path follows it).
+/// The `git status` that [`parse`] reads: every file, untracked ones one by one, and the
+/// branch headers.
+pub const PORCELAIN: [&str; 5] = [
+    "status",
+    "--porcelain=v2",
+    "-z",
+    "--branch",
+    "--untracked-files=all",
+];
+
 pub fn parse(raw: &[u8]) -> Parsed {
     let mut parsed = Parsed::default();
     let mut entries = raw.split(|b| *b == 0).map(String::from_utf8_lossy);

@@ -1,8 +1,6 @@
 //! Git beyond one instance: the repositories of an account's workspace (listed, and read as a
 //! [`Place`] of their own), and the account's SSH key for forges.
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -91,18 +89,7 @@ impl Git {
         let mut repos = Vec::with_capacity(folders.len());
         for folder in folders {
             let dir = git.workspace.join(&folder);
-            let out = git
-                .output(Call::new(
-                    &dir,
-                    &[
-                        "status",
-                        "--porcelain=v2",
-                        "-z",
-                        "--branch",
-                        "--untracked-files=all",
-                    ],
-                ))
-                .await?;
+            let out = git.output(Call::new(&dir, &status::PORCELAIN)).await?;
             // A repository git cannot read (a broken one) is left out rather than failing all.
             if !out.success() {
                 continue;
@@ -122,26 +109,14 @@ impl Git {
     pub async fn repo_place(&self, user_id: i64, folder: &str) -> Result<Place, AppError> {
         let path = RelPath::parse(folder).map_err(super::unprocessable)?;
         let folder = path.display();
-        let not_a_repo = || {
-            AppError::NotFound(format!(
-                "`{folder}` is not a git repository in your workspace (its top folder)"
-            ))
-        };
+        let not_found = || AppError::NotFound(super::not_a_repo(&folder));
         if path.is_root() {
-            return Err(not_a_repo());
+            return Err(not_found());
         }
-        let dir = self
-            .folder(user_id, &folder)
+        let (dir, git) = self
+            .repo_top(user_id, &folder)
             .await?
-            .ok_or_else(not_a_repo)?;
-        let git = self.account(user_id).await?;
-        let top = git
-            .maybe(&dir, &["rev-parse", "--show-toplevel"])
-            .await?
-            .map(PathBuf::from);
-        if top.as_deref() != Some(dir.as_path()) {
-            return Err(not_a_repo());
-        }
+            .ok_or_else(not_found)?;
         let branch = git
             .current_branch(&dir)
             .await?
