@@ -19,7 +19,7 @@ const MOMENTUM_DECAY_MS = 325;
 /** Slower flicks than this (px/ms) just stop. */
 const MOMENTUM_MIN_SPEED = 0.25;
 
-export function mountScrolling({ term, screen, scrollRemote, onLongPress }: ScrollOptions): { dispose(): void } {
+export function mountScrolling({ term, screen, scrollRemote, onLongPress }: ScrollOptions): { toBottom(): void; dispose(): void } {
   const cellHeight = () => Math.max(8, screen.clientHeight / Math.max(1, term.rows));
   const remote = () => term.buffer.active.type === 'alternate' || term.modes.mouseTrackingMode !== 'none';
 
@@ -208,6 +208,12 @@ export function mountScrolling({ term, screen, scrollRemote, onLongPress }: Scro
   redraw();
 
   return {
+    toBottom() {
+      // A flick still gliding would carry the view back up past the prompt.
+      stopGlide();
+      term.scrollToBottom();
+      redraw();
+    },
     dispose() {
       stopGlide();
       clearTimeout(pressTimer);

@@ -214,6 +214,8 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     badge.title = reason ?? '';
   };
 
+  // To the prompt; once scrolling on glass is mounted, its glide stops there too.
+  let toLatest = () => term.scrollToBottom();
   function send(message: ClientMessage) {
     if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
   }
@@ -225,7 +227,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     const bytes = encoder.encode(data);
     for (let i = 0; i < bytes.length; i += MAX_FRAME) ws.send(bytes.slice(i, i + MAX_FRAME));
     // Typing means looking at the prompt again, as in a desktop terminal.
-    term.scrollToBottom();
+    toLatest();
   }
   function sendKey(data: string) {
     if (data.length === 1 && keys.takeCtrl()) data = ctrlOf(data);
@@ -238,7 +240,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
       return false;
     }
     send({ type: 'paste', data: text });
-    term.scrollToBottom();
+    toLatest();
     return true;
   }
   // The sticky Ctrl of the key bar applies to a key typed on the keyboard too.
@@ -515,6 +517,7 @@ export async function terminalView(ctx: Ctx): Promise<() => void> {
     scrollRemote: (lines, col, row) => send({ type: 'scroll', lines, col, row }),
     onLongPress: (x, y) => selection.selectAt(x, y),
   });
+  toLatest = () => scrolling.toBottom();
   let lastSheet = 0;
   screen.addEventListener('contextmenu', (e) => {
     if (!matchMedia('(pointer: coarse)').matches) return;
