@@ -66,8 +66,10 @@ pub struct CommitInfo {
     pub date: i64,
 }
 
-/// Untracked files beyond this many come in a diff without their content.
+/// Untracked files beyond this many, or past this many bytes of their diffs together, come
+/// in a diff without their content: one request never holds more than a diff's worth.
 const UNTRACKED_WITH_CONTENT: usize = 200;
+const UNTRACKED_BYTES: usize = super::run::OUTPUT_MAX;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Committed {
@@ -296,9 +298,10 @@ impl Place {
             .map(|name| String::from_utf8_lossy(name).into_owned())
             .collect();
         let mut files = Vec::with_capacity(names.len());
+        let mut bytes = 0;
         for (i, name) in names.into_iter().enumerate() {
-            let content = if i < UNTRACKED_WITH_CONTENT {
-                self.untracked_content(&name).await?
+            let content = if i < UNTRACKED_WITH_CONTENT && bytes < UNTRACKED_BYTES {
+                self.untracked_content(&name, &mut bytes).await?
             } else {
                 None
             };
@@ -307,9 +310,13 @@ impl Place {
         Ok(files)
     }
 
-    /// One untracked file against nothing; `None` when git cannot show it (too large, a
-    /// nested repository, a name that is not UTF-8).
-    async fn untracked_content(&self, name: &str) -> Result<Option<diff::RawFile>, AppError> {
+    /// One untracked file against nothing, its diff's size added to `bytes`; `None` when git
+    /// cannot show it (too large, a nested repository, a name that is not UTF-8).
+    async fn untracked_content(
+        &self,
+        name: &str,
+        bytes: &mut usize,
+    ) -> Result<Option<diff::RawFile>, AppError> {
         let call = Call::new(
             &self.worktree,
             &[
@@ -331,13 +338,17 @@ impl Place {
         );
         let out = match self.git.runner.output(call).await {
             Ok(out) => out,
-            Err(super::run::GitError::TooLarge(_)) => return Ok(None),
+            Err(super::run::GitError::TooLarge(limit)) => {
+                *bytes += limit;
+                return Ok(None);
+            }
             Err(err) => return Err(super::say(&self.git, err)),
         };
         // `--no-index` exits 1 when the files differ, which they do.
         if !matches!(out.code, Some(0 | 1)) {
             return Ok(None);
         }
+        *bytes += out.stdout.len();
         Ok(diff::parse(&out.stdout).into_iter().next().map(|mut file| {
             file.status = status::FileStatus::Untracked;
             file.path = name.to_owned();

@@ -1340,3 +1340,44 @@ async fn the_workspaces_repositories_are_listed_and_read_without_an_agent() {
         .await;
     assert_eq!(refused.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn new_files_bring_at_most_a_diffs_worth_of_content_to_one_request() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let me = prepare(&app, &token).await;
+    make_repo(&app, me, "proj", &[("a.txt", b"a\n")]).await;
+    let instance = app
+        .create_instance(
+            &token,
+            json!({ "profile": "fake", "repo": "proj", "branch": "logs" }),
+        )
+        .await;
+    let id = instance["id"].as_str().unwrap();
+    // Four new files of 3 MiB each: past 8 MiB of their diffs, the rest come by name only.
+    let line = format!("{}\n", "x".repeat(99));
+    let big = line.repeat(3 * 1024 * 1024 / line.len());
+    for name in ["log-1.txt", "log-2.txt", "log-3.txt", "log-4.txt"] {
+        put(
+            &app,
+            me,
+            &format!("worktrees/proj/logs/{name}"),
+            big.as_bytes(),
+        );
+    }
+    let first = git_get(&app, &token, id, "diff").await;
+    let pages = first["pages"].as_u64().unwrap();
+    let last = git_get(&app, &token, id, &format!("diff?page={}", pages - 1)).await;
+    let files = last["files"].as_array().unwrap();
+    let tail = files.last().expect("a file on the last page");
+    assert_eq!(tail["path"], "log-4.txt", "{}", tail["path"]);
+    assert_eq!(tail["status"], "untracked");
+    assert_eq!(
+        tail["hunks"],
+        json!([]),
+        "the fourth comes without its content"
+    );
+    assert_eq!(tail["additions"], 0);
+    // The first three came with theirs: about 94,000 lines in pages of 2,000.
+    assert!(pages >= 3 * 31_000 / 2000, "{pages} pages");
+}
