@@ -127,6 +127,15 @@ pub struct RepoQuery {
     pub folder: String,
 }
 
+impl DiffQuery {
+    /// The diff this query asks for, of an instance's or a repository's place.
+    async fn read(&self, place: &Place) -> AppResult<Diff> {
+        place
+            .diff(self.path.as_deref(), self.staged, self.against, self.page)
+            .await
+    }
+}
+
 /// An instance the caller may act on (their own, or anyone's for an admin), and where its git
 /// work happens.
 async fn place(state: &GitState, auth: &AuthUser, id: &str) -> AppResult<(Instance, Place)> {
@@ -226,16 +235,7 @@ async fn git_diff(
     Query(query): Query<DiffQuery>,
 ) -> AppResult<Json<Diff>> {
     let (_, place) = place(&state, &auth, &id).await?;
-    Ok(Json(
-        place
-            .diff(
-                query.path.as_deref(),
-                query.staged,
-                query.against,
-                query.page,
-            )
-            .await?,
-    ))
+    Ok(Json(query.read(&place).await?))
 }
 
 /// Stages whole files (`git add`), or only the given hunks of them (`git apply --cached`);
@@ -497,16 +497,7 @@ async fn repo_diff(
     Query(query): Query<DiffQuery>,
 ) -> AppResult<Json<Diff>> {
     let place = state.git.repo_place(auth.user.id, &repo.folder).await?;
-    Ok(Json(
-        place
-            .diff(
-                query.path.as_deref(),
-                query.staged,
-                query.against,
-                query.page,
-            )
-            .await?,
-    ))
+    Ok(Json(query.read(&place).await?))
 }
 
 /// The account's SSH key for forges (`~/.ssh/id_ed25519.pub`), which git over `ssh://` and
